@@ -1,0 +1,16 @@
+//! Media for webgear-rtc: raw frames, the sources that produce them, the transforms applied
+//! before encoding, and the encoders.
+//!
+//! Everything here is blocking, synchronous code with no knowledge of WebRTC or HTTP: a
+//! stream's capture thread calls [`FrameSource::read`](source::FrameSource::read), runs the
+//! [`transform`]s and hands the result to an [`encode`]r. The server crate owns the threads
+//! and the networking.
+
+pub mod encode;
+pub mod frame;
+pub mod source;
+pub mod transform;
+
+pub use encode::{EncodedFrame, EncoderError, H264Encoder, H264EncoderConfig};
+pub use frame::{Frame, FrameError, I420Frame, PixelFormat};
+pub use source::{FrameSource, SourceError, SourceSpec};

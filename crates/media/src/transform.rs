@@ -1,0 +1,128 @@
+//! Transforms applied to every frame before encoding, in the capture thread.
+//!
+//! [`FrameSizeReducer`] implements vidgear's `frame_size_reduction`: shrink each frame by a
+//! percentage so it costs less to encode and send.
+
+use fast_image_resize::{FilterType, PixelType, ResizeAlg, ResizeOptions, Resizer, images};
+
+use crate::frame::I420Frame;
+
+/// The largest `frame_size_reduction` accepted, in percent (as in vidgear).
+pub const MAX_FRAME_SIZE_REDUCTION: u8 = 90;
+
+/// Why a transform could not be set up.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum TransformError {
+    /// The reduction percentage is out of range.
+    #[error(
+        "frame_size_reduction must be between 0 and {MAX_FRAME_SIZE_REDUCTION} percent, got {0}"
+    )]
+    ReductionOutOfRange(u8),
+}
+
+/// Shrinks frames by a fixed percentage of their width and height. Output sizes are always
+/// even, as 4:2:0 encoders require; 0 percent passes even-sized frames through untouched.
+pub struct FrameSizeReducer {
+    percent: u8,
+    resizer: Resizer,
+    options: ResizeOptions,
+}
+
+impl std::fmt::Debug for FrameSizeReducer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FrameSizeReducer")
+            .field("percent", &self.percent)
+            .finish_non_exhaustive()
+    }
+}
+
+impl FrameSizeReducer {
+    /// A reducer for `percent` in `0..=90`.
+    pub fn new(percent: u8) -> Result<Self, TransformError> {
+        if percent > MAX_FRAME_SIZE_REDUCTION {
+            return Err(TransformError::ReductionOutOfRange(percent));
+        }
+        let options = ResizeOptions::new().resize_alg(ResizeAlg::Convolution(FilterType::Bilinear));
+        Ok(FrameSizeReducer {
+            percent,
+            resizer: Resizer::new(),
+            options,
+        })
+    }
+
+    /// The size a `width x height` frame has after reduction.
+    pub fn output_size(&self, width: u32, height: u32) -> (u32, u32) {
+        let scale = |side: u32| {
+            let reduced = (u64::from(side) * u64::from(100 - self.percent) + 50) / 100;
+            ((reduced as u32) & !1).max(2)
+        };
+        (scale(width), scale(height))
+    }
+
+    /// Returns the reduced frame (the same frame when no resizing is needed).
+    pub fn apply(&mut self, frame: I420Frame) -> I420Frame {
+        let (width, height) = (frame.width(), frame.height());
+        let (out_w, out_h) = self.output_size(width, height);
+        if (out_w, out_h) == (width, height) {
+            return frame;
+        }
+        let mut out = I420Frame::new_grey(out_w, out_h, frame.captured_at());
+        let (src_planes, dst_planes) = (frame.planes(), out.planes_mut());
+        let (cw, ch) = (frame.chroma_width(), frame.chroma_height());
+        let (out_cw, out_ch) = (out_w / 2, out_h / 2);
+        for (src, dst, (sw, sh), (dw, dh)) in [
+            (src_planes.0, dst_planes.0, (width, height), (out_w, out_h)),
+            (src_planes.1, dst_planes.1, (cw, ch), (out_cw, out_ch)),
+            (src_planes.2, dst_planes.2, (cw, ch), (out_cw, out_ch)),
+        ] {
+            // Plane sizes follow from the frames' own dimensions, and u8 pixels need no
+            // alignment, so neither view can be rejected.
+            let src = images::ImageRef::new(sw, sh, src, PixelType::U8)
+                .expect("source plane matches its frame's dimensions");
+            let mut dst = images::Image::from_slice_u8(dw, dh, dst, PixelType::U8)
+                .expect("destination plane matches its frame's dimensions");
+            self.resizer
+                .resize(&src, &mut dst, &self.options)
+                .expect("planes of one pixel type resize");
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Instant;
+
+    use super::*;
+    use crate::source::{FrameCode, TestPattern};
+
+    #[test]
+    fn reduces_by_percentage_to_even_sizes() {
+        let reducer = FrameSizeReducer::new(20).unwrap();
+        assert_eq!(reducer.output_size(1280, 720), (1024, 576));
+        assert_eq!(
+            FrameSizeReducer::new(0).unwrap().output_size(641, 481),
+            (640, 480)
+        );
+        assert_eq!(
+            FrameSizeReducer::new(90).unwrap().output_size(1280, 720),
+            (128, 72)
+        );
+        assert_eq!(
+            FrameSizeReducer::new(91).unwrap_err().to_string(),
+            "frame_size_reduction must be between 0 and 90 percent, got 91"
+        );
+    }
+
+    #[test]
+    fn the_reduced_picture_keeps_its_content() {
+        let frame = TestPattern::new(1280, 720, 30).render(1234, Instant::now());
+        let reduced = FrameSizeReducer::new(50).unwrap().apply(frame);
+        assert_eq!((reduced.width(), reduced.height()), (640, 360));
+        assert_eq!(
+            FrameCode::read(reduced.planes().0, 640, 640, 360),
+            Some(1234)
+        );
+    }
+}
