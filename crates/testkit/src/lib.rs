@@ -1,1 +1,13 @@
-//! stub
+//! Test tools for webgear-rtc, used by its tests and benchmarks and usable against any
+//! server that speaks WebGear_RTC's `/offer` protocol:
+//!
+//! - [`Viewer`]: a real WebRTC peer (str0m on the client side) that completes ICE and DTLS,
+//!   depacketizes and **decodes** the H.264 it receives, and reports every picture's size,
+//!   the frame number the test pattern drew into it, and when it arrived.
+//! - [`Browser`]: headless Chromium driven over WebDriver, to prove the default page plays.
+
+mod browser;
+mod viewer;
+
+pub use browser::{Browser, BrowserError};
+pub use viewer::{DecodedFrame, Viewer, ViewerError};

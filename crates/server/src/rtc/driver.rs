@@ -1,0 +1,297 @@
+//! The peer driver: one task that owns every peer and the UDP sockets. It feeds peers the
+//! datagrams addressed to them, their timeouts and every encoded frame of the stream, and
+//! sends what they produce.
+//!
+//! A peer that cannot keep up never slows the others: frames are written into each peer's
+//! own send queue, and if the driver itself falls behind the stream, every peer skips to
+//! the next keyframe.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use str0m::Input;
+use str0m::net::{Protocol, Receive, Transmit};
+use tokio::net::UdpSocket;
+use tokio::sync::{broadcast, mpsc};
+use tokio::task::JoinSet;
+use tokio::time::sleep_until;
+use tracing::{debug, trace, warn};
+
+use super::peer::{Peer, PeerId};
+use crate::stats::Metrics;
+use crate::stream::{KeyframeRequests, StreamFrame};
+
+/// Incoming datagrams waiting for the driver; past this, new ones are dropped as a full
+/// network queue would.
+const DATAGRAM_QUEUE: usize = 4096;
+
+/// The largest datagram read; WebRTC keeps packets under the path MTU.
+const MAX_DATAGRAM: usize = 2048;
+
+/// How long the driver sleeps when no peer has a deadline.
+const IDLE_WAKE: Duration = Duration::from_secs(1);
+
+/// What the rest of the server asks of the driver.
+#[derive(Debug)]
+pub(crate) enum Command {
+    /// Take over a peer that has answered its offer.
+    Add(Box<Peer>),
+    /// Close every peer and stop.
+    Shutdown,
+}
+
+/// A datagram read from one of the sockets.
+struct Datagram {
+    data: Vec<u8>,
+    source: SocketAddr,
+    destination: SocketAddr,
+}
+
+struct Slot {
+    peer: Peer,
+    deadline: Instant,
+}
+
+pub(crate) struct Driver {
+    peers: HashMap<PeerId, Slot>,
+    /// Remote address → the peer that accepted traffic from it, so routing a datagram is a
+    /// lookup rather than asking every peer.
+    routes: HashMap<SocketAddr, PeerId>,
+    sockets: Vec<Arc<UdpSocket>>,
+    frames: broadcast::Receiver<StreamFrame>,
+    keyframes: KeyframeRequests,
+    metrics: Arc<Metrics>,
+    outgoing: Vec<Transmit>,
+}
+
+impl Driver {
+    pub(crate) fn new(
+        sockets: Vec<UdpSocket>,
+        frames: broadcast::Receiver<StreamFrame>,
+        keyframes: KeyframeRequests,
+        metrics: Arc<Metrics>,
+    ) -> Self {
+        Driver {
+            peers: HashMap::new(),
+            routes: HashMap::new(),
+            sockets: sockets.into_iter().map(Arc::new).collect(),
+            frames,
+            keyframes,
+            metrics,
+            outgoing: Vec::new(),
+        }
+    }
+
+    pub(crate) async fn run(mut self, mut commands: mpsc::Receiver<Command>) {
+        let (datagram_tx, mut datagrams) = mpsc::channel(DATAGRAM_QUEUE);
+        let mut readers = JoinSet::new();
+        for socket in &self.sockets {
+            readers.spawn(read_datagrams(socket.clone(), datagram_tx.clone()));
+        }
+        drop(datagram_tx);
+        let mut stream_open = true;
+
+        loop {
+            let deadline = self.next_deadline();
+            tokio::select! {
+                // Commands first: a peer must be registered before its client's first
+                // datagram is routed.
+                biased;
+                command = commands.recv() => match command {
+                    Some(Command::Add(peer)) => self.add(*peer).await,
+                    Some(Command::Shutdown) | None => break,
+                },
+                frame = self.frames.recv(), if stream_open => match frame {
+                    Ok(frame) => self.send_frame(&frame).await,
+                    Err(broadcast::error::RecvError::Lagged(missed)) => {
+                        debug!(missed, "driver fell behind the stream; every peer resyncs");
+                        self.peers.values_mut().for_each(|slot| slot.peer.resync());
+                        self.request_keyframes();
+                    }
+                    Err(broadcast::error::RecvError::Closed) => {
+                        debug!("the stream ended");
+                        stream_open = false;
+                    }
+                },
+                Some(datagram) = datagrams.recv() => self.route(datagram).await,
+                () = sleep_until(deadline.into()) => self.timeouts().await,
+            }
+        }
+
+        readers.abort_all();
+        let ids: Vec<PeerId> = self.peers.keys().copied().collect();
+        for id in ids {
+            if let Some(slot) = self.peers.get_mut(&id) {
+                slot.peer.close();
+            }
+            self.flush(id).await;
+        }
+        debug!("peer driver stopped");
+    }
+
+    fn next_deadline(&self) -> Instant {
+        let idle = Instant::now() + IDLE_WAKE;
+        self.peers
+            .values()
+            .map(|slot| slot.deadline)
+            .min()
+            .map_or(idle, |d| d.min(idle))
+    }
+
+    async fn add(&mut self, peer: Peer) {
+        let id = peer.id();
+        self.metrics.viewers.fetch_add(1, Ordering::Relaxed);
+        self.peers.insert(
+            id,
+            Slot {
+                peer,
+                deadline: Instant::now(),
+            },
+        );
+        self.flush(id).await;
+    }
+
+    async fn send_frame(&mut self, frame: &StreamFrame) {
+        for slot in self.peers.values_mut() {
+            slot.peer.send_frame(frame, &self.metrics);
+        }
+        let ids: Vec<PeerId> = self.peers.keys().copied().collect();
+        for id in ids {
+            self.flush(id).await;
+        }
+        self.request_keyframes();
+    }
+
+    async fn route(&mut self, datagram: Datagram) {
+        let now = Instant::now();
+        let Ok(contents) = datagram.data.as_slice().try_into() else {
+            trace!(source = %datagram.source, "ignoring a datagram that is not STUN, DTLS or RTP");
+            return;
+        };
+        let input = Input::Receive(
+            now,
+            Receive {
+                proto: Protocol::Udp,
+                source: datagram.source,
+                destination: datagram.destination,
+                contents,
+            },
+        );
+        let known = self.routes.get(&datagram.source).copied().filter(|id| {
+            self.peers
+                .get(id)
+                .is_some_and(|slot| slot.peer.accepts(&input))
+        });
+        let owner = known.or_else(|| {
+            self.peers
+                .iter()
+                .find(|(_, slot)| slot.peer.accepts(&input))
+                .map(|(&id, _)| id)
+        });
+        let Some(id) = owner else {
+            trace!(source = %datagram.source, "no peer accepts this datagram");
+            return;
+        };
+        self.routes.insert(datagram.source, id);
+        if let Some(slot) = self.peers.get_mut(&id) {
+            slot.peer.handle_datagram(input);
+        }
+        self.flush(id).await;
+        self.request_keyframes();
+    }
+
+    async fn timeouts(&mut self) {
+        let now = Instant::now();
+        let due: Vec<PeerId> = self
+            .peers
+            .iter()
+            .filter(|(_, slot)| slot.deadline <= now)
+            .map(|(&id, _)| id)
+            .collect();
+        for id in due {
+            if let Some(slot) = self.peers.get_mut(&id) {
+                slot.peer.handle_timeout(now);
+            }
+            self.flush(id).await;
+        }
+        self.request_keyframes();
+    }
+
+    /// Sends everything a peer has to send, records its next deadline, and removes it once
+    /// it is dead.
+    async fn flush(&mut self, id: PeerId) {
+        let Some(slot) = self.peers.get_mut(&id) else {
+            return;
+        };
+        let outgoing = &mut self.outgoing;
+        let deadline = slot.peer.poll(|transmit| outgoing.push(transmit));
+        match deadline {
+            Some(deadline) => slot.deadline = deadline,
+            None => {
+                self.peers.remove(&id);
+                self.routes.retain(|_, owner| *owner != id);
+                self.metrics.viewers.fetch_sub(1, Ordering::Relaxed);
+                debug!(id, "peer removed");
+            }
+        }
+        for transmit in self.outgoing.drain(..) {
+            let socket = self
+                .sockets
+                .iter()
+                .find(|socket| {
+                    socket
+                        .local_addr()
+                        .is_ok_and(|addr| addr == transmit.source)
+                })
+                .unwrap_or(&self.sockets[0]);
+            if let Err(error) = socket
+                .send_to(&transmit.contents, transmit.destination)
+                .await
+            {
+                debug!(%error, destination = %transmit.destination, "send failed");
+            }
+        }
+    }
+
+    /// Passes peers' keyframe wishes to the encoder (which coalesces them).
+    fn request_keyframes(&mut self) {
+        let mut wanted = false;
+        for slot in self.peers.values_mut() {
+            wanted |= slot.peer.take_keyframe_wish();
+        }
+        if wanted {
+            self.keyframes.request();
+        }
+    }
+}
+
+async fn read_datagrams(socket: Arc<UdpSocket>, datagrams: mpsc::Sender<Datagram>) {
+    let destination = match socket.local_addr() {
+        Ok(addr) => addr,
+        Err(error) => {
+            warn!(%error, "media socket has no local address; not reading it");
+            return;
+        }
+    };
+    let mut buffer = vec![0u8; MAX_DATAGRAM];
+    loop {
+        match socket.recv_from(&mut buffer).await {
+            Ok((len, source)) => {
+                let datagram = Datagram {
+                    data: buffer[..len].to_vec(),
+                    source,
+                    destination,
+                };
+                if let Err(mpsc::error::TrySendError::Closed(_)) = datagrams.try_send(datagram) {
+                    return;
+                }
+            }
+            // ICMP errors (e.g. a viewer's port closed) surface here on some systems; they
+            // concern one peer, not the socket.
+            Err(error) => trace!(%error, "UDP receive error"),
+        }
+    }
+}

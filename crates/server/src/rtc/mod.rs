@@ -1,0 +1,117 @@
+//! WebRTC for the server: peers (one str0m session per viewer), the driver task that runs
+//! them all on one UDP port, and the host addresses they are reached at.
+//!
+//! [`RtcServer`] is the web layer's handle: it turns an SDP offer into an answer and hands
+//! the new peer to the driver.
+
+use std::io;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
+
+use str0m::change::{SdpAnswer, SdpOffer};
+use tokio::sync::{Mutex, mpsc};
+use tokio::task::JoinHandle;
+use tracing::debug;
+
+mod driver;
+mod net;
+mod peer;
+
+use driver::{Command, Driver};
+pub(crate) use peer::OfferError;
+use peer::{Peer, PeerConfig};
+
+use crate::stats::Metrics;
+use crate::stream::VideoStream;
+
+/// Where the media listens.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct RtcSettings {
+    /// The address the server listens on; a wildcard offers every interface's address.
+    pub(crate) listen_ip: IpAddr,
+    /// The UDP port for all media (0: any free port).
+    pub(crate) udp_port: u16,
+}
+
+/// Why offers cannot be answered right now.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum AnswerError {
+    #[error(transparent)]
+    Offer(#[from] OfferError),
+    #[error("the server is shutting down")]
+    ShuttingDown,
+}
+
+/// The web layer's handle on the WebRTC side.
+#[derive(Debug)]
+pub(crate) struct RtcServer {
+    commands: mpsc::Sender<Command>,
+    peer_config: PeerConfig,
+    next_peer_id: AtomicU64,
+    driver: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl RtcServer {
+    /// Binds the media sockets and starts the driver for `stream`.
+    pub(crate) async fn start(
+        settings: RtcSettings,
+        stream: &VideoStream,
+        metrics: Arc<Metrics>,
+    ) -> io::Result<Self> {
+        let ips = net::host_ips(settings.listen_ip)?;
+        let sockets = net::bind_all(&ips, settings.udp_port).await?;
+        let host_addrs = sockets
+            .iter()
+            .map(|socket| socket.local_addr())
+            .collect::<io::Result<Vec<_>>>()?;
+        debug!(?host_addrs, "media sockets bound");
+        let dtls_cert = str0m::crypto::from_feature_flags()
+            .dtls_provider
+            .generate_certificate()
+            .ok_or_else(|| io::Error::other("could not generate the DTLS certificate"))?;
+        let (commands, command_rx) = mpsc::channel(256);
+        let driver = Driver::new(
+            sockets,
+            stream.subscribe(),
+            stream.keyframe_requests(),
+            metrics,
+        );
+        let driver = tokio::spawn(driver.run(command_rx));
+        Ok(RtcServer {
+            commands,
+            peer_config: PeerConfig {
+                host_addrs,
+                dtls_cert,
+            },
+            next_peer_id: AtomicU64::new(1),
+            driver: Mutex::new(Some(driver)),
+        })
+    }
+
+    /// The UDP addresses peers reach the media at.
+    pub(crate) fn media_addrs(&self) -> &[SocketAddr] {
+        &self.peer_config.host_addrs
+    }
+
+    /// Answers an offer and starts serving the new viewer.
+    pub(crate) async fn answer(&self, offer: SdpOffer) -> Result<SdpAnswer, AnswerError> {
+        let id = self.next_peer_id.fetch_add(1, Ordering::Relaxed);
+        let (peer, answer) = Peer::from_offer(id, offer, &self.peer_config, Instant::now())?;
+        self.commands
+            .send(Command::Add(Box::new(peer)))
+            .await
+            .map_err(|_| AnswerError::ShuttingDown)?;
+        Ok(answer)
+    }
+
+    /// Closes every peer and waits for the driver to stop. Later offers are refused.
+    pub(crate) async fn shutdown(&self) {
+        // A closed channel means the driver is already gone, which is what we want.
+        let _ = self.commands.send(Command::Shutdown).await;
+        if let Some(driver) = self.driver.lock().await.take() {
+            let _ = driver.await;
+        }
+    }
+}

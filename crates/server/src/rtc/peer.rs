@@ -1,0 +1,300 @@
+//! One viewer's WebRTC session, in sans-IO style: it takes datagrams, timeouts and encoded
+//! frames, and gives back datagrams to send, its next deadline and whether it wants a
+//! keyframe. The driver owns the sockets and the clock.
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use str0m::change::{SdpAnswer, SdpOffer};
+use str0m::config::DtlsCert;
+use str0m::format::Codec;
+use str0m::media::{MediaKind, Mid, Pt};
+use str0m::net::{Protocol, Transmit};
+use str0m::{Candidate, Event, IceConnectionState, Input, Output, Rtc, RtcError};
+use tracing::{Span, debug, debug_span};
+
+use crate::stats::Metrics;
+use crate::stream::StreamFrame;
+
+/// A peer that has not completed ICE and DTLS by then is dropped.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// A peer's identity within the server, for logs and routing.
+pub(crate) type PeerId = u64;
+
+/// Why an offer was refused. The text is shown to the client, so it says what to change.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum OfferError {
+    #[error("the offer was rejected: {0}")]
+    Rejected(#[source] RtcError),
+    #[error(
+        "the offer has no video section this server can send on: add a video transceiver \
+         with direction \"recvonly\" (or \"sendrecv\")"
+    )]
+    NoVideo,
+    #[error(
+        "the offer's video section has no H.264 codec with packetization-mode=1; \
+         this server sends H.264 (constrained baseline)"
+    )]
+    NoH264,
+    #[error("invalid local ICE candidate {addr}: {source}")]
+    Candidate {
+        addr: SocketAddr,
+        #[source]
+        source: str0m::error::IceError,
+    },
+}
+
+/// What a peer needs from its host to be created: where it can be reached and the DTLS
+/// identity all peers share (generating one per peer would slow every join).
+#[derive(Debug, Clone)]
+pub(crate) struct PeerConfig {
+    pub(crate) host_addrs: Vec<SocketAddr>,
+    pub(crate) dtls_cert: DtlsCert,
+}
+
+/// The negotiated outgoing video track.
+#[derive(Debug, Clone, Copy)]
+struct VideoTrack {
+    mid: Mid,
+    pt: Pt,
+}
+
+pub(crate) struct Peer {
+    id: PeerId,
+    rtc: Rtc,
+    video: VideoTrack,
+    created_at: Instant,
+    connected: bool,
+    /// Delta frames are useless until the viewer has a keyframe: skip them.
+    waiting_for_keyframe: bool,
+    /// Whether to ask the encoder for a keyframe on this peer's behalf.
+    wants_keyframe: bool,
+    /// Datagrams produced while answering the offer, before the driver took the peer.
+    early_transmits: Vec<Transmit>,
+    span: Span,
+}
+
+impl std::fmt::Debug for Peer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Peer")
+            .field("id", &self.id)
+            .field("connected", &self.connected)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Peer {
+    /// Answers a client's offer. The peer is ICE-lite: it answers the client's connectivity
+    /// checks on the host addresses and never sends checks of its own.
+    pub(crate) fn from_offer(
+        id: PeerId,
+        offer: SdpOffer,
+        config: &PeerConfig,
+        now: Instant,
+    ) -> Result<(Peer, SdpAnswer), OfferError> {
+        let mut rtc = Rtc::builder()
+            .set_ice_lite(true)
+            .set_dtls_cert(config.dtls_cert.clone())
+            .clear_codecs()
+            .enable_h264(true)
+            .build(now);
+        for &addr in &config.host_addrs {
+            let candidate = Candidate::host(addr, Protocol::Udp)
+                .map_err(|source| OfferError::Candidate { addr, source })?;
+            rtc.add_local_candidate(candidate);
+        }
+        let answer = rtc
+            .sdp_api()
+            .accept_offer(offer)
+            .map_err(OfferError::Rejected)?;
+
+        let mut sending_video = Vec::new();
+        let mut early_transmits = Vec::new();
+        loop {
+            match rtc.poll_output().map_err(OfferError::Rejected)? {
+                Output::Event(Event::MediaAdded(media))
+                    if media.kind == MediaKind::Video && media.direction.is_sending() =>
+                {
+                    sending_video.push(media.mid)
+                }
+                Output::Event(_) => {}
+                Output::Transmit(transmit) => early_transmits.push(transmit),
+                Output::Timeout(_) => break,
+            }
+        }
+        if sending_video.is_empty() {
+            return Err(OfferError::NoVideo);
+        }
+        let video = sending_video
+            .into_iter()
+            .find_map(|mid| {
+                Some(VideoTrack {
+                    mid,
+                    pt: h264_payload_type(&mut rtc, mid)?,
+                })
+            })
+            .ok_or(OfferError::NoH264)?;
+
+        let span = debug_span!("peer", id);
+        span.in_scope(|| debug!(mid = %video.mid, pt = %video.pt, "answered offer"));
+        let peer = Peer {
+            id,
+            rtc,
+            video,
+            created_at: now,
+            connected: false,
+            waiting_for_keyframe: true,
+            wants_keyframe: false,
+            early_transmits,
+            span,
+        };
+        Ok((peer, answer))
+    }
+
+    pub(crate) fn id(&self) -> PeerId {
+        self.id
+    }
+
+    /// Whether a datagram from the network belongs to this peer.
+    pub(crate) fn accepts(&self, datagram: &Input) -> bool {
+        self.rtc.accepts(datagram)
+    }
+
+    /// Takes a datagram from the network (one this peer [accepts](Peer::accepts)).
+    pub(crate) fn handle_datagram(&mut self, datagram: Input) {
+        self.handle_input(datagram);
+    }
+
+    pub(crate) fn handle_timeout(&mut self, now: Instant) {
+        if !self.connected && now.saturating_duration_since(self.created_at) > CONNECT_TIMEOUT {
+            self.span.in_scope(|| debug!("never connected; dropping"));
+            self.rtc.disconnect();
+            return;
+        }
+        self.handle_input(Input::Timeout(now));
+    }
+
+    fn handle_input(&mut self, input: Input) {
+        if let Err(error) = self.rtc.handle_input(input) {
+            self.span
+                .in_scope(|| debug!(%error, "input failed; disconnecting"));
+            self.rtc.disconnect();
+        }
+    }
+
+    /// Sends one encoded frame, unless the peer is not connected yet or is waiting for a
+    /// keyframe and this is not one.
+    pub(crate) fn send_frame(&mut self, frame: &StreamFrame, metrics: &Metrics) {
+        if !self.connected || !self.rtc.is_alive() {
+            return;
+        }
+        if self.waiting_for_keyframe {
+            if !frame.encoded.keyframe {
+                Metrics::add(&metrics.frames_skipped, 1);
+                return;
+            }
+            self.waiting_for_keyframe = false;
+        }
+        let Some(writer) = self.rtc.writer(self.video.mid) else {
+            return;
+        };
+        let data = frame.encoded.data.clone();
+        match writer.write(
+            self.video.pt,
+            frame.encoded.captured_at,
+            frame.rtp_time,
+            data,
+        ) {
+            Ok(()) => Metrics::add(&metrics.frames_sent, 1),
+            Err(error) => {
+                self.span
+                    .in_scope(|| debug!(%error, "could not queue a frame; resyncing"));
+                self.resync();
+            }
+        }
+    }
+
+    /// Skip everything up to the next keyframe, and ask for one: the viewer missed data.
+    pub(crate) fn resync(&mut self) {
+        self.waiting_for_keyframe = true;
+        self.wants_keyframe = true;
+    }
+
+    /// Returns (and clears) whether this peer wants the encoder to make a keyframe.
+    pub(crate) fn take_keyframe_wish(&mut self) -> bool {
+        std::mem::take(&mut self.wants_keyframe)
+    }
+
+    /// Drives the session until it has nothing more to do: each datagram to send goes to
+    /// `transmit`. Returns when the peer next needs [`Peer::handle_timeout`], or `None`
+    /// once it is dead.
+    pub(crate) fn poll(&mut self, mut transmit: impl FnMut(Transmit)) -> Option<Instant> {
+        self.early_transmits.drain(..).for_each(&mut transmit);
+        while self.rtc.is_alive() {
+            match self.rtc.poll_output() {
+                Ok(Output::Transmit(datagram)) => transmit(datagram),
+                Ok(Output::Timeout(deadline)) => {
+                    // Wake in time to enforce the connect timeout too.
+                    let connect_by = self.created_at + CONNECT_TIMEOUT;
+                    return Some(if self.connected {
+                        deadline
+                    } else {
+                        deadline.min(connect_by)
+                    });
+                }
+                Ok(Output::Event(event)) => self.handle_event(event),
+                Err(error) => {
+                    self.span
+                        .in_scope(|| debug!(%error, "session failed; disconnecting"));
+                    self.rtc.disconnect();
+                }
+            }
+        }
+        None
+    }
+
+    fn handle_event(&mut self, event: Event) {
+        match event {
+            Event::Connected => {
+                self.span
+                    .in_scope(|| debug!(after = ?self.created_at.elapsed(), "connected"));
+                self.connected = true;
+                self.resync();
+            }
+            Event::IceConnectionStateChange(IceConnectionState::Disconnected) => {
+                self.span.in_scope(|| debug!("ICE disconnected"));
+                self.rtc.disconnect();
+            }
+            Event::KeyframeRequest(request) => {
+                self.span
+                    .in_scope(|| debug!(kind = ?request.kind, "keyframe requested"));
+                self.wants_keyframe = true;
+            }
+            _ => {}
+        }
+    }
+
+    /// Closes the session (DTLS close alert where possible).
+    pub(crate) fn close(&mut self) {
+        self.rtc.disconnect();
+    }
+}
+
+/// The payload type to send H.264 with, preferring constrained baseline (what OpenH264
+/// produces) with packetization-mode 1.
+fn h264_payload_type(rtc: &mut Rtc, mid: Mid) -> Option<Pt> {
+    let writer = rtc.writer(mid)?;
+    let candidates = writer.payload_params().filter(|params| {
+        let spec = params.spec();
+        spec.codec == Codec::H264 && spec.format.packetization_mode == Some(1)
+    });
+    let rank = |profile: Option<u32>| match profile.map(|p| p >> 8) {
+        Some(0x42e0) => 0,
+        Some(0x4200) => 1,
+        _ => 2,
+    };
+    candidates
+        .min_by_key(|params| rank(params.spec().format.profile_level_id))
+        .map(|params| params.pt())
+}

@@ -1,0 +1,215 @@
+//! A stream: one capture thread that reads the source, applies the transforms, encodes
+//! once, and publishes each encoded frame to every subscriber (the peer driver).
+//!
+//! The stream clock is the capture time: a frame's RTP timestamp is the time since the
+//! stream started, at 90 kHz, so pauses and dropped frames never make the clock drift.
+//! Keyframes are produced on request ([`KeyframeRequests`]), coalesced so that a burst of
+//! joins or PLIs costs one keyframe.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread::{self, JoinHandle};
+use std::time::{Duration, Instant};
+
+use str0m::media::MediaTime;
+use tokio::sync::broadcast;
+use tracing::{debug, info, warn};
+use webgear_media::transform::FrameSizeReducer;
+use webgear_media::{EncodedFrame, EncoderError, FrameSource, H264Encoder, H264EncoderConfig};
+
+use crate::stats::Metrics;
+
+/// Encoded frames a subscriber may fall behind by before it skips ahead (about a second
+/// at 30 fps).
+const FANOUT_CAPACITY: usize = 32;
+
+/// Keyframes forced on request are at least this far apart; requests in between are
+/// served by the next one.
+const MIN_KEYFRAME_INTERVAL: Duration = Duration::from_millis(250);
+
+/// One encoded frame as the peers send it.
+#[derive(Debug, Clone)]
+pub(crate) struct StreamFrame {
+    pub(crate) encoded: EncodedFrame,
+    /// Capture time since the stream started, at 90 kHz.
+    pub(crate) rtp_time: MediaTime,
+}
+
+/// Asks the stream's encoder for a keyframe. Cheap to clone; requests are coalesced.
+#[derive(Debug, Clone)]
+pub(crate) struct KeyframeRequests {
+    pending: Arc<AtomicBool>,
+    metrics: Arc<Metrics>,
+}
+
+impl KeyframeRequests {
+    pub(crate) fn request(&self) {
+        Metrics::add(&self.metrics.keyframe_requests, 1);
+        self.pending.store(true, Ordering::Relaxed);
+    }
+}
+
+/// Why a stream could not start.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StreamError {
+    /// The encoder could not be created.
+    #[error(transparent)]
+    Encoder(#[from] EncoderError),
+    /// The capture thread could not be started.
+    #[error("could not start the capture thread: {0}")]
+    Thread(#[source] std::io::Error),
+}
+
+/// A running stream. Dropping it stops the capture thread and waits for it.
+#[derive(Debug)]
+pub(crate) struct VideoStream {
+    frames: broadcast::Sender<StreamFrame>,
+    keyframes: KeyframeRequests,
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl VideoStream {
+    /// Starts the capture thread. Fails if the encoder cannot be created.
+    pub(crate) fn start(
+        mut source: Box<dyn FrameSource>,
+        reducer: FrameSizeReducer,
+        metrics: Arc<Metrics>,
+    ) -> Result<Self, StreamError> {
+        let encoder_config = H264EncoderConfig {
+            frame_rate: source.frame_rate().unwrap_or(30.0) as f32,
+            ..H264EncoderConfig::default()
+        };
+        let mut encoder = H264Encoder::new(encoder_config)?;
+        let (frames, _) = broadcast::channel(FANOUT_CAPACITY);
+        let keyframes = KeyframeRequests {
+            pending: Arc::default(),
+            metrics: metrics.clone(),
+        };
+        let stop = Arc::new(AtomicBool::new(false));
+        let mut capture = Capture {
+            reducer,
+            frames: frames.clone(),
+            keyframes: keyframes.clone(),
+            stop: stop.clone(),
+            metrics,
+            last_keyframe: None,
+        };
+        // Counted from here, so the encoder is visible as soon as `start` returns.
+        capture
+            .metrics
+            .encoders_running
+            .fetch_add(1, Ordering::Relaxed);
+        let encoders_running = capture.metrics.clone();
+        let thread = thread::Builder::new()
+            .name("webgear-capture".into())
+            .spawn(move || {
+                capture.run(source.as_mut(), &mut encoder);
+                source.stop();
+                capture
+                    .metrics
+                    .encoders_running
+                    .fetch_sub(1, Ordering::Relaxed);
+            })
+            .map_err(|error| {
+                encoders_running
+                    .encoders_running
+                    .fetch_sub(1, Ordering::Relaxed);
+                StreamError::Thread(error)
+            })?;
+        Ok(VideoStream {
+            frames,
+            keyframes,
+            stop,
+            thread: Some(thread),
+        })
+    }
+
+    /// A new receiver of every frame encoded from now on.
+    pub(crate) fn subscribe(&self) -> broadcast::Receiver<StreamFrame> {
+        self.frames.subscribe()
+    }
+
+    pub(crate) fn keyframe_requests(&self) -> KeyframeRequests {
+        self.keyframes.clone()
+    }
+
+    /// Stops the capture thread and waits for it to finish its current frame.
+    pub(crate) fn stop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(thread) = self.thread.take() {
+            if thread.join().is_err() {
+                warn!("the capture thread panicked");
+            }
+        }
+    }
+}
+
+impl Drop for VideoStream {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// The capture thread's state.
+struct Capture {
+    reducer: FrameSizeReducer,
+    frames: broadcast::Sender<StreamFrame>,
+    keyframes: KeyframeRequests,
+    stop: Arc<AtomicBool>,
+    metrics: Arc<Metrics>,
+    last_keyframe: Option<Instant>,
+}
+
+impl Capture {
+    fn run(&mut self, source: &mut dyn FrameSource, encoder: &mut H264Encoder) {
+        let clock_start = Instant::now();
+        while !self.stop.load(Ordering::Relaxed) {
+            let frame = match source.read() {
+                Ok(Some(frame)) => frame,
+                Ok(None) => {
+                    info!("the source ended");
+                    return;
+                }
+                Err(error) => {
+                    warn!(%error, "the source failed");
+                    return;
+                }
+            };
+            let picture = self.reducer.apply(frame.into_i420());
+            let force_keyframe = self.keyframe_due();
+            let encoded = match encoder.encode(&picture, force_keyframe) {
+                Ok(Some(encoded)) => encoded,
+                Ok(None) => continue,
+                Err(error) => {
+                    warn!(%error, "stopping the stream");
+                    return;
+                }
+            };
+            Metrics::add(&self.metrics.frames_encoded, 1);
+            if encoded.keyframe {
+                Metrics::add(&self.metrics.keyframes_encoded, 1);
+                self.last_keyframe = Some(Instant::now());
+                debug!(
+                    forced = force_keyframe,
+                    bytes = encoded.data.len(),
+                    "keyframe"
+                );
+            }
+            let since_start = encoded.captured_at.saturating_duration_since(clock_start);
+            let rtp_time = MediaTime::from_90khz((since_start.as_micros() * 9 / 100) as u64);
+            // Sending fails only when nobody is subscribed, which is not an error.
+            let _ = self.frames.send(StreamFrame { encoded, rtp_time });
+        }
+    }
+
+    /// Whether to force a keyframe now: a request is pending and the last keyframe is old
+    /// enough. A request that is not yet due stays pending.
+    fn keyframe_due(&mut self) -> bool {
+        let recent = self
+            .last_keyframe
+            .is_some_and(|at| at.elapsed() < MIN_KEYFRAME_INTERVAL);
+        !recent && self.keyframes.pending.swap(false, Ordering::Relaxed)
+    }
+}

@@ -1,0 +1,265 @@
+//! A decoding WebRTC viewer: posts a recvonly offer to `/offer`, then receives on its own
+//! thread and reports each decoded picture.
+
+use std::io::ErrorKind;
+use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread::{self, JoinHandle};
+use std::time::{Duration, Instant};
+
+use openh264::decoder::Decoder;
+use openh264::formats::YUVSource;
+use serde::{Deserialize, Serialize};
+use str0m::change::{SdpAnswer, SdpOffer};
+use str0m::media::{Direction, MediaKind};
+use str0m::net::{Protocol, Receive};
+use str0m::{Candidate, Event, Input, Output, Rtc};
+use tokio::sync::mpsc;
+use webgear_media::source::FrameCode;
+
+/// One picture the viewer decoded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DecodedFrame {
+    /// Picture width in pixels.
+    pub width: u32,
+    /// Picture height in pixels.
+    pub height: u32,
+    /// The frame number read from the picture's [`FrameCode`], if it carries one.
+    pub number: Option<u16>,
+    /// When the picture was decoded.
+    pub arrived_at: Instant,
+}
+
+/// What went wrong connecting or receiving.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ViewerError {
+    /// Socket trouble on the viewer's side.
+    #[error("viewer I/O failed: {0}")]
+    Io(#[from] std::io::Error),
+    /// The WebRTC session failed.
+    #[error("WebRTC session failed: {0}")]
+    Rtc(#[from] str0m::RtcError),
+    /// The offer exchange failed.
+    #[error("offer exchange with {url} failed: {reason}")]
+    Signalling {
+        /// Where the offer was posted.
+        url: String,
+        /// What went wrong.
+        reason: String,
+    },
+    /// The H.264 decoder could not be created.
+    #[error("H.264 decoder failed: {0}")]
+    Decoder(String),
+}
+
+#[derive(Serialize, Deserialize)]
+struct SessionDescription {
+    sdp: String,
+    #[serde(rename = "type")]
+    kind: String,
+}
+
+/// A connected viewer. Dropping it stops the receive thread.
+#[derive(Debug)]
+pub struct Viewer {
+    /// When the offer was posted: the start of time-to-first-frame.
+    pub offered_at: Instant,
+    frames: mpsc::UnboundedReceiver<DecodedFrame>,
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<Result<(), ViewerError>>>,
+}
+
+impl Viewer {
+    /// Posts an offer to `offer_url` (e.g. `http://127.0.0.1:8000/offer`) and starts
+    /// receiving on a loopback UDP socket.
+    pub async fn connect(offer_url: &str) -> Result<Viewer, ViewerError> {
+        let signalling = |reason: String| ViewerError::Signalling {
+            url: offer_url.to_owned(),
+            reason,
+        };
+        let socket = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0))?;
+        let local = socket.local_addr()?;
+        let mut rtc = Rtc::builder()
+            .clear_codecs()
+            .enable_h264(true)
+            .build(Instant::now());
+        let candidate =
+            Candidate::host(local, Protocol::Udp).map_err(|e| signalling(e.to_string()))?;
+        rtc.add_local_candidate(candidate);
+        let mut change = rtc.sdp_api();
+        change.add_media(MediaKind::Video, Direction::RecvOnly, None, None, None);
+        let (offer, pending) = change
+            .apply()
+            .ok_or_else(|| signalling("no offer to make".into()))?;
+
+        let offered_at = Instant::now();
+        let answer = post_offer(offer_url, &offer).await.map_err(signalling)?;
+        rtc.sdp_api().accept_answer(pending, answer)?;
+
+        let (frames_tx, frames) = mpsc::unbounded_channel();
+        let stop = Arc::new(AtomicBool::new(false));
+        let decoder = Decoder::new().map_err(|e| ViewerError::Decoder(e.to_string()))?;
+        let mut session = Session {
+            rtc,
+            socket,
+            local,
+            decoder,
+            frames: frames_tx,
+            stop: stop.clone(),
+        };
+        let thread = thread::Builder::new()
+            .name("viewer".into())
+            .spawn(move || session.run())?;
+        Ok(Viewer {
+            offered_at,
+            frames,
+            stop,
+            thread: Some(thread),
+        })
+    }
+
+    /// The next decoded picture, or `None` if none arrives within `timeout` (or the session
+    /// ended).
+    pub async fn next_frame(&mut self, timeout: Duration) -> Option<DecodedFrame> {
+        tokio::time::timeout(timeout, self.frames.recv())
+            .await
+            .ok()
+            .flatten()
+    }
+
+    /// Every picture decoded during the next `duration`.
+    pub async fn frames_during(&mut self, duration: Duration) -> Vec<DecodedFrame> {
+        let end = tokio::time::Instant::now() + duration;
+        let mut frames = Vec::new();
+        while let Ok(Some(frame)) = tokio::time::timeout_at(end, self.frames.recv()).await {
+            frames.push(frame);
+        }
+        frames
+    }
+
+    /// Stops receiving and reports how the session ended.
+    pub fn close(mut self) -> Result<(), ViewerError> {
+        self.stop_thread()
+    }
+
+    fn stop_thread(&mut self) -> Result<(), ViewerError> {
+        self.stop.store(true, Ordering::Relaxed);
+        match self.thread.take().map(JoinHandle::join) {
+            Some(Ok(result)) => result,
+            Some(Err(_)) => Err(ViewerError::Decoder("the receive thread panicked".into())),
+            None => Ok(()),
+        }
+    }
+}
+
+impl Drop for Viewer {
+    fn drop(&mut self) {
+        // How the session ended matters only to callers of `close`.
+        let _ = self.stop_thread();
+    }
+}
+
+async fn post_offer(url: &str, offer: &SdpOffer) -> Result<SdpAnswer, String> {
+    let body = SessionDescription {
+        sdp: offer.to_sdp_string(),
+        kind: "offer".into(),
+    };
+    let response = reqwest::Client::new()
+        .post(url)
+        .json(&body)
+        .send()
+        .await
+        .map_err(|e| e.to_string())?;
+    let status = response.status();
+    let text = response.text().await.map_err(|e| e.to_string())?;
+    if !status.is_success() {
+        return Err(format!("{status}: {text}"));
+    }
+    let answer: SessionDescription =
+        serde_json::from_str(&text).map_err(|e| format!("bad answer JSON: {e}"))?;
+    if answer.kind != "answer" {
+        return Err(format!("expected type \"answer\", got {:?}", answer.kind));
+    }
+    SdpAnswer::from_sdp_string(&answer.sdp).map_err(|e| format!("bad answer SDP: {e}"))
+}
+
+/// The receive thread's state.
+struct Session {
+    rtc: Rtc,
+    socket: UdpSocket,
+    local: SocketAddr,
+    decoder: Decoder,
+    frames: mpsc::UnboundedSender<DecodedFrame>,
+    stop: Arc<AtomicBool>,
+}
+
+impl Session {
+    fn run(&mut self) -> Result<(), ViewerError> {
+        let mut buffer = vec![0u8; 2048];
+        while !self.stop.load(Ordering::Relaxed) && self.rtc.is_alive() {
+            let deadline = match self.rtc.poll_output()? {
+                Output::Timeout(deadline) => deadline,
+                Output::Transmit(transmit) => {
+                    self.socket
+                        .send_to(&transmit.contents, transmit.destination)?;
+                    continue;
+                }
+                Output::Event(Event::MediaData(media)) => {
+                    self.decode(&media.data);
+                    continue;
+                }
+                Output::Event(_) => continue,
+            };
+            // Wake at least every 50 ms to notice `stop`.
+            let wait = deadline
+                .saturating_duration_since(Instant::now())
+                .min(Duration::from_millis(50));
+            if wait.is_zero() {
+                self.rtc.handle_input(Input::Timeout(Instant::now()))?;
+                continue;
+            }
+            self.socket.set_read_timeout(Some(wait))?;
+            match self.socket.recv_from(&mut buffer) {
+                Ok((len, source)) => {
+                    let Ok(contents) = buffer[..len].try_into() else {
+                        continue;
+                    };
+                    let receive = Receive {
+                        proto: Protocol::Udp,
+                        source,
+                        destination: self.local,
+                        contents,
+                    };
+                    self.rtc
+                        .handle_input(Input::Receive(Instant::now(), receive))?;
+                }
+                Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
+                    self.rtc.handle_input(Input::Timeout(Instant::now()))?;
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Ok(())
+    }
+
+    fn decode(&mut self, annex_b: &[u8]) {
+        let arrived_at = Instant::now();
+        match self.decoder.decode(annex_b) {
+            Ok(Some(picture)) => {
+                let (width, height) = picture.dimensions();
+                let number = FrameCode::read(picture.y(), picture.strides().0, width, height);
+                // A closed channel means nobody is listening any more; keep the session up.
+                let _ = self.frames.send(DecodedFrame {
+                    width: width as u32,
+                    height: height as u32,
+                    number,
+                    arrived_at,
+                });
+            }
+            Ok(None) => {}
+            Err(error) => tracing::debug!(%error, "frame did not decode"),
+        }
+    }
+}
