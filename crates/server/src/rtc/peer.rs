@@ -70,8 +70,6 @@ pub(crate) struct Peer {
     waiting_for_keyframe: bool,
     /// Whether to ask the encoder for a keyframe on this peer's behalf.
     wants_keyframe: bool,
-    /// Datagrams produced while answering the offer, before the driver took the peer.
-    early_transmits: Vec<Transmit>,
     span: Span,
 }
 
@@ -109,20 +107,17 @@ impl Peer {
             .accept_offer(offer)
             .map_err(OfferError::Rejected)?;
 
-        let mut sending_video = Vec::new();
-        let mut early_transmits = Vec::new();
-        loop {
-            match rtc.poll_output().map_err(OfferError::Rejected)? {
-                Output::Event(Event::MediaAdded(media))
-                    if media.kind == MediaKind::Video && media.direction.is_sending() =>
-                {
-                    sending_video.push(media.mid)
-                }
-                Output::Event(_) => {}
-                Output::Transmit(transmit) => early_transmits.push(transmit),
-                Output::Timeout(_) => break,
-            }
-        }
+        // The answer lists every m-line; the session knows which are video we send.
+        let sending_video: Vec<Mid> = answer
+            .media_lines
+            .iter()
+            .map(|line| line.mid())
+            .filter(|&mid| {
+                rtc.media(mid).is_some_and(|media| {
+                    media.kind() == MediaKind::Video && media.direction().is_sending()
+                })
+            })
+            .collect();
         if sending_video.is_empty() {
             return Err(OfferError::NoVideo);
         }
@@ -146,7 +141,6 @@ impl Peer {
             connected: false,
             waiting_for_keyframe: true,
             wants_keyframe: false,
-            early_transmits,
             span,
         };
         Ok((peer, answer))
@@ -230,7 +224,6 @@ impl Peer {
     /// `transmit`. Returns when the peer next needs [`Peer::handle_timeout`], or `None`
     /// once it is dead.
     pub(crate) fn poll(&mut self, mut transmit: impl FnMut(Transmit)) -> Option<Instant> {
-        self.early_transmits.drain(..).for_each(&mut transmit);
         while self.rtc.is_alive() {
             match self.rtc.poll_output() {
                 Ok(Output::Transmit(datagram)) => transmit(datagram),

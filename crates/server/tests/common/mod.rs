@@ -1,0 +1,70 @@
+//! Shared set-up for the end-to-end tests: a real server on loopback ports, and a lock so
+//! tests that measure frame rates do not compete for the CPU.
+
+#![allow(dead_code, unreachable_pub)]
+
+use std::net::{Ipv4Addr, SocketAddr};
+use std::time::Duration;
+
+use tokio::sync::{Mutex, MutexGuard};
+use webgear_rtc::{Builder, SourceSpec, WebGearRtc};
+use webgear_testkit::DecodedFrame;
+
+/// A server running on an ephemeral HTTP port, serving the router the library builds.
+pub struct TestServer {
+    pub app: WebGearRtc,
+    pub addr: SocketAddr,
+    serve: tokio::task::JoinHandle<()>,
+}
+
+impl TestServer {
+    /// The test pattern with default options.
+    pub async fn start() -> TestServer {
+        TestServer::start_with(WebGearRtc::builder().source(SourceSpec::TestPattern)).await
+    }
+
+    pub async fn start_with(builder: Builder) -> TestServer {
+        let app = builder.build().await.expect("server builds");
+        let listener = tokio::net::TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
+            .await
+            .unwrap();
+        let addr = listener.local_addr().unwrap();
+        let router = app.router();
+        let serve = tokio::spawn(async move {
+            axum::serve(listener, router).await.unwrap();
+        });
+        TestServer { app, addr, serve }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    pub async fn stop(self) {
+        self.app.shutdown().await;
+        self.serve.abort();
+    }
+}
+
+/// Held by every test that streams media, so their frame rates are measured one at a time.
+pub async fn exclusive() -> MutexGuard<'static, ()> {
+    static LOCK: Mutex<()> = Mutex::const_new(());
+    LOCK.lock().await
+}
+
+/// Asserts that frames carry strictly increasing frame numbers.
+pub fn assert_increasing(frames: &[DecodedFrame]) {
+    let numbers: Vec<u16> = frames
+        .iter()
+        .map(|f| f.number.expect("every picture carries its frame code"))
+        .collect();
+    assert!(
+        numbers.windows(2).all(|pair| pair[0] < pair[1]),
+        "frame numbers out of order: {numbers:?}"
+    );
+}
+
+/// Frames per second over a window of `window`.
+pub fn fps(frames: &[DecodedFrame], window: Duration) -> f64 {
+    frames.len() as f64 / window.as_secs_f64()
+}

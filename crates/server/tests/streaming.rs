@@ -1,0 +1,147 @@
+//! End-to-end streaming: real servers, real WebRTC viewers that decode what they receive.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{TestServer, assert_increasing, exclusive, fps};
+use webgear_testkit::Viewer;
+
+const MEASURE: Duration = Duration::from_secs(3);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_viewer_gets_reduced_frames_in_order_at_full_rate() {
+    let _lock = exclusive().await;
+    let server = TestServer::start().await;
+    let mut viewer = Viewer::connect(&server.url("/offer")).await.unwrap();
+
+    let first = viewer
+        .next_frame(Duration::from_secs(2))
+        .await
+        .expect("a picture within 2 s of the offer");
+    assert!(first.arrived_at - viewer.offered_at <= Duration::from_secs(2));
+    // The default frame_size_reduction of 20% turns 1280x720 into 1024x576.
+    assert_eq!((first.width, first.height), (1024, 576));
+
+    let frames = viewer.frames_during(MEASURE).await;
+    assert_increasing(&frames);
+    assert!(frames.iter().all(|f| (f.width, f.height) == (1024, 576)));
+    let rate = fps(&frames, MEASURE);
+    assert!(rate >= 25.0, "decoded {rate:.1} frames per second");
+
+    viewer.close().unwrap();
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn five_viewers_each_get_every_frame_from_one_encoder() {
+    let _lock = exclusive().await;
+    let server = TestServer::start().await;
+    let mut viewers = Vec::new();
+    for _ in 0..5 {
+        viewers.push(Viewer::connect(&server.url("/offer")).await.unwrap());
+    }
+    for viewer in &mut viewers {
+        viewer
+            .next_frame(Duration::from_secs(3))
+            .await
+            .expect("every viewer starts playing");
+    }
+    let stats = server.app.stats();
+    assert_eq!(stats.encoders_running, 1, "{stats:?}");
+    assert_eq!(stats.viewers, 5, "{stats:?}");
+
+    // Measure all five over the same window.
+    let windows = futures_join_all(
+        viewers
+            .iter_mut()
+            .map(|viewer| viewer.frames_during(MEASURE)),
+    )
+    .await;
+    for (index, frames) in windows.iter().enumerate() {
+        assert_increasing(frames);
+        let rate = fps(frames, MEASURE);
+        assert!(
+            rate >= 25.0,
+            "viewer {index} decoded {rate:.1} frames per second"
+        );
+    }
+    assert_eq!(server.app.stats().encoders_running, 1);
+
+    for viewer in viewers {
+        viewer.close().unwrap();
+    }
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_late_joiner_sees_a_picture_within_a_second() {
+    let _lock = exclusive().await;
+    let server = TestServer::start().await;
+    let mut early = Viewer::connect(&server.url("/offer")).await.unwrap();
+    early
+        .next_frame(Duration::from_secs(2))
+        .await
+        .expect("the first viewer plays");
+    let _ = early.frames_during(Duration::from_secs(2)).await;
+
+    let mut late = Viewer::connect(&server.url("/offer")).await.unwrap();
+    let first = late
+        .next_frame(Duration::from_secs(1))
+        .await
+        .expect("a picture within 1 s of joining");
+    assert!(first.arrived_at - late.offered_at <= Duration::from_secs(1));
+    assert!(first.number.is_some());
+
+    // The first viewer was not disturbed by the keyframe the join asked for.
+    let frames = early.frames_during(Duration::from_secs(1)).await;
+    assert_increasing(&frames);
+    assert!(
+        frames.len() >= 25,
+        "the first viewer got {} frames in the second after the join",
+        frames.len()
+    );
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_viewer_that_leaves_is_removed() {
+    let _lock = exclusive().await;
+    let server = TestServer::start().await;
+    let mut viewer = Viewer::connect(&server.url("/offer")).await.unwrap();
+    viewer
+        .next_frame(Duration::from_secs(2))
+        .await
+        .expect("plays");
+    assert_eq!(server.app.stats().viewers, 1);
+
+    // The viewer vanishes without a goodbye; the server notices when ICE goes quiet.
+    viewer.close().unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while server.app.stats().viewers > 0 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the peer was never removed: {:?}",
+            server.app.stats()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    server.stop().await;
+}
+
+/// Runs futures concurrently and collects their outputs in order.
+async fn futures_join_all<F: std::future::Future>(
+    futures: impl IntoIterator<Item = F>,
+) -> Vec<F::Output> {
+    let mut set = Vec::new();
+    for future in futures {
+        set.push(future);
+    }
+    let mut outputs = Vec::with_capacity(set.len());
+    // Each future only waits on its own channel, so polling them one after another
+    // still covers the same wall-clock window: they all started receiving already.
+    for future in set {
+        outputs.push(future.await);
+    }
+    outputs
+}
