@@ -1,0 +1,108 @@
+//! Headless Chromium opens the default page and plays the stream: the `<video>` has the
+//! reduced size, its clock advances, it keeps decoding frames, and it shows a picture.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{TestServer, exclusive};
+use serde_json::Value;
+use webgear_testkit::Browser;
+
+const VIDEO_STATE: &str = r#"
+    const video = document.querySelector("video");
+    return {
+        width: video.videoWidth,
+        height: video.videoHeight,
+        time: video.currentTime,
+        frames: video.getVideoPlaybackQuality().totalVideoFrames,
+        state: document.getElementById("state").textContent,
+    };
+"#;
+
+#[derive(Debug)]
+struct VideoState {
+    width: u64,
+    height: u64,
+    time: f64,
+    frames: u64,
+    state: String,
+}
+
+async fn video_state(browser: &Browser) -> VideoState {
+    let value: Value = browser.eval(VIDEO_STATE).await.unwrap();
+    VideoState {
+        width: value["width"].as_u64().unwrap_or(0),
+        height: value["height"].as_u64().unwrap_or(0),
+        time: value["time"].as_f64().unwrap_or(0.0),
+        frames: value["frames"].as_u64().unwrap_or(0),
+        state: value["state"].as_str().unwrap_or("").to_owned(),
+    }
+}
+
+/// Standard deviation of the luminance of a PNG's pixels.
+fn luma_spread(png_bytes: &[u8]) -> f64 {
+    let decoder = png::Decoder::new(std::io::Cursor::new(png_bytes));
+    let mut reader = decoder.read_info().unwrap();
+    let mut pixels = vec![0; reader.output_buffer_size()];
+    let info = reader.next_frame(&mut pixels).unwrap();
+    let channels = info.color_type.samples();
+    assert!(
+        channels >= 3,
+        "expected an RGB(A) screenshot, got {:?}",
+        info.color_type
+    );
+    let luma: Vec<f64> = pixels[..info.buffer_size()]
+        .chunks_exact(channels)
+        .map(|px| 0.299 * f64::from(px[0]) + 0.587 * f64::from(px[1]) + 0.114 * f64::from(px[2]))
+        .collect();
+    let mean = luma.iter().sum::<f64>() / luma.len() as f64;
+    (luma.iter().map(|l| (l - mean).powi(2)).sum::<f64>() / luma.len() as f64).sqrt()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chromium_plays_the_default_page() {
+    let _lock = exclusive().await;
+    let server = TestServer::start().await;
+    let browser = Browser::launch()
+        .await
+        .expect("headless Chromium starts (needs chromium and chromium-driver)");
+    browser.goto(&server.url("/")).await.unwrap();
+
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    let first = loop {
+        let state = video_state(&browser).await;
+        if state.width > 0 && state.time > 0.0 {
+            break state;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the video never started playing: {state:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!((first.width, first.height), (1024, 576), "{first:?}");
+
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let later = video_state(&browser).await;
+    assert!(
+        later.time >= first.time + 1.5,
+        "playback clock stalled: {first:?} then {later:?}"
+    );
+    assert!(
+        later.frames >= first.frames + 40,
+        "decoding stalled: {first:?} then {later:?}"
+    );
+    assert_eq!(later.state, "playing", "{later:?}");
+
+    let screenshot = browser.screenshot().await.unwrap();
+    let spread = luma_spread(&screenshot);
+    assert!(
+        spread > 20.0,
+        "the page shows a flat picture (luma spread {spread:.1})"
+    );
+
+    browser.close().await.unwrap();
+    assert_eq!(server.app.stats().encoders_running, 1);
+    server.stop().await;
+}
