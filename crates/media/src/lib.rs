@@ -2,7 +2,7 @@
 //! before encoding, and the encoders.
 //!
 //! Everything here is blocking, synchronous code with no knowledge of WebRTC or HTTP: a
-//! stream's capture thread calls [`FrameSource::read`](source::FrameSource::read), runs the
+//! stream's capture thread calls [`FrameSource::read`], runs the
 //! [`transform`]s and hands the result to an [`encode`]r. The server crate owns the threads
 //! and the networking.
 

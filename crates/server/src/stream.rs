@@ -138,10 +138,10 @@ impl VideoStream {
     /// Stops the capture thread and waits for it to finish its current frame.
     pub(crate) fn stop(&mut self) {
         self.stop.store(true, Ordering::Relaxed);
-        if let Some(thread) = self.thread.take() {
-            if thread.join().is_err() {
-                warn!("the capture thread panicked");
-            }
+        if let Some(thread) = self.thread.take()
+            && thread.join().is_err()
+        {
+            warn!("the capture thread panicked");
         }
     }
 }

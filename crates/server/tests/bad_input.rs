@@ -1,6 +1,8 @@
 //! Bad signalling input gets a 4xx that says what was wrong, and a viewer that is already
 //! watching keeps receiving frames throughout.
 
+#![allow(clippy::unwrap_used)] // a failed unwrap is a failed test
+
 mod common;
 
 use std::time::{Duration, Instant};

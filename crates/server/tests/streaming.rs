@@ -1,5 +1,7 @@
 //! End-to-end streaming: real servers, real WebRTC viewers that decode what they receive.
 
+#![allow(clippy::unwrap_used)] // a failed unwrap is a failed test
+
 mod common;
 
 use std::time::Duration;

@@ -189,7 +189,7 @@ impl FrameCode {
             }
             Some(sum / count > 128)
         };
-        if bit(Self::BITS)? != true || bit(Self::BITS + 1)? {
+        if !bit(Self::BITS)? || bit(Self::BITS + 1)? {
             return None;
         }
         (0..Self::BITS).try_fold(0u16, |number, index| {

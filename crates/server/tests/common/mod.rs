@@ -1,7 +1,7 @@
 //! Shared set-up for the end-to-end tests: a real server on loopback ports, and a lock so
 //! tests that measure frame rates do not compete for the CPU.
 
-#![allow(dead_code, unreachable_pub)]
+#![allow(dead_code, unreachable_pub, clippy::unwrap_used)]
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::time::Duration;
