@@ -147,3 +147,34 @@ async fn futures_join_all<F: std::future::Future>(
     }
     outputs
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_picture_loss_indication_brings_a_keyframe() {
+    let _lock = exclusive().await;
+    let server = TestServer::start().await;
+    let mut viewer = Viewer::connect(&server.url("/offer")).await.unwrap();
+    let first = viewer
+        .next_frame(Duration::from_secs(2))
+        .await
+        .expect("plays");
+    assert!(first.keyframe, "a viewer starts on a keyframe");
+
+    // Keyframes are made on demand only: none arrive while nobody asks.
+    let quiet = viewer.frames_during(Duration::from_secs(2)).await;
+    assert!(
+        quiet.len() >= 50 && quiet.iter().all(|f| !f.keyframe),
+        "unasked keyframes: {quiet:?}"
+    );
+    let encoded_before = server.app.stats().keyframes_encoded;
+
+    viewer.request_keyframe();
+    let after = viewer.frames_during(Duration::from_secs(1)).await;
+    assert!(
+        after.iter().any(|f| f.keyframe),
+        "no keyframe within a second of the PLI"
+    );
+    assert_increasing(&after);
+    assert!(server.app.stats().keyframes_encoded > encoded_before);
+    viewer.close().unwrap();
+    server.stop().await;
+}

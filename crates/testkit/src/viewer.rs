@@ -12,7 +12,7 @@ use openh264::decoder::Decoder;
 use openh264::formats::YUVSource;
 use serde::{Deserialize, Serialize};
 use str0m::change::{SdpAnswer, SdpOffer};
-use str0m::media::{Direction, MediaKind};
+use str0m::media::{Direction, KeyframeRequestKind, MediaKind, Mid};
 use str0m::net::{Protocol, Receive};
 use str0m::{Candidate, Event, Input, Output, Rtc};
 use tokio::sync::mpsc;
@@ -27,6 +27,8 @@ pub struct DecodedFrame {
     pub height: u32,
     /// The frame number read from the picture's [`FrameCode`], if it carries one.
     pub number: Option<u16>,
+    /// Whether the frame was an IDR (a keyframe).
+    pub keyframe: bool,
     /// When the picture was decoded.
     pub arrived_at: Instant,
 }
@@ -68,6 +70,7 @@ pub struct Viewer {
     pub offered_at: Instant,
     frames: mpsc::UnboundedReceiver<DecodedFrame>,
     stop: Arc<AtomicBool>,
+    keyframe_wanted: Arc<AtomicBool>,
     thread: Option<JoinHandle<Result<(), ViewerError>>>,
 }
 
@@ -89,7 +92,7 @@ impl Viewer {
             Candidate::host(local, Protocol::Udp).map_err(|e| signalling(e.to_string()))?;
         rtc.add_local_candidate(candidate);
         let mut change = rtc.sdp_api();
-        change.add_media(MediaKind::Video, Direction::RecvOnly, None, None, None);
+        let mid = change.add_media(MediaKind::Video, Direction::RecvOnly, None, None, None);
         let (offer, pending) = change
             .apply()
             .ok_or_else(|| signalling("no offer to make".into()))?;
@@ -100,14 +103,17 @@ impl Viewer {
 
         let (frames_tx, frames) = mpsc::unbounded_channel();
         let stop = Arc::new(AtomicBool::new(false));
+        let keyframe_wanted = Arc::new(AtomicBool::new(false));
         let decoder = Decoder::new().map_err(|e| ViewerError::Decoder(e.to_string()))?;
         let mut session = Session {
             rtc,
+            mid,
             socket,
             local,
             decoder,
             frames: frames_tx,
             stop: stop.clone(),
+            keyframe_wanted: keyframe_wanted.clone(),
         };
         let thread = thread::Builder::new()
             .name("viewer".into())
@@ -116,8 +122,14 @@ impl Viewer {
             offered_at,
             frames,
             stop,
+            keyframe_wanted,
             thread: Some(thread),
         })
+    }
+
+    /// Sends the server a picture loss indication (PLI), as a decoder that lost data does.
+    pub fn request_keyframe(&self) {
+        self.keyframe_wanted.store(true, Ordering::Relaxed);
     }
 
     /// The next decoded picture, or `None` if none arrives within `timeout` (or the session
@@ -188,17 +200,24 @@ async fn post_offer(url: &str, offer: &SdpOffer) -> Result<SdpAnswer, String> {
 /// The receive thread's state.
 struct Session {
     rtc: Rtc,
+    mid: Mid,
     socket: UdpSocket,
     local: SocketAddr,
     decoder: Decoder,
     frames: mpsc::UnboundedSender<DecodedFrame>,
     stop: Arc<AtomicBool>,
+    keyframe_wanted: Arc<AtomicBool>,
 }
 
 impl Session {
     fn run(&mut self) -> Result<(), ViewerError> {
         let mut buffer = vec![0u8; 2048];
         while !self.stop.load(Ordering::Relaxed) && self.rtc.is_alive() {
+            if self.keyframe_wanted.swap(false, Ordering::Relaxed)
+                && let Some(mut writer) = self.rtc.writer(self.mid)
+            {
+                writer.request_keyframe(None, KeyframeRequestKind::Pli)?;
+            }
             let deadline = match self.rtc.poll_output()? {
                 Output::Timeout(deadline) => deadline,
                 Output::Transmit(transmit) => {
@@ -250,16 +269,37 @@ impl Session {
             Ok(Some(picture)) => {
                 let (width, height) = picture.dimensions();
                 let number = FrameCode::read(picture.y(), picture.strides().0, width, height);
-                // A closed channel means nobody is listening any more; keep the session up.
-                let _ = self.frames.send(DecodedFrame {
+                let keyframe = contains_idr(annex_b);
+                let frame = DecodedFrame {
                     width: width as u32,
                     height: height as u32,
                     number,
+                    keyframe,
                     arrived_at,
-                });
+                };
+                // A closed channel means nobody is listening any more; keep the session up.
+                let _ = self.frames.send(frame);
             }
             Ok(None) => {}
             Err(error) => tracing::debug!(%error, "frame did not decode"),
         }
+    }
+}
+
+/// Whether an Annex B access unit holds an IDR slice (NAL unit type 5).
+fn contains_idr(annex_b: &[u8]) -> bool {
+    annex_b
+        .windows(4)
+        .any(|w| w[..3] == [0, 0, 1] && w[3] & 0x1f == 5)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::contains_idr;
+
+    #[test]
+    fn finds_idr_slices_after_any_start_code() {
+        assert!(contains_idr(&[0, 0, 0, 1, 0x67, 1, 2, 0, 0, 1, 0x65, 9]));
+        assert!(!contains_idr(&[0, 0, 0, 1, 0x41, 1, 2, 3]));
     }
 }
