@@ -178,3 +178,49 @@ async fn a_picture_loss_indication_brings_a_keyframe() {
     viewer.close().unwrap();
     server.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_viewer_slows_nobody_and_recovers_with_a_keyframe() {
+    let _lock = exclusive().await;
+    let server = TestServer::start().await;
+    let mut healthy = Viewer::connect(&server.url("/offer")).await.unwrap();
+    let mut frozen = Viewer::connect(&server.url("/offer")).await.unwrap();
+    healthy
+        .next_frame(Duration::from_secs(2))
+        .await
+        .expect("plays");
+    frozen
+        .next_frame(Duration::from_secs(2))
+        .await
+        .expect("plays");
+
+    frozen.set_stalled(true);
+    let frames = healthy.frames_during(MEASURE).await;
+    assert_increasing(&frames);
+    let rate = fps(&frames, MEASURE);
+    assert!(
+        rate >= 25.0,
+        "the healthy viewer decoded {rate:.1} fps while the other was stalled"
+    );
+
+    // Thawed, the frozen viewer has lost data; it asks for a keyframe and plays again.
+    frozen.set_stalled(false);
+    let _backlog = frozen.frames_during(Duration::from_millis(200)).await;
+    let resumed = frozen.frames_during(Duration::from_secs(2)).await;
+    assert!(
+        resumed.iter().any(|f| f.keyframe),
+        "the thawed viewer never got a keyframe"
+    );
+    let tail: Vec<_> = resumed
+        .iter()
+        .skip_while(|f| !f.keyframe)
+        .copied()
+        .collect();
+    assert_increasing(&tail);
+    assert!(
+        tail.len() >= 20,
+        "the thawed viewer decoded only {} frames after recovering",
+        tail.len()
+    );
+    server.stop().await;
+}

@@ -70,6 +70,7 @@ pub struct Viewer {
     pub offered_at: Instant,
     frames: mpsc::UnboundedReceiver<DecodedFrame>,
     stop: Arc<AtomicBool>,
+    stalled: Arc<AtomicBool>,
     keyframe_wanted: Arc<AtomicBool>,
     thread: Option<JoinHandle<Result<(), ViewerError>>>,
 }
@@ -104,6 +105,7 @@ impl Viewer {
         let (frames_tx, frames) = mpsc::unbounded_channel();
         let stop = Arc::new(AtomicBool::new(false));
         let keyframe_wanted = Arc::new(AtomicBool::new(false));
+        let stalled = Arc::new(AtomicBool::new(false));
         let decoder = Decoder::new().map_err(|e| ViewerError::Decoder(e.to_string()))?;
         let mut session = Session {
             rtc,
@@ -113,7 +115,9 @@ impl Viewer {
             decoder,
             frames: frames_tx,
             stop: stop.clone(),
+            stalled: stalled.clone(),
             keyframe_wanted: keyframe_wanted.clone(),
+            last_pli: None,
         };
         let thread = thread::Builder::new()
             .name("viewer".into())
@@ -122,9 +126,17 @@ impl Viewer {
             offered_at,
             frames,
             stop,
+            stalled,
             keyframe_wanted,
             thread: Some(thread),
         })
+    }
+
+    /// Freezes (`true`) or thaws the viewer: while frozen it neither reads its socket nor
+    /// answers the server, like a client whose process stopped. Pictures received before
+    /// the freeze can still be read with [`Viewer::next_frame`].
+    pub fn set_stalled(&self, stalled: bool) {
+        self.stalled.store(stalled, Ordering::Relaxed);
     }
 
     /// Sends the server a picture loss indication (PLI), as a decoder that lost data does.
@@ -206,17 +218,26 @@ struct Session {
     decoder: Decoder,
     frames: mpsc::UnboundedSender<DecodedFrame>,
     stop: Arc<AtomicBool>,
+    stalled: Arc<AtomicBool>,
     keyframe_wanted: Arc<AtomicBool>,
+    last_pli: Option<Instant>,
 }
 
 impl Session {
     fn run(&mut self) -> Result<(), ViewerError> {
         let mut buffer = vec![0u8; 2048];
         while !self.stop.load(Ordering::Relaxed) && self.rtc.is_alive() {
+            if self.stalled.load(Ordering::Relaxed) {
+                // Neither read nor answer: the socket's queue overflows as it would for a
+                // frozen client.
+                thread::sleep(Duration::from_millis(10));
+                continue;
+            }
             if self.keyframe_wanted.swap(false, Ordering::Relaxed)
                 && let Some(mut writer) = self.rtc.writer(self.mid)
             {
                 writer.request_keyframe(None, KeyframeRequestKind::Pli)?;
+                self.last_pli = Some(Instant::now());
             }
             let deadline = match self.rtc.poll_output()? {
                 Output::Timeout(deadline) => deadline,
@@ -226,6 +247,9 @@ impl Session {
                     continue;
                 }
                 Output::Event(Event::MediaData(media)) => {
+                    if !media.contiguous {
+                        self.ask_for_keyframe_after_loss();
+                    }
                     self.decode(&media.data);
                     continue;
                 }
@@ -263,6 +287,17 @@ impl Session {
         Ok(())
     }
 
+    /// Like a browser's decoder after losing data: ask for a keyframe, at most twice a
+    /// second.
+    fn ask_for_keyframe_after_loss(&mut self) {
+        if self
+            .last_pli
+            .is_none_or(|at| at.elapsed() >= Duration::from_millis(500))
+        {
+            self.keyframe_wanted.store(true, Ordering::Relaxed);
+        }
+    }
+
     fn decode(&mut self, annex_b: &[u8]) {
         let arrived_at = Instant::now();
         match self.decoder.decode(annex_b) {
@@ -281,7 +316,10 @@ impl Session {
                 let _ = self.frames.send(frame);
             }
             Ok(None) => {}
-            Err(error) => tracing::debug!(%error, "frame did not decode"),
+            Err(error) => {
+                tracing::debug!(%error, "frame did not decode");
+                self.ask_for_keyframe_after_loss();
+            }
         }
     }
 }
