@@ -191,6 +191,9 @@ impl Capture {
             if encoded.keyframe {
                 Metrics::add(&self.metrics.keyframes_encoded, 1);
                 self.last_keyframe = Some(Instant::now());
+                // Every request made until now is served by this keyframe: it is published
+                // below, after the requesting peers started waiting for one.
+                self.keyframes.pending.store(false, Ordering::Relaxed);
                 debug!(
                     forced = force_keyframe,
                     bytes = encoded.data.len(),

@@ -6,8 +6,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{TestServer, assert_increasing, exclusive, fps};
-use webgear_testkit::Viewer;
+use common::{TestServer, assert_increasing, exclusive, fps, frames_during_together};
 
 const MEASURE: Duration = Duration::from_secs(3);
 
@@ -15,13 +14,7 @@ const MEASURE: Duration = Duration::from_secs(3);
 async fn one_viewer_gets_reduced_frames_in_order_at_full_rate() {
     let _lock = exclusive().await;
     let server = TestServer::start().await;
-    let mut viewer = Viewer::connect(&server.url("/offer")).await.unwrap();
-
-    let first = viewer
-        .next_frame(Duration::from_secs(2))
-        .await
-        .expect("a picture within 2 s of the offer");
-    assert!(first.arrived_at - viewer.offered_at <= Duration::from_secs(2));
+    let (mut viewer, first) = server.playing_viewer().await;
     // The default frame_size_reduction of 20% turns 1280x720 into 1024x576.
     assert_eq!((first.width, first.height), (1024, 576));
 
@@ -41,38 +34,26 @@ async fn five_viewers_each_get_every_frame_from_one_encoder() {
     let server = TestServer::start().await;
     let mut viewers = Vec::new();
     for _ in 0..5 {
-        viewers.push(Viewer::connect(&server.url("/offer")).await.unwrap());
-    }
-    for viewer in &mut viewers {
-        viewer
-            .next_frame(Duration::from_secs(3))
-            .await
-            .expect("every viewer starts playing");
+        viewers.push(server.playing_viewer().await.0);
     }
     let stats = server.app.stats();
     assert_eq!(stats.encoders_running, 1, "{stats:?}");
     assert_eq!(stats.viewers, 5, "{stats:?}");
 
-    // Measure all five over the same window.
-    let windows = futures_join_all(
-        viewers
-            .iter_mut()
-            .map(|viewer| viewer.frames_during(MEASURE)),
-    )
-    .await;
-    for (index, frames) in windows.iter().enumerate() {
-        assert_increasing(frames);
-        let rate = fps(frames, MEASURE);
+    for (index, (viewer, frames)) in frames_during_together(viewers, MEASURE)
+        .await
+        .into_iter()
+        .enumerate()
+    {
+        assert_increasing(&frames);
+        let rate = fps(&frames, MEASURE);
         assert!(
             rate >= 25.0,
             "viewer {index} decoded {rate:.1} frames per second"
         );
-    }
-    assert_eq!(server.app.stats().encoders_running, 1);
-
-    for viewer in viewers {
         viewer.close().unwrap();
     }
+    assert_eq!(server.app.stats().encoders_running, 1);
     server.stop().await;
 }
 
@@ -80,14 +61,12 @@ async fn five_viewers_each_get_every_frame_from_one_encoder() {
 async fn a_late_joiner_sees_a_picture_within_a_second() {
     let _lock = exclusive().await;
     let server = TestServer::start().await;
-    let mut early = Viewer::connect(&server.url("/offer")).await.unwrap();
-    early
-        .next_frame(Duration::from_secs(2))
-        .await
-        .expect("the first viewer plays");
-    let _ = early.frames_during(Duration::from_secs(2)).await;
+    let (mut early, _) = server.playing_viewer().await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
 
-    let mut late = Viewer::connect(&server.url("/offer")).await.unwrap();
+    let mut late = webgear_testkit::Viewer::connect(&server.url("/offer"))
+        .await
+        .unwrap();
     let first = late
         .next_frame(Duration::from_secs(1))
         .await
@@ -110,11 +89,7 @@ async fn a_late_joiner_sees_a_picture_within_a_second() {
 async fn a_viewer_that_leaves_is_removed() {
     let _lock = exclusive().await;
     let server = TestServer::start().await;
-    let mut viewer = Viewer::connect(&server.url("/offer")).await.unwrap();
-    viewer
-        .next_frame(Duration::from_secs(2))
-        .await
-        .expect("plays");
+    let (viewer, _) = server.playing_viewer().await;
     assert_eq!(server.app.stats().viewers, 1);
 
     // The viewer vanishes without a goodbye; the server notices when ICE goes quiet.
@@ -131,32 +106,11 @@ async fn a_viewer_that_leaves_is_removed() {
     server.stop().await;
 }
 
-/// Runs futures concurrently and collects their outputs in order.
-async fn futures_join_all<F: std::future::Future>(
-    futures: impl IntoIterator<Item = F>,
-) -> Vec<F::Output> {
-    let mut set = Vec::new();
-    for future in futures {
-        set.push(future);
-    }
-    let mut outputs = Vec::with_capacity(set.len());
-    // Each future only waits on its own channel, so polling them one after another
-    // still covers the same wall-clock window: they all started receiving already.
-    for future in set {
-        outputs.push(future.await);
-    }
-    outputs
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_picture_loss_indication_brings_a_keyframe() {
     let _lock = exclusive().await;
     let server = TestServer::start().await;
-    let mut viewer = Viewer::connect(&server.url("/offer")).await.unwrap();
-    let first = viewer
-        .next_frame(Duration::from_secs(2))
-        .await
-        .expect("plays");
+    let (mut viewer, first) = server.playing_viewer().await;
     assert!(first.keyframe, "a viewer starts on a keyframe");
 
     // Keyframes are made on demand only: none arrive while nobody asks.
@@ -183,16 +137,8 @@ async fn a_picture_loss_indication_brings_a_keyframe() {
 async fn a_stalled_viewer_slows_nobody_and_recovers_with_a_keyframe() {
     let _lock = exclusive().await;
     let server = TestServer::start().await;
-    let mut healthy = Viewer::connect(&server.url("/offer")).await.unwrap();
-    let mut frozen = Viewer::connect(&server.url("/offer")).await.unwrap();
-    healthy
-        .next_frame(Duration::from_secs(2))
-        .await
-        .expect("plays");
-    frozen
-        .next_frame(Duration::from_secs(2))
-        .await
-        .expect("plays");
+    let (mut healthy, _) = server.playing_viewer().await;
+    let (mut frozen, _) = server.playing_viewer().await;
 
     frozen.set_stalled(true);
     let frames = healthy.frames_during(MEASURE).await;
@@ -205,7 +151,6 @@ async fn a_stalled_viewer_slows_nobody_and_recovers_with_a_keyframe() {
 
     // Thawed, the frozen viewer has lost data; it asks for a keyframe and plays again.
     frozen.set_stalled(false);
-    let _backlog = frozen.frames_during(Duration::from_millis(200)).await;
     let resumed = frozen.frames_during(Duration::from_secs(2)).await;
     assert!(
         resumed.iter().any(|f| f.keyframe),

@@ -153,8 +153,10 @@ impl Viewer {
             .flatten()
     }
 
-    /// Every picture decoded during the next `duration`.
+    /// Every picture decoded during the next `duration`. Pictures decoded earlier and not
+    /// yet read are not counted, so the result measures exactly this window.
     pub async fn frames_during(&mut self, duration: Duration) -> Vec<DecodedFrame> {
+        while self.frames.try_recv().is_ok() {}
         let end = tokio::time::Instant::now() + duration;
         let mut frames = Vec::new();
         while let Ok(Some(frame)) = tokio::time::timeout_at(end, self.frames.recv()).await {

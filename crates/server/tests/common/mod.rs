@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use tokio::sync::{Mutex, MutexGuard};
 use webgear_rtc::{Builder, SourceSpec, WebGearRtc};
-use webgear_testkit::DecodedFrame;
+use webgear_testkit::{DecodedFrame, Viewer};
 
 /// A server running on an ephemeral HTTP port, serving the router the library builds.
 pub struct TestServer {
@@ -40,6 +40,16 @@ impl TestServer {
         format!("http://{}{path}", self.addr)
     }
 
+    /// A viewer that has decoded its first picture (within 2 s), and that picture.
+    pub async fn playing_viewer(&self) -> (Viewer, DecodedFrame) {
+        let mut viewer = Viewer::connect(&self.url("/offer")).await.unwrap();
+        let first = viewer
+            .next_frame(Duration::from_secs(2))
+            .await
+            .expect("a picture within 2 s of the offer");
+        (viewer, first)
+    }
+
     pub async fn stop(self) {
         self.app.shutdown().await;
         self.serve.abort();
@@ -67,4 +77,25 @@ pub fn assert_increasing(frames: &[DecodedFrame]) {
 /// Frames per second over a window of `window`.
 pub fn fps(frames: &[DecodedFrame], window: Duration) -> f64 {
     frames.len() as f64 / window.as_secs_f64()
+}
+
+/// Every picture each viewer decodes during the same `window`, measured concurrently.
+pub async fn frames_during_together(
+    viewers: Vec<Viewer>,
+    window: Duration,
+) -> Vec<(Viewer, Vec<DecodedFrame>)> {
+    let tasks: Vec<_> = viewers
+        .into_iter()
+        .map(|mut viewer| {
+            tokio::spawn(async move {
+                let frames = viewer.frames_during(window).await;
+                (viewer, frames)
+            })
+        })
+        .collect();
+    let mut results = Vec::with_capacity(tasks.len());
+    for task in tasks {
+        results.push(task.await.unwrap());
+    }
+    results
 }
