@@ -47,11 +47,7 @@ struct Args {
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let option_map = args.options.as_deref().map(parse_options).transpose()?;
-    let logging = args.logging
-        || option_map
-            .as_ref()
-            .and_then(|map| map.get("logging")?.as_bool())
-            .unwrap_or(false);
+    let logging = args.logging || option_map.as_ref().and_then(|map| map.get("logging")?.as_bool()).unwrap_or(false);
     init_logging(logging);
 
     let mut options = Options::default();
@@ -76,9 +72,7 @@ async fn main() -> anyhow::Result<()> {
         info!("open http://{}:{http_port}/ to watch", media.ip());
     }
 
-    axum::serve(listener, app.router())
-        .with_graceful_shutdown(shutdown_signal())
-        .await?;
+    axum::serve(listener, app.router()).with_graceful_shutdown(shutdown_signal()).await?;
     info!("shutting down");
     app.shutdown().await;
     Ok(())
@@ -88,15 +82,12 @@ async fn main() -> anyhow::Result<()> {
 fn parse_options(text: &str) -> anyhow::Result<Map<String, Value>> {
     let path = Path::new(text);
     let (content, origin) = if !text.trim_start().starts_with('{') && path.is_file() {
-        let content = std::fs::read_to_string(path)
-            .with_context(|| format!("could not read options file {text}"))?;
+        let content = std::fs::read_to_string(path).with_context(|| format!("could not read options file {text}"))?;
         (content, format!("options file {text}"))
     } else {
         (text.to_owned(), "--options".to_owned())
     };
-    match serde_yaml_ng::from_str::<Value>(&content)
-        .with_context(|| format!("{origin} is not valid JSON or YAML"))?
-    {
+    match serde_yaml_ng::from_str::<Value>(&content).with_context(|| format!("{origin} is not valid JSON or YAML"))? {
         Value::Object(map) => Ok(map),
         Value::Null => Ok(Map::new()),
         other => bail!("{origin} must be a map of option names to values, not {other}"),

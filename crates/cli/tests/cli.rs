@@ -25,6 +25,7 @@ impl Server {
             .args(["--host", "127.0.0.1", "--port", "0"])
             .args(extra)
             .env("RUST_LOG", "info")
+            .env("HOME", scratch_home())
             .env("NO_COLOR", "1")
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
@@ -35,27 +36,17 @@ impl Server {
         std::thread::spawn(move || {
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
                 if let Some(start) = line.find("open http://") {
-                    let url = line[start + 5..]
-                        .split_whitespace()
-                        .next()
-                        .unwrap()
-                        .trim_end_matches('/')
-                        .to_owned();
+                    let url = line[start + 5..].split_whitespace().next().unwrap().trim_end_matches('/').to_owned();
                     let _ = tx.send(url);
                 }
             }
         });
-        let base_url = rx
-            .recv_timeout(Duration::from_secs(20))
-            .expect("the server announces its URL");
+        let base_url = rx.recv_timeout(Duration::from_secs(20)).expect("the server announces its URL");
         Server { child, base_url }
     }
 
     fn signal(&self, name: &str) {
-        let status = Command::new("kill")
-            .args([format!("-{name}"), self.child.id().to_string()])
-            .status()
-            .unwrap();
+        let status = Command::new("kill").args([format!("-{name}"), self.child.id().to_string()]).status().unwrap();
         assert!(status.success());
     }
 
@@ -76,13 +67,8 @@ impl Server {
 
 async fn shuts_down_cleanly_on(signal: &str) {
     let server = Server::start(&[]);
-    let mut viewer = Viewer::connect(&format!("{}/offer", server.base_url))
-        .await
-        .unwrap();
-    viewer
-        .next_frame(Duration::from_secs(3))
-        .await
-        .expect("the viewer plays");
+    let mut viewer = Viewer::connect(&format!("{}/offer", server.base_url)).await.unwrap();
+    viewer.next_frame(Duration::from_secs(3)).await.expect("the viewer plays");
     server.signal(signal);
     let status = server.wait(Duration::from_secs(10));
     assert!(status.success(), "exit status after SIG{signal}: {status}");
@@ -101,24 +87,25 @@ async fn sigint_shuts_down_cleanly_with_a_viewer_connected() {
 #[tokio::test]
 async fn options_map_reaches_the_stream() {
     let server = Server::start(&["--options", r#"{"frame_size_reduction": 50}"#]);
-    let mut viewer = Viewer::connect(&format!("{}/offer", server.base_url))
-        .await
-        .unwrap();
-    let frame = viewer
-        .next_frame(Duration::from_secs(3))
-        .await
-        .expect("the viewer plays");
+    let mut viewer = Viewer::connect(&format!("{}/offer", server.base_url)).await.unwrap();
+    let frame = viewer.next_frame(Duration::from_secs(3)).await.expect("the viewer plays");
     assert_eq!((frame.width, frame.height), (640, 360));
     server.signal("TERM");
     assert!(server.wait(Duration::from_secs(10)).success());
 }
 
 fn run(args: &[&str]) -> Output {
-    Command::new(BIN)
-        .args(args)
-        .env("NO_COLOR", "1")
-        .output()
-        .unwrap()
+    Command::new(BIN).args(args).env("NO_COLOR", "1").env("HOME", scratch_home()).output().unwrap()
+}
+
+/// A fresh home folder, so the server's data files never land in the real one.
+fn scratch_home() -> std::path::PathBuf {
+    static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let dir = std::env::temp_dir().join(format!("webgear-cli-home-{}-{n}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
 }
 
 #[test]

@@ -61,9 +61,7 @@ pub enum FrameError {
         height: u32,
     },
     /// The buffer's length does not match the size and pixel format.
-    #[error(
-        "a {width}x{height} {format} frame needs {expected} bytes, but the buffer has {actual}"
-    )]
+    #[error("a {width}x{height} {format} frame needs {expected} bytes, but the buffer has {actual}")]
     WrongLength {
         /// The width given.
         width: u32,
@@ -102,32 +100,15 @@ impl fmt::Debug for Frame {
 impl Frame {
     /// A frame captured now. Fails when the size is empty or `data` has the wrong length
     /// for `width x height` in `format`.
-    pub fn new(
-        width: u32,
-        height: u32,
-        format: PixelFormat,
-        data: Vec<u8>,
-    ) -> Result<Self, FrameError> {
+    pub fn new(width: u32, height: u32, format: PixelFormat, data: Vec<u8>) -> Result<Self, FrameError> {
         if width == 0 || height == 0 {
             return Err(FrameError::Empty { width, height });
         }
         let expected = format.buffer_len(width, height);
         if data.len() != expected {
-            return Err(FrameError::WrongLength {
-                width,
-                height,
-                format,
-                expected,
-                actual: data.len(),
-            });
+            return Err(FrameError::WrongLength { width, height, format, expected, actual: data.len() });
         }
-        Ok(Frame {
-            width,
-            height,
-            format,
-            data,
-            captured_at: Instant::now(),
-        })
+        Ok(Frame { width, height, format, data, captured_at: Instant::now() })
     }
 
     /// Overrides the capture time (by default the moment the frame was made).
@@ -163,13 +144,7 @@ impl Frame {
 
     /// Converts to planar I420 (BT.601, limited range), the encoders' input.
     pub fn into_i420(self) -> I420Frame {
-        let Frame {
-            width,
-            height,
-            format,
-            data,
-            captured_at,
-        } = self;
+        let Frame { width, height, format, data, captured_at } = self;
         let data = match format {
             PixelFormat::I420 => data,
             PixelFormat::Gray => gray_to_i420(&data, width, height),
@@ -177,12 +152,7 @@ impl Frame {
             PixelFormat::Rgb => packed_to_i420(&data, width, height, 3, [0, 1, 2]),
             PixelFormat::Bgra => packed_to_i420(&data, width, height, 4, [2, 1, 0]),
         };
-        I420Frame {
-            width,
-            height,
-            data,
-            captured_at,
-        }
+        I420Frame { width, height, data, captured_at }
     }
 }
 
@@ -211,12 +181,7 @@ impl I420Frame {
         let luma = (width * height) as usize;
         let mut data = vec![128u8; PixelFormat::I420.buffer_len(width, height)];
         data[..luma].fill(126);
-        I420Frame {
-            width,
-            height,
-            data,
-            captured_at,
-        }
+        I420Frame { width, height, data, captured_at }
     }
 
     /// Width in pixels.
@@ -270,19 +235,8 @@ impl I420Frame {
 
 impl From<I420Frame> for Frame {
     fn from(frame: I420Frame) -> Self {
-        let I420Frame {
-            width,
-            height,
-            data,
-            captured_at,
-        } = frame;
-        Frame {
-            width,
-            height,
-            format: PixelFormat::I420,
-            data,
-            captured_at,
-        }
+        let I420Frame { width, height, data, captured_at } = frame;
+        Frame { width, height, format: PixelFormat::I420, data, captured_at }
     }
 }
 
@@ -304,13 +258,7 @@ fn luma_from_full_range(l: u8) -> u8 {
 /// BT.601 limited-range conversion of packed 8-bit RGB-like pixels. `order` gives the byte
 /// offsets of red, green and blue within a pixel of `bytes_per_pixel` bytes. Chroma is the
 /// average of each 2x2 block (edge blocks of odd-sized frames average what exists).
-fn packed_to_i420(
-    src: &[u8],
-    width: u32,
-    height: u32,
-    bytes_per_pixel: usize,
-    order: [usize; 3],
-) -> Vec<u8> {
+fn packed_to_i420(src: &[u8], width: u32, height: u32, bytes_per_pixel: usize, order: [usize; 3]) -> Vec<u8> {
     let (w, h) = (width as usize, height as usize);
     let (cw, ch) = (w.div_ceil(2), h.div_ceil(2));
     let mut out = vec![0u8; w * h + 2 * cw * ch];
@@ -329,9 +277,7 @@ fn packed_to_i420(
     for cy in 0..ch {
         for cx in 0..cw {
             let (mut sum, mut count) = ([0i32; 3], 0i32);
-            for (x, y) in
-                [(0, 0), (1, 0), (0, 1), (1, 1)].map(|(dx, dy)| (2 * cx + dx, 2 * cy + dy))
-            {
+            for (x, y) in [(0, 0), (1, 0), (0, 1), (1, 1)].map(|(dx, dy)| (2 * cx + dx, 2 * cy + dy)) {
                 if x < w && y < h {
                     let px = rgb_at(x, y);
                     sum.iter_mut().zip(px).for_each(|(s, c)| *s += c);
@@ -353,22 +299,14 @@ mod tests {
     #[test]
     fn rejects_wrong_length_and_names_the_shape() {
         let err = Frame::new(4, 2, PixelFormat::Bgr, vec![0; 10]).unwrap_err();
-        assert_eq!(
-            err.to_string(),
-            "a 4x2 BGR frame needs 24 bytes, but the buffer has 10"
-        );
-        assert!(matches!(
-            Frame::new(0, 2, PixelFormat::Gray, vec![]),
-            Err(FrameError::Empty { .. })
-        ));
+        assert_eq!(err.to_string(), "a 4x2 BGR frame needs 24 bytes, but the buffer has 10");
+        assert!(matches!(Frame::new(0, 2, PixelFormat::Gray, vec![]), Err(FrameError::Empty { .. })));
     }
 
     #[test]
     fn odd_sizes_round_chroma_up() {
         assert_eq!(PixelFormat::I420.buffer_len(3, 3), 9 + 2 * 4);
-        let frame = Frame::new(3, 3, PixelFormat::Rgb, vec![255; 27])
-            .unwrap()
-            .into_i420();
+        let frame = Frame::new(3, 3, PixelFormat::Rgb, vec![255; 27]).unwrap().into_i420();
         let (y, u, v) = frame.planes();
         assert_eq!((y.len(), u.len(), v.len()), (9, 4, 4));
     }
@@ -379,22 +317,15 @@ mod tests {
         let red_bgr = [0u8, 0, 255].repeat(4);
         let red_rgb = [255u8, 0, 0].repeat(4);
         let red_bgra = [0u8, 0, 255, 255].repeat(4);
-        for (format, data) in [
-            (PixelFormat::Bgr, red_bgr),
-            (PixelFormat::Rgb, red_rgb),
-            (PixelFormat::Bgra, red_bgra),
-        ] {
+        for (format, data) in [(PixelFormat::Bgr, red_bgr), (PixelFormat::Rgb, red_rgb), (PixelFormat::Bgra, red_bgra)]
+        {
             let frame = Frame::new(2, 2, format, data).unwrap().into_i420();
             let (y, u, v) = frame.planes();
             assert_eq!((y[0], u[0], v[0]), (82, 90, 240), "{format}");
         }
-        let white = Frame::new(2, 2, PixelFormat::Gray, vec![255; 4])
-            .unwrap()
-            .into_i420();
+        let white = Frame::new(2, 2, PixelFormat::Gray, vec![255; 4]).unwrap().into_i420();
         assert_eq!(white.planes().0, &[235; 4]);
-        let black = Frame::new(2, 2, PixelFormat::Gray, vec![0; 4])
-            .unwrap()
-            .into_i420();
+        let black = Frame::new(2, 2, PixelFormat::Gray, vec![0; 4]).unwrap().into_i420();
         assert_eq!(black.planes().0, &[16; 4]);
         assert_eq!(black.planes().1, &[128]);
     }

@@ -15,9 +15,7 @@ pub const MAX_FRAME_SIZE_REDUCTION: u8 = 90;
 #[non_exhaustive]
 pub enum TransformError {
     /// The reduction percentage is out of range.
-    #[error(
-        "frame_size_reduction must be between 0 and {MAX_FRAME_SIZE_REDUCTION} percent, got {0}"
-    )]
+    #[error("frame_size_reduction must be between 0 and {MAX_FRAME_SIZE_REDUCTION} percent, got {0}")]
     ReductionOutOfRange(u8),
 }
 
@@ -31,9 +29,7 @@ pub struct FrameSizeReducer {
 
 impl std::fmt::Debug for FrameSizeReducer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("FrameSizeReducer")
-            .field("percent", &self.percent)
-            .finish_non_exhaustive()
+        f.debug_struct("FrameSizeReducer").field("percent", &self.percent).finish_non_exhaustive()
     }
 }
 
@@ -44,11 +40,7 @@ impl FrameSizeReducer {
             return Err(TransformError::ReductionOutOfRange(percent));
         }
         let options = ResizeOptions::new().resize_alg(ResizeAlg::Convolution(FilterType::Bilinear));
-        Ok(FrameSizeReducer {
-            percent,
-            resizer: Resizer::new(),
-            options,
-        })
+        Ok(FrameSizeReducer { percent, resizer: Resizer::new(), options })
     }
 
     /// The size a `width x height` frame has after reduction.
@@ -78,13 +70,11 @@ impl FrameSizeReducer {
         ] {
             // Plane sizes follow from the frames' own dimensions, and u8 pixels need no
             // alignment, so neither view can be rejected.
-            let src = images::ImageRef::new(sw, sh, src, PixelType::U8)
-                .expect("source plane matches its frame's dimensions");
+            let src =
+                images::ImageRef::new(sw, sh, src, PixelType::U8).expect("source plane matches its frame's dimensions");
             let mut dst = images::Image::from_slice_u8(dw, dh, dst, PixelType::U8)
                 .expect("destination plane matches its frame's dimensions");
-            self.resizer
-                .resize(&src, &mut dst, &self.options)
-                .expect("planes of one pixel type resize");
+            self.resizer.resize(&src, &mut dst, &self.options).expect("planes of one pixel type resize");
         }
         out
     }
@@ -101,14 +91,8 @@ mod tests {
     fn reduces_by_percentage_to_even_sizes() {
         let reducer = FrameSizeReducer::new(20).unwrap();
         assert_eq!(reducer.output_size(1280, 720), (1024, 576));
-        assert_eq!(
-            FrameSizeReducer::new(0).unwrap().output_size(641, 481),
-            (640, 480)
-        );
-        assert_eq!(
-            FrameSizeReducer::new(90).unwrap().output_size(1280, 720),
-            (128, 72)
-        );
+        assert_eq!(FrameSizeReducer::new(0).unwrap().output_size(641, 481), (640, 480));
+        assert_eq!(FrameSizeReducer::new(90).unwrap().output_size(1280, 720), (128, 72));
         assert_eq!(
             FrameSizeReducer::new(91).unwrap_err().to_string(),
             "frame_size_reduction must be between 0 and 90 percent, got 91"
@@ -120,9 +104,6 @@ mod tests {
         let frame = TestPattern::new(1280, 720, 30).render(1234, Instant::now());
         let reduced = FrameSizeReducer::new(50).unwrap().apply(frame);
         assert_eq!((reduced.width(), reduced.height()), (640, 360));
-        assert_eq!(
-            FrameCode::read(reduced.planes().0, 640, 640, 360),
-            Some(1234)
-        );
+        assert_eq!(FrameCode::read(reduced.planes().0, 640, 640, 360), Some(1234));
     }
 }

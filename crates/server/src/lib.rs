@@ -25,8 +25,10 @@
 //! # }
 //! ```
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use tracing::info;
@@ -38,14 +40,17 @@ mod stats;
 mod stream;
 mod web;
 
+pub use minijinja;
 pub use options::Options;
 pub use stats::Stats;
 pub use stream::StreamError;
+pub use web::DataError;
 pub use webgear_media::{Frame, FrameSource, PixelFormat, SourceError, SourceSpec};
 
 use rtc::{RtcServer, RtcSettings};
 use stats::Metrics;
-use stream::VideoStream;
+use stream::{StreamClock, VideoStream};
+use web::{DataFiles, Templates};
 
 /// Why the server could not be built.
 #[derive(Debug, thiserror::Error)]
@@ -66,6 +71,19 @@ pub enum Error {
     /// The media sockets could not be set up.
     #[error("could not set up WebRTC media: {0}")]
     Media(#[source] std::io::Error),
+    /// The data folder (templates, static files) could not be prepared.
+    #[error(transparent)]
+    Data(#[from] DataError),
+    /// A static folder was given an unusable name or URL path.
+    #[error("static folder {name:?} at {url_path:?}: {reason}")]
+    StaticFolder {
+        /// The name `url_for` would know it by.
+        name: String,
+        /// The URL path it was to be served at.
+        url_path: String,
+        /// What is wrong.
+        reason: &'static str,
+    },
 }
 
 enum SourceChoice {
@@ -77,6 +95,7 @@ enum SourceChoice {
 pub struct Builder {
     source: Option<SourceChoice>,
     options: Options,
+    static_folders: Vec<StaticFolder>,
     listen_ip: IpAddr,
     udp_port: u16,
 }
@@ -91,6 +110,7 @@ impl fmt::Debug for Builder {
         f.debug_struct("Builder")
             .field("source", &source)
             .field("options", &self.options)
+            .field("static_folders", &self.static_folders)
             .field("listen_ip", &self.listen_ip)
             .field("udp_port", &self.udp_port)
             .finish()
@@ -123,6 +143,18 @@ impl Builder {
         self
     }
 
+    /// Serves the files under `dir` at `url_path` (e.g. `/assets`), and lets templates link
+    /// to them with `url_for(name, path='/logo.png')`, as WebGear_RTC users mount folders
+    /// in Starlette. The data folder's `static/` is always served as `static` at `/static`.
+    pub fn static_folder(mut self, name: &str, url_path: &str, dir: impl AsRef<Path>) -> Self {
+        self.static_folders.push(StaticFolder {
+            name: name.to_owned(),
+            url_path: url_path.to_owned(),
+            dir: dir.as_ref().to_path_buf(),
+        });
+        self
+    }
+
     /// The address whose interfaces carry media. The default, `0.0.0.0`, offers every
     /// IPv4 interface address to viewers; a specific address offers only itself.
     pub fn listen_ip(mut self, ip: IpAddr) -> Self {
@@ -137,9 +169,25 @@ impl Builder {
         self
     }
 
-    /// Opens the source, starts its encoder and binds the media port.
+    /// Prepares the data folder, opens the source, starts its encoder and binds the media
+    /// port.
     pub async fn build(self) -> Result<WebGearRtc, Error> {
         let reducer = FrameSizeReducer::new(self.options.frame_size_reduction)?;
+        let data =
+            DataFiles::prepare(self.options.custom_data_location.as_deref(), self.options.overwrite_default_files)?;
+        let mut folders =
+            vec![StaticFolder { name: "static".into(), url_path: "/static".into(), dir: data.static_dir() }];
+        folders.extend(self.static_folders);
+        let mut url_paths = BTreeMap::new();
+        for folder in &folders {
+            folder.validate()?;
+            if url_paths.insert(folder.name.clone(), folder.url_path.clone()).is_some() {
+                return Err(folder.error("the name is already taken"));
+            }
+        }
+        let templates = Templates::new(data.templates_dir(), url_paths);
+        let static_dirs = folders.into_iter().map(|folder| (folder.url_path, folder.dir)).collect();
+
         let source = match self.source.ok_or(Error::NoSource)? {
             SourceChoice::Spec(spec) => {
                 info!(source = %spec, "opening source");
@@ -149,19 +197,20 @@ impl Builder {
         };
         let metrics = Arc::new(Metrics::default());
         let stream = VideoStream::start(source, reducer, metrics.clone())?;
-        let settings = RtcSettings {
-            listen_ip: self.listen_ip,
-            udp_port: self.udp_port,
-        };
-        let rtc = RtcServer::start(settings, &stream, metrics.clone())
-            .await
-            .map_err(Error::Media)?;
+        let settings = RtcSettings { listen_ip: self.listen_ip, udp_port: self.udp_port };
+        let rtc = RtcServer::start(settings, &stream, metrics.clone()).await.map_err(Error::Media)?;
         info!(addrs = ?rtc.media_addrs(), "WebRTC media listening (UDP)");
+        let clock = stream.clock();
         Ok(WebGearRtc {
             inner: Arc::new(Inner {
                 rtc: Arc::new(rtc),
                 stream: Mutex::new(Some(stream)),
                 metrics,
+                clock,
+                templates,
+                static_dirs,
+                data,
+                options: self.options,
             }),
         })
     }
@@ -177,13 +226,41 @@ struct Inner {
     rtc: Arc<RtcServer>,
     stream: Mutex<Option<VideoStream>>,
     metrics: Arc<Metrics>,
+    clock: StreamClock,
+    templates: Templates,
+    static_dirs: Vec<(String, PathBuf)>,
+    data: DataFiles,
+    options: Options,
+}
+
+/// A folder of static files, served and known to `url_for`.
+#[derive(Debug)]
+struct StaticFolder {
+    name: String,
+    url_path: String,
+    dir: PathBuf,
+}
+
+impl StaticFolder {
+    fn validate(&self) -> Result<(), Error> {
+        if self.name.trim().is_empty() {
+            return Err(self.error("the name is empty"));
+        }
+        let path = self.url_path.as_str();
+        if !path.starts_with('/') || path == "/" || path.ends_with('/') || path.contains("..") {
+            return Err(self.error("the URL path must start with '/', name a folder, and not end with '/'"));
+        }
+        Ok(())
+    }
+
+    fn error(&self, reason: &'static str) -> Error {
+        Error::StaticFolder { name: self.name.clone(), url_path: self.url_path.clone(), reason }
+    }
 }
 
 impl fmt::Debug for WebGearRtc {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("WebGearRtc")
-            .field("stats", &self.stats())
-            .finish_non_exhaustive()
+        f.debug_struct("WebGearRtc").field("stats", &self.stats()).finish_non_exhaustive()
     }
 }
 
@@ -193,17 +270,46 @@ impl WebGearRtc {
         Builder {
             source: None,
             options: Options::default(),
+            static_folders: Vec::new(),
             listen_ip: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
             udp_port: 0,
         }
     }
 
-    /// The web app: `GET /` (the player page) and `POST /offer`. Add routes and layers to
-    /// it like any `axum::Router`.
+    /// The web app: the pages, `/offer`, `/close_connection` and the static folders. Add
+    /// routes and layers to it, or nest it under a prefix, like any `axum::Router`.
     pub fn router(&self) -> axum::Router {
+        let inner = &self.inner;
         web::router(web::AppState {
-            rtc: self.inner.rtc.clone(),
+            rtc: inner.rtc.clone(),
+            templates: inner.templates.clone(),
+            clock: inner.clock.clone(),
+            static_dirs: inner.static_dirs.clone(),
+            live_broadcast: inner.options.enable_live_broadcast,
+            logging: inner.options.logging,
         })
+    }
+
+    /// Renders one of the data folder's templates (your own or the defaults) with
+    /// `context`, for your own routes. `url_prefix` is the path the app is mounted under
+    /// (`""` at the root); `url_for` puts it in front of every URL.
+    pub fn render(
+        &self,
+        template: &str,
+        url_prefix: &str,
+        context: minijinja::Value,
+    ) -> Result<String, minijinja::Error> {
+        self.inner.templates.render(template, url_prefix, context)
+    }
+
+    /// The data folder in use (`…/.vidgear/webgear_rtc`).
+    pub fn data_location(&self) -> &Path {
+        self.inner.data.root()
+    }
+
+    /// The options the server was built with.
+    pub fn options(&self) -> &Options {
+        &self.inner.options
     }
 
     /// What the server is doing right now.
@@ -219,12 +325,7 @@ impl WebGearRtc {
     /// Closes every peer, stops the capture thread and waits for both.
     pub async fn shutdown(&self) {
         self.inner.rtc.shutdown().await;
-        let stream = self
-            .inner
-            .stream
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .take();
+        let stream = self.inner.stream.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).take();
         if let Some(mut stream) = stream {
             // Joining the capture thread blocks for at most one frame.
             let _ = tokio::task::spawn_blocking(move || stream.stop()).await;

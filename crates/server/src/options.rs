@@ -1,19 +1,35 @@
 //! WebGear_RTC's options, by their vidgear names, read from a map (the CLI's `--options`,
 //! a config file, or a library user's JSON). As in vidgear, an invalid value of a known
-//! option is skipped with a warning that names it; so is an unknown option.
+//! option is skipped with a warning that names the option and the value; so is an unknown
+//! option.
+
+use std::path::PathBuf;
 
 use serde_json::{Map, Value};
 use tracing::warn;
 use webgear_media::transform::MAX_FRAME_SIZE_REDUCTION;
 
-/// The options a stream is built with.
+/// The options a server is built with, under WebGear_RTC's names and defaults.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct Options {
     /// Shrink frames by this percentage (0..=90) before encoding. Default 20.
     pub frame_size_reduction: u8,
-    /// Debug logging for this library. Default false.
+    /// Debug logging for this library; error pages show a readable error report instead of
+    /// `500.html`. Default false.
     pub logging: bool,
+    /// When the source ends or fails, keep streaming a blank "No Input" frame instead of
+    /// ending. Default false; always on with `enable_live_broadcast`.
+    pub enable_infinite_frames: bool,
+    /// A live broadcast: viewers come and go, the stream never ends, and
+    /// `/close_connection` answers `DISABLED`. Every viewer always receives the full
+    /// stream, broadcast or not. Default false.
+    pub enable_live_broadcast: bool,
+    /// The folder whose `.vidgear/webgear_rtc` holds the templates and static files
+    /// (default: the home directory). It must exist and be writable.
+    pub custom_data_location: Option<PathBuf>,
+    /// Rewrite the default data files even if they exist. Default false.
+    pub overwrite_default_files: bool,
 }
 
 impl Default for Options {
@@ -21,61 +37,67 @@ impl Default for Options {
         Options {
             frame_size_reduction: 20,
             logging: false,
+            enable_infinite_frames: false,
+            enable_live_broadcast: false,
+            custom_data_location: None,
+            overwrite_default_files: false,
         }
     }
 }
 
-/// Options vidgear defines that this version accepts by name but does not act on yet.
-const NOT_YET_SUPPORTED: &[&str] = &[
-    "enable_infinite_frames",
-    "enable_live_broadcast",
-    "custom_data_location",
-    "overwrite_default_files",
-    "custom_stream",
-    "resolution",
-    "framerate",
-    "colorspace",
-    "time_delay",
-    "stabilize",
-];
+/// Options of vidgear's sources that this version recognises but does not act on yet.
+const NOT_YET_SUPPORTED: &[&str] = &["resolution", "framerate", "colorspace", "time_delay", "stabilize"];
 
 impl Options {
+    /// Whether the stream continues with blank frames after the source ends: asked for
+    /// directly, or implied by a live broadcast.
+    pub fn infinite_frames(&self) -> bool {
+        self.enable_infinite_frames || self.enable_live_broadcast
+    }
+
     /// Applies every valid entry of `map` and returns a warning for each entry skipped.
     /// Each warning is also logged.
     pub fn apply_map(&mut self, map: &Map<String, Value>) -> Vec<String> {
         let mut warnings = Vec::new();
         for (name, value) in map {
-            let skipped = match name.trim().to_ascii_lowercase().as_str() {
-                "frame_size_reduction" => match value.as_u64() {
-                    Some(percent) if percent <= u64::from(MAX_FRAME_SIZE_REDUCTION) => {
-                        self.frame_size_reduction = percent as u8;
-                        None
-                    }
-                    _ => Some(format!(
-                        "skipped invalid value {value} of option `{name}`: expected a whole \
-                         number of percent from 0 to {MAX_FRAME_SIZE_REDUCTION}"
-                    )),
-                },
-                "logging" => match value.as_bool() {
-                    Some(enabled) => {
-                        self.logging = enabled;
-                        None
-                    }
-                    None => Some(format!(
-                        "skipped invalid value {value} of option `{name}`: expected true or false"
-                    )),
-                },
-                known if NOT_YET_SUPPORTED.contains(&known) => Some(format!(
-                    "option `{name}` is not supported by this version yet; ignored"
-                )),
-                _ => Some(format!("skipped unknown option `{name}`")),
-            };
-            if let Some(warning) = skipped {
+            if let Err(warning) = self.apply(name, value) {
                 warn!("{warning}");
                 warnings.push(warning);
             }
         }
         warnings
+    }
+
+    fn apply(&mut self, name: &str, value: &Value) -> Result<(), String> {
+        let invalid = |expected: &str| format!("skipped invalid value {value} of option `{name}`: expected {expected}");
+        let flag = |target: &mut bool| value.as_bool().map(|v| *target = v).ok_or_else(|| invalid("true or false"));
+        match name.trim().to_ascii_lowercase().as_str() {
+            "frame_size_reduction" => match value.as_u64() {
+                Some(percent) if percent <= u64::from(MAX_FRAME_SIZE_REDUCTION) => {
+                    self.frame_size_reduction = percent as u8;
+                    Ok(())
+                }
+                _ => Err(invalid(&format!("a whole number of percent from 0 to {MAX_FRAME_SIZE_REDUCTION}"))),
+            },
+            "logging" => flag(&mut self.logging),
+            "enable_infinite_frames" => flag(&mut self.enable_infinite_frames),
+            "enable_live_broadcast" => flag(&mut self.enable_live_broadcast),
+            "overwrite_default_files" => flag(&mut self.overwrite_default_files),
+            "custom_data_location" => match value.as_str() {
+                Some(path) if !path.trim().is_empty() => {
+                    self.custom_data_location = Some(PathBuf::from(path));
+                    Ok(())
+                }
+                _ => Err(invalid("the path of an existing, writable directory")),
+            },
+            "custom_stream" => {
+                Err(format!("skipped option `{name}`: a custom stream is given in code (Builder::custom_stream)"))
+            }
+            known if NOT_YET_SUPPORTED.contains(&known) => {
+                Err(format!("option `{name}` is not supported by this version yet; ignored"))
+            }
+            _ => Err(format!("skipped unknown option `{name}`")),
+        }
     }
 }
 
@@ -92,40 +114,58 @@ mod tests {
     }
 
     #[test]
+    fn defaults_match_webgear_rtc() {
+        let options = Options::default();
+        assert_eq!(options.frame_size_reduction, 20);
+        assert!(!options.logging && !options.enable_infinite_frames && !options.enable_live_broadcast);
+        assert!(!options.overwrite_default_files && options.custom_data_location.is_none());
+    }
+
+    #[test]
     fn valid_values_apply() {
-        let (options, warnings) = apply(json!({"frame_size_reduction": 50, "logging": true}));
-        assert_eq!(
-            options,
-            Options {
-                frame_size_reduction: 50,
-                logging: true
-            }
-        );
-        assert!(warnings.is_empty());
+        let (options, warnings) = apply(json!({
+            "frame_size_reduction": 0,
+            "logging": true,
+            "enable_infinite_frames": true,
+            "enable_live_broadcast": true,
+            "custom_data_location": "/srv/site",
+            "overwrite_default_files": true,
+        }));
+        assert!(warnings.is_empty(), "{warnings:?}");
+        assert_eq!(options.frame_size_reduction, 0);
+        assert!(options.logging && options.enable_infinite_frames && options.enable_live_broadcast);
+        assert!(options.overwrite_default_files);
+        assert_eq!(options.custom_data_location, Some(PathBuf::from("/srv/site")));
+    }
+
+    #[test]
+    fn live_broadcast_forces_infinite_frames() {
+        let (options, _) = apply(json!({"enable_live_broadcast": true, "enable_infinite_frames": false}));
+        assert!(options.infinite_frames());
+        assert!(!Options::default().infinite_frames());
     }
 
     #[test]
     fn invalid_and_unknown_values_are_skipped_with_a_warning_naming_them() {
-        let (options, warnings) = apply(
-            json!({"frame_size_reduction": 95, "logging": "yes", "bogus": 1, "time_delay": 2}),
-        );
+        let (options, warnings) = apply(json!({
+            "frame_size_reduction": 95,
+            "logging": "yes",
+            "enable_live_broadcast": 1,
+            "custom_data_location": 7,
+            "bogus": 1,
+            "time_delay": 2,
+        }));
         assert_eq!(options, Options::default());
-        assert_eq!(warnings.len(), 4);
-        assert!(
-            warnings
-                .iter()
-                .any(|w| w.contains("95") && w.contains("`frame_size_reduction`"))
-        );
-        assert!(
-            warnings
-                .iter()
-                .any(|w| w.contains("\"yes\"") && w.contains("`logging`"))
-        );
-        assert!(
-            warnings
-                .iter()
-                .any(|w| w.contains("unknown option `bogus`"))
-        );
-        assert!(warnings.iter().any(|w| w.contains("`time_delay`")));
+        assert_eq!(warnings.len(), 6, "{warnings:?}");
+        for (needle, name) in [
+            ("95", "`frame_size_reduction`"),
+            ("\"yes\"", "`logging`"),
+            ("value 1", "`enable_live_broadcast`"),
+            ("value 7", "`custom_data_location`"),
+            ("unknown", "`bogus`"),
+            ("not supported", "`time_delay`"),
+        ] {
+            assert!(warnings.iter().any(|w| w.contains(needle) && w.contains(name)), "{name}: {warnings:?}");
+        }
     }
 }

@@ -61,11 +61,24 @@ pub enum StreamError {
     Thread(#[source] std::io::Error),
 }
 
+/// Restarts the stream clock: the next frame's RTP timestamp is zero again.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct StreamClock {
+    reset_requested: Arc<AtomicBool>,
+}
+
+impl StreamClock {
+    pub(crate) fn reset(&self) {
+        self.reset_requested.store(true, Ordering::Relaxed);
+    }
+}
+
 /// A running stream. Dropping it stops the capture thread and waits for it.
 #[derive(Debug)]
 pub(crate) struct VideoStream {
     frames: broadcast::Sender<StreamFrame>,
     keyframes: KeyframeRequests,
+    clock: StreamClock,
     stop: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
 }
@@ -83,47 +96,33 @@ impl VideoStream {
         };
         let mut encoder = H264Encoder::new(encoder_config)?;
         let (frames, _) = broadcast::channel(FANOUT_CAPACITY);
-        let keyframes = KeyframeRequests {
-            pending: Arc::default(),
-            metrics: metrics.clone(),
-        };
+        let keyframes = KeyframeRequests { pending: Arc::default(), metrics: metrics.clone() };
         let stop = Arc::new(AtomicBool::new(false));
+        let clock = StreamClock::default();
         let mut capture = Capture {
             reducer,
             frames: frames.clone(),
             keyframes: keyframes.clone(),
+            clock: clock.clone(),
             stop: stop.clone(),
             metrics,
             last_keyframe: None,
         };
         // Counted from here, so the encoder is visible as soon as `start` returns.
-        capture
-            .metrics
-            .encoders_running
-            .fetch_add(1, Ordering::Relaxed);
+        capture.metrics.encoders_running.fetch_add(1, Ordering::Relaxed);
         let encoders_running = capture.metrics.clone();
         let thread = thread::Builder::new()
             .name("webgear-capture".into())
             .spawn(move || {
                 capture.run(source.as_mut(), &mut encoder);
                 source.stop();
-                capture
-                    .metrics
-                    .encoders_running
-                    .fetch_sub(1, Ordering::Relaxed);
+                capture.metrics.encoders_running.fetch_sub(1, Ordering::Relaxed);
             })
             .map_err(|error| {
-                encoders_running
-                    .encoders_running
-                    .fetch_sub(1, Ordering::Relaxed);
+                encoders_running.encoders_running.fetch_sub(1, Ordering::Relaxed);
                 StreamError::Thread(error)
             })?;
-        Ok(VideoStream {
-            frames,
-            keyframes,
-            stop,
-            thread: Some(thread),
-        })
+        Ok(VideoStream { frames, keyframes, clock, stop, thread: Some(thread) })
     }
 
     /// A new receiver of every frame encoded from now on.
@@ -133,6 +132,10 @@ impl VideoStream {
 
     pub(crate) fn keyframe_requests(&self) -> KeyframeRequests {
         self.keyframes.clone()
+    }
+
+    pub(crate) fn clock(&self) -> StreamClock {
+        self.clock.clone()
     }
 
     /// Stops the capture thread and waits for it to finish its current frame.
@@ -157,6 +160,7 @@ struct Capture {
     reducer: FrameSizeReducer,
     frames: broadcast::Sender<StreamFrame>,
     keyframes: KeyframeRequests,
+    clock: StreamClock,
     stop: Arc<AtomicBool>,
     metrics: Arc<Metrics>,
     last_keyframe: Option<Instant>,
@@ -164,8 +168,12 @@ struct Capture {
 
 impl Capture {
     fn run(&mut self, source: &mut dyn FrameSource, encoder: &mut H264Encoder) {
-        let clock_start = Instant::now();
+        let mut clock_start = Instant::now();
         while !self.stop.load(Ordering::Relaxed) {
+            if self.clock.reset_requested.swap(false, Ordering::Relaxed) {
+                debug!("stream clock reset");
+                clock_start = Instant::now();
+            }
             let frame = match source.read() {
                 Ok(Some(frame)) => frame,
                 Ok(None) => {
@@ -194,11 +202,7 @@ impl Capture {
                 // Every request made until now is served by this keyframe: it is published
                 // below, after the requesting peers started waiting for one.
                 self.keyframes.pending.store(false, Ordering::Relaxed);
-                debug!(
-                    forced = force_keyframe,
-                    bytes = encoded.data.len(),
-                    "keyframe"
-                );
+                debug!(forced = force_keyframe, bytes = encoded.data.len(), "keyframe");
             }
             let since_start = encoded.captured_at.saturating_duration_since(clock_start);
             let rtp_time = MediaTime::from_90khz((since_start.as_micros() * 9 / 100) as u64);
@@ -210,9 +214,7 @@ impl Capture {
     /// Whether to force a keyframe now: a request is pending and the last keyframe is old
     /// enough. A request that is not yet due stays pending.
     fn keyframe_due(&mut self) -> bool {
-        let recent = self
-            .last_keyframe
-            .is_some_and(|at| at.elapsed() < MIN_KEYFRAME_INTERVAL);
+        let recent = self.last_keyframe.is_some_and(|at| at.elapsed() < MIN_KEYFRAME_INTERVAL);
         !recent && self.keyframes.pending.swap(false, Ordering::Relaxed)
     }
 }

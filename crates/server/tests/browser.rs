@@ -18,7 +18,7 @@ const VIDEO_STATE: &str = r#"
         height: video.videoHeight,
         time: video.currentTime,
         frames: video.getVideoPlaybackQuality().totalVideoFrames,
-        state: document.getElementById("state").textContent,
+        state: document.getElementById("state").dataset.state,
     };
 "#;
 
@@ -49,11 +49,7 @@ fn luma_spread(png_bytes: &[u8]) -> f64 {
     let mut pixels = vec![0; reader.output_buffer_size()];
     let info = reader.next_frame(&mut pixels).unwrap();
     let channels = info.color_type.samples();
-    assert!(
-        channels >= 3,
-        "expected an RGB(A) screenshot, got {:?}",
-        info.color_type
-    );
+    assert!(channels >= 3, "expected an RGB(A) screenshot, got {:?}", info.color_type);
     let luma: Vec<f64> = pixels[..info.buffer_size()]
         .chunks_exact(channels)
         .map(|px| 0.299 * f64::from(px[0]) + 0.587 * f64::from(px[1]) + 0.114 * f64::from(px[2]))
@@ -66,9 +62,7 @@ fn luma_spread(png_bytes: &[u8]) -> f64 {
 async fn chromium_plays_the_default_page() {
     let _lock = exclusive().await;
     let server = TestServer::start().await;
-    let browser = Browser::launch()
-        .await
-        .expect("headless Chromium starts (needs chromium and chromium-driver)");
+    let browser = Browser::launch().await.expect("headless Chromium starts (needs chromium and chromium-driver)");
     browser.goto(&server.url("/")).await.unwrap();
 
     let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
@@ -77,32 +71,20 @@ async fn chromium_plays_the_default_page() {
         if state.width > 0 && state.time > 0.0 {
             break state;
         }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the video never started playing: {state:?}"
-        );
+        assert!(tokio::time::Instant::now() < deadline, "the video never started playing: {state:?}");
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
     assert_eq!((first.width, first.height), (1024, 576), "{first:?}");
 
     tokio::time::sleep(Duration::from_secs(2)).await;
     let later = video_state(&browser).await;
-    assert!(
-        later.time >= first.time + 1.5,
-        "playback clock stalled: {first:?} then {later:?}"
-    );
-    assert!(
-        later.frames >= first.frames + 40,
-        "decoding stalled: {first:?} then {later:?}"
-    );
+    assert!(later.time >= first.time + 1.5, "playback clock stalled: {first:?} then {later:?}");
+    assert!(later.frames >= first.frames + 40, "decoding stalled: {first:?} then {later:?}");
     assert_eq!(later.state, "playing", "{later:?}");
 
     let screenshot = browser.screenshot().await.unwrap();
     let spread = luma_spread(&screenshot);
-    assert!(
-        spread > 20.0,
-        "the page shows a flat picture (luma spread {spread:.1})"
-    );
+    assert!(spread > 20.0, "the page shows a flat picture (luma spread {spread:.1})");
 
     browser.close().await.unwrap();
     assert_eq!(server.app.stats().encoders_running, 1);

@@ -40,17 +40,10 @@ async fn five_viewers_each_get_every_frame_from_one_encoder() {
     assert_eq!(stats.encoders_running, 1, "{stats:?}");
     assert_eq!(stats.viewers, 5, "{stats:?}");
 
-    for (index, (viewer, frames)) in frames_during_together(viewers, MEASURE)
-        .await
-        .into_iter()
-        .enumerate()
-    {
+    for (index, (viewer, frames)) in frames_during_together(viewers, MEASURE).await.into_iter().enumerate() {
         assert_increasing(&frames);
         let rate = fps(&frames, MEASURE);
-        assert!(
-            rate >= 25.0,
-            "viewer {index} decoded {rate:.1} frames per second"
-        );
+        assert!(rate >= 25.0, "viewer {index} decoded {rate:.1} frames per second");
         viewer.close().unwrap();
     }
     assert_eq!(server.app.stats().encoders_running, 1);
@@ -64,24 +57,15 @@ async fn a_late_joiner_sees_a_picture_within_a_second() {
     let (mut early, _) = server.playing_viewer().await;
     tokio::time::sleep(Duration::from_secs(2)).await;
 
-    let mut late = webgear_testkit::Viewer::connect(&server.url("/offer"))
-        .await
-        .unwrap();
-    let first = late
-        .next_frame(Duration::from_secs(1))
-        .await
-        .expect("a picture within 1 s of joining");
+    let mut late = webgear_testkit::Viewer::connect(&server.url("/offer")).await.unwrap();
+    let first = late.next_frame(Duration::from_secs(1)).await.expect("a picture within 1 s of joining");
     assert!(first.arrived_at - late.offered_at <= Duration::from_secs(1));
     assert!(first.number.is_some());
 
     // The first viewer was not disturbed by the keyframe the join asked for.
     let frames = early.frames_during(Duration::from_secs(1)).await;
     assert_increasing(&frames);
-    assert!(
-        frames.len() >= 25,
-        "the first viewer got {} frames in the second after the join",
-        frames.len()
-    );
+    assert!(frames.len() >= 25, "the first viewer got {} frames in the second after the join", frames.len());
     server.stop().await;
 }
 
@@ -96,11 +80,7 @@ async fn a_viewer_that_leaves_is_removed() {
     viewer.close().unwrap();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     while server.app.stats().viewers > 0 {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the peer was never removed: {:?}",
-            server.app.stats()
-        );
+        assert!(tokio::time::Instant::now() < deadline, "the peer was never removed: {:?}", server.app.stats());
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     server.stop().await;
@@ -115,18 +95,12 @@ async fn a_picture_loss_indication_brings_a_keyframe() {
 
     // Keyframes are made on demand only: none arrive while nobody asks.
     let quiet = viewer.frames_during(Duration::from_secs(2)).await;
-    assert!(
-        quiet.len() >= 50 && quiet.iter().all(|f| !f.keyframe),
-        "unasked keyframes: {quiet:?}"
-    );
+    assert!(quiet.len() >= 50 && quiet.iter().all(|f| !f.keyframe), "unasked keyframes: {quiet:?}");
     let encoded_before = server.app.stats().keyframes_encoded;
 
     viewer.request_keyframe();
     let after = viewer.frames_during(Duration::from_secs(1)).await;
-    assert!(
-        after.iter().any(|f| f.keyframe),
-        "no keyframe within a second of the PLI"
-    );
+    assert!(after.iter().any(|f| f.keyframe), "no keyframe within a second of the PLI");
     assert_increasing(&after);
     assert!(server.app.stats().keyframes_encoded > encoded_before);
     viewer.close().unwrap();
@@ -144,28 +118,14 @@ async fn a_stalled_viewer_slows_nobody_and_recovers_with_a_keyframe() {
     let frames = healthy.frames_during(MEASURE).await;
     assert_increasing(&frames);
     let rate = fps(&frames, MEASURE);
-    assert!(
-        rate >= 25.0,
-        "the healthy viewer decoded {rate:.1} fps while the other was stalled"
-    );
+    assert!(rate >= 25.0, "the healthy viewer decoded {rate:.1} fps while the other was stalled");
 
     // Thawed, the frozen viewer has lost data; it asks for a keyframe and plays again.
     frozen.set_stalled(false);
     let resumed = frozen.frames_during(Duration::from_secs(2)).await;
-    assert!(
-        resumed.iter().any(|f| f.keyframe),
-        "the thawed viewer never got a keyframe"
-    );
-    let tail: Vec<_> = resumed
-        .iter()
-        .skip_while(|f| !f.keyframe)
-        .copied()
-        .collect();
+    assert!(resumed.iter().any(|f| f.keyframe), "the thawed viewer never got a keyframe");
+    let tail: Vec<_> = resumed.iter().skip_while(|f| !f.keyframe).copied().collect();
     assert_increasing(&tail);
-    assert!(
-        tail.len() >= 20,
-        "the thawed viewer decoded only {} frames after recovering",
-        tail.len()
-    );
+    assert!(tail.len() >= 20, "the thawed viewer decoded only {} frames after recovering", tail.len());
     server.stop().await;
 }

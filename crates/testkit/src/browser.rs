@@ -52,25 +52,15 @@ impl Browser {
     pub async fn launch() -> Result<Browser, BrowserError> {
         let chromedriver = std::env::var("CHROMEDRIVER").unwrap_or_else(|_| "chromedriver".into());
         let chromium = std::env::var("CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
-        let port = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))?
-            .local_addr()?
-            .port();
+        let port = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))?.local_addr()?.port();
         let driver = Command::new(&chromedriver)
             .arg(format!("--port={port}"))
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
-            .map_err(|source| BrowserError::Spawn {
-                program: chromedriver.clone(),
-                source,
-            })?;
-        let profile =
-            std::env::temp_dir().join(format!("webgear-chromium-{}-{port}", std::process::id()));
-        let mut browser = Browser {
-            client: None,
-            driver,
-            profile,
-        };
+            .map_err(|source| BrowserError::Spawn { program: chromedriver.clone(), source })?;
+        let profile = std::env::temp_dir().join(format!("webgear-chromium-{}-{port}", std::process::id()));
+        let mut browser = Browser { client: None, driver, profile };
         browser.wait_for_driver(port)?;
 
         let args = [
@@ -90,14 +80,10 @@ impl Browser {
         .into_iter()
         .chain([format!("--user-data-dir={}", browser.profile.display())]);
         let mut capabilities = Map::new();
-        capabilities.insert(
-            "goog:chromeOptions".into(),
-            json!({ "binary": chromium, "args": args.collect::<Vec<_>>() }),
-        );
-        let client = ClientBuilder::rustls()?
-            .capabilities(capabilities)
-            .connect(&format!("http://127.0.0.1:{port}"))
-            .await?;
+        capabilities
+            .insert("goog:chromeOptions".into(), json!({ "binary": chromium, "args": args.collect::<Vec<_>>() }));
+        let client =
+            ClientBuilder::rustls()?.capabilities(capabilities).connect(&format!("http://127.0.0.1:{port}")).await?;
         browser.client = Some(client);
         Ok(browser)
     }
@@ -120,9 +106,7 @@ impl Browser {
     }
 
     fn client(&self) -> &Client {
-        self.client
-            .as_ref()
-            .expect("the client is set as soon as launch succeeds")
+        self.client.as_ref().expect("the client is set as soon as launch succeeds")
     }
 
     /// Opens `url` in the browser's window.

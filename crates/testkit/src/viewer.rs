@@ -79,24 +79,15 @@ impl Viewer {
     /// Posts an offer to `offer_url` (e.g. `http://127.0.0.1:8000/offer`) and starts
     /// receiving on a loopback UDP socket.
     pub async fn connect(offer_url: &str) -> Result<Viewer, ViewerError> {
-        let signalling = |reason: String| ViewerError::Signalling {
-            url: offer_url.to_owned(),
-            reason,
-        };
+        let signalling = |reason: String| ViewerError::Signalling { url: offer_url.to_owned(), reason };
         let socket = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0))?;
         let local = socket.local_addr()?;
-        let mut rtc = Rtc::builder()
-            .clear_codecs()
-            .enable_h264(true)
-            .build(Instant::now());
-        let candidate =
-            Candidate::host(local, Protocol::Udp).map_err(|e| signalling(e.to_string()))?;
+        let mut rtc = Rtc::builder().clear_codecs().enable_h264(true).build(Instant::now());
+        let candidate = Candidate::host(local, Protocol::Udp).map_err(|e| signalling(e.to_string()))?;
         rtc.add_local_candidate(candidate);
         let mut change = rtc.sdp_api();
         let mid = change.add_media(MediaKind::Video, Direction::RecvOnly, None, None, None);
-        let (offer, pending) = change
-            .apply()
-            .ok_or_else(|| signalling("no offer to make".into()))?;
+        let (offer, pending) = change.apply().ok_or_else(|| signalling("no offer to make".into()))?;
 
         let offered_at = Instant::now();
         let answer = post_offer(offer_url, &offer).await.map_err(signalling)?;
@@ -119,17 +110,8 @@ impl Viewer {
             keyframe_wanted: keyframe_wanted.clone(),
             last_pli: None,
         };
-        let thread = thread::Builder::new()
-            .name("viewer".into())
-            .spawn(move || session.run())?;
-        Ok(Viewer {
-            offered_at,
-            frames,
-            stop,
-            stalled,
-            keyframe_wanted,
-            thread: Some(thread),
-        })
+        let thread = thread::Builder::new().name("viewer".into()).spawn(move || session.run())?;
+        Ok(Viewer { offered_at, frames, stop, stalled, keyframe_wanted, thread: Some(thread) })
     }
 
     /// Freezes (`true`) or thaws the viewer: while frozen it neither reads its socket nor
@@ -147,10 +129,7 @@ impl Viewer {
     /// The next decoded picture, or `None` if none arrives within `timeout` (or the session
     /// ended).
     pub async fn next_frame(&mut self, timeout: Duration) -> Option<DecodedFrame> {
-        tokio::time::timeout(timeout, self.frames.recv())
-            .await
-            .ok()
-            .flatten()
+        tokio::time::timeout(timeout, self.frames.recv()).await.ok().flatten()
     }
 
     /// Every picture decoded during the next `duration`. Pictures decoded earlier and not
@@ -188,23 +167,14 @@ impl Drop for Viewer {
 }
 
 async fn post_offer(url: &str, offer: &SdpOffer) -> Result<SdpAnswer, String> {
-    let body = SessionDescription {
-        sdp: offer.to_sdp_string(),
-        kind: "offer".into(),
-    };
-    let response = reqwest::Client::new()
-        .post(url)
-        .json(&body)
-        .send()
-        .await
-        .map_err(|e| e.to_string())?;
+    let body = SessionDescription { sdp: offer.to_sdp_string(), kind: "offer".into() };
+    let response = reqwest::Client::new().post(url).json(&body).send().await.map_err(|e| e.to_string())?;
     let status = response.status();
     let text = response.text().await.map_err(|e| e.to_string())?;
     if !status.is_success() {
         return Err(format!("{status}: {text}"));
     }
-    let answer: SessionDescription =
-        serde_json::from_str(&text).map_err(|e| format!("bad answer JSON: {e}"))?;
+    let answer: SessionDescription = serde_json::from_str(&text).map_err(|e| format!("bad answer JSON: {e}"))?;
     if answer.kind != "answer" {
         return Err(format!("expected type \"answer\", got {:?}", answer.kind));
     }
@@ -244,8 +214,7 @@ impl Session {
             let deadline = match self.rtc.poll_output()? {
                 Output::Timeout(deadline) => deadline,
                 Output::Transmit(transmit) => {
-                    self.socket
-                        .send_to(&transmit.contents, transmit.destination)?;
+                    self.socket.send_to(&transmit.contents, transmit.destination)?;
                     continue;
                 }
                 Output::Event(Event::MediaData(media)) => {
@@ -258,9 +227,7 @@ impl Session {
                 Output::Event(_) => continue,
             };
             // Wake at least every 50 ms to notice `stop`.
-            let wait = deadline
-                .saturating_duration_since(Instant::now())
-                .min(Duration::from_millis(50));
+            let wait = deadline.saturating_duration_since(Instant::now()).min(Duration::from_millis(50));
             if wait.is_zero() {
                 self.rtc.handle_input(Input::Timeout(Instant::now()))?;
                 continue;
@@ -271,14 +238,8 @@ impl Session {
                     let Ok(contents) = buffer[..len].try_into() else {
                         continue;
                     };
-                    let receive = Receive {
-                        proto: Protocol::Udp,
-                        source,
-                        destination: self.local,
-                        contents,
-                    };
-                    self.rtc
-                        .handle_input(Input::Receive(Instant::now(), receive))?;
+                    let receive = Receive { proto: Protocol::Udp, source, destination: self.local, contents };
+                    self.rtc.handle_input(Input::Receive(Instant::now(), receive))?;
                 }
                 Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
                     self.rtc.handle_input(Input::Timeout(Instant::now()))?;
@@ -292,10 +253,7 @@ impl Session {
     /// Like a browser's decoder after losing data: ask for a keyframe, at most twice a
     /// second.
     fn ask_for_keyframe_after_loss(&mut self) {
-        if self
-            .last_pli
-            .is_none_or(|at| at.elapsed() >= Duration::from_millis(500))
-        {
+        if self.last_pli.is_none_or(|at| at.elapsed() >= Duration::from_millis(500)) {
             self.keyframe_wanted.store(true, Ordering::Relaxed);
         }
     }
@@ -307,13 +265,7 @@ impl Session {
                 let (width, height) = picture.dimensions();
                 let number = FrameCode::read(picture.y(), picture.strides().0, width, height);
                 let keyframe = contains_idr(annex_b);
-                let frame = DecodedFrame {
-                    width: width as u32,
-                    height: height as u32,
-                    number,
-                    keyframe,
-                    arrived_at,
-                };
+                let frame = DecodedFrame { width: width as u32, height: height as u32, number, keyframe, arrived_at };
                 // A closed channel means nobody is listening any more; keep the session up.
                 let _ = self.frames.send(frame);
             }
@@ -328,9 +280,7 @@ impl Session {
 
 /// Whether an Annex B access unit holds an IDR slice (NAL unit type 5).
 fn contains_idr(annex_b: &[u8]) -> bool {
-    annex_b
-        .windows(4)
-        .any(|w| w[..3] == [0, 0, 1] && w[3] & 0x1f == 5)
+    annex_b.windows(4).any(|w| w[..3] == [0, 0, 1] && w[3] & 0x1f == 5)
 }
 
 #[cfg(test)]

@@ -3,8 +3,7 @@
 
 use openh264::OpenH264API;
 use openh264::encoder::{
-    BitRate, Complexity, Encoder, EncoderConfig, FrameRate, FrameType, Level, Profile,
-    RateControlMode, UsageType,
+    BitRate, Complexity, Encoder, EncoderConfig, FrameRate, FrameType, Level, Profile, RateControlMode, UsageType,
 };
 use openh264::formats::YUVSlices;
 
@@ -22,10 +21,7 @@ pub struct H264EncoderConfig {
 
 impl Default for H264EncoderConfig {
     fn default() -> Self {
-        H264EncoderConfig {
-            bitrate_bps: 2_000_000,
-            frame_rate: 30.0,
-        }
+        H264EncoderConfig { bitrate_bps: 2_000_000, frame_rate: 30.0 }
     }
 }
 
@@ -55,44 +51,25 @@ impl H264Encoder {
             .skip_frames(false)
             .complexity(Complexity::Low)
             .num_threads(1);
-        let encoder =
-            Encoder::with_api_config(OpenH264API::from_source(), settings).map_err(|e| {
-                EncoderError::H264 {
-                    action: "starting",
-                    message: e.to_string(),
-                }
-            })?;
-        Ok(H264Encoder {
-            encoder,
-            buffer: Vec::new(),
-        })
+        let encoder = Encoder::with_api_config(OpenH264API::from_source(), settings)
+            .map_err(|e| EncoderError::H264 { action: "starting", message: e.to_string() })?;
+        Ok(H264Encoder { encoder, buffer: Vec::new() })
     }
 
     /// Encodes one frame; `keyframe` forces an IDR frame. Returns `None` when the encoder
     /// produced no output for this frame.
-    pub fn encode(
-        &mut self,
-        frame: &I420Frame,
-        keyframe: bool,
-    ) -> Result<Option<EncodedFrame>, EncoderError> {
+    pub fn encode(&mut self, frame: &I420Frame, keyframe: bool) -> Result<Option<EncodedFrame>, EncoderError> {
         if keyframe {
             self.encoder.force_intra_frame();
         }
         let (y, u, v) = frame.planes();
         let (width, height) = (frame.width() as usize, frame.height() as usize);
         let chroma_width = frame.chroma_width() as usize;
-        let source = YUVSlices::new(
-            (y, u, v),
-            (width, height),
-            (width, chroma_width, chroma_width),
-        );
+        let source = YUVSlices::new((y, u, v), (width, height), (width, chroma_width, chroma_width));
         let bitstream = self
             .encoder
             .encode(&source)
-            .map_err(|e| EncoderError::H264 {
-                action: "encoding a frame",
-                message: e.to_string(),
-            })?;
+            .map_err(|e| EncoderError::H264 { action: "encoding a frame", message: e.to_string() })?;
         let keyframe = match bitstream.frame_type() {
             FrameType::IDR | FrameType::I => true,
             FrameType::P | FrameType::IPMixed => false,
@@ -130,22 +107,13 @@ mod tests {
         let mut decoder = Decoder::new().unwrap();
         for number in 0..10u64 {
             let forced = number == 5;
-            let encoded = encoder
-                .encode(&pattern.render(number, Instant::now()), forced)
-                .unwrap()
-                .unwrap();
+            let encoded = encoder.encode(&pattern.render(number, Instant::now()), forced).unwrap().unwrap();
             assert_eq!(encoded.keyframe, number == 0 || forced, "frame {number}");
             assert_eq!(&encoded.data[..4], &[0, 0, 0, 1], "Annex B start code");
-            let picture = decoder
-                .decode(&encoded.data)
-                .unwrap()
-                .expect("a picture per frame");
+            let picture = decoder.decode(&encoded.data).unwrap().expect("a picture per frame");
             assert_eq!(picture.dimensions(), (640, 360));
             let stride = picture.strides().0;
-            assert_eq!(
-                FrameCode::read(picture.y(), stride, 640, 360),
-                Some(number as u16)
-            );
+            assert_eq!(FrameCode::read(picture.y(), stride, 640, 360), Some(number as u16));
         }
     }
 }

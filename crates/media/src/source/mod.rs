@@ -93,10 +93,7 @@ mod tests {
 
     #[test]
     fn parses_the_test_pattern_and_names_what_it_cannot_open() {
-        assert_eq!(
-            "testsrc".parse::<SourceSpec>().unwrap(),
-            SourceSpec::TestPattern
-        );
+        assert_eq!("testsrc".parse::<SourceSpec>().unwrap(), SourceSpec::TestPattern);
         let err = "video.mp4".parse::<SourceSpec>().unwrap_err().to_string();
         assert!(err.contains("\"video.mp4\""), "{err}");
     }

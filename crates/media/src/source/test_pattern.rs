@@ -55,20 +55,9 @@ impl TestPattern {
             }
             // Eight colour bands that drift sideways, one band every few seconds.
             let cw = w.div_ceil(2);
-            let bands: [(u8, u8); 8] = [
-                (128, 128),
-                (44, 142),
-                (156, 44),
-                (72, 58),
-                (184, 198),
-                (212, 114),
-                (100, 212),
-                (128, 128),
-            ];
-            for (u_line, v_line) in u_plane
-                .chunks_exact_mut(cw)
-                .zip(v_plane.chunks_exact_mut(cw))
-            {
+            let bands: [(u8, u8); 8] =
+                [(128, 128), (44, 142), (156, 44), (72, 58), (184, 198), (212, 114), (100, 212), (128, 128)];
+            for (u_line, v_line) in u_plane.chunks_exact_mut(cw).zip(v_plane.chunks_exact_mut(cw)) {
                 for col in 0..cw {
                     let band = ((col * 8 / cw) + (number as usize / 90)) % bands.len();
                     (u_line[col], v_line[col]) = bands[band];
@@ -79,33 +68,15 @@ impl TestPattern {
         let box_size = h / 6;
         let travel = (w - box_size) as u64;
         let phase = (number * 8) % (2 * travel);
-        let box_x = if phase < travel {
-            phase
-        } else {
-            2 * travel - phase
-        } as usize;
-        fill_rect(
-            &mut frame,
-            box_x,
-            h / 2 - box_size / 2,
-            box_size,
-            box_size,
-            (235, 160, 60),
-        );
+        let box_x = if phase < travel { phase } else { 2 * travel - phase } as usize;
+        fill_rect(&mut frame, box_x, h / 2 - box_size / 2, box_size, box_size, (235, 160, 60));
 
         // The frame number, large, on a dark plate near the bottom.
         let text = format!("{number:06}");
         let scale = (h / 60).max(1);
         let text_w = text.len() * 8 * scale;
         let (text_x, text_y) = ((w - text_w) / 2, h - 12 * scale);
-        fill_rect(
-            &mut frame,
-            text_x - scale,
-            text_y - scale,
-            text_w + 2 * scale,
-            10 * scale,
-            (16, 128, 128),
-        );
+        fill_rect(&mut frame, text_x - scale, text_y - scale, text_w + 2 * scale, 10 * scale, (16, 128, 128));
         draw_text(&mut frame, &text, text_x, text_y, scale, 235);
 
         FrameCode::draw(&mut frame, number as u16);
@@ -192,21 +163,12 @@ impl FrameCode {
         if !bit(Self::BITS)? || bit(Self::BITS + 1)? {
             return None;
         }
-        (0..Self::BITS).try_fold(0u16, |number, index| {
-            Some(number | u16::from(bit(index)?) << index)
-        })
+        (0..Self::BITS).try_fold(0u16, |number, index| Some(number | u16::from(bit(index)?) << index))
     }
 }
 
 /// Fills a rectangle (clipped to the frame) with one colour given as (Y, U, V).
-fn fill_rect(
-    frame: &mut I420Frame,
-    x: usize,
-    y: usize,
-    w: usize,
-    h: usize,
-    (luma, u, v): (u8, u8, u8),
-) {
+fn fill_rect(frame: &mut I420Frame, x: usize, y: usize, w: usize, h: usize, (luma, u, v): (u8, u8, u8)) {
     let (fw, fh) = (frame.width() as usize, frame.height() as usize);
     let cw = frame.chroma_width() as usize;
     let (x_end, y_end) = ((x + w).min(fw), (y + h).min(fh));
@@ -249,11 +211,7 @@ mod tests {
         for number in [0u64, 1, 2, 255, 4096, 65535, 65536 + 7] {
             let frame = pattern.render(number, Instant::now());
             let (y, _, _) = frame.planes();
-            assert_eq!(
-                FrameCode::read(y, 1280, 1280, 720),
-                Some(number as u16),
-                "frame {number}"
-            );
+            assert_eq!(FrameCode::read(y, 1280, 1280, 720), Some(number as u16), "frame {number}");
         }
     }
 
@@ -269,10 +227,7 @@ mod tests {
         let first = pattern.read().unwrap().unwrap();
         let second = pattern.read().unwrap().unwrap();
         assert_ne!(first.data(), second.data());
-        assert_eq!(
-            (second.width(), second.height(), second.format()),
-            (320, 240, PixelFormat::I420)
-        );
+        assert_eq!((second.width(), second.height(), second.format()), (320, 240, PixelFormat::I420));
         assert!(second.captured_at() - first.captured_at() >= Duration::from_millis(15));
     }
 }

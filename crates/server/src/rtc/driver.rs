@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use str0m::Input;
 use str0m::net::{Protocol, Receive, Transmit};
 use tokio::net::UdpSocket;
-use tokio::sync::{broadcast, mpsc};
+use tokio::sync::{broadcast, mpsc, oneshot};
 use tokio::task::JoinSet;
 use tokio::time::sleep_until;
 use tracing::{debug, trace, warn};
@@ -39,6 +39,8 @@ const IDLE_WAKE: Duration = Duration::from_secs(1);
 pub(crate) enum Command {
     /// Take over a peer that has answered its offer.
     Add(Box<Peer>),
+    /// Close every peer, then acknowledge.
+    CloseAll(oneshot::Sender<()>),
     /// Close every peer and stop.
     Shutdown,
 }
@@ -102,6 +104,11 @@ impl Driver {
                 biased;
                 command = commands.recv() => match command {
                     Some(Command::Add(peer)) => self.add(*peer).await,
+                    Some(Command::CloseAll(done)) => {
+                        self.close_all().await;
+                        // The requester may have given up waiting; nothing to undo.
+                        let _ = done.send(());
+                    }
                     Some(Command::Shutdown) | None => break,
                 },
                 frame = self.frames.recv(), if stream_open => match frame {
@@ -122,35 +129,30 @@ impl Driver {
         }
 
         readers.abort_all();
+        self.close_all().await;
+        debug!("peer driver stopped");
+    }
+
+    async fn close_all(&mut self) {
         let ids: Vec<PeerId> = self.peers.keys().copied().collect();
+        debug!(peers = ids.len(), "closing every peer");
         for id in ids {
             if let Some(slot) = self.peers.get_mut(&id) {
                 slot.peer.close();
             }
             self.flush(id).await;
         }
-        debug!("peer driver stopped");
     }
 
     fn next_deadline(&self) -> Instant {
         let idle = Instant::now() + IDLE_WAKE;
-        self.peers
-            .values()
-            .map(|slot| slot.deadline)
-            .min()
-            .map_or(idle, |d| d.min(idle))
+        self.peers.values().map(|slot| slot.deadline).min().map_or(idle, |d| d.min(idle))
     }
 
     async fn add(&mut self, peer: Peer) {
         let id = peer.id();
         self.metrics.viewers.fetch_add(1, Ordering::Relaxed);
-        self.peers.insert(
-            id,
-            Slot {
-                peer,
-                deadline: Instant::now(),
-            },
-        );
+        self.peers.insert(id, Slot { peer, deadline: Instant::now() });
         self.flush(id).await;
     }
 
@@ -173,24 +175,14 @@ impl Driver {
         };
         let input = Input::Receive(
             now,
-            Receive {
-                proto: Protocol::Udp,
-                source: datagram.source,
-                destination: datagram.destination,
-                contents,
-            },
+            Receive { proto: Protocol::Udp, source: datagram.source, destination: datagram.destination, contents },
         );
-        let known = self.routes.get(&datagram.source).copied().filter(|id| {
-            self.peers
-                .get(id)
-                .is_some_and(|slot| slot.peer.accepts(&input))
-        });
-        let owner = known.or_else(|| {
-            self.peers
-                .iter()
-                .find(|(_, slot)| slot.peer.accepts(&input))
-                .map(|(&id, _)| id)
-        });
+        let known = self
+            .routes
+            .get(&datagram.source)
+            .copied()
+            .filter(|id| self.peers.get(id).is_some_and(|slot| slot.peer.accepts(&input)));
+        let owner = known.or_else(|| self.peers.iter().find(|(_, slot)| slot.peer.accepts(&input)).map(|(&id, _)| id));
         let Some(id) = owner else {
             trace!(source = %datagram.source, "no peer accepts this datagram");
             return;
@@ -205,12 +197,7 @@ impl Driver {
 
     async fn timeouts(&mut self) {
         let now = Instant::now();
-        let due: Vec<PeerId> = self
-            .peers
-            .iter()
-            .filter(|(_, slot)| slot.deadline <= now)
-            .map(|(&id, _)| id)
-            .collect();
+        let due: Vec<PeerId> = self.peers.iter().filter(|(_, slot)| slot.deadline <= now).map(|(&id, _)| id).collect();
         for id in due {
             if let Some(slot) = self.peers.get_mut(&id) {
                 slot.peer.handle_timeout(now);
@@ -241,16 +228,9 @@ impl Driver {
             let socket = self
                 .sockets
                 .iter()
-                .find(|socket| {
-                    socket
-                        .local_addr()
-                        .is_ok_and(|addr| addr == transmit.source)
-                })
+                .find(|socket| socket.local_addr().is_ok_and(|addr| addr == transmit.source))
                 .unwrap_or(&self.sockets[0]);
-            if let Err(error) = socket
-                .send_to(&transmit.contents, transmit.destination)
-                .await
-            {
+            if let Err(error) = socket.send_to(&transmit.contents, transmit.destination).await {
                 debug!(%error, destination = %transmit.destination, "send failed");
             }
         }
@@ -280,11 +260,7 @@ async fn read_datagrams(socket: Arc<UdpSocket>, datagrams: mpsc::Sender<Datagram
     loop {
         match socket.recv_from(&mut buffer).await {
             Ok((len, source)) => {
-                let datagram = Datagram {
-                    data: buffer[..len].to_vec(),
-                    source,
-                    destination,
-                };
+                let datagram = Datagram { data: buffer[..len].to_vec(), source, destination };
                 if let Err(mpsc::error::TrySendError::Closed(_)) = datagrams.try_send(datagram) {
                     return;
                 }

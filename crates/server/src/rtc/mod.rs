@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
 use str0m::change::{SdpAnswer, SdpOffer};
-use tokio::sync::{Mutex, mpsc};
+use tokio::sync::{Mutex, mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tracing::debug;
 
@@ -55,36 +55,21 @@ pub(crate) struct RtcServer {
 
 impl RtcServer {
     /// Binds the media sockets and starts the driver for `stream`.
-    pub(crate) async fn start(
-        settings: RtcSettings,
-        stream: &VideoStream,
-        metrics: Arc<Metrics>,
-    ) -> io::Result<Self> {
+    pub(crate) async fn start(settings: RtcSettings, stream: &VideoStream, metrics: Arc<Metrics>) -> io::Result<Self> {
         let ips = net::host_ips(settings.listen_ip)?;
         let sockets = net::bind_all(&ips, settings.udp_port).await?;
-        let host_addrs = sockets
-            .iter()
-            .map(|socket| socket.local_addr())
-            .collect::<io::Result<Vec<_>>>()?;
+        let host_addrs = sockets.iter().map(|socket| socket.local_addr()).collect::<io::Result<Vec<_>>>()?;
         debug!(?host_addrs, "media sockets bound");
         let dtls_cert = str0m::crypto::from_feature_flags()
             .dtls_provider
             .generate_certificate()
             .ok_or_else(|| io::Error::other("could not generate the DTLS certificate"))?;
         let (commands, command_rx) = mpsc::channel(256);
-        let driver = Driver::new(
-            sockets,
-            stream.subscribe(),
-            stream.keyframe_requests(),
-            metrics,
-        );
+        let driver = Driver::new(sockets, stream.subscribe(), stream.keyframe_requests(), metrics);
         let driver = tokio::spawn(driver.run(command_rx));
         Ok(RtcServer {
             commands,
-            peer_config: PeerConfig {
-                host_addrs,
-                dtls_cert,
-            },
+            peer_config: PeerConfig { host_addrs, dtls_cert },
             next_peer_id: AtomicU64::new(1),
             driver: Mutex::new(Some(driver)),
         })
@@ -99,11 +84,17 @@ impl RtcServer {
     pub(crate) async fn answer(&self, offer: SdpOffer) -> Result<SdpAnswer, AnswerError> {
         let id = self.next_peer_id.fetch_add(1, Ordering::Relaxed);
         let (peer, answer) = Peer::from_offer(id, offer, &self.peer_config, Instant::now())?;
-        self.commands
-            .send(Command::Add(Box::new(peer)))
-            .await
-            .map_err(|_| AnswerError::ShuttingDown)?;
+        self.commands.send(Command::Add(Box::new(peer))).await.map_err(|_| AnswerError::ShuttingDown)?;
         Ok(answer)
+    }
+
+    /// Closes every peer; new offers are still answered.
+    pub(crate) async fn close_all(&self) {
+        let (done, closed) = oneshot::channel();
+        if self.commands.send(Command::CloseAll(done)).await.is_ok() {
+            // An error means the driver stopped, and with it every peer.
+            let _ = closed.await;
+        }
     }
 
     /// Closes every peer and waits for the driver to stop. Later offers are refused.

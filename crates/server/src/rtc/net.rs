@@ -34,14 +34,9 @@ pub(crate) async fn bind_all(ips: &[IpAddr], port: u16) -> io::Result<Vec<UdpSoc
     let mut sockets = Vec::with_capacity(ips.len());
     let mut port = port;
     for &ip in ips {
-        let socket = UdpSocket::bind(SocketAddr::new(ip, port))
-            .await
-            .map_err(|error| {
-                io::Error::new(
-                    error.kind(),
-                    format!("could not bind UDP {ip}:{port} for media: {error}"),
-                )
-            })?;
+        let socket = UdpSocket::bind(SocketAddr::new(ip, port)).await.map_err(|error| {
+            io::Error::new(error.kind(), format!("could not bind UDP {ip}:{port} for media: {error}"))
+        })?;
         port = socket.local_addr()?.port();
         sockets.push(socket);
     }

@@ -75,10 +75,7 @@ pub(crate) struct Peer {
 
 impl std::fmt::Debug for Peer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Peer")
-            .field("id", &self.id)
-            .field("connected", &self.connected)
-            .finish_non_exhaustive()
+        f.debug_struct("Peer").field("id", &self.id).field("connected", &self.connected).finish_non_exhaustive()
     }
 }
 
@@ -98,14 +95,11 @@ impl Peer {
             .enable_h264(true)
             .build(now);
         for &addr in &config.host_addrs {
-            let candidate = Candidate::host(addr, Protocol::Udp)
-                .map_err(|source| OfferError::Candidate { addr, source })?;
+            let candidate =
+                Candidate::host(addr, Protocol::Udp).map_err(|source| OfferError::Candidate { addr, source })?;
             rtc.add_local_candidate(candidate);
         }
-        let answer = rtc
-            .sdp_api()
-            .accept_offer(offer)
-            .map_err(OfferError::Rejected)?;
+        let answer = rtc.sdp_api().accept_offer(offer).map_err(OfferError::Rejected)?;
 
         // The answer lists every m-line; the session knows which are video we send.
         let sending_video: Vec<Mid> = answer
@@ -113,9 +107,7 @@ impl Peer {
             .iter()
             .map(|line| line.mid())
             .filter(|&mid| {
-                rtc.media(mid).is_some_and(|media| {
-                    media.kind() == MediaKind::Video && media.direction().is_sending()
-                })
+                rtc.media(mid).is_some_and(|media| media.kind() == MediaKind::Video && media.direction().is_sending())
             })
             .collect();
         if sending_video.is_empty() {
@@ -123,12 +115,7 @@ impl Peer {
         }
         let video = sending_video
             .into_iter()
-            .find_map(|mid| {
-                Some(VideoTrack {
-                    mid,
-                    pt: h264_payload_type(&mut rtc, mid)?,
-                })
-            })
+            .find_map(|mid| Some(VideoTrack { mid, pt: h264_payload_type(&mut rtc, mid)? }))
             .ok_or(OfferError::NoH264)?;
 
         let span = debug_span!("peer", id);
@@ -171,8 +158,7 @@ impl Peer {
 
     fn handle_input(&mut self, input: Input) {
         if let Err(error) = self.rtc.handle_input(input) {
-            self.span
-                .in_scope(|| debug!(%error, "input failed; disconnecting"));
+            self.span.in_scope(|| debug!(%error, "input failed; disconnecting"));
             self.rtc.disconnect();
         }
     }
@@ -194,16 +180,10 @@ impl Peer {
             return;
         };
         let data = frame.encoded.data.clone();
-        match writer.write(
-            self.video.pt,
-            frame.encoded.captured_at,
-            frame.rtp_time,
-            data,
-        ) {
+        match writer.write(self.video.pt, frame.encoded.captured_at, frame.rtp_time, data) {
             Ok(()) => Metrics::add(&metrics.frames_sent, 1),
             Err(error) => {
-                self.span
-                    .in_scope(|| debug!(%error, "could not queue a frame; resyncing"));
+                self.span.in_scope(|| debug!(%error, "could not queue a frame; resyncing"));
                 self.resync();
             }
         }
@@ -230,16 +210,11 @@ impl Peer {
                 Ok(Output::Timeout(deadline)) => {
                     // Wake in time to enforce the connect timeout too.
                     let connect_by = self.created_at + CONNECT_TIMEOUT;
-                    return Some(if self.connected {
-                        deadline
-                    } else {
-                        deadline.min(connect_by)
-                    });
+                    return Some(if self.connected { deadline } else { deadline.min(connect_by) });
                 }
                 Ok(Output::Event(event)) => self.handle_event(event),
                 Err(error) => {
-                    self.span
-                        .in_scope(|| debug!(%error, "session failed; disconnecting"));
+                    self.span.in_scope(|| debug!(%error, "session failed; disconnecting"));
                     self.rtc.disconnect();
                 }
             }
@@ -250,8 +225,7 @@ impl Peer {
     fn handle_event(&mut self, event: Event) {
         match event {
             Event::Connected => {
-                self.span
-                    .in_scope(|| debug!(after = ?self.created_at.elapsed(), "connected"));
+                self.span.in_scope(|| debug!(after = ?self.created_at.elapsed(), "connected"));
                 self.connected = true;
                 self.resync();
             }
@@ -260,17 +234,20 @@ impl Peer {
                 self.rtc.disconnect();
             }
             Event::KeyframeRequest(request) => {
-                self.span
-                    .in_scope(|| debug!(kind = ?request.kind, "keyframe requested"));
+                self.span.in_scope(|| debug!(kind = ?request.kind, "keyframe requested"));
                 self.wants_keyframe = true;
             }
             _ => {}
         }
     }
 
-    /// Closes the session (DTLS close alert where possible).
+    /// Closes the session: RTCP BYE and a DTLS close alert tell the viewer at once, and the
+    /// session ends once [`Peer::poll`] has sent them.
     pub(crate) fn close(&mut self) {
-        self.rtc.disconnect();
+        if let Err(error) = self.rtc.close() {
+            self.span.in_scope(|| debug!(%error, "no clean close; disconnecting"));
+            self.rtc.disconnect();
+        }
     }
 }
 
@@ -287,7 +264,5 @@ fn h264_payload_type(rtc: &mut Rtc, mid: Mid) -> Option<Pt> {
         Some(0x4200) => 1,
         _ => 2,
     };
-    candidates
-        .min_by_key(|params| rank(params.spec().format.profile_level_id))
-        .map(|params| params.pt())
+    candidates.min_by_key(|params| rank(params.spec().format.profile_level_id)).map(|params| params.pt())
 }

@@ -1,5 +1,10 @@
 //! The one error type of the HTTP handlers: every failure becomes a status and a body that
-//! says what was wrong with the request, never a panic or an internal detail.
+//! says what was wrong with the request, never a panic. Internal failures carry an
+//! [`ErrorReport`] that the error-page layer renders as `500.html` (or, with logging on,
+//! as the report itself).
+
+use std::error::Error as StdError;
+use std::fmt::Write as _;
 
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
@@ -16,6 +21,22 @@ pub(crate) enum AppError {
     Offer(#[from] OfferError),
     #[error("the server is shutting down")]
     ShuttingDown,
+    /// Something on the server failed; shown as the 500 page.
+    #[error("{0}")]
+    Internal(ErrorReport),
+}
+
+impl AppError {
+    /// An internal failure while doing `what`, with the error and its causes.
+    pub(crate) fn internal(what: &str, error: &(dyn StdError + 'static)) -> AppError {
+        let mut causes = Vec::new();
+        let mut next = Some(error);
+        while let Some(cause) = next {
+            causes.push(format!("{cause:#}"));
+            next = cause.source();
+        }
+        AppError::Internal(ErrorReport { what: what.to_owned(), causes })
+    }
 }
 
 impl From<AnswerError> for AppError {
@@ -33,8 +54,49 @@ impl IntoResponse for AppError {
             AppError::BadRequest(_) => StatusCode::BAD_REQUEST,
             AppError::Offer(_) => StatusCode::UNPROCESSABLE_ENTITY,
             AppError::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
+            AppError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         };
         tracing::debug!(%status, error = %self, "request failed");
-        (status, self.to_string()).into_response()
+        match self {
+            AppError::Internal(report) => {
+                let mut response = (status, report.to_string()).into_response();
+                response.extensions_mut().insert(report);
+                response
+            }
+            other => (status, other.to_string()).into_response(),
+        }
     }
+}
+
+/// What failed and why, for the 500 page's logging-mode report.
+#[derive(Debug, Clone)]
+pub(crate) struct ErrorReport {
+    what: String,
+    causes: Vec<String>,
+}
+
+impl std::fmt::Display for ErrorReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} failed: {}", self.what, self.causes.join(": "))
+    }
+}
+
+impl ErrorReport {
+    /// A self-contained HTML page with the report, escaped.
+    pub(crate) fn to_html(&self) -> String {
+        let mut causes = String::new();
+        for cause in &self.causes {
+            let _ = write!(causes, "<li><pre>{}</pre></li>", escape(cause));
+        }
+        format!(
+            "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>500: {what}</title></head>\
+             <body style=\"font-family:system-ui,sans-serif;margin:2rem\"><h1>500: {what} failed</h1>\
+             <p>Error report (shown because logging is enabled):</p><ol>{causes}</ol></body></html>",
+            what = escape(&self.what),
+        )
+    }
+}
+
+fn escape(text: &str) -> String {
+    text.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
 }

@@ -18,27 +18,17 @@ pub(crate) struct SessionDescription {
     kind: String,
 }
 
-pub(crate) async fn offer(
-    State(state): State<AppState>,
-    body: Bytes,
-) -> Result<Json<SessionDescription>, AppError> {
+pub(crate) async fn offer(State(state): State<AppState>, body: Bytes) -> Result<Json<SessionDescription>, AppError> {
     let request: SessionDescription = serde_json::from_slice(&body).map_err(|error| {
         AppError::BadRequest(format!(
             "the body must be JSON of the form {{\"sdp\": \"...\", \"type\": \"offer\"}}: {error}"
         ))
     })?;
     if request.kind != "offer" {
-        return Err(AppError::BadRequest(format!(
-            "\"type\" must be \"offer\", not {:?}",
-            request.kind
-        )));
+        return Err(AppError::BadRequest(format!("\"type\" must be \"offer\", not {:?}", request.kind)));
     }
-    let offer = SdpOffer::from_sdp_string(&request.sdp).map_err(|error| {
-        AppError::BadRequest(format!("the SDP offer could not be parsed: {error}"))
-    })?;
+    let offer = SdpOffer::from_sdp_string(&request.sdp)
+        .map_err(|error| AppError::BadRequest(format!("the SDP offer could not be parsed: {error}")))?;
     let answer = state.rtc.answer(offer).await?;
-    Ok(Json(SessionDescription {
-        sdp: answer.to_sdp_string(),
-        kind: "answer".into(),
-    }))
+    Ok(Json(SessionDescription { sdp: answer.to_sdp_string(), kind: "answer".into() }))
 }

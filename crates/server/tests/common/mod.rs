@@ -6,8 +6,11 @@
 use std::net::{Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use tokio::sync::{Mutex, MutexGuard};
-use webgear_rtc::{Builder, SourceSpec, WebGearRtc};
+
+use webgear_rtc::{Builder, Options, SourceSpec, WebGearRtc};
 use webgear_testkit::{DecodedFrame, Viewer};
 
 /// A server running on an ephemeral HTTP port, serving the router the library builds.
@@ -18,16 +21,14 @@ pub struct TestServer {
 }
 
 impl TestServer {
-    /// The test pattern with default options.
+    /// The test pattern with default options, its data files in a fresh folder.
     pub async fn start() -> TestServer {
-        TestServer::start_with(WebGearRtc::builder().source(SourceSpec::TestPattern)).await
+        TestServer::start_with(builder(Options::default())).await
     }
 
     pub async fn start_with(builder: Builder) -> TestServer {
         let app = builder.build().await.expect("server builds");
-        let listener = tokio::net::TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
-            .await
-            .unwrap();
+        let listener = tokio::net::TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).await.unwrap();
         let addr = listener.local_addr().unwrap();
         let router = app.router();
         let serve = tokio::spawn(async move {
@@ -43,10 +44,7 @@ impl TestServer {
     /// A viewer that has decoded its first picture (within 2 s), and that picture.
     pub async fn playing_viewer(&self) -> (Viewer, DecodedFrame) {
         let mut viewer = Viewer::connect(&self.url("/offer")).await.unwrap();
-        let first = viewer
-            .next_frame(Duration::from_secs(2))
-            .await
-            .expect("a picture within 2 s of the offer");
+        let first = viewer.next_frame(Duration::from_secs(2)).await.expect("a picture within 2 s of the offer");
         (viewer, first)
     }
 
@@ -64,14 +62,8 @@ pub async fn exclusive() -> MutexGuard<'static, ()> {
 
 /// Asserts that frames carry strictly increasing frame numbers.
 pub fn assert_increasing(frames: &[DecodedFrame]) {
-    let numbers: Vec<u16> = frames
-        .iter()
-        .map(|f| f.number.expect("every picture carries its frame code"))
-        .collect();
-    assert!(
-        numbers.windows(2).all(|pair| pair[0] < pair[1]),
-        "frame numbers out of order: {numbers:?}"
-    );
+    let numbers: Vec<u16> = frames.iter().map(|f| f.number.expect("every picture carries its frame code")).collect();
+    assert!(numbers.windows(2).all(|pair| pair[0] < pair[1]), "frame numbers out of order: {numbers:?}");
 }
 
 /// Frames per second over a window of `window`.
@@ -80,10 +72,7 @@ pub fn fps(frames: &[DecodedFrame], window: Duration) -> f64 {
 }
 
 /// Every picture each viewer decodes during the same `window`, measured concurrently.
-pub async fn frames_during_together(
-    viewers: Vec<Viewer>,
-    window: Duration,
-) -> Vec<(Viewer, Vec<DecodedFrame>)> {
+pub async fn frames_during_together(viewers: Vec<Viewer>, window: Duration) -> Vec<(Viewer, Vec<DecodedFrame>)> {
     let tasks: Vec<_> = viewers
         .into_iter()
         .map(|mut viewer| {
@@ -98,4 +87,26 @@ pub async fn frames_during_together(
         results.push(task.await.unwrap());
     }
     results
+}
+
+/// A fresh, empty folder for one test's files.
+pub fn scratch_dir() -> PathBuf {
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    let dir = std::env::temp_dir().join(format!(
+        "webgear-test-{}-{}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    ));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// A test-pattern server with `options`; unless they name one, its data folder is a fresh
+/// scratch folder, never the user's home.
+pub fn builder(mut options: Options) -> Builder {
+    if options.custom_data_location.is_none() {
+        options.custom_data_location = Some(scratch_dir());
+    }
+    WebGearRtc::builder().source(SourceSpec::TestPattern).options(options)
 }

@@ -48,11 +48,7 @@ async fn main() {
     let offer_url = format!("{}/offer", args.url.trim_end_matches('/'));
     match args.command {
         Mode::Joins { count } => joins(&offer_url, count).await,
-        Mode::Hold {
-            viewers,
-            seconds,
-            server_pid,
-        } => hold(&offer_url, viewers, seconds, server_pid).await,
+        Mode::Hold { viewers, seconds, server_pid } => hold(&offer_url, viewers, seconds, server_pid).await,
     }
 }
 
@@ -60,10 +56,7 @@ async fn joins(offer_url: &str, count: usize) {
     let mut millis = Vec::with_capacity(count);
     for _ in 0..count {
         let mut viewer = Viewer::connect(offer_url).await.unwrap();
-        let first = viewer
-            .next_frame(Duration::from_secs(10))
-            .await
-            .expect("a first frame");
+        let first = viewer.next_frame(Duration::from_secs(10)).await.expect("a first frame");
         millis.push((first.arrived_at - viewer.offered_at).as_secs_f64() * 1000.0);
         viewer.close().unwrap();
         tokio::time::sleep(Duration::from_millis(300)).await;
@@ -84,10 +77,7 @@ async fn hold(offer_url: &str, count: usize, seconds: u64, server_pid: Option<u3
         viewers.push(Viewer::connect(offer_url).await.unwrap());
     }
     for viewer in &mut viewers {
-        viewer
-            .next_frame(Duration::from_secs(10))
-            .await
-            .expect("every viewer plays");
+        viewer.next_frame(Duration::from_secs(10)).await.expect("every viewer plays");
     }
     let window = Duration::from_secs(seconds);
     let cpu_before = server_pid.map(cpu_seconds);
@@ -106,9 +96,7 @@ async fn hold(offer_url: &str, count: usize, seconds: u64, server_pid: Option<u3
     rates.sort_by(f64::total_cmp);
     if let (Some(slowest), Some(fastest)) = (rates.first(), rates.last()) {
         let median = percentile(&rates, 50.0);
-        println!(
-            "{count} viewers over {seconds} s: decoded fps min {slowest:.1}, p50 {median:.1}, max {fastest:.1}"
-        );
+        println!("{count} viewers over {seconds} s: decoded fps min {slowest:.1}, p50 {median:.1}, max {fastest:.1}");
     }
     if let (Some(before), Some(after)) = (cpu_before, cpu_after) {
         let share = (after - before) / window.as_secs_f64() * 100.0;
@@ -120,25 +108,14 @@ async fn hold(offer_url: &str, count: usize, seconds: u64, server_pid: Option<u3
 fn cpu_seconds(pid: u32) -> f64 {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
     // Fields after the parenthesised command name; utime and stime are fields 14 and 15.
-    let fields: Vec<&str> = stat
-        .rsplit_once(") ")
-        .unwrap()
-        .1
-        .split_whitespace()
-        .collect();
+    let fields: Vec<&str> = stat.rsplit_once(") ").unwrap().1.split_whitespace().collect();
     let ticks: f64 = fields[11].parse::<f64>().unwrap() + fields[12].parse::<f64>().unwrap();
     ticks / clock_ticks_per_second()
 }
 
 fn clock_ticks_per_second() -> f64 {
-    let output = std::process::Command::new("getconf")
-        .arg("CLK_TCK")
-        .output()
-        .unwrap();
-    String::from_utf8_lossy(&output.stdout)
-        .trim()
-        .parse()
-        .unwrap_or(100.0)
+    let output = std::process::Command::new("getconf").arg("CLK_TCK").output().unwrap();
+    String::from_utf8_lossy(&output.stdout).trim().parse().unwrap_or(100.0)
 }
 
 fn percentile(sorted: &[f64], p: f64) -> f64 {

@@ -1,0 +1,99 @@
+// The webgear-rtc player. It speaks WebGear_RTC's protocol: a recvonly video transceiver,
+// complete ICE gathering, one JSON offer/answer exchange with POST offer, and
+// POST close_connection when the page goes away. It shows the connection state and
+// reconnects by itself when the stream or the network drops.
+(() => {
+  "use strict";
+  const root = document.body.dataset.root || "";
+  const video = document.getElementById("video");
+  const state = document.getElementById("state");
+  let pc = null;
+  let attempt = 0;
+  let lastTime = -1;
+  let stalledSeconds = 0;
+
+  function show(name, text) {
+    if (!state) return;
+    state.dataset.state = name;
+    state.textContent = text;
+  }
+
+  function waitForGathering(peer) {
+    return new Promise((resolve) => {
+      if (peer.iceGatheringState === "complete") return resolve();
+      const done = () => {
+        if (peer.iceGatheringState === "complete") {
+          peer.removeEventListener("icegatheringstatechange", done);
+          resolve();
+        }
+      };
+      peer.addEventListener("icegatheringstatechange", done);
+      setTimeout(resolve, 2000);
+    });
+  }
+
+  async function connect() {
+    const peer = new RTCPeerConnection();
+    pc = peer;
+    show(attempt ? "reconnecting" : "connecting", attempt ? "reconnecting…" : "connecting…");
+    peer.addTransceiver("video", { direction: "recvonly" });
+    peer.ontrack = (event) => {
+      video.srcObject = event.streams[0] || new MediaStream([event.track]);
+    };
+    peer.onconnectionstatechange = () => {
+      if (peer === pc && (peer.connectionState === "failed" || peer.connectionState === "closed")) {
+        reconnect("connection " + peer.connectionState);
+      }
+    };
+    try {
+      await peer.setLocalDescription(await peer.createOffer());
+      await waitForGathering(peer);
+      const response = await fetch(root + "/offer", {
+        method: "POST",
+        headers: { "Content-Type": "application/json" },
+        body: JSON.stringify({ sdp: peer.localDescription.sdp, type: peer.localDescription.type }),
+      });
+      if (!response.ok) throw new Error(await response.text());
+      if (peer === pc) await peer.setRemoteDescription(await response.json());
+    } catch (error) {
+      if (peer === pc) reconnect(error.message);
+    }
+  }
+
+  function reconnect(reason) {
+    const old = pc;
+    pc = null;
+    if (old) old.close();
+    attempt += 1;
+    const delay = Math.min(500 * 2 ** (attempt - 1), 8000);
+    console.info("webgear-rtc: reconnecting in " + delay + " ms: " + reason);
+    show("reconnecting", "reconnecting…");
+    setTimeout(connect, delay);
+  }
+
+  video.addEventListener("playing", () => {
+    attempt = 0;
+    show("playing", "live");
+  });
+
+  // A stream that stops moving for three seconds is as good as gone.
+  setInterval(() => {
+    if (!pc || !state || state.dataset.state !== "playing") return;
+    if (video.currentTime === lastTime) {
+      stalledSeconds += 1;
+      if (stalledSeconds >= 3) {
+        stalledSeconds = 0;
+        reconnect("the video stalled");
+      }
+    } else {
+      stalledSeconds = 0;
+      lastTime = video.currentTime;
+    }
+  }, 1000);
+
+  window.addEventListener("pagehide", () => {
+    navigator.sendBeacon(root + "/close_connection", "1");
+  });
+
+  connect();
+})();
