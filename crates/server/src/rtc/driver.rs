@@ -133,12 +133,18 @@ impl Driver {
         debug!("peer driver stopped");
     }
 
+    /// Closes every peer: each sends its goodbyes, then ends, so none is left when this
+    /// returns.
     async fn close_all(&mut self) {
         let ids: Vec<PeerId> = self.peers.keys().copied().collect();
         debug!(peers = ids.len(), "closing every peer");
         for id in ids {
             if let Some(slot) = self.peers.get_mut(&id) {
                 slot.peer.close();
+            }
+            self.flush(id).await;
+            if let Some(slot) = self.peers.get_mut(&id) {
+                slot.peer.abort();
             }
             self.flush(id).await;
         }

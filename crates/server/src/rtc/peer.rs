@@ -241,13 +241,18 @@ impl Peer {
         }
     }
 
-    /// Closes the session: RTCP BYE and a DTLS close alert tell the viewer at once, and the
-    /// session ends once [`Peer::poll`] has sent them.
+    /// Starts closing the session: the next [`Peer::poll`] sends RTCP BYE and a DTLS close
+    /// alert, which tell the viewer at once.
     pub(crate) fn close(&mut self) {
         if let Err(error) = self.rtc.close() {
             self.span.in_scope(|| debug!(%error, "no clean close; disconnecting"));
             self.rtc.disconnect();
         }
+    }
+
+    /// Ends the session now, without waiting for anything still to be sent.
+    pub(crate) fn abort(&mut self) {
+        self.rtc.disconnect();
     }
 }
 

@@ -9,6 +9,7 @@ use std::fmt::Write as _;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 
+use super::templates::escape_html;
 use crate::rtc::{AnswerError, OfferError};
 
 #[derive(Debug, thiserror::Error)]
@@ -86,17 +87,13 @@ impl ErrorReport {
     pub(crate) fn to_html(&self) -> String {
         let mut causes = String::new();
         for cause in &self.causes {
-            let _ = write!(causes, "<li><pre>{}</pre></li>", escape(cause));
+            let _ = write!(causes, "<li><pre>{}</pre></li>", escape_html(cause));
         }
         format!(
             "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>500: {what}</title></head>\
              <body style=\"font-family:system-ui,sans-serif;margin:2rem\"><h1>500: {what} failed</h1>\
              <p>Error report (shown because logging is enabled):</p><ol>{causes}</ol></body></html>",
-            what = escape(&self.what),
+            what = escape_html(&self.what),
         )
     }
-}
-
-fn escape(text: &str) -> String {
-    text.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
 }

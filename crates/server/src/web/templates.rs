@@ -33,6 +33,7 @@ impl Templates {
     /// Renders template `name` with `context`, adding `url_prefix`.
     pub(crate) fn render(&self, name: &str, url_prefix: &str, context: Value) -> Result<String, Error> {
         let template = self.env.get_template(name)?;
+        let url_prefix = Value::from_safe_string(escape_html(url_prefix));
         template.render(minijinja::context! { url_prefix => url_prefix, ..context })
     }
 }
@@ -58,6 +59,11 @@ fn url_for(state: &State, mounts: &BTreeMap<String, String>, name: &str, kwargs:
         .replace('<', "&lt;")
         .replace('>', "&gt;");
     Ok(Value::from_safe_string(escaped))
+}
+
+/// Escapes the characters that matter in HTML text and attribute values.
+pub(crate) fn escape_html(text: &str) -> String {
+    text.replace('&', "&amp;").replace('"', "&quot;").replace('\'', "&#39;").replace('<', "&lt;").replace('>', "&gt;")
 }
 
 #[cfg(test)]
