@@ -90,3 +90,46 @@ async fn chromium_plays_the_default_page() {
     assert_eq!(server.app.stats().encoders_running, 1);
     server.stop().await;
 }
+
+/// Waits until the page's state is `wanted` (and, for "playing", the clock has moved).
+async fn wait_for_state(browser: &Browser, wanted: &str, limit: Duration) -> VideoState {
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        let state = video_state(browser).await;
+        if state.state == wanted && (wanted != "playing" || state.time > 0.0) {
+            return state;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "the page never reached {wanted:?}: {state:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_page_reconnects_by_itself_and_says_goodbye_when_it_leaves() {
+    let _lock = exclusive().await;
+    let server = TestServer::start().await;
+    let browser = Browser::launch().await.expect("headless Chromium starts (needs chromium and chromium-driver)");
+    browser.goto(&server.url("/")).await.unwrap();
+    wait_for_state(&browser, "playing", Duration::from_secs(15)).await;
+
+    // The server drops every connection; the page notices, says so, and comes back.
+    let reply = reqwest::Client::new().post(server.url("/close_connection")).body("1").send().await.unwrap();
+    assert_eq!(reply.text().await.unwrap(), "OK");
+    wait_for_state(&browser, "reconnecting", Duration::from_secs(10)).await;
+    let back = wait_for_state(&browser, "playing", Duration::from_secs(15)).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let later = video_state(&browser).await;
+    assert!(later.time > back.time + 0.5, "playback did not resume: {back:?} then {later:?}");
+    assert_eq!(server.app.stats().viewers, 1, "exactly one connection after reconnecting");
+
+    // Leaving the page posts /close_connection, so the server lets go at once rather than
+    // after the ICE timeout.
+    browser.goto("about:blank").await.unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(3);
+    while server.app.stats().viewers > 0 {
+        assert!(tokio::time::Instant::now() < deadline, "the peer outlived the page: {:?}", server.app.stats());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    browser.close().await.unwrap();
+    server.stop().await;
+}

@@ -9,7 +9,7 @@
   const state = document.getElementById("state");
   let pc = null;
   let attempt = 0;
-  let lastTime = -1;
+  let lastProgress = -1;
   let stalledSeconds = 0;
 
   function show(name, text) {
@@ -76,18 +76,27 @@
     show("playing", "live");
   });
 
-  // A stream that stops moving for three seconds is as good as gone.
+  // Frames decoded so far. A live stream's currentTime runs on even when no frame
+  // arrives, so it cannot tell a frozen stream from a moving one.
+  function progress() {
+    const quality = video.getVideoPlaybackQuality ? video.getVideoPlaybackQuality() : null;
+    return quality ? quality.totalVideoFrames : video.currentTime;
+  }
+
+  // A stream that shows no new frame for three seconds is as good as gone: the server may
+  // have closed it, or the network dropped, before the connection state says so.
   setInterval(() => {
     if (!pc || !state || state.dataset.state !== "playing") return;
-    if (video.currentTime === lastTime) {
+    const now = progress();
+    if (now === lastProgress) {
       stalledSeconds += 1;
       if (stalledSeconds >= 3) {
         stalledSeconds = 0;
-        reconnect("the video stalled");
+        reconnect("no new frames");
       }
     } else {
       stalledSeconds = 0;
-      lastTime = video.currentTime;
+      lastProgress = now;
     }
   }, 1000);
 
