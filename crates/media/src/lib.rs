@@ -6,6 +6,7 @@
 //! [`transform`]s and hands the result to an [`encode`]r. The server crate owns the threads
 //! and the networking.
 
+mod draw;
 pub mod encode;
 pub mod frame;
 pub mod source;

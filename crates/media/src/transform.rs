@@ -5,7 +5,27 @@
 
 use fast_image_resize::{FilterType, PixelType, ResizeAlg, ResizeOptions, Resizer, images};
 
+use std::time::Instant;
+
+use crate::draw::{draw_text, fill_rect};
 use crate::frame::I420Frame;
+
+/// What a blank frame says when the source has ended for good (vidgear's wording).
+pub const THE_END: &str = "The End";
+/// What a blank frame says while the source is gone in infinite mode (vidgear's wording).
+pub const NO_INPUT: &str = "No Input";
+
+/// A black frame with `text` in white, centred, as large as fits (sizes must be even).
+pub fn blank_frame(width: u32, height: u32, text: &str, captured_at: Instant) -> I420Frame {
+    let mut frame = I420Frame::new_grey(width, height, captured_at);
+    let (w, h) = (width as usize, height as usize);
+    fill_rect(&mut frame, 0, 0, w, h, (16, 128, 128));
+    let chars = text.chars().count().max(1);
+    let scale = (w * 3 / 4 / (chars * 8)).min(h / 5 / 8).max(1);
+    let (text_w, text_h) = (chars * 8 * scale, 8 * scale);
+    draw_text(&mut frame, text, w.saturating_sub(text_w) / 2, h.saturating_sub(text_h) / 2, scale, 235);
+    frame
+}
 
 /// The largest `frame_size_reduction` accepted, in percent (as in vidgear).
 pub const MAX_FRAME_SIZE_REDUCTION: u8 = 90;
@@ -97,6 +117,18 @@ mod tests {
             FrameSizeReducer::new(91).unwrap_err().to_string(),
             "frame_size_reduction must be between 0 and 90 percent, got 91"
         );
+    }
+
+    #[test]
+    fn blank_frames_are_black_with_white_text_in_the_middle() {
+        let frame = blank_frame(640, 360, NO_INPUT, Instant::now());
+        let (y, u, _) = frame.planes();
+        assert_eq!((frame.width(), frame.height()), (640, 360));
+        assert_eq!(y[0], 16, "black corner");
+        assert!(u.iter().all(|&c| c == 128), "no colour");
+        let middle_row = &y[180 * 640..181 * 640];
+        assert!(middle_row.contains(&235), "text crosses the middle");
+        assert_eq!(FrameCode::read(y, 640, 640, 360), None);
     }
 
     #[test]

@@ -196,7 +196,7 @@ impl Builder {
             SourceChoice::Custom(stream) => stream,
         };
         let metrics = Arc::new(Metrics::default());
-        let stream = VideoStream::start(source, reducer, metrics.clone())?;
+        let stream = VideoStream::start(source, reducer, self.options.infinite_frames(), metrics.clone())?;
         let settings = RtcSettings { listen_ip: self.listen_ip, udp_port: self.udp_port };
         let rtc = RtcServer::start(settings, &stream, metrics.clone()).await.map_err(Error::Media)?;
         info!(addrs = ?rtc.media_addrs(), "WebRTC media listening (UDP)");

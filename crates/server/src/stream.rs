@@ -3,6 +3,8 @@
 //!
 //! The stream clock is the capture time: a frame's RTP timestamp is the time since the
 //! stream started, at 90 kHz, so pauses and dropped frames never make the clock drift.
+//! When the source ends, the stream sends one "The End" frame and ends; in infinite mode
+//! it streams "No Input" frames instead, until it is stopped.
 //! Keyframes are produced on request ([`KeyframeRequests`]), coalesced so that a burst of
 //! joins or PLIs costs one keyframe.
 
@@ -14,7 +16,8 @@ use std::time::{Duration, Instant};
 use str0m::media::MediaTime;
 use tokio::sync::broadcast;
 use tracing::{debug, info, warn};
-use webgear_media::transform::FrameSizeReducer;
+use webgear_media::I420Frame;
+use webgear_media::transform::{FrameSizeReducer, NO_INPUT, THE_END, blank_frame};
 use webgear_media::{EncodedFrame, EncoderError, FrameSource, H264Encoder, H264EncoderConfig};
 
 use crate::stats::Metrics;
@@ -22,6 +25,9 @@ use crate::stats::Metrics;
 /// Encoded frames a subscriber may fall behind by before it skips ahead (about a second
 /// at 30 fps).
 const FANOUT_CAPACITY: usize = 32;
+
+/// The size of blank frames when the source ended before producing any frame.
+const BLANK_SIZE: (u32, u32) = (640, 360);
 
 /// Keyframes forced on request are at least this far apart; requests in between are
 /// served by the next one.
@@ -88,12 +94,11 @@ impl VideoStream {
     pub(crate) fn start(
         mut source: Box<dyn FrameSource>,
         reducer: FrameSizeReducer,
+        infinite: bool,
         metrics: Arc<Metrics>,
     ) -> Result<Self, StreamError> {
-        let encoder_config = H264EncoderConfig {
-            frame_rate: source.frame_rate().unwrap_or(30.0) as f32,
-            ..H264EncoderConfig::default()
-        };
+        let frame_rate = source.frame_rate().filter(|rate| *rate >= 1.0).unwrap_or(30.0);
+        let encoder_config = H264EncoderConfig { frame_rate: frame_rate as f32, ..H264EncoderConfig::default() };
         let mut encoder = H264Encoder::new(encoder_config)?;
         let (frames, _) = broadcast::channel(FANOUT_CAPACITY);
         let keyframes = KeyframeRequests { pending: Arc::default(), metrics: metrics.clone() };
@@ -101,6 +106,9 @@ impl VideoStream {
         let clock = StreamClock::default();
         let mut capture = Capture {
             reducer,
+            infinite,
+            frame_interval: Duration::from_secs_f64(1.0 / frame_rate),
+            clock_start: Instant::now(),
             frames: frames.clone(),
             keyframes: keyframes.clone(),
             clock: clock.clone(),
@@ -158,6 +166,10 @@ impl Drop for VideoStream {
 /// The capture thread's state.
 struct Capture {
     reducer: FrameSizeReducer,
+    /// Keep streaming "No Input" frames after the source is gone.
+    infinite: bool,
+    frame_interval: Duration,
+    clock_start: Instant,
     frames: broadcast::Sender<StreamFrame>,
     keyframes: KeyframeRequests,
     clock: StreamClock,
@@ -168,47 +180,83 @@ struct Capture {
 
 impl Capture {
     fn run(&mut self, source: &mut dyn FrameSource, encoder: &mut H264Encoder) {
-        let mut clock_start = Instant::now();
+        let mut last_size = None;
         while !self.stop.load(Ordering::Relaxed) {
-            if self.clock.reset_requested.swap(false, Ordering::Relaxed) {
-                debug!("stream clock reset");
-                clock_start = Instant::now();
-            }
             let frame = match source.read() {
                 Ok(Some(frame)) => frame,
                 Ok(None) => {
                     info!("the source ended");
-                    return;
+                    break;
                 }
                 Err(error) => {
                     warn!(%error, "the source failed");
-                    return;
+                    break;
                 }
             };
             let picture = self.reducer.apply(frame.into_i420());
+            last_size = Some((picture.width(), picture.height()));
             let force_keyframe = self.keyframe_due();
-            let encoded = match encoder.encode(&picture, force_keyframe) {
-                Ok(Some(encoded)) => encoded,
-                Ok(None) => continue,
-                Err(error) => {
-                    warn!(%error, "stopping the stream");
-                    return;
-                }
-            };
-            Metrics::add(&self.metrics.frames_encoded, 1);
-            if encoded.keyframe {
-                Metrics::add(&self.metrics.keyframes_encoded, 1);
-                self.last_keyframe = Some(Instant::now());
-                // Every request made until now is served by this keyframe: it is published
-                // below, after the requesting peers started waiting for one.
-                self.keyframes.pending.store(false, Ordering::Relaxed);
-                debug!(forced = force_keyframe, bytes = encoded.data.len(), "keyframe");
+            if let Err(error) = self.publish(encoder, &picture, force_keyframe) {
+                warn!(%error, "stopping the stream");
+                return;
             }
-            let since_start = encoded.captured_at.saturating_duration_since(clock_start);
-            let rtp_time = MediaTime::from_90khz((since_start.as_micros() * 9 / 100) as u64);
-            // Sending fails only when nobody is subscribed, which is not an error.
-            let _ = self.frames.send(StreamFrame { encoded, rtp_time });
         }
+        if self.stop.load(Ordering::Relaxed) {
+            return;
+        }
+        let (width, height) = last_size.unwrap_or(BLANK_SIZE);
+        if let Err(error) = self.finish(encoder, width, height) {
+            warn!(%error, "could not send the last frames");
+        }
+    }
+
+    /// After the source is gone: in infinite mode, "No Input" frames at the source's pace
+    /// until the stream stops; otherwise one "The End" frame, and the stream ends.
+    fn finish(&mut self, encoder: &mut H264Encoder, width: u32, height: u32) -> Result<(), EncoderError> {
+        if !self.infinite {
+            let picture = blank_frame(width, height, THE_END, Instant::now());
+            return self.publish(encoder, &picture, true);
+        }
+        info!("streaming \"{NO_INPUT}\" frames until the stream stops");
+        let mut next = Instant::now();
+        while !self.stop.load(Ordering::Relaxed) {
+            let picture = blank_frame(width, height, NO_INPUT, Instant::now());
+            let force_keyframe = self.keyframe_due();
+            self.publish(encoder, &picture, force_keyframe)?;
+            next += self.frame_interval;
+            thread::sleep(next.saturating_duration_since(Instant::now()));
+        }
+        Ok(())
+    }
+
+    /// Encodes one picture and hands it to every subscriber.
+    fn publish(
+        &mut self,
+        encoder: &mut H264Encoder,
+        picture: &I420Frame,
+        force_keyframe: bool,
+    ) -> Result<(), EncoderError> {
+        if self.clock.reset_requested.swap(false, Ordering::Relaxed) {
+            debug!("stream clock reset");
+            self.clock_start = Instant::now();
+        }
+        let Some(encoded) = encoder.encode(picture, force_keyframe)? else {
+            return Ok(());
+        };
+        Metrics::add(&self.metrics.frames_encoded, 1);
+        if encoded.keyframe {
+            Metrics::add(&self.metrics.keyframes_encoded, 1);
+            self.last_keyframe = Some(Instant::now());
+            // Every request made until now is served by this keyframe: it is published
+            // below, after the requesting peers started waiting for one.
+            self.keyframes.pending.store(false, Ordering::Relaxed);
+            debug!(forced = force_keyframe, bytes = encoded.data.len(), "keyframe");
+        }
+        let since_start = encoded.captured_at.saturating_duration_since(self.clock_start);
+        let rtp_time = MediaTime::from_90khz((since_start.as_micros() * 9 / 100) as u64);
+        // Sending fails only when nobody is subscribed, which is not an error.
+        let _ = self.frames.send(StreamFrame { encoded, rtp_time });
+        Ok(())
     }
 
     /// Whether to force a keyframe now: a request is pending and the last keyframe is old

@@ -5,9 +5,8 @@
 use std::thread;
 use std::time::{Duration, Instant};
 
-use font8x8::UnicodeFonts;
-
 use super::{FrameSource, SourceError};
+use crate::draw::{draw_text, fill_rect};
 use crate::frame::{Frame, I420Frame};
 
 /// A real-time synthetic source: each `read` blocks until the next frame is due.
@@ -164,39 +163,6 @@ impl FrameCode {
             return None;
         }
         (0..Self::BITS).try_fold(0u16, |number, index| Some(number | u16::from(bit(index)?) << index))
-    }
-}
-
-/// Fills a rectangle (clipped to the frame) with one colour given as (Y, U, V).
-fn fill_rect(frame: &mut I420Frame, x: usize, y: usize, w: usize, h: usize, (luma, u, v): (u8, u8, u8)) {
-    let (fw, fh) = (frame.width() as usize, frame.height() as usize);
-    let cw = frame.chroma_width() as usize;
-    let (x_end, y_end) = ((x + w).min(fw), (y + h).min(fh));
-    let (y_plane, u_plane, v_plane) = frame.planes_mut();
-    for row in y.min(fh)..y_end {
-        y_plane[row * fw + x.min(fw)..row * fw + x_end].fill(luma);
-    }
-    for row in y.min(fh) / 2..y_end.div_ceil(2) {
-        let range = row * cw + x.min(fw) / 2..row * cw + x_end.div_ceil(2);
-        u_plane[range.clone()].fill(u);
-        v_plane[range].fill(v);
-    }
-}
-
-/// Draws `text` in the 8x8 bitmap font, each font pixel `scale` pixels square.
-fn draw_text(frame: &mut I420Frame, text: &str, x: usize, y: usize, scale: usize, luma: u8) {
-    for (index, ch) in text.chars().enumerate() {
-        let Some(glyph) = font8x8::BASIC_FONTS.get(ch) else {
-            continue;
-        };
-        for (gy, bits) in glyph.iter().enumerate() {
-            for gx in 0..8 {
-                if bits >> gx & 1 == 1 {
-                    let px = x + (index * 8 + gx) * scale;
-                    fill_rect(frame, px, y + gy * scale, scale, scale, (luma, 128, 128));
-                }
-            }
-        }
     }
 }
 
