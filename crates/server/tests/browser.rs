@@ -65,15 +65,7 @@ async fn chromium_plays_the_default_page() {
     let browser = Browser::launch().await.expect("headless Chromium starts (needs chromium and chromium-driver)");
     browser.goto(&server.url("/")).await.unwrap();
 
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
-    let first = loop {
-        let state = video_state(&browser).await;
-        if state.width > 0 && state.time > 0.0 {
-            break state;
-        }
-        assert!(tokio::time::Instant::now() < deadline, "the video never started playing: {state:?}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+    let first = wait_for_state(&browser, "playing", Duration::from_secs(15)).await;
     assert_eq!((first.width, first.height), (1024, 576), "{first:?}");
 
     tokio::time::sleep(Duration::from_secs(2)).await;
