@@ -54,6 +54,8 @@ async fn main() -> anyhow::Result<()> {
     if let Some(map) = &option_map {
         options.apply_map(map);
     }
+    // `--logging` is the `logging` option too: error pages show their report.
+    options.logging |= args.logging;
     let source: SourceSpec = args.source.parse()?;
     let app = WebGearRtc::builder()
         .source(source)

@@ -172,6 +172,7 @@ impl Builder {
     /// Prepares the data folder, opens the source, starts its encoder and binds the media
     /// port.
     pub async fn build(self) -> Result<WebGearRtc, Error> {
+        let source = self.source.ok_or(Error::NoSource)?;
         let reducer = FrameSizeReducer::new(self.options.frame_size_reduction)?;
         let data =
             DataFiles::prepare(self.options.custom_data_location.as_deref(), self.options.overwrite_default_files)?;
@@ -181,6 +182,11 @@ impl Builder {
         let mut url_paths = BTreeMap::new();
         for folder in &folders {
             folder.validate()?;
+            if url_paths.values().any(|taken| taken == &folder.url_path)
+                || web::ROUTES.contains(&folder.url_path.as_str())
+            {
+                return Err(folder.error("the URL path is already taken"));
+            }
             if url_paths.insert(folder.name.clone(), folder.url_path.clone()).is_some() {
                 return Err(folder.error("the name is already taken"));
             }
@@ -188,7 +194,7 @@ impl Builder {
         let templates = Templates::new(data.templates_dir(), url_paths);
         let static_dirs = folders.into_iter().map(|folder| (folder.url_path, folder.dir)).collect();
 
-        let source = match self.source.ok_or(Error::NoSource)? {
+        let source = match source {
             SourceChoice::Spec(spec) => {
                 info!(source = %spec, "opening source");
                 spec.open()?

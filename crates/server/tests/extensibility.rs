@@ -73,7 +73,9 @@ async fn an_extra_static_folder_is_served_and_known_to_url_for() {
     assert_eq!(status, StatusCode::NOT_FOUND);
     app.shutdown().await;
 
-    for (name, url_path) in [("static", "/again"), ("x", "relative"), ("x", "/"), ("x", "/a/"), ("", "/a")] {
+    let taken = [("static", "/again"), ("x", "/static"), ("x", "/offer"), ("x", "/close_connection")];
+    let malformed = [("x", "relative"), ("x", "/"), ("x", "/a/"), ("x", "/a/../b"), ("", "/a")];
+    for (name, url_path) in taken.into_iter().chain(malformed) {
         let error = builder(Options::default()).static_folder(name, url_path, &media).build().await.unwrap_err();
         assert!(matches!(error, Error::StaticFolder { .. }), "{name} {url_path}: {error:?}");
     }

@@ -54,12 +54,16 @@ pub(crate) struct AppState {
     pub(crate) logging: bool,
 }
 
+/// The paths of the app's own routes, which static folders cannot take.
+pub(crate) const ROUTES: [&str; 3] = ["/", "/offer", "/close_connection"];
+
 /// The app's routes.
 pub(crate) fn router(state: AppState) -> Router {
+    let [index_path, offer_path, close_path] = ROUTES;
     let mut router = Router::new()
-        .route("/", get(index))
-        .route("/offer", post(offer::offer))
-        .route("/close_connection", post(close_connection));
+        .route(index_path, get(index))
+        .route(offer_path, post(offer::offer))
+        .route(close_path, post(close_connection));
     for (url_path, dir) in &state.static_dirs {
         let mount = url_path.clone();
         let missing_file = get(move |State(state): State<AppState>, original: OriginalUri, request: Request| {
