@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs the whole test suite on a Debian machine: installs what the tests need (a headless
-# browser and its driver, nasm for OpenH264's fast assembly), then checks formatting and
-# lints, runs every test and builds the docs. Exits non-zero on any failure.
+# browser and its driver, nasm for OpenH264's fast assembly, ffmpeg for file and stream
+# sources, procps for pgrep), then checks formatting and lints, runs every test and builds
+# the docs. Exits non-zero on any failure.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -9,6 +10,8 @@ missing=()
 command -v chromium >/dev/null || missing+=(chromium)
 command -v chromedriver >/dev/null || missing+=(chromium-driver)
 command -v nasm >/dev/null || missing+=(nasm)
+command -v ffmpeg >/dev/null || missing+=(ffmpeg)
+command -v pgrep >/dev/null || missing+=(procps)
 if ((${#missing[@]})); then
   sudo=""
   [ "$(id -u)" -eq 0 ] || sudo=sudo

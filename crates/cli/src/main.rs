@@ -17,7 +17,9 @@ use webgear_rtc::{Options, SourceSpec, WebGearRtc};
 #[derive(Debug, Parser)]
 #[command(version, about)]
 struct Args {
-    /// What to stream. `testsrc` is the built-in moving test pattern.
+    /// What to stream: `testsrc` (the built-in moving test pattern), a video file, a
+    /// network stream (rtsp://, http(s)://, rtmp://, udp://, srt://), or an image sequence
+    /// (`frames/%04d.png`, `frames/*.png`). Files, streams and sequences need ffmpeg.
     #[arg(short = 's', long, default_value = "testsrc")]
     source: String,
 

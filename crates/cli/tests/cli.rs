@@ -122,3 +122,18 @@ fn bad_flags_and_sources_fail_with_a_clear_message() {
     assert!(!bad_options.status.success());
     assert!(String::from_utf8_lossy(&bad_options.stderr).contains("must be a map"));
 }
+
+#[test]
+fn a_file_source_without_ffmpeg_says_what_to_install() {
+    let clip = scratch_home().join("clip.mp4");
+    std::fs::write(&clip, b"not really a video").unwrap();
+    let output = Command::new(BIN)
+        .args(["--port", "0", "--source", clip.to_str().unwrap()])
+        .env("HOME", scratch_home())
+        .env("PATH", "/nonexistent")
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("clip.mp4") && stderr.contains("apt-get install ffmpeg"), "{stderr}");
+}

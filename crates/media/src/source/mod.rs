@@ -5,12 +5,15 @@
 //! open itself; each kind of source lives in its own module.
 
 use std::fmt;
+use std::path::PathBuf;
 use std::str::FromStr;
 
 use crate::frame::Frame;
 
+pub mod ffmpeg;
 pub mod test_pattern;
 
+pub use ffmpeg::{FfmpegOptions, FfmpegSource};
 pub use test_pattern::{FrameCode, TestPattern};
 
 /// A producer of raw frames, read by a stream's capture thread (vidgear's `custom_stream`
@@ -44,21 +47,74 @@ pub enum SourceError {
     /// A frame the source produced is unusable.
     #[error("source produced an unusable frame: {0}")]
     BadFrame(#[from] crate::frame::FrameError),
+    /// A program the source needs is not installed.
+    #[error(
+        "cannot open source {spec:?}: the `{program}` program is not installed (on Debian: apt-get install ffmpeg)"
+    )]
+    MissingProgram {
+        /// The program that could not be run.
+        program: &'static str,
+        /// The source as the user wrote it.
+        spec: String,
+    },
+    /// The source could not be opened.
+    #[error("cannot open source {spec:?}: {reason}")]
+    Open {
+        /// The source as the user wrote it.
+        spec: String,
+        /// Why, in the words of whatever failed.
+        reason: String,
+    },
+    /// The source failed while streaming.
+    #[error("source {spec:?} failed: {reason}")]
+    Read {
+        /// The source as the user wrote it.
+        spec: String,
+        /// Why, in the words of whatever failed.
+        reason: String,
+    },
 }
 
-/// What to stream, as a user writes it on the command line or in options.
+/// What to stream, as a user writes it on the command line or in options, parsed the way
+/// vidgear users write it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum SourceSpec {
     /// The built-in moving test pattern (`testsrc`), 1280x720 at 30 fps.
     TestPattern,
+    /// A video file of any container and codec ffmpeg reads.
+    File(PathBuf),
+    /// A network stream: `rtsp://`, `rtsps://`, `rtmp://`, `http(s)://` (files, HLS), `udp://`,
+    /// `srt://`.
+    Url(String),
+    /// Numbered images (`frames/%04d.png`) or a glob (`frames/*.png`).
+    ImageSequence(String),
 }
+
+/// URL schemes read as network streams.
+const STREAM_SCHEMES: [&str; 7] = ["rtsp://", "rtsps://", "rtmp://", "http://", "https://", "udp://", "srt://"];
 
 impl SourceSpec {
     /// Opens the source for reading.
     pub fn open(&self) -> Result<Box<dyn FrameSource>, SourceError> {
+        let realtime = FfmpegOptions { realtime: true, ..FfmpegOptions::default() };
         match self {
             SourceSpec::TestPattern => Ok(Box::new(TestPattern::default())),
+            SourceSpec::File(path) => {
+                let spec = path.display().to_string();
+                if !path.is_file() {
+                    return Err(SourceError::Open { spec, reason: "no such file".into() });
+                }
+                Ok(Box::new(FfmpegSource::open(&spec, &realtime)?))
+            }
+            SourceSpec::Url(url) => Ok(Box::new(FfmpegSource::open(url, &realtime)?)),
+            SourceSpec::ImageSequence(pattern) => {
+                let mut input_options = vec!["-f".to_owned(), "image2".to_owned()];
+                if pattern.contains('*') {
+                    input_options.extend(["-pattern_type".to_owned(), "glob".to_owned()]);
+                }
+                Ok(Box::new(FfmpegSource::open(pattern, &FfmpegOptions { input_options, ..realtime })?))
+            }
         }
     }
 }
@@ -67,22 +123,45 @@ impl FromStr for SourceSpec {
     type Err = SourceError;
 
     fn from_str(source: &str) -> Result<Self, Self::Err> {
-        match source.trim() {
-            "testsrc" | "test-pattern" | "testpattern" => Ok(SourceSpec::TestPattern),
-            other => Err(SourceError::Unsupported {
-                spec: other.to_owned(),
-                reason: "only the built-in test pattern (\"testsrc\") is available in this \
-                         version; cameras, files and network streams are not yet supported"
-                    .to_owned(),
-            }),
+        let source = source.trim();
+        let lower = source.to_ascii_lowercase();
+        if matches!(lower.as_str(), "testsrc" | "test-pattern" | "testpattern") {
+            return Ok(SourceSpec::TestPattern);
         }
+        if source.is_empty() {
+            return Err(SourceError::Unsupported { spec: source.to_owned(), reason: "the source is empty".into() });
+        }
+        if source.parse::<u32>().is_ok() || source.starts_with("/dev/video") {
+            return Err(SourceError::Unsupported {
+                spec: source.to_owned(),
+                reason: "cameras are not supported by this version yet".into(),
+            });
+        }
+        if STREAM_SCHEMES.iter().any(|scheme| lower.starts_with(scheme)) {
+            return Ok(SourceSpec::Url(source.to_owned()));
+        }
+        if source.contains('*') || is_numbered_pattern(source) {
+            return Ok(SourceSpec::ImageSequence(source.to_owned()));
+        }
+        Ok(SourceSpec::File(PathBuf::from(source)))
     }
+}
+
+/// Whether a path holds a printf-style number placeholder: `%d` or `%04d`.
+fn is_numbered_pattern(path: &str) -> bool {
+    path.match_indices('%').any(|(at, _)| {
+        let rest = &path[at + 1..];
+        let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
+        rest[digits..].starts_with('d')
+    })
 }
 
 impl fmt::Display for SourceSpec {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             SourceSpec::TestPattern => f.write_str("testsrc"),
+            SourceSpec::File(path) => write!(f, "{}", path.display()),
+            SourceSpec::Url(text) | SourceSpec::ImageSequence(text) => f.write_str(text),
         }
     }
 }
@@ -92,9 +171,25 @@ mod tests {
     use super::*;
 
     #[test]
-    fn parses_the_test_pattern_and_names_what_it_cannot_open() {
-        assert_eq!("testsrc".parse::<SourceSpec>().unwrap(), SourceSpec::TestPattern);
-        let err = "video.mp4".parse::<SourceSpec>().unwrap_err().to_string();
-        assert!(err.contains("\"video.mp4\""), "{err}");
+    fn parses_sources_the_way_vidgear_users_write_them() {
+        let parse = |text: &str| text.parse::<SourceSpec>().unwrap();
+        assert_eq!(parse("testsrc"), SourceSpec::TestPattern);
+        assert_eq!(parse("video.mp4"), SourceSpec::File("video.mp4".into()));
+        assert_eq!(parse("rtsp://cam.local/stream"), SourceSpec::Url("rtsp://cam.local/stream".into()));
+        assert_eq!(parse("HTTPS://x/live.m3u8"), SourceSpec::Url("HTTPS://x/live.m3u8".into()));
+        assert_eq!(parse("frames/%04d.png"), SourceSpec::ImageSequence("frames/%04d.png".into()));
+        assert_eq!(parse("frames/img%d.jpg"), SourceSpec::ImageSequence("frames/img%d.jpg".into()));
+        assert_eq!(parse("frames/*.png"), SourceSpec::ImageSequence("frames/*.png".into()));
+        assert_eq!(parse("100%.mp4"), SourceSpec::File("100%.mp4".into()));
+        for camera in ["0", "/dev/video2"] {
+            let error = camera.parse::<SourceSpec>().unwrap_err().to_string();
+            assert!(error.contains(camera) && error.contains("cameras"), "{error}");
+        }
+    }
+
+    #[test]
+    fn a_missing_file_fails_at_open_naming_it() {
+        let error = SourceSpec::File("no-such-clip.mp4".into()).open().err().unwrap().to_string();
+        assert_eq!(error, "cannot open source \"no-such-clip.mp4\": no such file");
     }
 }

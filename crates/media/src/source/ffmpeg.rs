@@ -1,0 +1,244 @@
+//! Sources read through the `ffmpeg` program: video files of any container and codec,
+//! network streams (RTSP, HTTP, HLS) and image sequences. ffmpeg runs as a child process
+//! that writes raw I420 frames to a pipe; `ffprobe` tells the picture size and rate first.
+//!
+//! The child is always reaped: when the stream ends, when it fails, and when the source
+//! is stopped or dropped. What ffmpeg says on stderr is kept and quoted in errors.
+
+use std::collections::VecDeque;
+use std::io::{self, BufRead, BufReader, Read};
+use std::process::{Child, ChildStdout, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::thread::{self, JoinHandle};
+use std::time::Instant;
+
+use super::{FrameSource, SourceError};
+use crate::frame::{Frame, PixelFormat};
+
+/// Lines of ffmpeg's stderr kept for error messages.
+const STDERR_LINES: usize = 20;
+
+/// How to read an input with ffmpeg.
+#[derive(Debug, Clone, Default, PartialEq)]
+#[non_exhaustive]
+pub struct FfmpegOptions {
+    /// Scale frames to this size.
+    pub resolution: Option<(u32, u32)>,
+    /// Output this many frames per second (dropping or repeating frames).
+    pub framerate: Option<f64>,
+    /// Read at the input's own pace (`-re`), as a file must be to play in real time. Live
+    /// inputs (cameras, network streams) pace themselves.
+    pub realtime: bool,
+    /// Options that go before `-i`, e.g. `-f image2 -pattern_type glob` for a glob.
+    pub input_options: Vec<String>,
+}
+
+/// A running ffmpeg child producing raw frames.
+#[derive(Debug)]
+pub struct FfmpegSource {
+    input: String,
+    child: Child,
+    stdout: ChildStdout,
+    width: u32,
+    height: u32,
+    frame_rate: f64,
+    stderr: Arc<Mutex<VecDeque<String>>>,
+    stderr_reader: Option<JoinHandle<()>>,
+}
+
+impl FfmpegSource {
+    /// Probes `input` and starts decoding it.
+    pub fn open(input: &str, options: &FfmpegOptions) -> Result<FfmpegSource, SourceError> {
+        let probed = probe(input, options)?;
+        let (width, height) = options.resolution.unwrap_or((probed.width, probed.height));
+        let frame_rate = options.framerate.unwrap_or(probed.frame_rate);
+        if width == 0 || height == 0 {
+            return Err(open_error(input, format!("ffprobe reported a {width}x{height} picture")));
+        }
+
+        let mut command = Command::new("ffmpeg");
+        command.args(["-hide_banner", "-loglevel", "error", "-nostdin"]);
+        if options.realtime {
+            command.arg("-re");
+        }
+        command.args(&options.input_options);
+        command.args(["-i", input, "-map", "0:v:0", "-an", "-sn"]);
+        command.args(["-vf", &format!("scale={width}:{height}")]);
+        if let Some(rate) = options.framerate {
+            command.args(["-r", &rate.to_string()]);
+        }
+        command.args(["-f", "rawvideo", "-pix_fmt", "yuv420p", "pipe:1"]);
+        let mut child = command
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(|error| program_error("ffmpeg", input, error))?;
+        let (Some(stdout), Some(stderr)) = (child.stdout.take(), child.stderr.take()) else {
+            reap(&mut child);
+            return Err(open_error(input, "ffmpeg's output pipes were not created".into()));
+        };
+        let lines = Arc::new(Mutex::new(VecDeque::new()));
+        let kept = lines.clone();
+        let stderr_reader = thread::Builder::new()
+            .name("ffmpeg-stderr".into())
+            .spawn(move || {
+                for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                    let mut kept = kept.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+                    if kept.len() == STDERR_LINES {
+                        kept.pop_front();
+                    }
+                    kept.push_back(line);
+                }
+            })
+            .map_err(|error| {
+                reap(&mut child);
+                open_error(input, format!("could not start a thread: {error}"))
+            })?;
+        tracing::debug!(input, width, height, frame_rate, "ffmpeg started");
+        Ok(FfmpegSource {
+            input: input.to_owned(),
+            child,
+            stdout,
+            width,
+            height,
+            frame_rate,
+            stderr: lines,
+            stderr_reader: Some(stderr_reader),
+        })
+    }
+
+    /// The size of the frames this source produces.
+    pub fn size(&self) -> (u32, u32) {
+        (self.width, self.height)
+    }
+
+    /// What ffmpeg has said on stderr lately.
+    fn stderr_tail(&mut self) -> String {
+        // The reader thread ends with the child's stderr; joining it makes the tail complete.
+        if let Some(reader) = self.stderr_reader.take() {
+            let _ = reader.join();
+        }
+        let lines = self.stderr.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        lines.iter().map(String::as_str).collect::<Vec<_>>().join("; ")
+    }
+}
+
+impl FrameSource for FfmpegSource {
+    fn read(&mut self) -> Result<Option<Frame>, SourceError> {
+        let len = PixelFormat::I420.buffer_len(self.width, self.height);
+        let mut data = vec![0u8; len];
+        let mut filled = 0;
+        while filled < len {
+            match self.stdout.read(&mut data[filled..]) {
+                Ok(0) => break,
+                Ok(n) => filled += n,
+                Err(error) if error.kind() == io::ErrorKind::Interrupted => {}
+                Err(error) => return Err(read_error(&self.input, error.to_string())),
+            }
+        }
+        if filled < len {
+            // The pipe closed: the input ended, or ffmpeg failed. Its exit status tells which.
+            let status = self.child.wait().map_err(|error| read_error(&self.input, error.to_string()))?;
+            if status.success() {
+                // A clean exit is the end of the input (a truncated last frame is dropped).
+                return Ok(None);
+            }
+            let said = self.stderr_tail();
+            return Err(read_error(&self.input, format!("ffmpeg stopped ({status}): {said}")));
+        }
+        let frame = Frame::new(self.width, self.height, PixelFormat::I420, data)?;
+        Ok(Some(frame.with_capture_time(Instant::now())))
+    }
+
+    fn stop(&mut self) {
+        reap(&mut self.child);
+    }
+
+    fn frame_rate(&self) -> Option<f64> {
+        Some(self.frame_rate)
+    }
+}
+
+impl Drop for FfmpegSource {
+    fn drop(&mut self) {
+        reap(&mut self.child);
+    }
+}
+
+/// Kills the child if it still runs, and collects its exit status either way.
+fn reap(child: &mut Child) {
+    if let Ok(None) = child.try_wait() {
+        let _ = child.kill();
+    }
+    let _ = child.wait();
+}
+
+struct Probed {
+    width: u32,
+    height: u32,
+    frame_rate: f64,
+}
+
+fn probe(input: &str, options: &FfmpegOptions) -> Result<Probed, SourceError> {
+    let mut command = Command::new("ffprobe");
+    command.args(["-v", "error", "-select_streams", "v:0"]);
+    command.args(&options.input_options);
+    command.args(["-show_entries", "stream=width,height,avg_frame_rate,r_frame_rate", "-of", "json", input]);
+    let output = command.stdin(Stdio::null()).output().map_err(|error| program_error("ffprobe", input, error))?;
+    if !output.status.success() {
+        let said = String::from_utf8_lossy(&output.stderr).trim().replace('\n', "; ");
+        return Err(open_error(
+            input,
+            if said.is_empty() { format!("ffprobe failed ({})", output.status) } else { said },
+        ));
+    }
+    let json: serde_json::Value = serde_json::from_slice(&output.stdout)
+        .map_err(|error| open_error(input, format!("unreadable ffprobe output: {error}")))?;
+    let Some(stream) = json["streams"].get(0) else {
+        return Err(open_error(input, "it has no video stream".into()));
+    };
+    let side = |key: &str| stream[key].as_u64().and_then(|v| u32::try_from(v).ok()).unwrap_or(0);
+    let rate = ["avg_frame_rate", "r_frame_rate"]
+        .into_iter()
+        .filter_map(|key| stream[key].as_str().and_then(parse_rate))
+        .next()
+        .unwrap_or(30.0);
+    Ok(Probed { width: side("width"), height: side("height"), frame_rate: rate })
+}
+
+/// Parses ffprobe's `30000/1001` form; `0/0` (unknown) is `None`.
+fn parse_rate(text: &str) -> Option<f64> {
+    let (numerator, denominator) = text.split_once('/').unwrap_or((text, "1"));
+    let rate = numerator.parse::<f64>().ok()? / denominator.parse::<f64>().ok()?;
+    (rate.is_finite() && rate >= 1.0).then_some(rate)
+}
+
+fn program_error(program: &'static str, input: &str, error: io::Error) -> SourceError {
+    if error.kind() == io::ErrorKind::NotFound {
+        SourceError::MissingProgram { program, spec: input.to_owned() }
+    } else {
+        open_error(input, format!("could not run {program}: {error}"))
+    }
+}
+
+fn open_error(input: &str, reason: String) -> SourceError {
+    SourceError::Open { spec: input.to_owned(), reason }
+}
+
+fn read_error(input: &str, reason: String) -> SourceError {
+    SourceError::Read { spec: input.to_owned(), reason }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_rate;
+
+    #[test]
+    fn frame_rates_parse_from_ffprobe_fractions() {
+        assert_eq!(parse_rate("30/1"), Some(30.0));
+        assert!((parse_rate("30000/1001").unwrap() - 29.97).abs() < 0.01);
+        assert_eq!(parse_rate("0/0"), None);
+        assert_eq!(parse_rate("25"), Some(25.0));
+    }
+}

@@ -1,0 +1,148 @@
+//! Files, network streams and image sequences, read through ffmpeg, end to end: the test
+//! makes its own media from the test pattern (so every picture carries its frame number),
+//! streams it through the server, and a decoding viewer checks size, order and the end.
+
+#![allow(clippy::unwrap_used)] // a failed unwrap is a failed test
+
+mod common;
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{TestServer, exclusive, scratch_dir};
+use webgear_media::source::TestPattern;
+use webgear_rtc::{Error, Options, SourceSpec, WebGearRtc};
+use webgear_testkit::DecodedFrame;
+
+const FRAMES: u64 = 60;
+
+/// Encodes `FRAMES` test-pattern frames (640x360, 30 fps) with ffmpeg into `output`, using
+/// the given ffmpeg output options.
+fn make_media(output: &Path, output_options: &[&str]) {
+    let pattern = TestPattern::new(640, 360, 30);
+    let mut ffmpeg = Command::new("ffmpeg")
+        .args(["-hide_banner", "-loglevel", "error", "-y", "-f", "rawvideo", "-pix_fmt", "yuv420p"])
+        .args(["-s", "640x360", "-r", "30", "-i", "pipe:0"])
+        .args(output_options)
+        .arg(output)
+        .stdin(Stdio::piped())
+        .spawn()
+        .expect("ffmpeg is installed");
+    let mut stdin = ffmpeg.stdin.take().unwrap();
+    for number in 0..FRAMES {
+        stdin.write_all(pattern.render(number, Instant::now()).as_bytes()).unwrap();
+    }
+    drop(stdin);
+    assert!(ffmpeg.wait().unwrap().success(), "ffmpeg made {}", output.display());
+}
+
+fn clip(name: &str, output_options: &[&str]) -> PathBuf {
+    let path = scratch_dir().join(name);
+    make_media(&path, output_options);
+    path
+}
+
+async fn server_for(source: SourceSpec) -> TestServer {
+    let mut options = Options::default();
+    options.frame_size_reduction = 50;
+    options.custom_data_location = Some(scratch_dir());
+    TestServer::start_with(WebGearRtc::builder().source(source).options(options)).await
+}
+
+/// Plays the stream to its end and checks what the viewer saw: 320x180 pictures (640x360
+/// reduced by half), frame numbers in order up to the source's last, then "The End".
+async fn assert_plays_to_the_end(server: &TestServer) {
+    let (mut viewer, first) = server.playing_viewer().await;
+    assert_eq!((first.width, first.height), (320, 180));
+    let mut frames: Vec<DecodedFrame> = vec![first];
+    frames.extend(viewer.frames_during(Duration::from_secs(4)).await);
+    let numbers: Vec<u16> = frames.iter().filter_map(|f| f.number).collect();
+    assert!(numbers.len() >= 40, "only {} numbered frames: {numbers:?}", numbers.len());
+    assert!(numbers.windows(2).all(|pair| pair[0] < pair[1]), "out of order: {numbers:?}");
+    assert_eq!(numbers.last(), Some(&(FRAMES as u16 - 1)), "the stream reached the source's last frame");
+    assert_eq!(frames.last().unwrap().number, None, "then \"The End\"");
+    viewer.close().unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_h264_mp4_file_plays_in_order_to_the_end() {
+    let _lock = exclusive().await;
+    let path = clip("clip.mp4", &["-c:v", "libx264", "-preset", "ultrafast", "-pix_fmt", "yuv420p"]);
+    let server = server_for(SourceSpec::File(path)).await;
+    assert_plays_to_the_end(&server).await;
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lossless_mkv_file_plays_in_order_to_the_end() {
+    let _lock = exclusive().await;
+    let path = clip("clip.mkv", &["-c:v", "ffv1"]);
+    let server = server_for(SourceSpec::File(path)).await;
+    assert_plays_to_the_end(&server).await;
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_http_stream_plays_in_order_to_the_end() {
+    let _lock = exclusive().await;
+    let path = clip("clip.mp4", &["-c:v", "libx264", "-preset", "ultrafast", "-pix_fmt", "yuv420p"]);
+    let files = axum::Router::new().fallback_service(tower_http::services::ServeDir::new(path.parent().unwrap()));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let http = tokio::spawn(async move { axum::serve(listener, files).await.unwrap() });
+
+    let server = server_for(format!("http://{addr}/clip.mp4").parse().unwrap()).await;
+    assert_plays_to_the_end(&server).await;
+    server.stop().await;
+    http.abort();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn numbered_and_globbed_image_sequences_play_to_the_end() {
+    let _lock = exclusive().await;
+    let folder = scratch_dir();
+    make_media(&folder.join("%04d.png"), &["-start_number", "0"]);
+    for pattern in ["%04d.png", "*.png"] {
+        let source = format!("{}/{pattern}", folder.display()).parse::<SourceSpec>().unwrap();
+        assert!(matches!(source, SourceSpec::ImageSequence(_)), "{source:?}");
+        let server = server_for(source).await;
+        assert_plays_to_the_end(&server).await;
+        server.stop().await;
+    }
+}
+
+#[tokio::test]
+async fn a_source_that_cannot_be_opened_fails_at_start_naming_it_and_why() {
+    let broken = scratch_dir().join("broken.mp4");
+    std::fs::write(&broken, b"this is not a video").unwrap();
+    let mut options = Options::default();
+    options.custom_data_location = Some(scratch_dir());
+    for (source, says) in [
+        (SourceSpec::File(broken.clone()), "Invalid data"),
+        (SourceSpec::File(scratch_dir().join("missing.mp4")), "no such file"),
+        ("http://127.0.0.1:9/nothing.mp4".parse().unwrap(), "Connection refused"),
+    ] {
+        let name = source.to_string();
+        let error = WebGearRtc::builder().source(source).options(options.clone()).build().await.unwrap_err();
+        assert!(matches!(error, Error::Source(_)), "{error:?}");
+        let message = error.to_string();
+        assert!(message.contains(&name) && message.contains(says), "{message}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_ffmpeg_child_is_reaped_when_the_server_stops_mid_stream() {
+    let _lock = exclusive().await;
+    let path = clip("long.mkv", &["-c:v", "ffv1"]);
+    let server = server_for(SourceSpec::File(path.clone())).await;
+    let (_viewer, _) = server.playing_viewer().await;
+    let running = || {
+        let out = Command::new("pgrep").args(["-f", &path.display().to_string()]).output().unwrap();
+        !out.stdout.is_empty()
+    };
+    assert!(running(), "ffmpeg is reading the clip");
+    server.stop().await;
+    assert!(!running(), "ffmpeg outlived the server");
+}
