@@ -45,7 +45,8 @@ pub use options::Options;
 pub use stats::Stats;
 pub use stream::StreamError;
 pub use web::DataError;
-pub use webgear_media::{Frame, FrameSource, PixelFormat, SourceError, SourceSpec};
+pub use webgear_media::source::from_fn;
+pub use webgear_media::{Frame, FrameSource, I420Frame, PixelFormat, SourceError, SourceSpec};
 
 use rtc::{RtcServer, RtcSettings};
 use stats::Metrics;

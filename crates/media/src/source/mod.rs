@@ -32,6 +32,54 @@ pub trait FrameSource: Send {
     }
 }
 
+/// A [`FrameSource`] made from a closure, for frame producers that need no type of their
+/// own. See [`from_fn`].
+pub struct FnSource<F> {
+    read: F,
+    frame_rate: Option<f64>,
+}
+
+impl<F> fmt::Debug for FnSource<F> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("FnSource").field("frame_rate", &self.frame_rate).finish_non_exhaustive()
+    }
+}
+
+/// A source that calls `read` for every frame: `Ok(Some(frame))` is the next frame,
+/// `Ok(None)` the end. `read` paces the stream (it blocks until its frame is due);
+/// `frame_rate` is the rate it delivers, if known.
+///
+/// ```
+/// use webgear_media::{Frame, PixelFormat, source::from_fn};
+///
+/// let mut shade = 0u8;
+/// let source = from_fn(Some(30.0), move || {
+///     std::thread::sleep(std::time::Duration::from_millis(33));
+///     shade = shade.wrapping_add(1);
+///     Ok(Some(Frame::new(320, 240, PixelFormat::Gray, vec![shade; 320 * 240])?))
+/// });
+/// # drop(source);
+/// ```
+pub fn from_fn<F>(frame_rate: Option<f64>, read: F) -> FnSource<F>
+where
+    F: FnMut() -> Result<Option<Frame>, SourceError> + Send,
+{
+    FnSource { read, frame_rate }
+}
+
+impl<F> FrameSource for FnSource<F>
+where
+    F: FnMut() -> Result<Option<Frame>, SourceError> + Send,
+{
+    fn read(&mut self) -> Result<Option<Frame>, SourceError> {
+        (self.read)()
+    }
+
+    fn frame_rate(&self) -> Option<f64> {
+        self.frame_rate
+    }
+}
+
 /// Why a source could not be opened or read.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
