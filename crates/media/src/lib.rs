@@ -14,4 +14,4 @@ pub mod transform;
 
 pub use encode::{EncodedFrame, EncoderError, H264Encoder, H264EncoderConfig};
 pub use frame::{Frame, FrameError, I420Frame, PixelFormat};
-pub use source::{FrameSource, SourceError, SourceSpec};
+pub use source::{FrameSource, SourceError, SourceSettings, SourceSpec};

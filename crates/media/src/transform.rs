@@ -15,6 +15,13 @@ pub const THE_END: &str = "The End";
 /// What a blank frame says while the source is gone in infinite mode (vidgear's wording).
 pub const NO_INPUT: &str = "No Input";
 
+/// Drops the colour of a frame, keeping its brightness (vidgear's `COLOR_BGR2GRAY`).
+pub fn make_grayscale(frame: &mut I420Frame) {
+    let (_, u, v) = frame.planes_mut();
+    u.fill(128);
+    v.fill(128);
+}
+
 /// A black frame with `text` in white, centred, as large as fits (sizes must be even).
 pub fn blank_frame(width: u32, height: u32, text: &str, captured_at: Instant) -> I420Frame {
     let mut frame = I420Frame::new_grey(width, height, captured_at);
@@ -117,6 +124,16 @@ mod tests {
             FrameSizeReducer::new(91).unwrap_err().to_string(),
             "frame_size_reduction must be between 0 and 90 percent, got 91"
         );
+    }
+
+    #[test]
+    fn grayscale_keeps_luma_and_neutralises_chroma() {
+        let mut frame = TestPattern::new(320, 240, 30).render(7, Instant::now());
+        let luma_before = frame.planes().0.to_vec();
+        make_grayscale(&mut frame);
+        let (y, u, v) = frame.planes();
+        assert_eq!(y, luma_before.as_slice());
+        assert!(u.iter().chain(v).all(|&c| c == 128));
     }
 
     #[test]

@@ -11,7 +11,7 @@ use webgear_rtc::{Frame, PixelFormat, SourceSpec, WebGearRtc, from_fn};
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let spec: SourceSpec = std::env::args().nth(1).unwrap_or_else(|| "testsrc".into()).parse()?;
-    let mut source = spec.open()?;
+    let mut source = spec.open(&Default::default())?;
     let frame_rate = source.frame_rate();
     let grayscale = from_fn(frame_rate, move || {
         let Some(frame) = source.read()? else { return Ok(None) };

@@ -46,11 +46,11 @@ pub use stats::Stats;
 pub use stream::StreamError;
 pub use web::DataError;
 pub use webgear_media::source::from_fn;
-pub use webgear_media::{Frame, FrameSource, I420Frame, PixelFormat, SourceError, SourceSpec};
+pub use webgear_media::{Frame, FrameSource, I420Frame, PixelFormat, SourceError, SourceSettings, SourceSpec};
 
 use rtc::{RtcServer, RtcSettings};
 use stats::Metrics;
-use stream::{StreamClock, VideoStream};
+use stream::{StreamClock, StreamSettings, VideoStream};
 use web::{DataFiles, Templates};
 
 /// Why the server could not be built.
@@ -198,12 +198,20 @@ impl Builder {
         let source = match source {
             SourceChoice::Spec(spec) => {
                 info!(source = %spec, "opening source");
-                spec.open()?
+                let mut settings = SourceSettings::default();
+                settings.resolution = self.options.resolution;
+                settings.framerate = self.options.framerate;
+                spec.open(&settings)?
             }
             SourceChoice::Custom(stream) => stream,
         };
         let metrics = Arc::new(Metrics::default());
-        let stream = VideoStream::start(source, reducer, self.options.infinite_frames(), metrics.clone())?;
+        let stream_settings = StreamSettings {
+            infinite: self.options.infinite_frames(),
+            grayscale: self.options.grayscale(),
+            start_delay: self.options.time_delay,
+        };
+        let stream = VideoStream::start(source, reducer, stream_settings, metrics.clone())?;
         let settings = RtcSettings { listen_ip: self.listen_ip, udp_port: self.udp_port };
         let rtc = RtcServer::start(settings, &stream, metrics.clone()).await.map_err(Error::Media)?;
         info!(addrs = ?rtc.media_addrs(), "WebRTC media listening (UDP)");

@@ -4,13 +4,14 @@
 //! option.
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 use serde_json::{Map, Value};
 use tracing::warn;
 use webgear_media::transform::MAX_FRAME_SIZE_REDUCTION;
 
 /// The options a server is built with, under WebGear_RTC's names and defaults.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 #[non_exhaustive]
 pub struct Options {
     /// Shrink frames by this percentage (0..=90) before encoding. Default 20.
@@ -30,6 +31,15 @@ pub struct Options {
     pub custom_data_location: Option<PathBuf>,
     /// Rewrite the default data files even if they exist. Default false.
     pub overwrite_default_files: bool,
+    /// Ask the source for frames of this size (`[640, 480]` or `"640x480"`).
+    pub resolution: Option<(u32, u32)>,
+    /// Ask the source for this many frames per second.
+    pub framerate: Option<f64>,
+    /// An OpenCV-style colour conversion; conversions to gray (`COLOR_BGR2GRAY`) are
+    /// supported.
+    pub colorspace: Option<String>,
+    /// Wait this long before reading the source, as vidgear's `time_delay` (seconds).
+    pub time_delay: Duration,
 }
 
 impl Default for Options {
@@ -41,18 +51,30 @@ impl Default for Options {
             enable_live_broadcast: false,
             custom_data_location: None,
             overwrite_default_files: false,
+            resolution: None,
+            framerate: None,
+            colorspace: None,
+            time_delay: Duration::ZERO,
         }
     }
 }
 
 /// Options of vidgear's sources that this version recognises but does not act on yet.
-const NOT_YET_SUPPORTED: &[&str] = &["resolution", "framerate", "colorspace", "time_delay", "stabilize"];
+const NOT_YET_SUPPORTED: &[&str] = &["stabilize"];
+
+/// The largest side `resolution` accepts (8K).
+const MAX_SIDE: u64 = 7680;
 
 impl Options {
     /// Whether the stream continues with blank frames after the source ends: asked for
     /// directly, or implied by a live broadcast.
     pub fn infinite_frames(&self) -> bool {
         self.enable_infinite_frames || self.enable_live_broadcast
+    }
+
+    /// Whether `colorspace` asks for grayscale frames.
+    pub fn grayscale(&self) -> bool {
+        self.colorspace.as_deref().is_some_and(is_gray_conversion)
     }
 
     /// Applies every valid entry of `map` and returns a warning for each entry skipped.
@@ -90,6 +112,43 @@ impl Options {
                 }
                 _ => Err(invalid("the path of an existing, writable directory")),
             },
+            "resolution" => {
+                let sides = match value {
+                    Value::Array(pair) if pair.len() == 2 => pair[0].as_u64().zip(pair[1].as_u64()),
+                    Value::String(text) => text
+                        .split_once(['x', 'X'])
+                        .and_then(|(w, h)| w.trim().parse::<u64>().ok().zip(h.trim().parse::<u64>().ok())),
+                    _ => None,
+                };
+                match sides {
+                    Some((w, h)) if (16..=MAX_SIDE).contains(&w) && (16..=MAX_SIDE).contains(&h) => {
+                        self.resolution = Some((w as u32, h as u32));
+                        Ok(())
+                    }
+                    _ => Err(invalid(&format!("[width, height] or \"WIDTHxHEIGHT\", each from 16 to {MAX_SIDE}"))),
+                }
+            }
+            "framerate" => match value.as_f64() {
+                Some(rate) if (1.0..=240.0).contains(&rate) => {
+                    self.framerate = Some(rate);
+                    Ok(())
+                }
+                _ => Err(invalid("frames per second from 1 to 240")),
+            },
+            "time_delay" => match value.as_f64() {
+                Some(seconds) if (0.0..=3600.0).contains(&seconds) => {
+                    self.time_delay = Duration::from_secs_f64(seconds);
+                    Ok(())
+                }
+                _ => Err(invalid("seconds from 0 to 3600")),
+            },
+            "colorspace" => match value.as_str() {
+                Some(conversion) if is_gray_conversion(conversion) => {
+                    self.colorspace = Some(conversion.to_owned());
+                    Ok(())
+                }
+                _ => Err(invalid("a conversion to gray such as \"COLOR_BGR2GRAY\" (the only kind supported)")),
+            },
             "custom_stream" => {
                 Err(format!("skipped option `{name}`: a custom stream is given in code (Builder::custom_stream)"))
             }
@@ -99,6 +158,12 @@ impl Options {
             _ => Err(format!("skipped unknown option `{name}`")),
         }
     }
+}
+
+/// `COLOR_BGR2GRAY`, `COLOR_RGB2GRAY`, `COLOR_BGRA2GRAY`, … (case-insensitive).
+fn is_gray_conversion(name: &str) -> bool {
+    let upper = name.trim().to_ascii_uppercase();
+    upper.starts_with("COLOR_") && upper.ends_with("2GRAY")
 }
 
 #[cfg(test)]
@@ -130,8 +195,18 @@ mod tests {
             "enable_live_broadcast": true,
             "custom_data_location": "/srv/site",
             "overwrite_default_files": true,
+            "resolution": [640, 480],
+            "framerate": 29.97,
+            "colorspace": "COLOR_BGR2GRAY",
+            "time_delay": 1.5,
         }));
         assert!(warnings.is_empty(), "{warnings:?}");
+        assert_eq!(options.resolution, Some((640, 480)));
+        assert_eq!(options.framerate, Some(29.97));
+        assert!(options.grayscale());
+        assert_eq!(options.time_delay, Duration::from_millis(1500));
+        let (string_form, _) = apply(json!({"resolution": "1280x720"}));
+        assert_eq!(string_form.resolution, Some((1280, 720)));
         assert_eq!(options.frame_size_reduction, 0);
         assert!(options.logging && options.enable_infinite_frames && options.enable_live_broadcast);
         assert!(options.overwrite_default_files);
@@ -153,17 +228,25 @@ mod tests {
             "enable_live_broadcast": 1,
             "custom_data_location": 7,
             "bogus": 1,
-            "time_delay": 2,
+            "stabilize": true,
+            "resolution": [10, 20, 30],
+            "framerate": 0,
+            "time_delay": -1,
+            "colorspace": "COLOR_BGR2HSV",
         }));
         assert_eq!(options, Options::default());
-        assert_eq!(warnings.len(), 6, "{warnings:?}");
+        assert_eq!(warnings.len(), 10, "{warnings:?}");
         for (needle, name) in [
             ("95", "`frame_size_reduction`"),
             ("\"yes\"", "`logging`"),
             ("value 1", "`enable_live_broadcast`"),
             ("value 7", "`custom_data_location`"),
             ("unknown", "`bogus`"),
-            ("not supported", "`time_delay`"),
+            ("not supported", "`stabilize`"),
+            ("[10,20,30]", "`resolution`"),
+            ("value 0", "`framerate`"),
+            ("value -1", "`time_delay`"),
+            ("COLOR_BGR2HSV", "`colorspace`"),
         ] {
             assert!(warnings.iter().any(|w| w.contains(needle) && w.contains(name)), "{name}: {warnings:?}");
         }

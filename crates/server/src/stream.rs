@@ -17,7 +17,7 @@ use str0m::media::MediaTime;
 use tokio::sync::broadcast;
 use tracing::{debug, info, warn};
 use webgear_media::I420Frame;
-use webgear_media::transform::{FrameSizeReducer, NO_INPUT, THE_END, blank_frame};
+use webgear_media::transform::{FrameSizeReducer, NO_INPUT, THE_END, blank_frame, make_grayscale};
 use webgear_media::{EncodedFrame, EncoderError, FrameSource, H264Encoder, H264EncoderConfig};
 
 use crate::stats::Metrics;
@@ -67,6 +67,17 @@ pub enum StreamError {
     Thread(#[source] std::io::Error),
 }
 
+/// How a stream treats its frames, beyond the size reduction.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct StreamSettings {
+    /// Keep streaming "No Input" frames after the source is gone.
+    pub(crate) infinite: bool,
+    /// Drop the colour of every frame.
+    pub(crate) grayscale: bool,
+    /// Wait this long before the first read (vidgear's `time_delay`).
+    pub(crate) start_delay: Duration,
+}
+
 /// Restarts the stream clock: the next frame's RTP timestamp is zero again.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct StreamClock {
@@ -94,7 +105,7 @@ impl VideoStream {
     pub(crate) fn start(
         mut source: Box<dyn FrameSource>,
         reducer: FrameSizeReducer,
-        infinite: bool,
+        settings: StreamSettings,
         metrics: Arc<Metrics>,
     ) -> Result<Self, StreamError> {
         let frame_rate = source.frame_rate().filter(|rate| *rate >= 1.0).unwrap_or(30.0);
@@ -106,7 +117,7 @@ impl VideoStream {
         let clock = StreamClock::default();
         let mut capture = Capture {
             reducer,
-            infinite,
+            settings,
             frame_interval: Duration::from_secs_f64(1.0 / frame_rate),
             clock_start: Instant::now(),
             frames: frames.clone(),
@@ -166,8 +177,7 @@ impl Drop for VideoStream {
 /// The capture thread's state.
 struct Capture {
     reducer: FrameSizeReducer,
-    /// Keep streaming "No Input" frames after the source is gone.
-    infinite: bool,
+    settings: StreamSettings,
     frame_interval: Duration,
     clock_start: Instant,
     frames: broadcast::Sender<StreamFrame>,
@@ -180,6 +190,14 @@ struct Capture {
 
 impl Capture {
     fn run(&mut self, source: &mut dyn FrameSource, encoder: &mut H264Encoder) {
+        if !self.settings.start_delay.is_zero() {
+            debug!(delay = ?self.settings.start_delay, "waiting before reading the source");
+            let start_at = Instant::now() + self.settings.start_delay;
+            // In small steps, so stopping the stream does not wait for the whole delay.
+            while !self.stop.load(Ordering::Relaxed) && Instant::now() < start_at {
+                thread::sleep(start_at.saturating_duration_since(Instant::now()).min(Duration::from_millis(50)));
+            }
+        }
         let mut last_size = None;
         while !self.stop.load(Ordering::Relaxed) {
             let frame = match source.read() {
@@ -193,7 +211,10 @@ impl Capture {
                     break;
                 }
             };
-            let picture = self.reducer.apply(frame.into_i420());
+            let mut picture = self.reducer.apply(frame.into_i420());
+            if self.settings.grayscale {
+                make_grayscale(&mut picture);
+            }
             last_size = Some((picture.width(), picture.height()));
             let force_keyframe = self.keyframe_due();
             if let Err(error) = self.publish(encoder, &picture, force_keyframe) {
@@ -213,7 +234,7 @@ impl Capture {
     /// After the source is gone: in infinite mode, "No Input" frames at the source's pace
     /// until the stream stops; otherwise one "The End" frame, and the stream ends.
     fn finish(&mut self, encoder: &mut H264Encoder, width: u32, height: u32) -> Result<(), EncoderError> {
-        if !self.infinite {
+        if !self.settings.infinite {
             let picture = blank_frame(width, height, THE_END, Instant::now());
             return self.publish(encoder, &picture, true);
         }

@@ -76,6 +76,21 @@ async fn an_h264_mp4_file_plays_in_order_to_the_end() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_file_is_scaled_to_the_resolution_option() {
+    let _lock = exclusive().await;
+    let path = clip("clip.mkv", &["-c:v", "ffv1"]);
+    let mut options = Options::default();
+    options.frame_size_reduction = 0;
+    options.resolution = Some((480, 270));
+    options.custom_data_location = Some(scratch_dir());
+    let server = TestServer::start_with(WebGearRtc::builder().source(SourceSpec::File(path)).options(options)).await;
+    let (_viewer, first) = server.playing_viewer().await;
+    assert_eq!((first.width, first.height), (480, 270));
+    assert!(first.number.is_some(), "the scaled picture keeps its frame code");
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_lossless_mkv_file_plays_in_order_to_the_end() {
     let _lock = exclusive().await;
     let path = clip("clip.mkv", &["-c:v", "ffv1"]);

@@ -29,6 +29,9 @@ pub struct DecodedFrame {
     pub number: Option<u16>,
     /// Whether the frame was an IDR (a keyframe).
     pub keyframe: bool,
+    /// The spread (largest minus smallest) of the picture's U samples: near zero for a
+    /// gray picture.
+    pub chroma_range: u8,
     /// When the picture was decoded.
     pub arrived_at: Instant,
 }
@@ -265,7 +268,19 @@ impl Session {
                 let (width, height) = picture.dimensions();
                 let number = FrameCode::read(picture.y(), picture.strides().0, width, height);
                 let keyframe = contains_idr(annex_b);
-                let frame = DecodedFrame { width: width as u32, height: height as u32, number, keyframe, arrived_at };
+                let (chroma_width, chroma_height) = picture.dimensions_uv();
+                let u_stride = picture.strides().1;
+                let u_samples = picture.u().chunks(u_stride).take(chroma_height).flat_map(|row| &row[..chroma_width]);
+                let (low, high) = u_samples.fold((u8::MAX, u8::MIN), |(low, high), &c| (low.min(c), high.max(c)));
+                let chroma_range = high.saturating_sub(low);
+                let frame = DecodedFrame {
+                    width: width as u32,
+                    height: height as u32,
+                    number,
+                    keyframe,
+                    chroma_range,
+                    arrived_at,
+                };
                 // A closed channel means nobody is listening any more; keep the session up.
                 let _ = self.frames.send(frame);
             }

@@ -139,15 +139,34 @@ pub enum SourceSpec {
     ImageSequence(String),
 }
 
+/// vidgear's source tweaks that apply to every kind of source.
+#[derive(Debug, Clone, Default, PartialEq)]
+#[non_exhaustive]
+pub struct SourceSettings {
+    /// Deliver frames of this size (scaled by the source).
+    pub resolution: Option<(u32, u32)>,
+    /// Deliver this many frames per second.
+    pub framerate: Option<f64>,
+}
+
 /// URL schemes read as network streams.
 const STREAM_SCHEMES: [&str; 7] = ["rtsp://", "rtsps://", "rtmp://", "http://", "https://", "udp://", "srt://"];
 
 impl SourceSpec {
-    /// Opens the source for reading.
-    pub fn open(&self) -> Result<Box<dyn FrameSource>, SourceError> {
-        let realtime = FfmpegOptions { realtime: true, ..FfmpegOptions::default() };
+    /// Opens the source for reading, with the size and rate `settings` ask for.
+    pub fn open(&self, settings: &SourceSettings) -> Result<Box<dyn FrameSource>, SourceError> {
+        let realtime = FfmpegOptions {
+            realtime: true,
+            resolution: settings.resolution,
+            framerate: settings.framerate,
+            ..FfmpegOptions::default()
+        };
         match self {
-            SourceSpec::TestPattern => Ok(Box::new(TestPattern::default())),
+            SourceSpec::TestPattern => {
+                let (width, height) = settings.resolution.unwrap_or((1280, 720));
+                let rate = settings.framerate.map_or(30, |rate| rate.round() as u32);
+                Ok(Box::new(TestPattern::new(width, height, rate)))
+            }
             SourceSpec::File(path) => {
                 let spec = path.display().to_string();
                 if !path.is_file() {
@@ -237,7 +256,8 @@ mod tests {
 
     #[test]
     fn a_missing_file_fails_at_open_naming_it() {
-        let error = SourceSpec::File("no-such-clip.mp4".into()).open().err().unwrap().to_string();
+        let error =
+            SourceSpec::File("no-such-clip.mp4".into()).open(&SourceSettings::default()).err().unwrap().to_string();
         assert_eq!(error, "cannot open source \"no-such-clip.mp4\": no such file");
     }
 }
