@@ -195,13 +195,19 @@ impl Builder {
         let templates = Templates::new(data.templates_dir(), url_paths);
         let static_dirs = folders.into_iter().map(|folder| (folder.url_path, folder.dir)).collect();
 
+        let mut reopen: Option<stream::Reopen> = None;
         let source = match source {
             SourceChoice::Spec(spec) => {
                 info!(source = %spec, "opening source");
                 let mut settings = SourceSettings::default();
                 settings.resolution = self.options.resolution;
                 settings.framerate = self.options.framerate;
-                spec.open(&settings)?
+                let opened = spec.open(&settings)?;
+                if matches!(spec, SourceSpec::Url(_)) {
+                    // A network stream that drops is worth reconnecting to.
+                    reopen = Some(Arc::new(move || spec.open(&settings)));
+                }
+                opened
             }
             SourceChoice::Custom(stream) => stream,
         };
@@ -210,6 +216,7 @@ impl Builder {
             infinite: self.options.infinite_frames(),
             grayscale: self.options.grayscale(),
             start_delay: self.options.time_delay,
+            reopen: reopen.filter(|_| self.options.infinite_frames()),
         };
         let stream = VideoStream::start(source, reducer, stream_settings, metrics.clone())?;
         let settings = RtcSettings { listen_ip: self.listen_ip, udp_port: self.udp_port };

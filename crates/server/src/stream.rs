@@ -8,8 +8,8 @@
 //! Keyframes are produced on request ([`KeyframeRequests`]), coalesced so that a burst of
 //! joins or PLIs costs one keyframe.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, mpsc};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
@@ -18,13 +18,17 @@ use tokio::sync::broadcast;
 use tracing::{debug, info, warn};
 use webgear_media::I420Frame;
 use webgear_media::transform::{FrameSizeReducer, NO_INPUT, THE_END, blank_frame, make_grayscale};
-use webgear_media::{EncodedFrame, EncoderError, FrameSource, H264Encoder, H264EncoderConfig};
+use webgear_media::{EncodedFrame, EncoderError, FrameSource, H264Encoder, H264EncoderConfig, SourceError};
 
 use crate::stats::Metrics;
 
 /// Encoded frames a subscriber may fall behind by before it skips ahead (about a second
 /// at 30 fps).
 const FANOUT_CAPACITY: usize = 32;
+
+/// The first wait before reopening a source that is gone; it doubles up to [`MAX_RETRY`].
+const FIRST_RETRY: Duration = Duration::from_secs(1);
+const MAX_RETRY: Duration = Duration::from_secs(30);
 
 /// The size of blank frames when the source ended before producing any frame.
 const BLANK_SIZE: (u32, u32) = (640, 360);
@@ -67,8 +71,11 @@ pub enum StreamError {
     Thread(#[source] std::io::Error),
 }
 
+/// Opens the stream's source again after it ended or failed: network streams reconnect.
+pub(crate) type Reopen = Arc<dyn Fn() -> Result<Box<dyn FrameSource>, SourceError> + Send + Sync>;
+
 /// How a stream treats its frames, beyond the size reduction.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Clone, Default)]
 pub(crate) struct StreamSettings {
     /// Keep streaming "No Input" frames after the source is gone.
     pub(crate) infinite: bool,
@@ -76,6 +83,19 @@ pub(crate) struct StreamSettings {
     pub(crate) grayscale: bool,
     /// Wait this long before the first read (vidgear's `time_delay`).
     pub(crate) start_delay: Duration,
+    /// In infinite mode, how to get the source back once it is gone.
+    pub(crate) reopen: Option<Reopen>,
+}
+
+impl std::fmt::Debug for StreamSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StreamSettings")
+            .field("infinite", &self.infinite)
+            .field("grayscale", &self.grayscale)
+            .field("start_delay", &self.start_delay)
+            .field("reopens", &self.reopen.is_some())
+            .finish()
+    }
 }
 
 /// Restarts the stream clock: the next frame's RTP timestamp is zero again.
@@ -103,7 +123,7 @@ pub(crate) struct VideoStream {
 impl VideoStream {
     /// Starts the capture thread. Fails if the encoder cannot be created.
     pub(crate) fn start(
-        mut source: Box<dyn FrameSource>,
+        source: Box<dyn FrameSource>,
         reducer: FrameSizeReducer,
         settings: StreamSettings,
         metrics: Arc<Metrics>,
@@ -133,8 +153,7 @@ impl VideoStream {
         let thread = thread::Builder::new()
             .name("webgear-capture".into())
             .spawn(move || {
-                capture.run(source.as_mut(), &mut encoder);
-                source.stop();
+                capture.run(source, &mut encoder);
                 capture.metrics.encoders_running.fetch_sub(1, Ordering::Relaxed);
             })
             .map_err(|error| {
@@ -189,65 +208,131 @@ struct Capture {
 }
 
 impl Capture {
-    fn run(&mut self, source: &mut dyn FrameSource, encoder: &mut H264Encoder) {
+    fn run(&mut self, mut source: Box<dyn FrameSource>, encoder: &mut H264Encoder) {
         if !self.settings.start_delay.is_zero() {
             debug!(delay = ?self.settings.start_delay, "waiting before reading the source");
             let start_at = Instant::now() + self.settings.start_delay;
             // In small steps, so stopping the stream does not wait for the whole delay.
-            while !self.stop.load(Ordering::Relaxed) && Instant::now() < start_at {
+            while !self.stopping() && Instant::now() < start_at {
                 thread::sleep(start_at.saturating_duration_since(Instant::now()).min(Duration::from_millis(50)));
             }
         }
         let mut last_size = None;
-        while !self.stop.load(Ordering::Relaxed) {
+        loop {
+            let played = self.play(source.as_mut(), encoder, &mut last_size);
+            source.stop();
+            if let Err(error) = played {
+                warn!(%error, "stopping the stream");
+                return;
+            }
+            if self.stopping() {
+                return;
+            }
+            let (width, height) = last_size.unwrap_or(BLANK_SIZE);
+            if !self.settings.infinite {
+                let picture = blank_frame(width, height, THE_END, Instant::now());
+                if let Err(error) = self.publish(encoder, &picture, true) {
+                    warn!(%error, "could not send the last frame");
+                }
+                return;
+            }
+            match self.no_input_until_reopened(encoder, width, height) {
+                Ok(Some(reopened)) => source = reopened,
+                Ok(None) => return,
+                Err(error) => {
+                    warn!(%error, "stopping the stream");
+                    return;
+                }
+            }
+        }
+    }
+
+    fn stopping(&self) -> bool {
+        self.stop.load(Ordering::Relaxed)
+    }
+
+    /// Streams the source's frames until it ends or fails (`Ok`), the stream stops (`Ok`),
+    /// or the encoder fails (`Err`).
+    fn play(
+        &mut self,
+        source: &mut dyn FrameSource,
+        encoder: &mut H264Encoder,
+        last_size: &mut Option<(u32, u32)>,
+    ) -> Result<(), EncoderError> {
+        while !self.stopping() {
             let frame = match source.read() {
                 Ok(Some(frame)) => frame,
                 Ok(None) => {
                     info!("the source ended");
-                    break;
+                    return Ok(());
                 }
                 Err(error) => {
                     warn!(%error, "the source failed");
-                    break;
+                    return Ok(());
                 }
             };
             let mut picture = self.reducer.apply(frame.into_i420());
             if self.settings.grayscale {
                 make_grayscale(&mut picture);
             }
-            last_size = Some((picture.width(), picture.height()));
+            *last_size = Some((picture.width(), picture.height()));
             let force_keyframe = self.keyframe_due();
-            if let Err(error) = self.publish(encoder, &picture, force_keyframe) {
-                warn!(%error, "stopping the stream");
-                return;
-            }
+            self.publish(encoder, &picture, force_keyframe)?;
         }
-        if self.stop.load(Ordering::Relaxed) {
-            return;
-        }
-        let (width, height) = last_size.unwrap_or(BLANK_SIZE);
-        if let Err(error) = self.finish(encoder, width, height) {
-            warn!(%error, "could not send the last frames");
-        }
+        Ok(())
     }
 
-    /// After the source is gone: in infinite mode, "No Input" frames at the source's pace
-    /// until the stream stops; otherwise one "The End" frame, and the stream ends.
-    fn finish(&mut self, encoder: &mut H264Encoder, width: u32, height: u32) -> Result<(), EncoderError> {
-        if !self.settings.infinite {
-            let picture = blank_frame(width, height, THE_END, Instant::now());
-            return self.publish(encoder, &picture, true);
-        }
-        info!("streaming \"{NO_INPUT}\" frames until the stream stops");
-        let mut next = Instant::now();
-        while !self.stop.load(Ordering::Relaxed) {
+    /// Streams "No Input" frames at the source's pace while the source is gone. A source
+    /// that can be opened again (a network stream) is retried in the background, waiting
+    /// twice as long after each failure; once it opens, it is returned and streaming
+    /// resumes for every viewer. `Ok(None)` when the stream stops first.
+    fn no_input_until_reopened(
+        &mut self,
+        encoder: &mut H264Encoder,
+        width: u32,
+        height: u32,
+    ) -> Result<Option<Box<dyn FrameSource>>, EncoderError> {
+        info!("streaming \"{NO_INPUT}\" frames while the source is gone");
+        let mut backoff = FIRST_RETRY;
+        let mut next_attempt = Instant::now() + backoff;
+        let mut attempt: Option<mpsc::Receiver<Result<Box<dyn FrameSource>, SourceError>>> = None;
+        let mut next_frame = Instant::now();
+        while !self.stopping() {
+            if let Some(pending) = &attempt {
+                match pending.try_recv() {
+                    Ok(Ok(source)) => {
+                        info!("the source is back");
+                        return Ok(Some(source));
+                    }
+                    Ok(Err(error)) => {
+                        debug!(%error, retry_in = ?backoff, "the source is still gone");
+                        attempt = None;
+                        next_attempt = Instant::now() + backoff;
+                        backoff = (backoff * 2).min(MAX_RETRY);
+                    }
+                    Err(mpsc::TryRecvError::Empty) => {}
+                    Err(mpsc::TryRecvError::Disconnected) => attempt = None,
+                }
+            } else if let Some(reopen) = self.settings.reopen.clone()
+                && Instant::now() >= next_attempt
+            {
+                let (done, result) = mpsc::channel();
+                let spawned = thread::Builder::new().name("webgear-reopen".into()).spawn(move || {
+                    // Nobody listening means the stream stopped meanwhile.
+                    let _ = done.send(reopen());
+                });
+                match spawned {
+                    Ok(_) => attempt = Some(result),
+                    Err(error) => warn!(%error, "could not start a thread to reopen the source"),
+                }
+            }
             let picture = blank_frame(width, height, NO_INPUT, Instant::now());
             let force_keyframe = self.keyframe_due();
             self.publish(encoder, &picture, force_keyframe)?;
-            next += self.frame_interval;
-            thread::sleep(next.saturating_duration_since(Instant::now()));
+            next_frame += self.frame_interval;
+            thread::sleep(next_frame.saturating_duration_since(Instant::now()));
         }
-        Ok(())
+        Ok(None)
     }
 
     /// Encodes one picture and hands it to every subscriber.

@@ -128,6 +128,37 @@ async fn numbered_and_globbed_image_sequences_play_to_the_end() {
     }
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn in_infinite_mode_a_network_stream_that_drops_shows_no_input_then_resumes() {
+    let _lock = exclusive().await;
+    let path = clip("clip.mp4", &["-c:v", "libx264", "-preset", "ultrafast", "-pix_fmt", "yuv420p"]);
+    let files = axum::Router::new().fallback_service(tower_http::services::ServeDir::new(path.parent().unwrap()));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let http = tokio::spawn(async move { axum::serve(listener, files).await.unwrap() });
+
+    let mut options = Options::default();
+    options.enable_infinite_frames = true;
+    options.custom_data_location = Some(scratch_dir());
+    let source: SourceSpec = format!("http://{addr}/clip.mp4").parse().unwrap();
+    let server = TestServer::start_with(WebGearRtc::builder().source(source).options(options)).await;
+    let (mut viewer, _) = server.playing_viewer().await;
+
+    // The 2 s stream ends; "No Input" fills in until the reconnect (after a second) plays
+    // the stream again from its start, for the same viewer.
+    let frames = viewer.frames_during(Duration::from_secs(6)).await;
+    let phases: Vec<bool> = frames.iter().map(|f| f.number.is_some()).collect();
+    let gap = phases.iter().position(|&numbered| !numbered).expect("\"No Input\" frames after the end");
+    let resumed = gap + phases[gap..].iter().position(|&numbered| numbered).expect("the stream came back");
+    assert!(resumed - gap >= 20, "about a second of \"No Input\" before the retry, got {} frames", resumed - gap);
+    let after: Vec<u16> = frames[resumed..].iter().map_while(|f| f.number).collect();
+    assert!(after.len() >= 20 && after[0] < 10, "the stream restarted from its beginning: {after:?}");
+    assert!(after.windows(2).all(|pair| pair[0] < pair[1]), "{after:?}");
+    assert_eq!(server.app.stats().viewers, 1, "the viewer never had to reconnect");
+    server.stop().await;
+    http.abort();
+}
+
 #[tokio::test]
 async fn a_source_that_cannot_be_opened_fails_at_start_naming_it_and_why() {
     let broken = scratch_dir().join("broken.mp4");
