@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Runs the whole test suite on a Debian machine: installs what the tests need (a headless
-# browser and its driver, nasm for OpenH264's fast assembly, ffmpeg for file and stream
-# sources, procps for pgrep), then checks formatting and lints, runs every test and builds
-# the docs. Exits non-zero on any failure.
+# browser and its driver, nasm for OpenH264's fast assembly, ffmpeg for the sources, procps
+# for pgrep, Xvfb for screen capture), then checks formatting and lints, runs every test
+# and builds the docs. Exits non-zero on any failure.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -12,6 +12,7 @@ command -v chromedriver >/dev/null || missing+=(chromium-driver)
 command -v nasm >/dev/null || missing+=(nasm)
 command -v ffmpeg >/dev/null || missing+=(ffmpeg)
 command -v pgrep >/dev/null || missing+=(procps)
+command -v Xvfb >/dev/null || missing+=(xvfb)
 if ((${#missing[@]})); then
   sudo=""
   [ "$(id -u)" -eq 0 ] || sudo=sudo

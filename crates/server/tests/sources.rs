@@ -159,6 +159,34 @@ async fn in_infinite_mode_a_network_stream_that_drops_shows_no_input_then_resume
     http.abort();
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_screen_of_an_x_display_streams() {
+    let _lock = exclusive().await;
+    let display = format!(":{}", 50 + std::process::id() % 200);
+    let mut xvfb = Command::new("Xvfb")
+        .args([display.as_str(), "-screen", "0", "640x360x24", "-nolisten", "tcp"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("Xvfb is installed");
+    let socket = PathBuf::from(format!("/tmp/.X11-unix/X{}", &display[1..]));
+    let ready_by = Instant::now() + Duration::from_secs(10);
+    while !socket.exists() {
+        assert!(Instant::now() < ready_by, "Xvfb did not start");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+
+    let source: SourceSpec = format!("screen:{display}").parse().unwrap();
+    let server = server_for(source).await;
+    let (mut viewer, first) = server.playing_viewer().await;
+    assert_eq!((first.width, first.height), (320, 180), "the 640x360 screen, halved");
+    let frames = viewer.frames_during(Duration::from_secs(1)).await;
+    assert!(frames.len() >= 20, "only {} frames of the screen in a second", frames.len());
+    server.stop().await;
+    let _ = xvfb.kill();
+    let _ = xvfb.wait();
+}
+
 #[tokio::test]
 async fn a_source_that_cannot_be_opened_fails_at_start_naming_it_and_why() {
     let broken = scratch_dir().join("broken.mp4");

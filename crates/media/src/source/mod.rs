@@ -137,6 +137,11 @@ pub enum SourceSpec {
     Url(String),
     /// Numbered images (`frames/%04d.png`) or a glob (`frames/*.png`).
     ImageSequence(String),
+    /// A V4L2 camera: `0` is `/dev/video0`, or a device path. Read through ffmpeg.
+    Camera(PathBuf),
+    /// The X11 screen: `screen` captures `$DISPLAY`, `screen:DISPLAY` another display
+    /// (e.g. `screen::1`). Read through ffmpeg.
+    Screen(Option<String>),
 }
 
 /// vidgear's source tweaks that apply to every kind of source.
@@ -175,6 +180,32 @@ impl SourceSpec {
                 Ok(Box::new(FfmpegSource::open(&spec, &realtime)?))
             }
             SourceSpec::Url(url) => Ok(Box::new(FfmpegSource::open(url, &realtime)?)),
+            SourceSpec::Camera(device) => {
+                let spec = device.display().to_string();
+                if !device.exists() {
+                    return Err(SourceError::Open { spec, reason: "no such camera device".into() });
+                }
+                let live =
+                    FfmpegOptions { realtime: false, input_options: vec!["-f".into(), "v4l2".into()], ..realtime };
+                Ok(Box::new(FfmpegSource::open(&spec, &live)?))
+            }
+            SourceSpec::Screen(display) => {
+                let display = match display.clone().or_else(|| std::env::var("DISPLAY").ok()) {
+                    Some(display) if !display.is_empty() => display,
+                    _ => {
+                        return Err(SourceError::Open {
+                            spec: self.to_string(),
+                            reason: "no X display: set DISPLAY or write screen:DISPLAY".into(),
+                        });
+                    }
+                };
+                let mut input_options = vec!["-f".to_owned(), "x11grab".to_owned()];
+                if let Some(rate) = settings.framerate {
+                    input_options.extend(["-framerate".to_owned(), rate.to_string()]);
+                }
+                let live = FfmpegOptions { realtime: false, input_options, ..realtime };
+                Ok(Box::new(FfmpegSource::open(&display, &live)?))
+            }
             SourceSpec::ImageSequence(pattern) => {
                 let mut input_options = vec!["-f".to_owned(), "image2".to_owned()];
                 if pattern.contains('*') {
@@ -198,11 +229,17 @@ impl FromStr for SourceSpec {
         if source.is_empty() {
             return Err(SourceError::Unsupported { spec: source.to_owned(), reason: "the source is empty".into() });
         }
-        if source.parse::<u32>().is_ok() || source.starts_with("/dev/video") {
-            return Err(SourceError::Unsupported {
-                spec: source.to_owned(),
-                reason: "cameras are not supported by this version yet".into(),
-            });
+        if let Ok(index) = source.parse::<u32>() {
+            return Ok(SourceSpec::Camera(PathBuf::from(format!("/dev/video{index}"))));
+        }
+        if source.starts_with("/dev/video") {
+            return Ok(SourceSpec::Camera(PathBuf::from(source)));
+        }
+        if lower == "screen" {
+            return Ok(SourceSpec::Screen(None));
+        }
+        if let Some(display) = lower.strip_prefix("screen:").map(|_| &source["screen:".len()..]) {
+            return Ok(SourceSpec::Screen(Some(display.to_owned())));
         }
         if STREAM_SCHEMES.iter().any(|scheme| lower.starts_with(scheme)) {
             return Ok(SourceSpec::Url(source.to_owned()));
@@ -227,7 +264,9 @@ impl fmt::Display for SourceSpec {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             SourceSpec::TestPattern => f.write_str("testsrc"),
-            SourceSpec::File(path) => write!(f, "{}", path.display()),
+            SourceSpec::File(path) | SourceSpec::Camera(path) => write!(f, "{}", path.display()),
+            SourceSpec::Screen(None) => f.write_str("screen"),
+            SourceSpec::Screen(Some(display)) => write!(f, "screen:{display}"),
             SourceSpec::Url(text) | SourceSpec::ImageSequence(text) => f.write_str(text),
         }
     }
@@ -248,10 +287,16 @@ mod tests {
         assert_eq!(parse("frames/img%d.jpg"), SourceSpec::ImageSequence("frames/img%d.jpg".into()));
         assert_eq!(parse("frames/*.png"), SourceSpec::ImageSequence("frames/*.png".into()));
         assert_eq!(parse("100%.mp4"), SourceSpec::File("100%.mp4".into()));
-        for camera in ["0", "/dev/video2"] {
-            let error = camera.parse::<SourceSpec>().unwrap_err().to_string();
-            assert!(error.contains(camera) && error.contains("cameras"), "{error}");
-        }
+        assert_eq!(parse("0"), SourceSpec::Camera("/dev/video0".into()));
+        assert_eq!(parse("/dev/video2"), SourceSpec::Camera("/dev/video2".into()));
+        assert_eq!(parse("screen"), SourceSpec::Screen(None));
+        assert_eq!(parse("screen::1"), SourceSpec::Screen(Some(":1".into())));
+    }
+
+    #[test]
+    fn a_missing_camera_fails_at_open_naming_it() {
+        let error = "7".parse::<SourceSpec>().unwrap().open(&SourceSettings::default()).err().unwrap().to_string();
+        assert_eq!(error, "cannot open source \"/dev/video7\": no such camera device");
     }
 
     #[test]
