@@ -44,6 +44,17 @@ fn clip(name: &str, output_options: &[&str]) -> PathBuf {
     path
 }
 
+/// ffmpeg output options for an H.264 clip.
+const H264: &[&str] = &["-c:v", "libx264", "-preset", "ultrafast", "-pix_fmt", "yuv420p"];
+
+/// Serves `file` over HTTP on loopback; returns its URL and the server task.
+async fn serve_over_http(file: &Path) -> (String, tokio::task::JoinHandle<()>) {
+    let files = axum::Router::new().fallback_service(tower_http::services::ServeDir::new(file.parent().unwrap()));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/{}", listener.local_addr().unwrap(), file.file_name().unwrap().to_str().unwrap());
+    (url, tokio::spawn(async move { axum::serve(listener, files).await.unwrap() }))
+}
+
 async fn server_for(source: SourceSpec) -> TestServer {
     let mut options = Options::default();
     options.frame_size_reduction = 50;
@@ -69,7 +80,7 @@ async fn assert_plays_to_the_end(server: &TestServer) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_h264_mp4_file_plays_in_order_to_the_end() {
     let _lock = exclusive().await;
-    let path = clip("clip.mp4", &["-c:v", "libx264", "-preset", "ultrafast", "-pix_fmt", "yuv420p"]);
+    let path = clip("clip.mp4", H264);
     let server = server_for(SourceSpec::File(path)).await;
     assert_plays_to_the_end(&server).await;
     server.stop().await;
@@ -102,13 +113,9 @@ async fn a_lossless_mkv_file_plays_in_order_to_the_end() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_http_stream_plays_in_order_to_the_end() {
     let _lock = exclusive().await;
-    let path = clip("clip.mp4", &["-c:v", "libx264", "-preset", "ultrafast", "-pix_fmt", "yuv420p"]);
-    let files = axum::Router::new().fallback_service(tower_http::services::ServeDir::new(path.parent().unwrap()));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let http = tokio::spawn(async move { axum::serve(listener, files).await.unwrap() });
+    let (url, http) = serve_over_http(&clip("clip.mp4", H264)).await;
 
-    let server = server_for(format!("http://{addr}/clip.mp4").parse().unwrap()).await;
+    let server = server_for(url.parse().unwrap()).await;
     assert_plays_to_the_end(&server).await;
     server.stop().await;
     http.abort();
@@ -131,16 +138,12 @@ async fn numbered_and_globbed_image_sequences_play_to_the_end() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn in_infinite_mode_a_network_stream_that_drops_shows_no_input_then_resumes() {
     let _lock = exclusive().await;
-    let path = clip("clip.mp4", &["-c:v", "libx264", "-preset", "ultrafast", "-pix_fmt", "yuv420p"]);
-    let files = axum::Router::new().fallback_service(tower_http::services::ServeDir::new(path.parent().unwrap()));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let http = tokio::spawn(async move { axum::serve(listener, files).await.unwrap() });
+    let (url, http) = serve_over_http(&clip("clip.mp4", H264)).await;
 
     let mut options = Options::default();
     options.enable_infinite_frames = true;
     options.custom_data_location = Some(scratch_dir());
-    let source: SourceSpec = format!("http://{addr}/clip.mp4").parse().unwrap();
+    let source: SourceSpec = url.parse().unwrap();
     let server = TestServer::start_with(WebGearRtc::builder().source(source).options(options)).await;
     let (mut viewer, _) = server.playing_viewer().await;
 
