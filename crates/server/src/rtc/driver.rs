@@ -18,7 +18,7 @@ use tokio::net::UdpSocket;
 use tokio::sync::{broadcast, mpsc, oneshot};
 use tokio::task::JoinSet;
 use tokio::time::sleep_until;
-use tracing::{debug, trace, warn};
+use tracing::{debug, trace};
 
 use super::peer::{Peer, PeerId};
 use crate::stats::Metrics;
@@ -62,7 +62,8 @@ pub(crate) struct Driver {
     /// Remote address → the peer that accepted traffic from it, so routing a datagram is a
     /// lookup rather than asking every peer.
     routes: HashMap<SocketAddr, PeerId>,
-    sockets: Vec<Arc<UdpSocket>>,
+    /// The media sockets with their local addresses (one per host candidate).
+    sockets: Vec<(SocketAddr, Arc<UdpSocket>)>,
     frames: broadcast::Receiver<StreamFrame>,
     keyframes: KeyframeRequests,
     metrics: Arc<Metrics>,
@@ -71,7 +72,7 @@ pub(crate) struct Driver {
 
 impl Driver {
     pub(crate) fn new(
-        sockets: Vec<UdpSocket>,
+        sockets: Vec<(SocketAddr, UdpSocket)>,
         frames: broadcast::Receiver<StreamFrame>,
         keyframes: KeyframeRequests,
         metrics: Arc<Metrics>,
@@ -79,7 +80,7 @@ impl Driver {
         Driver {
             peers: HashMap::new(),
             routes: HashMap::new(),
-            sockets: sockets.into_iter().map(Arc::new).collect(),
+            sockets: sockets.into_iter().map(|(addr, socket)| (addr, Arc::new(socket))).collect(),
             frames,
             keyframes,
             metrics,
@@ -90,8 +91,8 @@ impl Driver {
     pub(crate) async fn run(mut self, mut commands: mpsc::Receiver<Command>) {
         let (datagram_tx, mut datagrams) = mpsc::channel(DATAGRAM_QUEUE);
         let mut readers = JoinSet::new();
-        for socket in &self.sockets {
-            readers.spawn(read_datagrams(socket.clone(), datagram_tx.clone()));
+        for (addr, socket) in &self.sockets {
+            readers.spawn(read_datagrams(*addr, socket.clone(), datagram_tx.clone()));
         }
         drop(datagram_tx);
         let mut stream_open = true;
@@ -231,11 +232,11 @@ impl Driver {
             }
         }
         for transmit in self.outgoing.drain(..) {
-            let socket = self
-                .sockets
-                .iter()
-                .find(|socket| socket.local_addr().is_ok_and(|addr| addr == transmit.source))
-                .unwrap_or(&self.sockets[0]);
+            // Send from the candidate the peer chose; every transmit names one of ours.
+            let Some((_, socket)) = self.sockets.iter().find(|(addr, _)| *addr == transmit.source) else {
+                debug!(source = %transmit.source, "no socket for this source address");
+                continue;
+            };
             if let Err(error) = socket.send_to(&transmit.contents, transmit.destination).await {
                 debug!(%error, destination = %transmit.destination, "send failed");
             }
@@ -254,14 +255,7 @@ impl Driver {
     }
 }
 
-async fn read_datagrams(socket: Arc<UdpSocket>, datagrams: mpsc::Sender<Datagram>) {
-    let destination = match socket.local_addr() {
-        Ok(addr) => addr,
-        Err(error) => {
-            warn!(%error, "media socket has no local address; not reading it");
-            return;
-        }
-    };
+async fn read_datagrams(destination: SocketAddr, socket: Arc<UdpSocket>, datagrams: mpsc::Sender<Datagram>) {
     let mut buffer = vec![0u8; MAX_DATAGRAM];
     loop {
         match socket.recv_from(&mut buffer).await {
