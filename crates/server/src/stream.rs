@@ -147,19 +147,16 @@ impl VideoStream {
             metrics,
             last_keyframe: None,
         };
-        // Counted from here, so the encoder is visible as soon as `start` returns.
-        capture.metrics.encoders_running.fetch_add(1, Ordering::Relaxed);
-        let encoders_running = capture.metrics.clone();
+        // Counted from here, so the encoder is visible as soon as `start` returns, and until
+        // the thread ends however it ends (or fails to start).
+        let running = EncoderRunning::new(capture.metrics.clone());
         let thread = thread::Builder::new()
             .name("webgear-capture".into())
             .spawn(move || {
+                let _running = running;
                 capture.run(source, &mut encoder);
-                capture.metrics.encoders_running.fetch_sub(1, Ordering::Relaxed);
             })
-            .map_err(|error| {
-                encoders_running.encoders_running.fetch_sub(1, Ordering::Relaxed);
-                StreamError::Thread(error)
-            })?;
+            .map_err(StreamError::Thread)?;
         Ok(VideoStream { frames, keyframes, clock, stop, thread: Some(thread) })
     }
 
@@ -190,6 +187,22 @@ impl VideoStream {
 impl Drop for VideoStream {
     fn drop(&mut self) {
         self.stop();
+    }
+}
+
+/// Counts one running encoder in the metrics for as long as it lives.
+struct EncoderRunning(Arc<Metrics>);
+
+impl EncoderRunning {
+    fn new(metrics: Arc<Metrics>) -> Self {
+        metrics.encoders_running.fetch_add(1, Ordering::Relaxed);
+        EncoderRunning(metrics)
+    }
+}
+
+impl Drop for EncoderRunning {
+    fn drop(&mut self) {
+        self.0.encoders_running.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
