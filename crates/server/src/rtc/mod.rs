@@ -58,8 +58,6 @@ impl RtcServer {
     pub(crate) async fn start(settings: RtcSettings, stream: &VideoStream, metrics: Arc<Metrics>) -> io::Result<Self> {
         let ips = net::host_ips(settings.listen_ip)?;
         let sockets = net::bind_all(&ips, settings.udp_port).await?;
-        let sockets =
-            sockets.into_iter().map(|socket| Ok((socket.local_addr()?, socket))).collect::<io::Result<Vec<_>>>()?;
         let host_addrs: Vec<SocketAddr> = sockets.iter().map(|(addr, _)| *addr).collect();
         debug!(?host_addrs, "media sockets bound");
         let dtls_cert = str0m::crypto::from_feature_flags()

@@ -29,16 +29,18 @@ pub(crate) fn host_ips(listen_ip: IpAddr) -> io::Result<Vec<IpAddr>> {
     Ok(ips)
 }
 
-/// Binds one UDP socket per address, all on `port` (0: the port the first bind picks).
-pub(crate) async fn bind_all(ips: &[IpAddr], port: u16) -> io::Result<Vec<UdpSocket>> {
+/// Binds one UDP socket per address, all on `port` (0: the port the first bind picks), and
+/// returns each with its local address.
+pub(crate) async fn bind_all(ips: &[IpAddr], port: u16) -> io::Result<Vec<(SocketAddr, UdpSocket)>> {
     let mut sockets = Vec::with_capacity(ips.len());
     let mut port = port;
     for &ip in ips {
         let socket = UdpSocket::bind(SocketAddr::new(ip, port)).await.map_err(|error| {
             io::Error::new(error.kind(), format!("could not bind UDP {ip}:{port} for media: {error}"))
         })?;
-        port = socket.local_addr()?.port();
-        sockets.push(socket);
+        let addr = socket.local_addr()?;
+        port = addr.port();
+        sockets.push((addr, socket));
     }
     Ok(sockets)
 }
