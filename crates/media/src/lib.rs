@@ -6,6 +6,7 @@
 //! [`transform`]s and hands the result to an [`encode`]r. The server crate owns the threads
 //! and the networking.
 
+pub mod decode;
 mod draw;
 pub mod encode;
 pub mod frame;
@@ -14,4 +15,4 @@ pub mod transform;
 
 pub use encode::{EncodedFrame, EncoderError, H264Encoder, H264EncoderConfig};
 pub use frame::{Frame, FrameError, I420Frame, PixelFormat};
-pub use source::{FrameSource, SourceError, SourceSettings, SourceSpec};
+pub use source::{EncodedSource, FrameSource, SourceError, SourceSettings, SourceSpec};

@@ -8,12 +8,18 @@ use std::fmt;
 use std::path::PathBuf;
 use std::str::FromStr;
 
+use tracing::info;
+
+use crate::decode::DecodingSource;
+use crate::encode::EncodedFrame;
 use crate::frame::Frame;
 
 pub mod ffmpeg;
+pub mod rtsp;
 pub mod test_pattern;
 
 pub use ffmpeg::{FfmpegOptions, FfmpegSource};
+pub use rtsp::RtspSource;
 pub use test_pattern::{FrameCode, TestPattern};
 
 /// A producer of raw frames, read by a stream's capture thread (vidgear's `custom_stream`
@@ -29,6 +35,36 @@ pub trait FrameSource: Send {
     /// The nominal frame rate, if the source knows it.
     fn frame_rate(&self) -> Option<f64> {
         None
+    }
+}
+
+/// A producer of frames that are already H.264 (an IP camera's RTSP stream): the stream
+/// can send them on to viewers as they are, with no decoding and no encoding.
+pub trait EncodedSource: Send {
+    /// Blocks until the next access unit is available (Annex B, SPS/PPS before each
+    /// keyframe). `Ok(None)` means the source has ended.
+    fn read(&mut self) -> Result<Option<EncodedFrame>, SourceError>;
+
+    /// Releases whatever the source holds. Called once, when the stream stops.
+    fn stop(&mut self) {}
+
+    /// The nominal frame rate, if the source knows it.
+    fn frame_rate(&self) -> Option<f64> {
+        None
+    }
+}
+
+impl<S: EncodedSource + ?Sized> EncodedSource for Box<S> {
+    fn read(&mut self) -> Result<Option<EncodedFrame>, SourceError> {
+        (**self).read()
+    }
+
+    fn stop(&mut self) {
+        (**self).stop();
+    }
+
+    fn frame_rate(&self) -> Option<f64> {
+        (**self).frame_rate()
     }
 }
 
@@ -133,7 +169,8 @@ pub enum SourceSpec {
     /// A video file of any container and codec ffmpeg reads.
     File(PathBuf),
     /// A network stream: `rtsp://`, `rtsps://`, `rtmp://`, `http(s)://` (files, HLS), `udp://`,
-    /// `srt://`.
+    /// `srt://`. `rtsp://` streams carrying H.264 are read natively ([`RtspSource`]), the
+    /// rest through ffmpeg.
     Url(String),
     /// Numbered images (`frames/%04d.png`) or a glob (`frames/*.png`).
     ImageSequence(String),
@@ -179,7 +216,14 @@ impl SourceSpec {
                 }
                 Ok(Box::new(FfmpegSource::open(&spec, &realtime)?))
             }
-            SourceSpec::Url(url) => Ok(Box::new(FfmpegSource::open(url, &realtime)?)),
+            SourceSpec::Url(url) => {
+                if let Some(h264) = self.open_h264(settings)? {
+                    let decoding = DecodingSource::new(h264)
+                        .map_err(|e| SourceError::Open { spec: url.clone(), reason: e.to_string() })?;
+                    return Ok(Box::new(decoding));
+                }
+                Ok(Box::new(FfmpegSource::open(url, &realtime)?))
+            }
             SourceSpec::Camera(device) => {
                 let spec = device.display().to_string();
                 if !device.exists() {
@@ -213,6 +257,28 @@ impl SourceSpec {
                 }
                 Ok(Box::new(FfmpegSource::open(pattern, &FfmpegOptions { input_options, ..realtime })?))
             }
+        }
+    }
+}
+
+impl SourceSpec {
+    /// Opens the source as H.264 access units to send on as they are, when it delivers
+    /// H.264 natively (an `rtsp://` stream) and `settings` ask for no change of size or
+    /// rate. `Ok(None)` when it cannot: read it with [`SourceSpec::open`] instead.
+    pub fn open_h264(&self, settings: &SourceSettings) -> Result<Option<Box<dyn EncodedSource>>, SourceError> {
+        let SourceSpec::Url(url) = self else {
+            return Ok(None);
+        };
+        if !url.to_ascii_lowercase().starts_with("rtsp://") || *settings != SourceSettings::default() {
+            return Ok(None);
+        }
+        match RtspSource::open(url) {
+            Ok(source) => Ok(Some(Box::new(source))),
+            Err(SourceError::Unsupported { reason, .. }) => {
+                info!(source = %url, %reason, "reading the stream through ffmpeg instead");
+                Ok(None)
+            }
+            Err(error) => Err(error),
         }
     }
 }
