@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Runs the whole test suite on a Debian machine: installs what the tests need (a headless
 # browser and its driver, nasm for OpenH264's fast assembly, ffmpeg for the sources, procps
-# for pgrep, Xvfb for screen capture), then checks formatting and lints, runs every test
-# and builds the docs. Exits non-zero on any failure.
+# for pgrep, Xvfb for screen capture, GStreamer's RTSP server for a camera on loopback),
+# then checks formatting and lints, runs every test and builds the docs. Exits non-zero on
+# any failure.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -13,6 +14,11 @@ command -v nasm >/dev/null || missing+=(nasm)
 command -v ffmpeg >/dev/null || missing+=(ffmpeg)
 command -v pgrep >/dev/null || missing+=(procps)
 command -v Xvfb >/dev/null || missing+=(xvfb)
+# The RTSP test camera: Debian's Python with GStreamer's RTSP server and the H.264 elements.
+/usr/bin/python3 -c 'import gi; gi.require_version("Gst", "1.0"); gi.require_version("GstRtspServer", "1.0")
+from gi.repository import Gst; Gst.init(None)
+assert all(Gst.ElementFactory.find(e) for e in ("qtdemux", "h264parse", "rtph264pay"))' 2>/dev/null ||
+  missing+=(python3-gi gir1.2-gst-rtsp-server-1.0 gstreamer1.0-plugins-good gstreamer1.0-plugins-bad)
 if ((${#missing[@]})); then
   sudo=""
   [ "$(id -u)" -eq 0 ] || sudo=sudo

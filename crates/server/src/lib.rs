@@ -50,7 +50,7 @@ pub use webgear_media::{Frame, FrameSource, I420Frame, PixelFormat, SourceError,
 
 use rtc::{RtcServer, RtcSettings};
 use stats::Metrics;
-use stream::{StreamClock, StreamSettings, VideoStream};
+use stream::{StreamClock, StreamInput, StreamSettings, VideoStream};
 use web::{DataFiles, Templates};
 
 /// Why the server could not be built.
@@ -199,17 +199,27 @@ impl Builder {
         let source = match source {
             SourceChoice::Spec(spec) => {
                 info!(source = %spec, "opening source");
+                let is_network_stream = matches!(spec, SourceSpec::Url(_));
                 let mut settings = SourceSettings::default();
                 settings.resolution = self.options.resolution;
                 settings.framerate = self.options.framerate;
-                let opened = spec.open(&settings)?;
-                if matches!(spec, SourceSpec::Url(_)) {
+                // H.264 from the source goes to viewers untouched unless frames must change.
+                let pass_through = self.options.frame_size_reduction == 0 && !self.options.grayscale();
+                let open = move || -> Result<StreamInput, SourceError> {
+                    if pass_through && let Some(h264) = spec.open_h264(&settings)? {
+                        info!(source = %spec, "passing the source's H.264 through: no encoder runs");
+                        return Ok(StreamInput::H264(h264));
+                    }
+                    Ok(StreamInput::Frames(spec.open(&settings)?))
+                };
+                let opened = open()?;
+                if is_network_stream {
                     // A network stream that drops is worth reconnecting to.
-                    reopen = Some(Arc::new(move || spec.open(&settings)));
+                    reopen = Some(Arc::new(open));
                 }
                 opened
             }
-            SourceChoice::Custom(stream) => stream,
+            SourceChoice::Custom(stream) => StreamInput::Frames(stream),
         };
         let metrics = Arc::new(Metrics::default());
         let stream_settings = StreamSettings {

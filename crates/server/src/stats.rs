@@ -10,6 +10,7 @@ pub(crate) struct Metrics {
     pub(crate) encoders_running: AtomicUsize,
     pub(crate) viewers: AtomicUsize,
     pub(crate) frames_encoded: AtomicU64,
+    pub(crate) frames_passed_through: AtomicU64,
     pub(crate) keyframes_encoded: AtomicU64,
     pub(crate) keyframe_requests: AtomicU64,
     pub(crate) frames_sent: AtomicU64,
@@ -26,6 +27,7 @@ impl Metrics {
             encoders_running: self.encoders_running.load(Ordering::Relaxed),
             viewers: self.viewers.load(Ordering::Relaxed),
             frames_encoded: self.frames_encoded.load(Ordering::Relaxed),
+            frames_passed_through: self.frames_passed_through.load(Ordering::Relaxed),
             keyframes_encoded: self.keyframes_encoded.load(Ordering::Relaxed),
             keyframe_requests: self.keyframe_requests.load(Ordering::Relaxed),
             frames_sent: self.frames_sent.load(Ordering::Relaxed),
@@ -44,6 +46,9 @@ pub struct Stats {
     pub viewers: usize,
     /// Frames encoded since the start.
     pub frames_encoded: u64,
+    /// Frames the source delivered already encoded (H.264 from an RTSP camera) and that
+    /// were sent on without decoding or encoding.
+    pub frames_passed_through: u64,
     /// Of those, keyframes.
     pub keyframes_encoded: u64,
     /// Keyframe requests received (joins, PLI, FIR, recovery); several may be served by

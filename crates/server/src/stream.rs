@@ -1,6 +1,10 @@
 //! A stream: one capture thread that reads the source, applies the transforms, encodes
 //! once, and publishes each encoded frame to every subscriber (the peer driver).
 //!
+//! A source that already delivers H.264 and needs no transform ([`StreamInput::H264`], an
+//! RTSP camera) is passed through: its access units are published as they are and no
+//! encoder runs, except to draw "The End" or "No Input" when the source is gone.
+//!
 //! The stream clock is the capture time: a frame's RTP timestamp is the time since the
 //! stream started, at 90 kHz, so pauses and dropped frames never make the clock drift.
 //! When the source ends, the stream sends one "The End" frame and ends; in infinite mode
@@ -18,7 +22,9 @@ use tokio::sync::broadcast;
 use tracing::{debug, info, warn};
 use webgear_media::I420Frame;
 use webgear_media::transform::{FrameSizeReducer, NO_INPUT, THE_END, blank_frame, make_grayscale};
-use webgear_media::{EncodedFrame, EncoderError, FrameSource, H264Encoder, H264EncoderConfig, SourceError};
+use webgear_media::{
+    EncodedFrame, EncodedSource, EncoderError, FrameSource, H264Encoder, H264EncoderConfig, SourceError,
+};
 
 use crate::stats::Metrics;
 
@@ -71,8 +77,32 @@ pub enum StreamError {
     Thread(#[source] std::io::Error),
 }
 
+/// What a stream reads.
+pub(crate) enum StreamInput {
+    /// Raw frames, transformed and then encoded by the stream's encoder.
+    Frames(Box<dyn FrameSource>),
+    /// H.264 access units, sent on as they are.
+    H264(Box<dyn EncodedSource>),
+}
+
+impl StreamInput {
+    fn frame_rate(&self) -> Option<f64> {
+        match self {
+            StreamInput::Frames(source) => source.frame_rate(),
+            StreamInput::H264(source) => source.frame_rate(),
+        }
+    }
+
+    fn stop(&mut self) {
+        match self {
+            StreamInput::Frames(source) => source.stop(),
+            StreamInput::H264(source) => source.stop(),
+        }
+    }
+}
+
 /// Opens the stream's source again after it ended or failed: network streams reconnect.
-pub(crate) type Reopen = Arc<dyn Fn() -> Result<Box<dyn FrameSource>, SourceError> + Send + Sync>;
+pub(crate) type Reopen = Arc<dyn Fn() -> Result<StreamInput, SourceError> + Send + Sync>;
 
 /// How a stream treats its frames, beyond the size reduction.
 #[derive(Clone, Default)]
@@ -121,16 +151,22 @@ pub(crate) struct VideoStream {
 }
 
 impl VideoStream {
-    /// Starts the capture thread. Fails if the encoder cannot be created.
+    /// Starts the capture thread. Raw frames need an encoder: `start` fails if it cannot
+    /// be created.
     pub(crate) fn start(
-        source: Box<dyn FrameSource>,
+        input: StreamInput,
         reducer: FrameSizeReducer,
         settings: StreamSettings,
         metrics: Arc<Metrics>,
     ) -> Result<Self, StreamError> {
-        let frame_rate = source.frame_rate().filter(|rate| *rate >= 1.0).unwrap_or(30.0);
+        let frame_rate = input.frame_rate().filter(|rate| *rate >= 1.0).unwrap_or(30.0);
         let encoder_config = H264EncoderConfig { frame_rate: frame_rate as f32, ..H264EncoderConfig::default() };
-        let mut encoder = H264Encoder::new(encoder_config)?;
+        // Counted from here, so the encoder is visible as soon as `start` returns, and until
+        // the thread ends however it ends (or fails to start).
+        let encoder = match input {
+            StreamInput::Frames(_) => Some(RunningEncoder::new(encoder_config, &metrics)?),
+            StreamInput::H264(_) => None,
+        };
         let (frames, _) = broadcast::channel(FANOUT_CAPACITY);
         let keyframes = KeyframeRequests { pending: Arc::default(), metrics: metrics.clone() };
         let stop = Arc::new(AtomicBool::new(false));
@@ -145,17 +181,13 @@ impl VideoStream {
             clock: clock.clone(),
             stop: stop.clone(),
             metrics,
+            encoder_config,
+            encoder,
             last_keyframe: None,
         };
-        // Counted from here, so the encoder is visible as soon as `start` returns, and until
-        // the thread ends however it ends (or fails to start).
-        let running = EncoderRunning::new(capture.metrics.clone());
         let thread = thread::Builder::new()
             .name("webgear-capture".into())
-            .spawn(move || {
-                let _running = running;
-                capture.run(source, &mut encoder);
-            })
+            .spawn(move || capture.run(input))
             .map_err(StreamError::Thread)?;
         Ok(VideoStream { frames, keyframes, clock, stop, thread: Some(thread) })
     }
@@ -190,19 +222,23 @@ impl Drop for VideoStream {
     }
 }
 
-/// Counts one running encoder in the metrics for as long as it lives.
-struct EncoderRunning(Arc<Metrics>);
+/// An encoder, counted in the metrics for as long as it lives.
+struct RunningEncoder {
+    encoder: H264Encoder,
+    metrics: Arc<Metrics>,
+}
 
-impl EncoderRunning {
-    fn new(metrics: Arc<Metrics>) -> Self {
+impl RunningEncoder {
+    fn new(config: H264EncoderConfig, metrics: &Arc<Metrics>) -> Result<Self, EncoderError> {
+        let encoder = H264Encoder::new(config)?;
         metrics.encoders_running.fetch_add(1, Ordering::Relaxed);
-        EncoderRunning(metrics)
+        Ok(RunningEncoder { encoder, metrics: metrics.clone() })
     }
 }
 
-impl Drop for EncoderRunning {
+impl Drop for RunningEncoder {
     fn drop(&mut self) {
-        self.0.encoders_running.fetch_sub(1, Ordering::Relaxed);
+        self.metrics.encoders_running.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
@@ -217,11 +253,15 @@ struct Capture {
     clock: StreamClock,
     stop: Arc<AtomicBool>,
     metrics: Arc<Metrics>,
+    encoder_config: H264EncoderConfig,
+    /// Created at start for raw frames; for passed-through H.264 only while blank frames
+    /// stand in for a source that is gone.
+    encoder: Option<RunningEncoder>,
     last_keyframe: Option<Instant>,
 }
 
 impl Capture {
-    fn run(&mut self, mut source: Box<dyn FrameSource>, encoder: &mut H264Encoder) {
+    fn run(&mut self, mut input: StreamInput) {
         if !self.settings.start_delay.is_zero() {
             debug!(delay = ?self.settings.start_delay, "waiting before reading the source");
             let start_at = Instant::now() + self.settings.start_delay;
@@ -232,8 +272,14 @@ impl Capture {
         }
         let mut last_size = None;
         loop {
-            let played = self.play(source.as_mut(), encoder, &mut last_size);
-            source.stop();
+            let played = match &mut input {
+                StreamInput::Frames(source) => self.play_frames(source.as_mut(), &mut last_size),
+                StreamInput::H264(source) => {
+                    self.pass_through(source.as_mut(), &mut last_size);
+                    Ok(())
+                }
+            };
+            input.stop();
             if let Err(error) = played {
                 warn!(%error, "stopping the stream");
                 return;
@@ -244,13 +290,19 @@ impl Capture {
             let (width, height) = last_size.unwrap_or(BLANK_SIZE);
             if !self.settings.infinite {
                 let picture = blank_frame(width, height, THE_END, Instant::now());
-                if let Err(error) = self.publish(encoder, &picture, true) {
+                if let Err(error) = self.publish_picture(&picture, true) {
                     warn!(%error, "could not send the last frame");
                 }
                 return;
             }
-            match self.no_input_until_reopened(encoder, width, height) {
-                Ok(Some(reopened)) => source = reopened,
+            match self.no_input_until_reopened(width, height) {
+                Ok(Some(reopened)) => {
+                    if matches!(reopened, StreamInput::H264(_)) {
+                        // Passed through again: the blank frames' encoder is not needed.
+                        self.encoder = None;
+                    }
+                    input = reopened;
+                }
                 Ok(None) => return,
                 Err(error) => {
                     warn!(%error, "stopping the stream");
@@ -266,10 +318,9 @@ impl Capture {
 
     /// Streams the source's frames until it ends or fails (`Ok`), the stream stops (`Ok`),
     /// or the encoder fails (`Err`).
-    fn play(
+    fn play_frames(
         &mut self,
         source: &mut dyn FrameSource,
-        encoder: &mut H264Encoder,
         last_size: &mut Option<(u32, u32)>,
     ) -> Result<(), EncoderError> {
         while !self.stopping() {
@@ -290,25 +341,49 @@ impl Capture {
             }
             *last_size = Some((picture.width(), picture.height()));
             let force_keyframe = self.keyframe_due();
-            self.publish(encoder, &picture, force_keyframe)?;
+            self.publish_picture(&picture, force_keyframe)?;
         }
         Ok(())
+    }
+
+    /// Publishes the source's H.264 as it is until the source ends or fails, or the stream
+    /// stops. Access units before the first keyframe are dropped: nobody could decode them.
+    /// Keyframe requests cannot reach the source; viewers that ask wait for its next one.
+    fn pass_through(&mut self, source: &mut dyn EncodedSource, last_size: &mut Option<(u32, u32)>) {
+        let mut seen_keyframe = false;
+        while !self.stopping() {
+            let access_unit = match source.read() {
+                Ok(Some(access_unit)) => access_unit,
+                Ok(None) => {
+                    info!("the source ended");
+                    return;
+                }
+                Err(error) => {
+                    warn!(%error, "the source failed");
+                    return;
+                }
+            };
+            seen_keyframe |= access_unit.keyframe;
+            if !seen_keyframe {
+                continue;
+            }
+            if access_unit.width > 0 && access_unit.height > 0 {
+                *last_size = Some((access_unit.width, access_unit.height));
+            }
+            Metrics::add(&self.metrics.frames_passed_through, 1);
+            self.publish(access_unit);
+        }
     }
 
     /// Streams "No Input" frames at the source's pace while the source is gone. A source
     /// that can be opened again (a network stream) is retried in the background, waiting
     /// twice as long after each failure; once it opens, it is returned and streaming
     /// resumes for every viewer. `Ok(None)` when the stream stops first.
-    fn no_input_until_reopened(
-        &mut self,
-        encoder: &mut H264Encoder,
-        width: u32,
-        height: u32,
-    ) -> Result<Option<Box<dyn FrameSource>>, EncoderError> {
+    fn no_input_until_reopened(&mut self, width: u32, height: u32) -> Result<Option<StreamInput>, EncoderError> {
         info!("streaming \"{NO_INPUT}\" frames while the source is gone");
         let mut backoff = FIRST_RETRY;
         let mut next_attempt = Instant::now() + backoff;
-        let mut attempt: Option<mpsc::Receiver<Result<Box<dyn FrameSource>, SourceError>>> = None;
+        let mut attempt: Option<mpsc::Receiver<Result<StreamInput, SourceError>>> = None;
         let mut next_frame = Instant::now();
         while !self.stopping() {
             if let Some(pending) = &attempt {
@@ -341,41 +416,47 @@ impl Capture {
             }
             let picture = blank_frame(width, height, NO_INPUT, Instant::now());
             let force_keyframe = self.keyframe_due();
-            self.publish(encoder, &picture, force_keyframe)?;
+            self.publish_picture(&picture, force_keyframe)?;
             next_frame += self.frame_interval;
             thread::sleep(next_frame.saturating_duration_since(Instant::now()));
         }
         Ok(None)
     }
 
-    /// Encodes one picture and hands it to every subscriber.
-    fn publish(
-        &mut self,
-        encoder: &mut H264Encoder,
-        picture: &I420Frame,
-        force_keyframe: bool,
-    ) -> Result<(), EncoderError> {
-        if self.clock.reset_requested.swap(false, Ordering::Relaxed) {
-            debug!("stream clock reset");
-            self.clock_start = Instant::now();
-        }
-        let Some(encoded) = encoder.encode(picture, force_keyframe)? else {
+    /// Encodes one picture (starting the encoder if none runs) and publishes it.
+    fn publish_picture(&mut self, picture: &I420Frame, force_keyframe: bool) -> Result<(), EncoderError> {
+        let encoder = match &mut self.encoder {
+            Some(encoder) => encoder,
+            None => self.encoder.insert(RunningEncoder::new(self.encoder_config, &self.metrics)?),
+        };
+        let Some(encoded) = encoder.encoder.encode(picture, force_keyframe)? else {
             return Ok(());
         };
         Metrics::add(&self.metrics.frames_encoded, 1);
         if encoded.keyframe {
             Metrics::add(&self.metrics.keyframes_encoded, 1);
+            debug!(forced = force_keyframe, bytes = encoded.data.len(), "keyframe");
+        }
+        self.publish(encoded);
+        Ok(())
+    }
+
+    /// Hands one encoded frame to every subscriber, timestamped on the stream clock.
+    fn publish(&mut self, encoded: EncodedFrame) {
+        if self.clock.reset_requested.swap(false, Ordering::Relaxed) {
+            debug!("stream clock reset");
+            self.clock_start = Instant::now();
+        }
+        if encoded.keyframe {
             self.last_keyframe = Some(Instant::now());
             // Every request made until now is served by this keyframe: it is published
             // below, after the requesting peers started waiting for one.
             self.keyframes.pending.store(false, Ordering::Relaxed);
-            debug!(forced = force_keyframe, bytes = encoded.data.len(), "keyframe");
         }
         let since_start = encoded.captured_at.saturating_duration_since(self.clock_start);
         let rtp_time = MediaTime::from_90khz((since_start.as_micros() * 9 / 100) as u64);
         // Sending fails only when nobody is subscribed, which is not an error.
         let _ = self.frames.send(StreamFrame { encoded, rtp_time });
-        Ok(())
     }
 
     /// Whether to force a keyframe now: a request is pending and the last keyframe is old

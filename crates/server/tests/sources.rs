@@ -1,14 +1,15 @@
-//! Files, network streams and image sequences, read through ffmpeg, end to end: the test
-//! makes its own media from the test pattern (so every picture carries its frame number),
-//! streams it through the server, and a decoding viewer checks size, order and the end.
+//! Files, network streams (HTTP through ffmpeg, RTSP natively) and image sequences, end to
+//! end: the test makes its own media from the test pattern (so every picture carries its
+//! frame number), streams it through the server, and a decoding viewer checks size, order
+//! and the end.
 
 #![allow(clippy::unwrap_used)] // a failed unwrap is a failed test
 
 mod common;
 
-use std::io::Write;
+use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::{TestServer, exclusive, scratch_dir};
@@ -46,6 +47,49 @@ fn clip(name: &str, output_options: &[&str]) -> PathBuf {
 
 /// ffmpeg output options for an H.264 clip.
 const H264: &[&str] = &["-c:v", "libx264", "-preset", "ultrafast", "-pix_fmt", "yuv420p"];
+
+/// ffmpeg output options for H.264 as an IP camera sends it: constrained baseline, a
+/// keyframe every half second.
+const CAMERA_H264: &[&str] =
+    &["-c:v", "libx264", "-preset", "ultrafast", "-profile:v", "baseline", "-g", "15", "-pix_fmt", "yuv420p"];
+
+/// GStreamer's RTSP server on loopback, serving a clip's H.264 in real time to every
+/// client. Stopped when dropped.
+struct RtspServer {
+    child: Child,
+    url: String,
+}
+
+impl RtspServer {
+    /// Serves `clip` on `port` (0: any free port).
+    fn start(clip: &Path, port: u16) -> RtspServer {
+        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/rtsp-server.py");
+        // Debian's own Python, which has the GStreamer bindings.
+        let mut child = Command::new("/usr/bin/python3")
+            .arg(script)
+            .arg(clip)
+            .arg(port.to_string())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("python3 with GStreamer's RTSP server bindings is installed");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+        let port: u16 = line.trim().parse().unwrap_or_else(|_| panic!("the RTSP server printed its port: {line:?}"));
+        RtspServer { child, url: format!("rtsp://127.0.0.1:{port}/stream") }
+    }
+
+    fn port(&self) -> u16 {
+        self.url.split(':').nth(2).and_then(|rest| rest.split('/').next()).unwrap().parse().unwrap()
+    }
+}
+
+impl Drop for RtspServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
 
 /// Serves `file` over HTTP on loopback; returns its URL and the server task.
 async fn serve_over_http(file: &Path) -> (String, tokio::task::JoinHandle<()>) {
@@ -222,4 +266,83 @@ async fn the_ffmpeg_child_is_reaped_when_the_server_stops_mid_stream() {
     assert!(running(), "ffmpeg is reading the clip");
     server.stop().await;
     assert!(!running(), "ffmpeg outlived the server");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_rtsp_h264_stream_passes_through_to_viewers_with_no_encoder() {
+    let _lock = exclusive().await;
+    let camera = RtspServer::start(&clip("camera.mp4", CAMERA_H264), 0);
+    let mut options = Options::default();
+    options.frame_size_reduction = 0;
+    options.custom_data_location = Some(scratch_dir());
+    let source: SourceSpec = camera.url.parse().unwrap();
+    let server = TestServer::start_with(WebGearRtc::builder().source(source).options(options)).await;
+
+    let (mut viewer, first) = server.playing_viewer().await;
+    assert_eq!((first.width, first.height), (640, 360), "the camera's own pictures");
+    let mut frames = vec![first];
+    frames.extend(viewer.frames_during(Duration::from_secs(1)).await);
+    let stats = server.app.stats();
+    assert_eq!(stats.encoders_running, 0, "no encoder while the camera plays: {stats:?}");
+    assert_eq!(stats.frames_encoded, 0, "{stats:?}");
+    assert!(stats.frames_passed_through >= 30, "{stats:?}");
+
+    frames.extend(viewer.frames_during(Duration::from_millis(2500)).await);
+    let numbers: Vec<u16> = frames.iter().filter_map(|f| f.number).collect();
+    assert!(numbers.len() >= 40, "only {} numbered frames: {numbers:?}", numbers.len());
+    assert!(numbers.windows(2).all(|pair| pair[0] < pair[1]), "out of order: {numbers:?}");
+    assert_eq!(numbers.last(), Some(&(FRAMES as u16 - 1)), "the stream reached the camera's last frame");
+    let last = frames.last().unwrap();
+    assert_eq!((last.number, last.width), (None, 640), "then \"The End\", drawn at the camera's size");
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_rtsp_stream_is_decoded_and_encoded_again_when_frames_must_shrink() {
+    let _lock = exclusive().await;
+    let camera = RtspServer::start(&clip("camera.mp4", CAMERA_H264), 0);
+    let server = server_for(camera.url.parse().unwrap()).await;
+    assert_eq!(server.app.stats().encoders_running, 1);
+    assert_plays_to_the_end(&server).await;
+    assert_eq!(server.app.stats().frames_passed_through, 0);
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn in_infinite_mode_an_rtsp_camera_that_drops_shows_no_input_then_passes_through_again() {
+    let _lock = exclusive().await;
+    let camera = RtspServer::start(&clip("camera.mp4", CAMERA_H264), 0);
+    let mut options = Options::default();
+    options.frame_size_reduction = 0;
+    options.enable_infinite_frames = true;
+    options.custom_data_location = Some(scratch_dir());
+    let source: SourceSpec = camera.url.parse().unwrap();
+    let server = TestServer::start_with(WebGearRtc::builder().source(source).options(options)).await;
+    let (mut viewer, _) = server.playing_viewer().await;
+
+    // The camera goes away for good mid-stream: "No Input" from an encoder started for it.
+    let port = camera.port();
+    drop(camera);
+    let no_input = viewer.frames_during(Duration::from_secs(2)).await;
+    assert!(no_input.iter().rev().take(10).all(|f| f.number.is_none()), "\"No Input\" frames stand in");
+    assert_eq!(server.app.stats().encoders_running, 1, "an encoder draws them");
+
+    // The camera comes back on the same address: its H.264 passes through again.
+    let camera = RtspServer::start(&clip("camera.mp4", CAMERA_H264), port);
+    let back_by = Instant::now() + Duration::from_secs(5);
+    let first_back = loop {
+        let frame = viewer.next_frame(Duration::from_secs(1)).await.expect("frames keep coming");
+        if frame.number.is_some() {
+            break frame;
+        }
+        assert!(Instant::now() < back_by, "the camera's pictures did not come back");
+    };
+    assert_eq!(server.app.stats().encoders_running, 0, "the encoder stopped once the camera was back");
+    let frames = viewer.frames_during(Duration::from_secs(1)).await;
+    let back: Vec<u16> = std::iter::once(&first_back).chain(&frames).map_while(|f| f.number).collect();
+    assert!(back.len() >= 20, "the camera's pictures came back for the same viewer: {back:?}");
+    assert!(back.windows(2).all(|pair| pair[0] < pair[1]), "{back:?}");
+    assert_eq!(server.app.stats().viewers, 1, "the viewer never had to reconnect");
+    server.stop().await;
+    drop(camera);
 }
