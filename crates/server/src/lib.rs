@@ -199,7 +199,8 @@ impl Builder {
         let source = match source {
             SourceChoice::Spec(spec) => {
                 info!(source = %spec, "opening source");
-                let is_network_stream = matches!(spec, SourceSpec::Url(_));
+                // Network streams drop and cameras get unplugged; both are worth reopening.
+                let may_come_back = matches!(spec, SourceSpec::Url(_) | SourceSpec::Camera(_));
                 let mut settings = SourceSettings::default();
                 settings.resolution = self.options.resolution;
                 settings.framerate = self.options.framerate;
@@ -213,8 +214,7 @@ impl Builder {
                     Ok(StreamInput::Frames(spec.open(&settings)?))
                 };
                 let opened = open()?;
-                if is_network_stream {
-                    // A network stream that drops is worth reconnecting to.
+                if may_come_back {
                     reopen = Some(Arc::new(open));
                 }
                 opened

@@ -17,6 +17,8 @@ use crate::frame::Frame;
 pub mod ffmpeg;
 pub mod rtsp;
 pub mod test_pattern;
+#[cfg(all(feature = "v4l2", target_os = "linux"))]
+pub mod v4l2;
 
 pub use ffmpeg::{FfmpegOptions, FfmpegSource};
 pub use rtsp::RtspSource;
@@ -174,7 +176,8 @@ pub enum SourceSpec {
     Url(String),
     /// Numbered images (`frames/%04d.png`) or a glob (`frames/*.png`).
     ImageSequence(String),
-    /// A V4L2 camera: `0` is `/dev/video0`, or a device path. Read through ffmpeg.
+    /// A V4L2 camera: `0` is `/dev/video0`, or a device path. Read directly in YUYV or
+    /// MJPEG (the `v4l2` feature, on by default), otherwise through ffmpeg.
     Camera(PathBuf),
     /// The X11 screen: `screen` captures `$DISPLAY`, `screen:DISPLAY` another display
     /// (e.g. `screen::1`). Read through ffmpeg.
@@ -228,6 +231,14 @@ impl SourceSpec {
                 let spec = device.display().to_string();
                 if !device.exists() {
                     return Err(SourceError::Open { spec, reason: "no such camera device".into() });
+                }
+                #[cfg(all(feature = "v4l2", target_os = "linux"))]
+                match v4l2::V4l2Camera::open(device, settings) {
+                    Ok(camera) => return Ok(Box::new(camera)),
+                    Err(SourceError::Unsupported { reason, .. }) => {
+                        info!(source = %spec, %reason, "reading the camera through ffmpeg instead");
+                    }
+                    Err(error) => return Err(error),
                 }
                 let live =
                     FfmpegOptions { realtime: false, input_options: vec!["-f".into(), "v4l2".into()], ..realtime };
