@@ -6,8 +6,10 @@
 //! stream, `POST /offer` exchanges SDP as JSON).
 //!
 //! Frames flow one way: source → transform → encode → fan-out → peers. Each stream has one
-//! capture thread that reads the source, shrinks frames by `frame_size_reduction`, and
-//! encodes H.264; one driver task sends the result to every peer over a single UDP port.
+//! capture thread that reads the source, shrinks frames by `frame_size_reduction` (and
+//! steadies or greys them if asked), and encodes H.264; one driver task sends the result to
+//! every peer over a single UDP port. An RTSP camera's H.264 that needs no transform skips
+//! the encoder altogether: it is passed through to the peers as it arrives.
 //!
 //! ```no_run
 //! use webgear_rtc::{SourceSpec, WebGearRtc};
@@ -205,7 +207,8 @@ impl Builder {
                 settings.resolution = self.options.resolution;
                 settings.framerate = self.options.framerate;
                 // H.264 from the source goes to viewers untouched unless frames must change.
-                let pass_through = self.options.frame_size_reduction == 0 && !self.options.grayscale();
+                let pass_through =
+                    self.options.frame_size_reduction == 0 && !self.options.grayscale() && !self.options.stabilize;
                 let open = move || -> Result<StreamInput, SourceError> {
                     if pass_through && let Some(h264) = spec.open_h264(&settings)? {
                         info!(source = %spec, "passing the source's H.264 through: no encoder runs");
@@ -225,6 +228,7 @@ impl Builder {
         let stream_settings = StreamSettings {
             infinite: self.options.infinite_frames(),
             grayscale: self.options.grayscale(),
+            stabilize: self.options.stabilize.then_some(self.options.smoothing_radius),
             start_delay: self.options.time_delay,
             reopen: reopen.filter(|_| self.options.infinite_frames()),
         };

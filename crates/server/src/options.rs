@@ -9,6 +9,7 @@ use std::time::Duration;
 use serde_json::{Map, Value};
 use tracing::warn;
 use webgear_media::transform::MAX_FRAME_SIZE_REDUCTION;
+use webgear_media::transform::stabilize::DEFAULT_SMOOTHING_RADIUS;
 
 /// The options a server is built with, under WebGear_RTC's names and defaults.
 #[derive(Debug, Clone, PartialEq)]
@@ -40,6 +41,11 @@ pub struct Options {
     pub colorspace: Option<String>,
     /// Wait this long before reading the source, as vidgear's `time_delay` (seconds).
     pub time_delay: Duration,
+    /// Take the shake out of the video (vidgear's `stabilize`). Default false.
+    pub stabilize: bool,
+    /// How many frames stabilisation averages the camera's path over (vidgear's
+    /// `SMOOTHING_RADIUS`, default 25): more is steadier, but follows pans more slowly.
+    pub smoothing_radius: u32,
 }
 
 impl Default for Options {
@@ -55,12 +61,11 @@ impl Default for Options {
             framerate: None,
             colorspace: None,
             time_delay: Duration::ZERO,
+            stabilize: false,
+            smoothing_radius: DEFAULT_SMOOTHING_RADIUS,
         }
     }
 }
-
-/// Options of vidgear's sources that this version recognises but does not act on yet.
-const NOT_YET_SUPPORTED: &[&str] = &["stabilize"];
 
 /// The largest side `resolution` accepts (8K).
 const MAX_SIDE: u64 = 7680;
@@ -105,6 +110,14 @@ impl Options {
             "enable_infinite_frames" => flag(&mut self.enable_infinite_frames),
             "enable_live_broadcast" => flag(&mut self.enable_live_broadcast),
             "overwrite_default_files" => flag(&mut self.overwrite_default_files),
+            "stabilize" => flag(&mut self.stabilize),
+            "smoothing_radius" => match value.as_u64() {
+                Some(frames) if (1..=1000).contains(&frames) => {
+                    self.smoothing_radius = frames as u32;
+                    Ok(())
+                }
+                _ => Err(invalid("a whole number of frames from 1 to 1000")),
+            },
             "custom_data_location" => match value.as_str() {
                 Some(path) if !path.trim().is_empty() => {
                     self.custom_data_location = Some(PathBuf::from(path));
@@ -152,9 +165,6 @@ impl Options {
             "custom_stream" => {
                 Err(format!("skipped option `{name}`: a custom stream is given in code (Builder::custom_stream)"))
             }
-            known if NOT_YET_SUPPORTED.contains(&known) => {
-                Err(format!("option `{name}` is not supported by this version yet; ignored"))
-            }
             _ => Err(format!("skipped unknown option `{name}`")),
         }
     }
@@ -199,12 +209,16 @@ mod tests {
             "framerate": 29.97,
             "colorspace": "COLOR_BGR2GRAY",
             "time_delay": 1.5,
+            "stabilize": true,
+            "SMOOTHING_RADIUS": 10,
         }));
         assert!(warnings.is_empty(), "{warnings:?}");
         assert_eq!(options.resolution, Some((640, 480)));
         assert_eq!(options.framerate, Some(29.97));
         assert!(options.grayscale());
         assert_eq!(options.time_delay, Duration::from_millis(1500));
+        assert!(options.stabilize);
+        assert_eq!(options.smoothing_radius, 10, "vidgear's upper-case stabiliser option names work");
         let (string_form, _) = apply(json!({"resolution": "1280x720"}));
         assert_eq!(string_form.resolution, Some((1280, 720)));
         assert_eq!(options.frame_size_reduction, 0);
@@ -228,21 +242,23 @@ mod tests {
             "enable_live_broadcast": 1,
             "custom_data_location": 7,
             "bogus": 1,
-            "stabilize": true,
+            "stabilize": "on",
+            "smoothing_radius": 0,
             "resolution": [10, 20, 30],
             "framerate": 0,
             "time_delay": -1,
             "colorspace": "COLOR_BGR2HSV",
         }));
         assert_eq!(options, Options::default());
-        assert_eq!(warnings.len(), 10, "{warnings:?}");
+        assert_eq!(warnings.len(), 11, "{warnings:?}");
         for (needle, name) in [
             ("95", "`frame_size_reduction`"),
             ("\"yes\"", "`logging`"),
             ("value 1", "`enable_live_broadcast`"),
             ("value 7", "`custom_data_location`"),
             ("unknown", "`bogus`"),
-            ("not supported", "`stabilize`"),
+            ("\"on\"", "`stabilize`"),
+            ("value 0", "`smoothing_radius`"),
             ("[10,20,30]", "`resolution`"),
             ("value 0", "`framerate`"),
             ("value -1", "`time_delay`"),

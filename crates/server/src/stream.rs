@@ -21,6 +21,7 @@ use str0m::media::MediaTime;
 use tokio::sync::broadcast;
 use tracing::{debug, info, warn};
 use webgear_media::I420Frame;
+use webgear_media::transform::stabilize::Stabilizer;
 use webgear_media::transform::{FrameSizeReducer, NO_INPUT, THE_END, blank_frame, make_grayscale};
 use webgear_media::{
     EncodedFrame, EncodedSource, EncoderError, FrameSource, H264Encoder, H264EncoderConfig, SourceError,
@@ -111,6 +112,8 @@ pub(crate) struct StreamSettings {
     pub(crate) infinite: bool,
     /// Drop the colour of every frame.
     pub(crate) grayscale: bool,
+    /// Steady the picture, averaging the camera's path over this many frames.
+    pub(crate) stabilize: Option<u32>,
     /// Wait this long before the first read (vidgear's `time_delay`).
     pub(crate) start_delay: Duration,
     /// In infinite mode, how to get the source back once it is gone.
@@ -122,6 +125,7 @@ impl std::fmt::Debug for StreamSettings {
         f.debug_struct("StreamSettings")
             .field("infinite", &self.infinite)
             .field("grayscale", &self.grayscale)
+            .field("stabilize", &self.stabilize)
             .field("start_delay", &self.start_delay)
             .field("reopens", &self.reopen.is_some())
             .finish()
@@ -173,6 +177,7 @@ impl VideoStream {
         let clock = StreamClock::default();
         let mut capture = Capture {
             reducer,
+            stabilizer: settings.stabilize.map(Stabilizer::new),
             settings,
             frame_interval: Duration::from_secs_f64(1.0 / frame_rate),
             clock_start: Instant::now(),
@@ -245,6 +250,7 @@ impl Drop for RunningEncoder {
 /// The capture thread's state.
 struct Capture {
     reducer: FrameSizeReducer,
+    stabilizer: Option<Stabilizer>,
     settings: StreamSettings,
     frame_interval: Duration,
     clock_start: Instant,
@@ -336,6 +342,9 @@ impl Capture {
                 }
             };
             let mut picture = self.reducer.apply(frame.into_i420());
+            if let Some(stabilizer) = &mut self.stabilizer {
+                picture = stabilizer.apply(picture);
+            }
             if self.settings.grayscale {
                 make_grayscale(&mut picture);
             }

@@ -1,5 +1,5 @@
-//! vidgear's source tweaks: `resolution`, `framerate`, `colorspace` and `time_delay`, seen
-//! by a decoding viewer.
+//! vidgear's source tweaks: `resolution`, `framerate`, `colorspace`, `time_delay` and
+//! `stabilize`, seen by a decoding viewer.
 
 #![allow(clippy::unwrap_used)] // a failed unwrap is a failed test
 
@@ -7,9 +7,9 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{TestServer, builder, exclusive, fps};
+use common::{TestServer, builder, exclusive, fps, scratch_dir};
 use serde_json::json;
-use webgear_rtc::Options;
+use webgear_rtc::{Frame, Options, PixelFormat, WebGearRtc, from_fn};
 
 fn options(map: serde_json::Value) -> Options {
     let mut options = Options::default();
@@ -67,4 +67,58 @@ async fn time_delay_waits_before_the_first_frame_and_never_delays_stopping() {
     let stopping = Instant::now();
     long.stop().await;
     assert!(stopping.elapsed() < Duration::from_secs(5), "stopping waited for the delay");
+}
+
+/// A camera that shakes: views of a still, finely textured scene, each moved by up to 10
+/// pixels either way, paced at 30 fps.
+fn shaking_camera() -> impl FnMut() -> Result<Option<Frame>, webgear_rtc::SourceError> + Send {
+    const WIDTH: usize = 640;
+    const HEIGHT: usize = 360;
+    const SHAKE: usize = 10;
+    let (scene_width, scene_height) = (WIDTH + 2 * SHAKE, HEIGHT + 2 * SHAKE);
+    let mut random = 0x2545_f491_4f6c_dd1du64;
+    let mut next = move || {
+        random ^= random << 13;
+        random ^= random >> 7;
+        random ^= random << 17;
+        random
+    };
+    let columns = scene_width / 3 + 1;
+    let blocks: Vec<u8> = (0..columns * (scene_height / 3 + 1)).map(|_| 16 + (next() % 220) as u8).collect();
+    let scene: Vec<u8> = (0..scene_width * scene_height)
+        .map(|i| blocks[(i / scene_width / 3) * columns + i % scene_width / 3])
+        .collect();
+    let started = Instant::now();
+    let mut count = 0u32;
+    move || {
+        let (x, y) = ((next() % (2 * SHAKE as u64 + 1)) as usize, (next() % (2 * SHAKE as u64 + 1)) as usize);
+        let luma = (0..HEIGHT).flat_map(|row| &scene[(y + row) * scene_width + x..][..WIDTH]).copied();
+        let data: Vec<u8> = luma.chain(std::iter::repeat_n(128, 2 * (WIDTH / 2) * (HEIGHT / 2))).collect();
+        count += 1;
+        std::thread::sleep((started + Duration::from_millis(33) * count).saturating_duration_since(Instant::now()));
+        Ok(Some(Frame::new(WIDTH as u32, HEIGHT as u32, PixelFormat::I420, data)?))
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stabilize_steadies_a_shaking_camera_for_the_viewer() {
+    let _lock = exclusive().await;
+    let mut motion = Vec::new();
+    for stabilize in [false, true] {
+        let mut options = options(json!({"frame_size_reduction": 0, "stabilize": stabilize}));
+        options.custom_data_location = Some(scratch_dir());
+        let builder = WebGearRtc::builder().custom_stream(from_fn(Some(30.0), shaking_camera())).options(options);
+        let server = TestServer::start_with(builder).await;
+        let (mut viewer, _) = server.playing_viewer().await;
+        let frames = viewer.frames_during(Duration::from_secs(3)).await;
+        assert!(frames.len() >= 75, "{} frames in 3 s", frames.len());
+        // How far the decoded picture moves from one frame to the next, in 4-pixel steps.
+        let steps: Vec<(i32, i32)> = frames.windows(2).map(|pair| pair[1].moved_since(&pair[0], 6)).collect();
+        let mean = steps.iter().map(|(dx, dy)| f64::from(dx.abs() + dy.abs())).sum::<f64>() / steps.len() as f64;
+        motion.push(mean);
+        server.stop().await;
+    }
+    let [shaken, steadied] = motion[..] else { unreachable!() };
+    assert!(shaken > 2.0, "the camera shakes: {shaken:.2} steps a frame");
+    assert!(steadied < 0.5, "the viewer sees it steady: {steadied:.2} steps a frame (shaken: {shaken:.2})");
 }

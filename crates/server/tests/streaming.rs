@@ -124,7 +124,7 @@ async fn a_stalled_viewer_slows_nobody_and_recovers_with_a_keyframe() {
     frozen.set_stalled(false);
     let resumed = frozen.frames_during(Duration::from_secs(2)).await;
     assert!(resumed.iter().any(|f| f.keyframe), "the thawed viewer never got a keyframe");
-    let tail: Vec<_> = resumed.iter().skip_while(|f| !f.keyframe).copied().collect();
+    let tail: Vec<_> = resumed.iter().skip_while(|f| !f.keyframe).cloned().collect();
     assert_increasing(&tail);
     assert!(tail.len() >= 20, "the thawed viewer decoded only {} frames after recovering", tail.len());
     server.stop().await;

@@ -19,7 +19,7 @@ use tokio::sync::mpsc;
 use webgear_media::source::FrameCode;
 
 /// One picture the viewer decoded.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DecodedFrame {
     /// Picture width in pixels.
     pub width: u32,
@@ -34,6 +34,36 @@ pub struct DecodedFrame {
     pub chroma_range: u8,
     /// When the picture was decoded.
     pub arrived_at: Instant,
+    /// The picture's luma at a quarter of its width and height (each sample the mean of a
+    /// 4x4 block), `width / 4` samples a row: enough to compare pictures.
+    pub thumbnail: Arc<[u8]>,
+}
+
+/// The scale of [`DecodedFrame::thumbnail`].
+const THUMBNAIL_SCALE: usize = 4;
+
+impl DecodedFrame {
+    /// How far the picture moved from `earlier` to this one, in thumbnail samples (four
+    /// pixels), searching up to `range` samples each way: the shift that makes the
+    /// thumbnails' centres most alike.
+    pub fn moved_since(&self, earlier: &DecodedFrame, range: i32) -> (i32, i32) {
+        let width = self.width as usize / THUMBNAIL_SCALE;
+        let height = self.height as usize / THUMBNAIL_SCALE;
+        let margin = range.unsigned_abs() as usize;
+        let difference = |dx: i32, dy: i32| -> u64 {
+            let mut total = 0u64;
+            for y in margin..height.saturating_sub(margin) {
+                for x in margin..width.saturating_sub(margin) {
+                    let before = earlier.thumbnail
+                        [(y as i64 - i64::from(dy)) as usize * width + (x as i64 - i64::from(dx)) as usize];
+                    total += u64::from(before.abs_diff(self.thumbnail[y * width + x]));
+                }
+            }
+            total
+        };
+        let shifts = (-range..=range).flat_map(|dy| (-range..=range).map(move |dx| (dx, dy)));
+        shifts.min_by_key(|&(dx, dy)| (difference(dx, dy), dx.abs() + dy.abs())).unwrap_or((0, 0))
+    }
 }
 
 /// What went wrong connecting or receiving.
@@ -273,6 +303,7 @@ impl Session {
                 let u_samples = picture.u().chunks(u_stride).take(chroma_height).flat_map(|row| &row[..chroma_width]);
                 let (low, high) = u_samples.fold((u8::MAX, u8::MIN), |(low, high), &c| (low.min(c), high.max(c)));
                 let chroma_range = high.saturating_sub(low);
+                let thumbnail = thumbnail(picture.y(), picture.strides().0, width, height);
                 let frame = DecodedFrame {
                     width: width as u32,
                     height: height as u32,
@@ -280,6 +311,7 @@ impl Session {
                     keyframe,
                     chroma_range,
                     arrived_at,
+                    thumbnail,
                 };
                 // A closed channel means nobody is listening any more; keep the session up.
                 let _ = self.frames.send(frame);
@@ -291,6 +323,23 @@ impl Session {
             }
         }
     }
+}
+
+/// A quarter-size copy of a luma plane, each sample the mean of a 4x4 block.
+fn thumbnail(luma: &[u8], stride: usize, width: usize, height: usize) -> Arc<[u8]> {
+    let (thumb_width, thumb_height) = (width / THUMBNAIL_SCALE, height / THUMBNAIL_SCALE);
+    let mut samples = Vec::with_capacity(thumb_width * thumb_height);
+    for y in 0..thumb_height {
+        for x in 0..thumb_width {
+            let block = (0..THUMBNAIL_SCALE).flat_map(|row| {
+                let start = (y * THUMBNAIL_SCALE + row) * stride + x * THUMBNAIL_SCALE;
+                &luma[start..start + THUMBNAIL_SCALE]
+            });
+            let sum: usize = block.map(|&sample| usize::from(sample)).sum();
+            samples.push((sum / (THUMBNAIL_SCALE * THUMBNAIL_SCALE)) as u8);
+        }
+    }
+    samples.into()
 }
 
 /// Whether an Annex B access unit holds an IDR slice (NAL unit type 5).

@@ -1,13 +1,16 @@
 //! Transforms applied to every frame before encoding, in the capture thread.
 //!
 //! [`FrameSizeReducer`] implements vidgear's `frame_size_reduction`: shrink each frame by a
-//! percentage so it costs less to encode and send.
+//! percentage so it costs less to encode and send. [`stabilize::Stabilizer`] implements
+//! `stabilize`.
 
 use fast_image_resize::{FilterType, PixelType, ResizeAlg, ResizeOptions, Resizer, images};
 
 use std::time::Instant;
 
 use crate::draw::{draw_text, fill_rect};
+
+pub mod stabilize;
 use crate::frame::I420Frame;
 
 /// What a blank frame says when the source has ended for good (vidgear's wording).
