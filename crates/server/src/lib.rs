@@ -233,7 +233,8 @@ impl Builder {
             reopen: reopen.filter(|_| self.options.infinite_frames()),
         };
         let stream = VideoStream::start(source, reducer, stream_settings, metrics.clone())?;
-        let settings = RtcSettings { listen_ip: self.listen_ip, udp_port: self.udp_port };
+        let settings =
+            RtcSettings { listen_ip: self.listen_ip, udp_port: self.udp_port, max_viewers: self.options.max_viewers };
         let rtc = RtcServer::start(settings, &stream, metrics.clone()).await.map_err(Error::Media)?;
         info!(addrs = ?rtc.media_addrs(), "WebRTC media listening (UDP)");
         let clock = stream.clock();
@@ -323,6 +324,7 @@ impl WebGearRtc {
             static_dirs: inner.static_dirs.clone(),
             live_broadcast: inner.options.enable_live_broadcast,
             logging: inner.options.logging,
+            metrics: inner.options.enable_metrics,
         })
     }
 

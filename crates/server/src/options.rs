@@ -46,6 +46,11 @@ pub struct Options {
     /// How many frames stabilisation averages the camera's path over (vidgear's
     /// `SMOOTHING_RADIUS`, default 25): more is steadier, but follows pans more slowly.
     pub smoothing_radius: u32,
+    /// The most viewers held at once (connected or connecting); further offers get
+    /// `503 Service Unavailable`. Default 1000. Not a vidgear option.
+    pub max_viewers: usize,
+    /// Serve Prometheus metrics at `/metrics`. Default true. Not a vidgear option.
+    pub enable_metrics: bool,
 }
 
 impl Default for Options {
@@ -63,6 +68,8 @@ impl Default for Options {
             time_delay: Duration::ZERO,
             stabilize: false,
             smoothing_radius: DEFAULT_SMOOTHING_RADIUS,
+            max_viewers: 1000,
+            enable_metrics: true,
         }
     }
 }
@@ -111,6 +118,14 @@ impl Options {
             "enable_live_broadcast" => flag(&mut self.enable_live_broadcast),
             "overwrite_default_files" => flag(&mut self.overwrite_default_files),
             "stabilize" => flag(&mut self.stabilize),
+            "enable_metrics" => flag(&mut self.enable_metrics),
+            "max_viewers" => match value.as_u64() {
+                Some(viewers) if viewers >= 1 => {
+                    self.max_viewers = usize::try_from(viewers).unwrap_or(usize::MAX);
+                    Ok(())
+                }
+                _ => Err(invalid("a whole number of viewers, at least 1")),
+            },
             "smoothing_radius" => match value.as_u64() {
                 Some(frames) if (1..=1000).contains(&frames) => {
                     self.smoothing_radius = frames as u32;
@@ -211,13 +226,16 @@ mod tests {
             "time_delay": 1.5,
             "stabilize": true,
             "SMOOTHING_RADIUS": 10,
+            "max_viewers": 5,
+            "enable_metrics": false,
         }));
         assert!(warnings.is_empty(), "{warnings:?}");
         assert_eq!(options.resolution, Some((640, 480)));
         assert_eq!(options.framerate, Some(29.97));
         assert!(options.grayscale());
         assert_eq!(options.time_delay, Duration::from_millis(1500));
-        assert!(options.stabilize);
+        assert!(options.stabilize && !options.enable_metrics);
+        assert_eq!(options.max_viewers, 5);
         assert_eq!(options.smoothing_radius, 10, "vidgear's upper-case stabiliser option names work");
         let (string_form, _) = apply(json!({"resolution": "1280x720"}));
         assert_eq!(string_form.resolution, Some((1280, 720)));
@@ -244,13 +262,14 @@ mod tests {
             "bogus": 1,
             "stabilize": "on",
             "smoothing_radius": 0,
+            "max_viewers": 0,
             "resolution": [10, 20, 30],
             "framerate": 0,
             "time_delay": -1,
             "colorspace": "COLOR_BGR2HSV",
         }));
         assert_eq!(options, Options::default());
-        assert_eq!(warnings.len(), 11, "{warnings:?}");
+        assert_eq!(warnings.len(), 12, "{warnings:?}");
         for (needle, name) in [
             ("95", "`frame_size_reduction`"),
             ("\"yes\"", "`logging`"),
@@ -259,6 +278,7 @@ mod tests {
             ("unknown", "`bogus`"),
             ("\"on\"", "`stabilize`"),
             ("value 0", "`smoothing_radius`"),
+            ("value 0", "`max_viewers`"),
             ("[10,20,30]", "`resolution`"),
             ("value 0", "`framerate`"),
             ("value -1", "`time_delay`"),

@@ -1,37 +1,149 @@
-//! Counters shared by the capture thread, the peer driver and the web layer, and the
-//! [`Stats`] snapshot users and tests read.
+//! Counters shared by the capture thread, the peer driver and the web layer: the [`Stats`]
+//! snapshot users and tests read, and the Prometheus text served at `/metrics`.
 
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
+use std::time::Duration;
 
-/// Live counters. Every field is updated with relaxed atomics: they are statistics, not
-/// synchronisation.
-#[derive(Debug, Default)]
+use prometheus_client::encoding::text::encode;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::{Registry, Unit};
+
+/// Live counters, registered once under the `webgear` prefix. Every update is a relaxed
+/// atomic: they are statistics, not synchronisation.
+#[derive(Debug)]
 pub(crate) struct Metrics {
-    pub(crate) encoders_running: AtomicUsize,
-    pub(crate) viewers: AtomicUsize,
-    pub(crate) frames_encoded: AtomicU64,
-    pub(crate) frames_passed_through: AtomicU64,
-    pub(crate) keyframes_encoded: AtomicU64,
-    pub(crate) keyframe_requests: AtomicU64,
-    pub(crate) frames_sent: AtomicU64,
-    pub(crate) frames_skipped: AtomicU64,
+    pub(crate) encoders_running: Gauge,
+    /// Viewers held, counted from the moment their offer is admitted.
+    pub(crate) viewers: Gauge,
+    pub(crate) frames_encoded: Counter,
+    pub(crate) frames_passed_through: Counter,
+    pub(crate) keyframes_encoded: Counter,
+    pub(crate) keyframe_requests: Counter,
+    pub(crate) frames_sent: Counter,
+    pub(crate) frames_skipped: Counter,
+    pub(crate) bytes_sent: Counter,
+    pub(crate) offers_refused: Counter,
+    /// Transforming and encoding one frame, in the capture thread.
+    pub(crate) encode_seconds: Histogram,
+    /// From a frame's capture to the moment its packets for every viewer were handed to
+    /// the network.
+    pub(crate) capture_to_send_seconds: Histogram,
+    registry: Registry,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        // 0.5 ms to about 1 s, doubling.
+        let latency = || Histogram::new(exponential_buckets(0.0005, 2.0, 12));
+        let mut metrics = Metrics {
+            encoders_running: Gauge::default(),
+            viewers: Gauge::default(),
+            frames_encoded: Counter::default(),
+            frames_passed_through: Counter::default(),
+            keyframes_encoded: Counter::default(),
+            keyframe_requests: Counter::default(),
+            frames_sent: Counter::default(),
+            frames_skipped: Counter::default(),
+            bytes_sent: Counter::default(),
+            offers_refused: Counter::default(),
+            encode_seconds: latency(),
+            capture_to_send_seconds: latency(),
+            registry: Registry::with_prefix("webgear"),
+        };
+        metrics.register_all();
+        metrics
+    }
 }
 
 impl Metrics {
-    pub(crate) fn add(counter: &AtomicU64, n: u64) {
-        counter.fetch_add(n, Ordering::Relaxed);
+    /// Registers every metric (each shares its value with the registered copy).
+    fn register_all(&mut self) {
+        let registry = &mut self.registry;
+        let gauges = [
+            ("encoders_running", "Encoders running: one per stream, however many watch", &self.encoders_running),
+            ("viewers", "Viewers held, connected or still connecting", &self.viewers),
+        ];
+        for (name, help, gauge) in gauges {
+            registry.register(name, help, gauge.clone());
+        }
+        let counters = [
+            ("frames_encoded", "Frames encoded", &self.frames_encoded),
+            (
+                "frames_passed_through",
+                "Frames sent on as the source encoded them (H.264 passthrough)",
+                &self.frames_passed_through,
+            ),
+            ("keyframes_encoded", "Keyframes encoded", &self.keyframes_encoded),
+            (
+                "keyframe_requests",
+                "Keyframe requests (joins, PLI, FIR, recovery); one keyframe may serve several",
+                &self.keyframe_requests,
+            ),
+            ("frames_sent", "Frames handed to viewers, once per viewer", &self.frames_sent),
+            (
+                "frames_skipped",
+                "Frames a viewer skipped waiting for a keyframe (joining, lagging, lost data), once per viewer",
+                &self.frames_skipped,
+            ),
+            ("offers_refused", "Offers refused because the server held its maximum of viewers", &self.offers_refused),
+        ];
+        for (name, help, counter) in counters {
+            registry.register(name, help, counter.clone());
+        }
+        registry.register_with_unit("sent", "Media bytes sent to viewers", Unit::Bytes, self.bytes_sent.clone());
+        let histograms = [
+            ("encode", "Time to transform and encode one frame", &self.encode_seconds),
+            (
+                "capture_to_send",
+                "Time from a frame's capture until its packets for every viewer were sent",
+                &self.capture_to_send_seconds,
+            ),
+        ];
+        for (name, help, histogram) in histograms {
+            registry.register_with_unit(name, help, Unit::Seconds, histogram.clone());
+        }
+    }
+
+    /// Counts one more viewer unless `max` are held already. `false` when full.
+    pub(crate) fn admit_viewer(&self, max: usize) -> bool {
+        let max = i64::try_from(max).unwrap_or(i64::MAX);
+        let admitted = self
+            .viewers
+            .inner()
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |held| (held < max).then_some(held + 1));
+        if admitted.is_err() {
+            self.offers_refused.inc();
+        }
+        admitted.is_ok()
+    }
+
+    pub(crate) fn observe(histogram: &Histogram, duration: Duration) {
+        histogram.observe(duration.as_secs_f64());
+    }
+
+    /// Every metric in the Prometheus text format.
+    pub(crate) fn prometheus_text(&self) -> String {
+        let mut text = String::new();
+        // Writing to a String cannot fail.
+        let _ = encode(&mut text, &self.registry);
+        text
     }
 
     pub(crate) fn snapshot(&self) -> Stats {
+        let count = |gauge: &Gauge| usize::try_from(gauge.get()).unwrap_or(0);
         Stats {
-            encoders_running: self.encoders_running.load(Ordering::Relaxed),
-            viewers: self.viewers.load(Ordering::Relaxed),
-            frames_encoded: self.frames_encoded.load(Ordering::Relaxed),
-            frames_passed_through: self.frames_passed_through.load(Ordering::Relaxed),
-            keyframes_encoded: self.keyframes_encoded.load(Ordering::Relaxed),
-            keyframe_requests: self.keyframe_requests.load(Ordering::Relaxed),
-            frames_sent: self.frames_sent.load(Ordering::Relaxed),
-            frames_skipped: self.frames_skipped.load(Ordering::Relaxed),
+            encoders_running: count(&self.encoders_running),
+            viewers: count(&self.viewers),
+            frames_encoded: self.frames_encoded.get(),
+            frames_passed_through: self.frames_passed_through.get(),
+            keyframes_encoded: self.keyframes_encoded.get(),
+            keyframe_requests: self.keyframe_requests.get(),
+            frames_sent: self.frames_sent.get(),
+            frames_skipped: self.frames_skipped.get(),
+            bytes_sent: self.bytes_sent.get(),
+            offers_refused: self.offers_refused.get(),
         }
     }
 }
@@ -49,7 +161,7 @@ pub struct Stats {
     /// Frames the source delivered already encoded (H.264 from an RTSP camera) and that
     /// were sent on without decoding or encoding.
     pub frames_passed_through: u64,
-    /// Of those, keyframes.
+    /// Keyframes among the frames encoded.
     pub keyframes_encoded: u64,
     /// Keyframe requests received (joins, PLI, FIR, recovery); several may be served by
     /// one keyframe.
@@ -59,4 +171,8 @@ pub struct Stats {
     /// Frames a viewer skipped while waiting for a keyframe (after joining, falling
     /// behind or losing data), counted once per viewer.
     pub frames_skipped: u64,
+    /// Media bytes sent to viewers (RTP, RTCP, DTLS and STUN, as UDP payload).
+    pub bytes_sent: u64,
+    /// Offers refused because the server held its maximum number of viewers.
+    pub offers_refused: u64,
 }

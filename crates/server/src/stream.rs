@@ -61,7 +61,7 @@ pub(crate) struct KeyframeRequests {
 
 impl KeyframeRequests {
     pub(crate) fn request(&self) {
-        Metrics::add(&self.metrics.keyframe_requests, 1);
+        self.metrics.keyframe_requests.inc();
         self.pending.store(true, Ordering::Relaxed);
     }
 }
@@ -236,14 +236,14 @@ struct RunningEncoder {
 impl RunningEncoder {
     fn new(config: H264EncoderConfig, metrics: &Arc<Metrics>) -> Result<Self, EncoderError> {
         let encoder = H264Encoder::new(config)?;
-        metrics.encoders_running.fetch_add(1, Ordering::Relaxed);
+        metrics.encoders_running.inc();
         Ok(RunningEncoder { encoder, metrics: metrics.clone() })
     }
 }
 
 impl Drop for RunningEncoder {
     fn drop(&mut self) {
-        self.metrics.encoders_running.fetch_sub(1, Ordering::Relaxed);
+        self.metrics.encoders_running.dec();
     }
 }
 
@@ -341,6 +341,7 @@ impl Capture {
                     return Ok(());
                 }
             };
+            let started = Instant::now();
             let mut picture = self.reducer.apply(frame.into_i420());
             if let Some(stabilizer) = &mut self.stabilizer {
                 picture = stabilizer.apply(picture);
@@ -351,6 +352,7 @@ impl Capture {
             *last_size = Some((picture.width(), picture.height()));
             let force_keyframe = self.keyframe_due();
             self.publish_picture(&picture, force_keyframe)?;
+            Metrics::observe(&self.metrics.encode_seconds, started.elapsed());
         }
         Ok(())
     }
@@ -379,7 +381,7 @@ impl Capture {
             if access_unit.width > 0 && access_unit.height > 0 {
                 *last_size = Some((access_unit.width, access_unit.height));
             }
-            Metrics::add(&self.metrics.frames_passed_through, 1);
+            self.metrics.frames_passed_through.inc();
             self.publish(access_unit);
         }
     }
@@ -441,9 +443,9 @@ impl Capture {
         let Some(encoded) = encoder.encoder.encode(picture, force_keyframe)? else {
             return Ok(());
         };
-        Metrics::add(&self.metrics.frames_encoded, 1);
+        self.metrics.frames_encoded.inc();
         if encoded.keyframe {
-            Metrics::add(&self.metrics.keyframes_encoded, 1);
+            self.metrics.keyframes_encoded.inc();
             debug!(forced = force_keyframe, bytes = encoded.data.len(), "keyframe");
         }
         self.publish(encoded);

@@ -9,7 +9,6 @@
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use str0m::Input;
@@ -158,7 +157,7 @@ impl Driver {
 
     async fn add(&mut self, peer: Peer) {
         let id = peer.id();
-        self.metrics.viewers.fetch_add(1, Ordering::Relaxed);
+        // Counted as a viewer since its offer was admitted.
         self.peers.insert(id, Slot { peer, deadline: Instant::now() });
         self.flush(id).await;
     }
@@ -171,6 +170,7 @@ impl Driver {
         for id in ids {
             self.flush(id).await;
         }
+        Metrics::observe(&self.metrics.capture_to_send_seconds, frame.encoded.captured_at.elapsed());
         self.request_keyframes();
     }
 
@@ -227,7 +227,7 @@ impl Driver {
             None => {
                 self.peers.remove(&id);
                 self.routes.retain(|_, owner| *owner != id);
-                self.metrics.viewers.fetch_sub(1, Ordering::Relaxed);
+                self.metrics.viewers.dec();
                 debug!(id, "peer removed");
             }
         }
@@ -237,8 +237,11 @@ impl Driver {
                 debug!(source = %transmit.source, "no socket for this source address");
                 continue;
             };
-            if let Err(error) = socket.send_to(&transmit.contents, transmit.destination).await {
-                debug!(%error, destination = %transmit.destination, "send failed");
+            match socket.send_to(&transmit.contents, transmit.destination).await {
+                Ok(sent) => {
+                    self.metrics.bytes_sent.inc_by(sent as u64);
+                }
+                Err(error) => debug!(%error, destination = %transmit.destination, "send failed"),
             }
         }
     }

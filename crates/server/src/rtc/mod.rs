@@ -33,6 +33,8 @@ pub(crate) struct RtcSettings {
     pub(crate) listen_ip: IpAddr,
     /// The UDP port for all media (0: any free port).
     pub(crate) udp_port: u16,
+    /// Viewers held at most; offers beyond are refused.
+    pub(crate) max_viewers: usize,
 }
 
 /// Why offers cannot be answered right now.
@@ -42,6 +44,8 @@ pub(crate) enum AnswerError {
     Offer(#[from] OfferError),
     #[error("the server is shutting down")]
     ShuttingDown,
+    #[error("the server is at its limit of {0} viewers; try again later")]
+    Full(usize),
 }
 
 /// The web layer's handle on the WebRTC side.
@@ -50,6 +54,8 @@ pub(crate) struct RtcServer {
     commands: mpsc::Sender<Command>,
     peer_config: PeerConfig,
     next_peer_id: AtomicU64,
+    max_viewers: usize,
+    metrics: Arc<Metrics>,
     driver: Mutex<Option<JoinHandle<()>>>,
 }
 
@@ -65,12 +71,14 @@ impl RtcServer {
             .generate_certificate()
             .ok_or_else(|| io::Error::other("could not generate the DTLS certificate"))?;
         let (commands, command_rx) = mpsc::channel(256);
-        let driver = Driver::new(sockets, stream.subscribe(), stream.keyframe_requests(), metrics);
+        let driver = Driver::new(sockets, stream.subscribe(), stream.keyframe_requests(), metrics.clone());
         let driver = tokio::spawn(driver.run(command_rx));
         Ok(RtcServer {
             commands,
             peer_config: PeerConfig { host_addrs, dtls_cert },
             next_peer_id: AtomicU64::new(1),
+            max_viewers: settings.max_viewers,
+            metrics,
             driver: Mutex::new(Some(driver)),
         })
     }
@@ -80,12 +88,40 @@ impl RtcServer {
         &self.peer_config.host_addrs
     }
 
-    /// Answers an offer and starts serving the new viewer.
+    /// Fails when the server holds its maximum of viewers: checked before an offer is
+    /// parsed, so a full server spends nothing on it. [`RtcServer::answer`] checks again.
+    pub(crate) fn has_room(&self) -> Result<(), AnswerError> {
+        if self.metrics.snapshot().viewers >= self.max_viewers {
+            self.metrics.offers_refused.inc();
+            return Err(AnswerError::Full(self.max_viewers));
+        }
+        Ok(())
+    }
+
+    /// Answers an offer and starts serving the new viewer, unless the server already holds
+    /// its maximum of viewers.
     pub(crate) async fn answer(&self, offer: SdpOffer) -> Result<SdpAnswer, AnswerError> {
+        if !self.metrics.admit_viewer(self.max_viewers) {
+            return Err(AnswerError::Full(self.max_viewers));
+        }
+        let added = self.add_peer(offer).await;
+        if added.is_err() {
+            // Admitted, but never reached the driver, which counts a viewer out on removal.
+            self.metrics.viewers.dec();
+        }
+        added
+    }
+
+    async fn add_peer(&self, offer: SdpOffer) -> Result<SdpAnswer, AnswerError> {
         let id = self.next_peer_id.fetch_add(1, Ordering::Relaxed);
         let (peer, answer) = Peer::from_offer(id, offer, &self.peer_config, Instant::now())?;
         self.commands.send(Command::Add(Box::new(peer))).await.map_err(|_| AnswerError::ShuttingDown)?;
         Ok(answer)
+    }
+
+    /// Every metric in the Prometheus text format.
+    pub(crate) fn prometheus_text(&self) -> String {
+        self.metrics.prometheus_text()
     }
 
     /// Closes every peer; new offers are still answered.

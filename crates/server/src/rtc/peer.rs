@@ -171,7 +171,7 @@ impl Peer {
         }
         if self.waiting_for_keyframe {
             if !frame.encoded.keyframe {
-                Metrics::add(&metrics.frames_skipped, 1);
+                metrics.frames_skipped.inc();
                 return;
             }
             self.waiting_for_keyframe = false;
@@ -181,7 +181,9 @@ impl Peer {
         };
         let data = frame.encoded.data.clone();
         match writer.write(self.video.pt, frame.encoded.captured_at, frame.rtp_time, data) {
-            Ok(()) => Metrics::add(&metrics.frames_sent, 1),
+            Ok(()) => {
+                metrics.frames_sent.inc();
+            }
             Err(error) => {
                 self.span.in_scope(|| debug!(%error, "could not queue a frame; resyncing"));
                 self.resync();

@@ -7,10 +7,14 @@ use std::error::Error as StdError;
 use std::fmt::Write as _;
 
 use axum::http::StatusCode;
+use axum::http::header::RETRY_AFTER;
 use axum::response::{IntoResponse, Response};
 
 use super::templates::escape_html;
 use crate::rtc::{AnswerError, OfferError};
+
+/// How long a client refused by a full server is asked to wait before offering again.
+const FULL_RETRY_AFTER_SECONDS: &str = "5";
 
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum AppError {
@@ -22,6 +26,9 @@ pub(crate) enum AppError {
     Offer(#[from] OfferError),
     #[error("the server is shutting down")]
     ShuttingDown,
+    /// The server holds as many viewers as it may.
+    #[error("the server is at its limit of {0} viewers; try again later")]
+    Full(usize),
     /// Something on the server failed; shown as the 500 page.
     #[error("{0}")]
     Internal(ErrorReport),
@@ -45,6 +52,7 @@ impl From<AnswerError> for AppError {
         match error {
             AnswerError::Offer(offer) => AppError::Offer(offer),
             AnswerError::ShuttingDown => AppError::ShuttingDown,
+            AnswerError::Full(max) => AppError::Full(max),
         }
     }
 }
@@ -54,7 +62,7 @@ impl IntoResponse for AppError {
         let status = match &self {
             AppError::BadRequest(_) => StatusCode::BAD_REQUEST,
             AppError::Offer(_) => StatusCode::UNPROCESSABLE_ENTITY,
-            AppError::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
+            AppError::ShuttingDown | AppError::Full(_) => StatusCode::SERVICE_UNAVAILABLE,
             AppError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         };
         tracing::debug!(%status, error = %self, "request failed");
@@ -64,6 +72,8 @@ impl IntoResponse for AppError {
                 response.extensions_mut().insert(report);
                 response
             }
+            // Clients (the default page reconnects by itself) should not hammer a full server.
+            AppError::Full(_) => (status, [(RETRY_AFTER, FULL_RETRY_AFTER_SECONDS)], self.to_string()).into_response(),
             other => (status, other.to_string()).into_response(),
         }
     }

@@ -5,6 +5,7 @@
 //! | `GET /` | renders `templates/index.html` |
 //! | `POST /offer` | JSON SDP offer in, JSON answer out ([`offer`]) |
 //! | `POST /close_connection` | closes the peers (`OK`), or `DISABLED` when broadcasting |
+//! | `GET /metrics` | Prometheus (OpenMetrics) text, unless `enable_metrics` is false |
 //! | `/static/...` | files under the data folder's `static/` |
 //! | anything else | renders `templates/404.html` with status 404 |
 //!
@@ -19,6 +20,7 @@ use std::sync::Arc;
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, OriginalUri, Request, State};
 use axum::http::StatusCode;
+use axum::http::header::CONTENT_TYPE;
 use axum::middleware::{self, Next};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{get, post};
@@ -52,18 +54,22 @@ pub(crate) struct AppState {
     pub(crate) static_dirs: Vec<(String, PathBuf)>,
     pub(crate) live_broadcast: bool,
     pub(crate) logging: bool,
+    pub(crate) metrics: bool,
 }
 
 /// The paths of the app's own routes, which static folders cannot take.
-pub(crate) const ROUTES: [&str; 3] = ["/", "/offer", "/close_connection"];
+pub(crate) const ROUTES: [&str; 4] = ["/", "/offer", "/close_connection", "/metrics"];
 
 /// The app's routes.
 pub(crate) fn router(state: AppState) -> Router {
-    let [index_path, offer_path, close_path] = ROUTES;
+    let [index_path, offer_path, close_path, metrics_path] = ROUTES;
     let mut router = Router::new()
         .route(index_path, get(index))
         .route(offer_path, post(offer::offer))
         .route(close_path, post(close_connection));
+    if state.metrics {
+        router = router.route(metrics_path, get(metrics));
+    }
     for (url_path, dir) in &state.static_dirs {
         let mount = url_path.clone();
         let missing_file = get(move |State(state): State<AppState>, original: OriginalUri, request: Request| {
@@ -131,6 +137,14 @@ async fn close_connection(State(state): State<AppState>, body: String) -> Result
 
 /// Turns an [`ErrorReport`] left by a handler into the `500.html` page, or with logging on
 /// into a readable report of what failed and why.
+/// Viewers, encoders, frames, bytes and per-stage timings, for Prometheus to scrape.
+async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
+    ([(CONTENT_TYPE, OPENMETRICS_TEXT)], state.rtc.prometheus_text())
+}
+
+/// The content type of the OpenMetrics text format, which Prometheus scrapes.
+const OPENMETRICS_TEXT: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
 async fn error_pages(State(state): State<AppState>, original: OriginalUri, request: Request, next: Next) -> Response {
     let prefix = url_prefix(&original, request.uri().path());
     let response = next.run(request).await;

@@ -19,6 +19,7 @@ pub(crate) struct SessionDescription {
 }
 
 pub(crate) async fn offer(State(state): State<AppState>, body: Bytes) -> Result<Json<SessionDescription>, AppError> {
+    state.rtc.has_room()?;
     let request: SessionDescription = serde_json::from_slice(&body).map_err(|error| {
         AppError::BadRequest(format!(
             "the body must be JSON of the form {{\"sdp\": \"...\", \"type\": \"offer\"}}: {error}"

@@ -1,0 +1,81 @@
+//! Limits and visibility under load: the viewer cap (503 with a reason and a Retry-After,
+//! nobody else disturbed) and the Prometheus metrics endpoint.
+
+#![allow(clippy::unwrap_used)] // a failed unwrap is a failed test
+
+mod common;
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use common::{TestServer, builder, exclusive};
+use webgear_rtc::Options;
+use webgear_testkit::Viewer;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn offers_beyond_max_viewers_get_503_and_a_freed_place_is_taken_again() {
+    let _lock = exclusive().await;
+    let mut options = Options::default();
+    options.max_viewers = 2;
+    let server = TestServer::start_with(builder(options)).await;
+    let (_first, _) = server.playing_viewer().await;
+    let (mut second, _) = server.playing_viewer().await;
+
+    let refused = Viewer::connect(&server.url("/offer")).await.err().unwrap().to_string();
+    assert!(refused.contains("503") && refused.contains("limit of 2 viewers"), "{refused}");
+    // Refused before the offer is even read, with a hint when to come back.
+    let reply = reqwest::Client::new().post(server.url("/offer")).body("anything").send().await.unwrap();
+    assert_eq!(reply.status(), 503);
+    assert_eq!(reply.headers()["retry-after"], "5");
+    let stats = server.app.stats();
+    assert_eq!((stats.viewers, stats.offers_refused), (2, 2), "{stats:?}");
+    assert!(second.frames_during(Duration::from_millis(500)).await.len() >= 10, "the viewers held play on");
+
+    let closed = reqwest::Client::new().post(server.url("/close_connection")).body("1").send().await.unwrap();
+    assert_eq!(closed.text().await.unwrap(), "OK");
+    assert_eq!(server.app.stats().viewers, 0);
+    let (_again, first) = server.playing_viewer().await;
+    assert!(first.number.is_some(), "a freed place is taken again");
+    server.stop().await;
+}
+
+/// The samples of a Prometheus text exposition, by name with labels.
+fn samples(text: &str) -> HashMap<String, f64> {
+    text.lines()
+        .filter(|line| !line.starts_with('#'))
+        .filter_map(|line| line.rsplit_once(' '))
+        .map(|(name, value)| (name.to_owned(), value.parse().unwrap()))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_report_viewers_frames_bytes_and_stage_timings() {
+    let _lock = exclusive().await;
+    let server = TestServer::start().await;
+    let (mut viewer, _) = server.playing_viewer().await;
+    viewer.frames_during(Duration::from_secs(1)).await;
+
+    let reply = reqwest::get(server.url("/metrics")).await.unwrap();
+    assert_eq!(reply.status(), 200);
+    assert!(reply.headers()["content-type"].to_str().unwrap().starts_with("application/openmetrics-text"));
+    let text = reply.text().await.unwrap();
+    assert!(text.ends_with("# EOF\n"), "{text}");
+    let samples = samples(&text);
+    let value = |name: &str| *samples.get(name).unwrap_or_else(|| panic!("no {name} in\n{text}"));
+    assert_eq!(value("webgear_viewers"), 1.0);
+    assert_eq!(value("webgear_encoders_running"), 1.0);
+    assert!(value("webgear_frames_encoded_total") >= 30.0, "{text}");
+    assert!(value("webgear_frames_sent_total") >= 25.0, "{text}");
+    assert!(value("webgear_sent_bytes_total") >= 50_000.0, "{text}");
+    assert!(value("webgear_encode_seconds_count") >= 30.0, "{text}");
+    assert!(value("webgear_capture_to_send_seconds_count") >= 30.0, "{text}");
+    assert!(value("webgear_capture_to_send_seconds_sum") > 0.0, "{text}");
+    assert_eq!(value("webgear_offers_refused_total"), 0.0);
+    server.stop().await;
+
+    let mut options = Options::default();
+    options.enable_metrics = false;
+    let server = TestServer::start_with(builder(options)).await;
+    assert_eq!(reqwest::get(server.url("/metrics")).await.unwrap().status(), 404);
+    server.stop().await;
+}
