@@ -1,16 +1,17 @@
-//! Limits and visibility under load: the viewer cap (503 with a reason and a Retry-After,
-//! nobody else disturbed) and the Prometheus metrics endpoint.
+//! Behaviour under load: the viewer cap (503 with a reason and a Retry-After, nobody else
+//! disturbed), the Prometheus metrics endpoint, and the load generator's light viewers.
 
 #![allow(clippy::unwrap_used)] // a failed unwrap is a failed test
 
 mod common;
 
 use std::collections::HashMap;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use common::{TestServer, builder, exclusive};
 use webgear_rtc::Options;
 use webgear_testkit::Viewer;
+use webgear_testkit::load::{Window, watch};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn offers_beyond_max_viewers_get_503_and_a_freed_place_is_taken_again() {
@@ -77,5 +78,27 @@ async fn metrics_report_viewers_frames_bytes_and_stage_timings() {
     options.enable_metrics = false;
     let server = TestServer::start_with(builder(options)).await;
     assert_eq!(reqwest::get(server.url("/metrics")).await.unwrap().status(), 404);
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn light_viewers_measure_full_rate_no_loss_and_their_first_frame() {
+    let _lock = exclusive().await;
+    let server = TestServer::start().await;
+    let start = Instant::now() + Duration::from_secs(1);
+    let window = Window { start, end: start + Duration::from_secs(2) };
+    let offer_url = server.url("/offer");
+    let viewers: Vec<_> = (0..8)
+        .map(|_| {
+            let offer_url = offer_url.clone();
+            tokio::spawn(async move { watch(&offer_url, window).await })
+        })
+        .collect();
+    for viewer in viewers {
+        let report = viewer.await.unwrap().unwrap();
+        assert!(report.fps >= 25.0 && report.loss < 0.01, "{report:?}");
+        assert!(report.first_frame.is_some_and(|d| d < Duration::from_secs(1)), "{report:?}");
+        assert!(report.bytes > 100_000, "{report:?}");
+    }
     server.stop().await;
 }

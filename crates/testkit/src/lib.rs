@@ -4,9 +4,12 @@
 //! - [`Viewer`]: a real WebRTC peer (str0m on the client side) that completes ICE and DTLS,
 //!   depacketizes and **decodes** the H.264 it receives, and reports every picture's size,
 //!   the frame number the test pattern drew into it, and when it arrived.
+//! - [`load::watch`]: a light viewer that does not decode, for holding many viewers in one
+//!   process and measuring frame rate, loss and time to first frame.
 //! - [`Browser`]: headless Chromium driven over WebDriver, to prove the default page plays.
 
 mod browser;
+pub mod load;
 mod viewer;
 
 pub use browser::{Browser, BrowserError};

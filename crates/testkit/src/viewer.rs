@@ -112,19 +112,7 @@ impl Viewer {
     /// Posts an offer to `offer_url` (e.g. `http://127.0.0.1:8000/offer`) and starts
     /// receiving on a loopback UDP socket.
     pub async fn connect(offer_url: &str) -> Result<Viewer, ViewerError> {
-        let signalling = |reason: String| ViewerError::Signalling { url: offer_url.to_owned(), reason };
-        let socket = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0))?;
-        let local = socket.local_addr()?;
-        let mut rtc = Rtc::builder().clear_codecs().enable_h264(true).build(Instant::now());
-        let candidate = Candidate::host(local, Protocol::Udp).map_err(|e| signalling(e.to_string()))?;
-        rtc.add_local_candidate(candidate);
-        let mut change = rtc.sdp_api();
-        let mid = change.add_media(MediaKind::Video, Direction::RecvOnly, None, None, None);
-        let (offer, pending) = change.apply().ok_or_else(|| signalling("no offer to make".into()))?;
-
-        let offered_at = Instant::now();
-        let answer = post_offer(offer_url, &offer).await.map_err(signalling)?;
-        rtc.sdp_api().accept_answer(pending, answer)?;
+        let Negotiated { rtc, mid, socket, local, offered_at } = negotiate(offer_url, false).await?;
 
         let (frames_tx, frames) = mpsc::unbounded_channel();
         let stop = Arc::new(AtomicBool::new(false));
@@ -197,6 +185,35 @@ impl Drop for Viewer {
         // How the session ended matters only to callers of `close`.
         let _ = self.stop_thread();
     }
+}
+
+/// A client session whose offer the server answered; ICE and DTLS are still to come.
+pub(crate) struct Negotiated {
+    pub(crate) rtc: Rtc,
+    /// The receive-only video transceiver.
+    pub(crate) mid: Mid,
+    pub(crate) socket: UdpSocket,
+    pub(crate) local: SocketAddr,
+    /// When the offer was posted.
+    pub(crate) offered_at: Instant,
+}
+
+/// Offers to receive H.264 video from `offer_url`, from a new loopback UDP socket, and
+/// accepts the answer. In `rtp_mode` the session reports RTP packets instead of frames.
+pub(crate) async fn negotiate(offer_url: &str, rtp_mode: bool) -> Result<Negotiated, ViewerError> {
+    let signalling = |reason: String| ViewerError::Signalling { url: offer_url.to_owned(), reason };
+    let socket = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0))?;
+    let local = socket.local_addr()?;
+    let mut rtc = Rtc::builder().clear_codecs().enable_h264(true).set_rtp_mode(rtp_mode).build(Instant::now());
+    let candidate = Candidate::host(local, Protocol::Udp).map_err(|e| signalling(e.to_string()))?;
+    rtc.add_local_candidate(candidate);
+    let mut change = rtc.sdp_api();
+    let mid = change.add_media(MediaKind::Video, Direction::RecvOnly, None, None, None);
+    let (offer, pending) = change.apply().ok_or_else(|| signalling("no offer to make".into()))?;
+    let offered_at = Instant::now();
+    let answer = post_offer(offer_url, &offer).await.map_err(signalling)?;
+    rtc.sdp_api().accept_answer(pending, answer)?;
+    Ok(Negotiated { rtc, mid, socket, local, offered_at })
 }
 
 async fn post_offer(url: &str, offer: &SdpOffer) -> Result<SdpAnswer, String> {

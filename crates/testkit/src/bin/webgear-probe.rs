@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use webgear_testkit::Viewer;
+use webgear_testkit::load::percentile;
 
 #[derive(Parser)]
 #[command(about)]
@@ -61,13 +62,12 @@ async fn joins(offer_url: &str, count: usize) {
         viewer.close().unwrap();
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
-    millis.sort_by(f64::total_cmp);
     println!(
         "time to first decoded frame over {count} joins: p50 {:.0} ms, p95 {:.0} ms, min {:.0} ms, max {:.0} ms",
-        percentile(&millis, 50.0),
-        percentile(&millis, 95.0),
-        millis[0],
-        millis[millis.len() - 1]
+        percentile(&mut millis, 0.5),
+        percentile(&mut millis, 0.95),
+        percentile(&mut millis, 0.0),
+        percentile(&mut millis, 1.0),
     );
 }
 
@@ -93,9 +93,9 @@ async fn hold(offer_url: &str, count: usize, seconds: u64, server_pid: Option<u3
         rates.push(task.await.unwrap() as f64 / window.as_secs_f64());
     }
     let cpu_after = server_pid.map(cpu_seconds);
-    rates.sort_by(f64::total_cmp);
-    if let (Some(slowest), Some(fastest)) = (rates.first(), rates.last()) {
-        let median = percentile(&rates, 50.0);
+    if !rates.is_empty() {
+        let (slowest, median, fastest) =
+            (percentile(&mut rates, 0.0), percentile(&mut rates, 0.5), percentile(&mut rates, 1.0));
         println!("{count} viewers over {seconds} s: decoded fps min {slowest:.1}, p50 {median:.1}, max {fastest:.1}");
     }
     if let (Some(before), Some(after)) = (cpu_before, cpu_after) {
@@ -116,9 +116,4 @@ fn cpu_seconds(pid: u32) -> f64 {
 fn clock_ticks_per_second() -> f64 {
     let output = std::process::Command::new("getconf").arg("CLK_TCK").output().unwrap();
     String::from_utf8_lossy(&output.stdout).trim().parse().unwrap_or(100.0)
-}
-
-fn percentile(sorted: &[f64], p: f64) -> f64 {
-    let rank = ((p / 100.0) * (sorted.len() - 1) as f64).round() as usize;
-    sorted[rank]
 }

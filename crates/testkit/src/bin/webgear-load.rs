@@ -1,0 +1,127 @@
+//! Holds many viewers against any server speaking WebGear_RTC's `/offer` and reports what
+//! they experience, without decoding (see `webgear_testkit::load`).
+//!
+//! `webgear-load --url http://127.0.0.1:8000 --viewers 100 --ramp 50 --seconds 10` joins
+//! 100 viewers at 50 a second, lets them settle, measures every one for 10 s, and prints a
+//! summary (and, with `--json`, one JSON line for scripts).
+
+use std::time::{Duration, Instant};
+
+use clap::Parser;
+use serde::Serialize;
+use webgear_testkit::load::{LoadReport, Window, percentile, watch};
+
+#[derive(Parser)]
+#[command(about)]
+struct Args {
+    /// The server's base URL; offers go to `<url>/offer`.
+    #[arg(long, default_value = "http://127.0.0.1:8000")]
+    url: String,
+    /// How many viewers to hold.
+    #[arg(long, default_value_t = 10)]
+    viewers: usize,
+    /// Viewers joined per second.
+    #[arg(long, default_value_t = 50.0)]
+    ramp: f64,
+    /// Seconds to wait after the last join before measuring.
+    #[arg(long, default_value_t = 2.0)]
+    settle: f64,
+    /// Seconds to measure.
+    #[arg(long, default_value_t = 10.0)]
+    seconds: f64,
+    /// A viewer counts as served at full rate at this many frames per second or more.
+    #[arg(long, default_value_t = 29.0)]
+    full_fps: f64,
+    /// Print one JSON line with the summary as well.
+    #[arg(long)]
+    json: bool,
+}
+
+/// Across all viewers.
+#[derive(Debug, Serialize)]
+struct Summary {
+    viewers: usize,
+    connected: usize,
+    failed: usize,
+    /// Viewers at `full_fps` or more with under 0.5% loss.
+    full_rate: usize,
+    fps_min: f64,
+    fps_p50: f64,
+    loss_p50: f64,
+    loss_p95: f64,
+    loss_max: f64,
+    first_frame_ms_p50: f64,
+    first_frame_ms_p95: f64,
+    /// Received by all viewers together.
+    megabits_per_second: f64,
+    first_error: Option<String>,
+}
+
+#[tokio::main]
+async fn main() {
+    let args = Args::parse();
+    let offer_url = format!("{}/offer", args.url.trim_end_matches('/'));
+    let joining = Duration::from_secs_f64(args.viewers as f64 / args.ramp.max(0.1));
+    let start = Instant::now() + joining + Duration::from_secs_f64(args.settle);
+    let window = Window { start, end: start + Duration::from_secs_f64(args.seconds) };
+    let interval = Duration::from_secs_f64(1.0 / args.ramp.max(0.1));
+    let mut tasks = Vec::with_capacity(args.viewers);
+    for index in 0..args.viewers {
+        tokio::time::sleep_until(tokio::time::Instant::now().max(ramp_time(window.start - joining, interval, index)))
+            .await;
+        let offer_url = offer_url.clone();
+        tasks.push(tokio::spawn(async move { watch(&offer_url, window).await.map_err(|e| e.to_string()) }));
+    }
+    let mut reports = Vec::new();
+    let mut errors = Vec::new();
+    for task in tasks {
+        match task.await {
+            Ok(Ok(report)) => reports.push(report),
+            Ok(Err(error)) => errors.push(error),
+            Err(error) => errors.push(error.to_string()),
+        }
+    }
+    let summary = summarise(&args, &reports, errors, window);
+    println!(
+        "{} viewers: {} connected, {} failed; {} at >= {} fps with < 0.5% loss",
+        summary.viewers, summary.connected, summary.failed, summary.full_rate, args.full_fps
+    );
+    println!("fps: min {:.1}, p50 {:.1}", summary.fps_min, summary.fps_p50);
+    println!("loss: p50 {:.3}%, p95 {:.3}%, max {:.3}%", summary.loss_p50, summary.loss_p95, summary.loss_max);
+    println!("first frame: p50 {:.0} ms, p95 {:.0} ms", summary.first_frame_ms_p50, summary.first_frame_ms_p95);
+    println!("received: {:.1} Mbit/s in all", summary.megabits_per_second);
+    if let Some(error) = &summary.first_error {
+        println!("first error: {error}");
+    }
+    if args.json {
+        println!("{}", serde_json::to_string(&summary).unwrap_or_default());
+    }
+}
+
+/// When viewer `index` joins: evenly spaced from `from`.
+fn ramp_time(from: Instant, interval: Duration, index: usize) -> tokio::time::Instant {
+    tokio::time::Instant::from_std(from + interval * u32::try_from(index).unwrap_or(u32::MAX))
+}
+
+fn summarise(args: &Args, reports: &[LoadReport], errors: Vec<String>, window: Window) -> Summary {
+    let mut fps: Vec<f64> = reports.iter().map(|r| r.fps).collect();
+    let mut loss: Vec<f64> = reports.iter().map(|r| r.loss * 100.0).collect();
+    let mut first_frame: Vec<f64> =
+        reports.iter().filter_map(|r| r.first_frame).map(|d| d.as_secs_f64() * 1000.0).collect();
+    let bytes: u64 = reports.iter().map(|r| r.bytes).sum();
+    Summary {
+        viewers: args.viewers,
+        connected: reports.len(),
+        failed: errors.len(),
+        full_rate: reports.iter().filter(|r| r.fps >= args.full_fps && r.loss < 0.005).count(),
+        fps_min: percentile(&mut fps, 0.0),
+        fps_p50: percentile(&mut fps, 0.5),
+        loss_p50: percentile(&mut loss, 0.5),
+        loss_p95: percentile(&mut loss, 0.95),
+        loss_max: percentile(&mut loss, 1.0),
+        first_frame_ms_p50: percentile(&mut first_frame, 0.5),
+        first_frame_ms_p95: percentile(&mut first_frame, 0.95),
+        megabits_per_second: bytes as f64 * 8.0 / 1e6 / (window.end - window.start).as_secs_f64(),
+        first_error: errors.into_iter().next(),
+    }
+}

@@ -1,0 +1,145 @@
+//! A light viewer for load tests: a real WebRTC peer (ICE, DTLS, SRTP, RTCP feedback) that
+//! does not decode. It receives RTP packets and measures what a viewer would experience:
+//! time to first frame, frames per second (by RTP timestamp and marker bit), packet loss
+//! (sequence numbers never received, after retransmission) and bytes. Thousands run in one
+//! process, each a task on the caller's tokio runtime with its own UDP socket.
+
+use std::collections::HashSet;
+use std::time::{Duration, Instant};
+
+use str0m::net::{Protocol, Receive};
+use str0m::{Event, Input, Output};
+use tokio::net::UdpSocket;
+
+use crate::viewer::{Negotiated, ViewerError, negotiate};
+
+/// What one viewer saw.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LoadReport {
+    /// From posting the offer to the last packet of the first complete frame.
+    pub first_frame: Option<Duration>,
+    /// Complete frames (RTP marker bit) received during the measuring window.
+    pub frames: u64,
+    /// Frames per second over the measuring window.
+    pub fps: f64,
+    /// RTP packets received during the window (duplicates once).
+    pub packets: u64,
+    /// Packets of the window's sequence range that never arrived, as a fraction.
+    pub loss: f64,
+    /// RTP payload and header bytes received during the window.
+    pub bytes: u64,
+}
+
+/// When a load test measures: viewers connect before `start` and are measured until `end`.
+#[derive(Debug, Clone, Copy)]
+pub struct Window {
+    /// The start of measuring.
+    pub start: Instant,
+    /// The end of measuring; the viewer leaves then.
+    pub end: Instant,
+}
+
+/// Connects one viewer to `offer_url`, receives until the window ends, and reports.
+pub async fn watch(offer_url: &str, window: Window) -> Result<LoadReport, ViewerError> {
+    let Negotiated { mut rtc, socket, local, offered_at, .. } = negotiate(offer_url, true).await?;
+    socket.set_nonblocking(true)?;
+    let socket = UdpSocket::from_std(socket)?;
+    let mut tally = Tally::default();
+    let mut first_frame = None;
+    let mut buffer = vec![0u8; 2048];
+    while rtc.is_alive() && Instant::now() < window.end {
+        let deadline = match rtc.poll_output()? {
+            Output::Timeout(deadline) => deadline,
+            Output::Transmit(transmit) => {
+                socket.send_to(&transmit.contents, transmit.destination).await?;
+                continue;
+            }
+            Output::Event(Event::RtpPacket(packet)) => {
+                let now = Instant::now();
+                if packet.header.marker && first_frame.is_none() {
+                    first_frame = Some(now - offered_at);
+                }
+                if (window.start..window.end).contains(&now) {
+                    tally.count(*packet.seq_no, packet.header.marker, packet.payload.len() + packet.header.header_len);
+                }
+                continue;
+            }
+            Output::Event(_) => continue,
+        };
+        let wake = tokio::time::Instant::from_std(deadline.min(window.end));
+        tokio::select! {
+            received = socket.recv_from(&mut buffer) => {
+                let (length, source) = received?;
+                let Ok(contents) = buffer[..length].try_into() else { continue };
+                let input = Input::Receive(
+                    Instant::now(),
+                    Receive { proto: Protocol::Udp, source, destination: local, contents },
+                );
+                rtc.handle_input(input)?;
+            }
+            () = tokio::time::sleep_until(wake) => rtc.handle_input(Input::Timeout(Instant::now()))?,
+        }
+    }
+    rtc.disconnect();
+    let seconds = (window.end - window.start).as_secs_f64();
+    Ok(tally.report(first_frame, seconds))
+}
+
+/// Counts of one viewer's measuring window.
+#[derive(Debug, Default)]
+struct Tally {
+    sequence_numbers: HashSet<u64>,
+    frames: u64,
+    bytes: u64,
+}
+
+impl Tally {
+    fn count(&mut self, sequence_number: u64, marker: bool, bytes: usize) {
+        if self.sequence_numbers.insert(sequence_number) {
+            self.frames += u64::from(marker);
+            self.bytes += bytes as u64;
+        }
+    }
+
+    fn report(&self, first_frame: Option<Duration>, seconds: f64) -> LoadReport {
+        let packets = self.sequence_numbers.len() as u64;
+        let range = match (self.sequence_numbers.iter().min(), self.sequence_numbers.iter().max()) {
+            (Some(low), Some(high)) => high - low + 1,
+            _ => 0,
+        };
+        LoadReport {
+            first_frame,
+            frames: self.frames,
+            fps: self.frames as f64 / seconds,
+            packets,
+            loss: if range == 0 { 0.0 } else { (range - packets) as f64 / range as f64 },
+            bytes: self.bytes,
+        }
+    }
+}
+
+/// The value at fraction `at` of `values` (0: the smallest, 0.5: the median, 1: the
+/// largest), sorting them in place; 0 when there are none.
+pub fn percentile(values: &mut [f64], at: f64) -> f64 {
+    values.sort_by(f64::total_cmp);
+    let Some(last) = values.len().checked_sub(1) else {
+        return 0.0;
+    };
+    values[(last as f64 * at.clamp(0.0, 1.0)).round() as usize]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn loss_counts_sequence_numbers_never_received_and_ignores_duplicates() {
+        let mut tally = Tally::default();
+        for (sequence_number, marker) in [(10, false), (11, true), (11, true), (13, true), (14, false)] {
+            tally.count(sequence_number, marker, 100);
+        }
+        let report = tally.report(None, 1.0);
+        assert_eq!((report.packets, report.frames, report.bytes), (4, 2, 400));
+        assert!((report.loss - 0.2).abs() < 1e-9, "one of five missing: {}", report.loss);
+    }
+}
