@@ -7,9 +7,11 @@
 //! - [`load::watch`]: a light viewer that does not decode, for holding many viewers in one
 //!   process and measuring frame rate, loss and time to first frame.
 //! - [`Browser`]: headless Chromium driven over WebDriver, to prove the default page plays.
+//! - [`server_side`]: a server process's CPU and memory, and its histograms' quantiles.
 
 mod browser;
 pub mod load;
+pub mod server_side;
 mod viewer;
 
 pub use browser::{Browser, BrowserError};

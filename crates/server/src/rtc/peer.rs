@@ -19,6 +19,12 @@ use crate::stream::StreamFrame;
 /// A peer that has not completed ICE and DTLS by then is dropped.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// Sent video packets each peer keeps for retransmission on NACK (and as the queue between
+/// a frame's packetization and its sending). At 2 Mbit/s this is over a second of video,
+/// far beyond any loss a viewer recovers from by NACK instead of a keyframe, and room for
+/// a large keyframe. str0m's default (1000) held most of a viewer's memory.
+const SEND_BUFFER_PACKETS: usize = 256;
+
 /// A peer's identity within the server, for logs and routing.
 pub(crate) type PeerId = u64;
 
@@ -93,6 +99,7 @@ impl Peer {
             .set_dtls_cert(config.dtls_cert.clone())
             .clear_codecs()
             .enable_h264(true)
+            .set_send_buffer_video(SEND_BUFFER_PACKETS)
             .build(now);
         for &addr in &config.host_addrs {
             let candidate =

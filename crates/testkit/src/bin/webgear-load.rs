@@ -3,13 +3,16 @@
 //!
 //! `webgear-load --url http://127.0.0.1:8000 --viewers 100 --ramp 50 --seconds 10` joins
 //! 100 viewers at 50 a second, lets them settle, measures every one for 10 s, and prints a
-//! summary (and, with `--json`, one JSON line for scripts).
+//! summary (and, with `--json`, one JSON line for scripts). With `--server-pid` it also
+//! reports the server's CPU per viewer-second and memory per viewer over the window, and
+//! with `--metrics` the server's capture-to-send latency from its `/metrics`.
 
 use std::time::{Duration, Instant};
 
 use clap::Parser;
 use serde::Serialize;
 use webgear_testkit::load::{LoadReport, Window, percentile, watch};
+use webgear_testkit::server_side::{ProcessSample, histogram_buckets, quantile_between};
 
 #[derive(Parser)]
 #[command(about)]
@@ -35,6 +38,19 @@ struct Args {
     /// Print one JSON line with the summary as well.
     #[arg(long)]
     json: bool,
+    /// The server's process id, to read its CPU time and memory from /proc.
+    #[arg(long)]
+    server_pid: Option<u32>,
+    /// Read the server's capture-to-send histogram from `<url>/metrics`.
+    #[arg(long)]
+    metrics: bool,
+}
+
+/// What the server's side looked like at one moment of the window.
+#[derive(Debug, Default)]
+struct ServerReading {
+    process: Option<ProcessSample>,
+    capture_to_send: Vec<(f64, f64)>,
 }
 
 /// Across all viewers.
@@ -54,6 +70,14 @@ struct Summary {
     first_frame_ms_p95: f64,
     /// Received by all viewers together.
     megabits_per_second: f64,
+    /// Server CPU seconds per viewer-second over the window.
+    server_cpu_per_viewer_second: Option<f64>,
+    /// Server CPU over the window, as a share of one core.
+    server_cpu_percent: Option<f64>,
+    /// Server resident memory at the end of the window.
+    server_rss_mib: Option<f64>,
+    capture_to_send_ms_p50: Option<f64>,
+    capture_to_send_ms_p99: Option<f64>,
     first_error: Option<String>,
 }
 
@@ -65,6 +89,7 @@ async fn main() {
     let start = Instant::now() + joining + Duration::from_secs_f64(args.settle);
     let window = Window { start, end: start + Duration::from_secs_f64(args.seconds) };
     let interval = Duration::from_secs_f64(1.0 / args.ramp.max(0.1));
+    let readings = tokio::spawn(read_server(args.url.clone(), args.server_pid, args.metrics, window));
     let mut tasks = Vec::with_capacity(args.viewers);
     for index in 0..args.viewers {
         tokio::time::sleep_until(tokio::time::Instant::now().max(ramp_time(window.start - joining, interval, index)))
@@ -81,7 +106,8 @@ async fn main() {
             Err(error) => errors.push(error.to_string()),
         }
     }
-    let summary = summarise(&args, &reports, errors, window);
+    let readings = readings.await.unwrap_or_default();
+    let summary = summarise(&args, &reports, errors, window, &readings);
     println!(
         "{} viewers: {} connected, {} failed; {} at >= {} fps with < 0.5% loss",
         summary.viewers, summary.connected, summary.failed, summary.full_rate, args.full_fps
@@ -90,6 +116,14 @@ async fn main() {
     println!("loss: p50 {:.3}%, p95 {:.3}%, max {:.3}%", summary.loss_p50, summary.loss_p95, summary.loss_max);
     println!("first frame: p50 {:.0} ms, p95 {:.0} ms", summary.first_frame_ms_p50, summary.first_frame_ms_p95);
     println!("received: {:.1} Mbit/s in all", summary.megabits_per_second);
+    if let (Some(share), Some(per_viewer), Some(rss)) =
+        (summary.server_cpu_percent, summary.server_cpu_per_viewer_second, summary.server_rss_mib)
+    {
+        println!("server: {share:.1}% of one core ({per_viewer:.5} CPU s per viewer-second), {rss:.0} MiB resident");
+    }
+    if let (Some(p50), Some(p99)) = (summary.capture_to_send_ms_p50, summary.capture_to_send_ms_p99) {
+        println!("capture to send: p50 <= {p50:.1} ms, p99 <= {p99:.1} ms");
+    }
     if let Some(error) = &summary.first_error {
         println!("first error: {error}");
     }
@@ -103,7 +137,35 @@ fn ramp_time(from: Instant, interval: Duration, index: usize) -> tokio::time::In
     tokio::time::Instant::from_std(from + interval * u32::try_from(index).unwrap_or(u32::MAX))
 }
 
-fn summarise(args: &Args, reports: &[LoadReport], errors: Vec<String>, window: Window) -> Summary {
+/// Reads the server's side at the start and near the end of the window.
+async fn read_server(url: String, pid: Option<u32>, metrics: bool, window: Window) -> [ServerReading; 2] {
+    let metrics_url = format!("{}/metrics", url.trim_end_matches('/'));
+    let read = || async {
+        let capture_to_send = if metrics {
+            let text = async { reqwest::get(&metrics_url).await?.text().await };
+            histogram_buckets(&text.await.unwrap_or_default(), "webgear_capture_to_send_seconds")
+        } else {
+            Vec::new()
+        };
+        ServerReading { process: pid.and_then(|pid| ProcessSample::of(pid).ok()), capture_to_send }
+    };
+    tokio::time::sleep_until(window.start.into()).await;
+    let first = read().await;
+    tokio::time::sleep_until((window.end - Duration::from_millis(200)).into()).await;
+    [first, read().await]
+}
+
+fn summarise(
+    args: &Args,
+    reports: &[LoadReport],
+    errors: Vec<String>,
+    window: Window,
+    [start, end]: &[ServerReading; 2],
+) -> Summary {
+    let seconds = (window.end - window.start).as_secs_f64();
+    let cpu = start.process.zip(end.process).map(|(a, b)| b.cpu_seconds - a.cpu_seconds);
+    let latency_ms =
+        |q: f64| quantile_between(&start.capture_to_send, &end.capture_to_send, q).map(|seconds| seconds * 1000.0);
     let mut fps: Vec<f64> = reports.iter().map(|r| r.fps).collect();
     let mut loss: Vec<f64> = reports.iter().map(|r| r.loss * 100.0).collect();
     let mut first_frame: Vec<f64> =
@@ -121,7 +183,12 @@ fn summarise(args: &Args, reports: &[LoadReport], errors: Vec<String>, window: W
         loss_max: percentile(&mut loss, 1.0),
         first_frame_ms_p50: percentile(&mut first_frame, 0.5),
         first_frame_ms_p95: percentile(&mut first_frame, 0.95),
-        megabits_per_second: bytes as f64 * 8.0 / 1e6 / (window.end - window.start).as_secs_f64(),
+        megabits_per_second: bytes as f64 * 8.0 / 1e6 / seconds,
+        server_cpu_per_viewer_second: cpu.map(|cpu| cpu / (seconds * reports.len().max(1) as f64)),
+        server_cpu_percent: cpu.map(|cpu| cpu / seconds * 100.0),
+        server_rss_mib: end.process.map(|p| p.rss_bytes as f64 / (1024.0 * 1024.0)),
+        capture_to_send_ms_p50: latency_ms(0.5),
+        capture_to_send_ms_p99: latency_ms(0.99),
         first_error: errors.into_iter().next(),
     }
 }

@@ -13,6 +13,7 @@ use std::time::Duration;
 use clap::{Parser, Subcommand};
 use webgear_testkit::Viewer;
 use webgear_testkit::load::percentile;
+use webgear_testkit::server_side::ProcessSample;
 
 #[derive(Parser)]
 #[command(about)]
@@ -80,6 +81,7 @@ async fn hold(offer_url: &str, count: usize, seconds: u64, server_pid: Option<u3
         viewer.next_frame(Duration::from_secs(10)).await.expect("every viewer plays");
     }
     let window = Duration::from_secs(seconds);
+    let cpu_seconds = |pid: u32| ProcessSample::of(pid).unwrap().cpu_seconds;
     let cpu_before = server_pid.map(cpu_seconds);
     if count == 0 {
         tokio::time::sleep(window).await;
@@ -102,18 +104,4 @@ async fn hold(offer_url: &str, count: usize, seconds: u64, server_pid: Option<u3
         let share = (after - before) / window.as_secs_f64() * 100.0;
         println!("server CPU with {count} viewers: {share:.1}% of one core");
     }
-}
-
-/// User plus system CPU seconds a process has used, from /proc/PID/stat.
-fn cpu_seconds(pid: u32) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
-    // Fields after the parenthesised command name; utime and stime are fields 14 and 15.
-    let fields: Vec<&str> = stat.rsplit_once(") ").unwrap().1.split_whitespace().collect();
-    let ticks: f64 = fields[11].parse::<f64>().unwrap() + fields[12].parse::<f64>().unwrap();
-    ticks / clock_ticks_per_second()
-}
-
-fn clock_ticks_per_second() -> f64 {
-    let output = std::process::Command::new("getconf").arg("CLK_TCK").output().unwrap();
-    String::from_utf8_lossy(&output.stdout).trim().parse().unwrap_or(100.0)
 }
