@@ -14,10 +14,11 @@ command -v nasm >/dev/null || missing+=(nasm)
 command -v ffmpeg >/dev/null || missing+=(ffmpeg)
 command -v pgrep >/dev/null || missing+=(procps)
 command -v Xvfb >/dev/null || missing+=(xvfb)
-# The RTSP test camera: Debian's Python with GStreamer's RTSP server and the H.264 elements.
+# The RTSP test camera: Debian's Python with GStreamer's RTSP server, H.264 and MJPEG elements.
 /usr/bin/python3 -c 'import gi; gi.require_version("Gst", "1.0"); gi.require_version("GstRtspServer", "1.0")
 from gi.repository import Gst; Gst.init(None)
-assert all(Gst.ElementFactory.find(e) for e in ("qtdemux", "h264parse", "rtph264pay"))' 2>/dev/null ||
+assert all(Gst.ElementFactory.find(e) for e in ("qtdemux", "h264parse", "rtph264pay", "matroskademux",
+                                               "jpegparse", "rtpjpegpay"))' 2>/dev/null ||
   missing+=(python3-gi gir1.2-gst-rtsp-server-1.0 gstreamer1.0-plugins-good gstreamer1.0-plugins-bad)
 if ((${#missing[@]})); then
   sudo=""

@@ -53,6 +53,10 @@ const H264: &[&str] = &["-c:v", "libx264", "-preset", "ultrafast", "-pix_fmt", "
 const CAMERA_H264: &[&str] =
     &["-c:v", "libx264", "-preset", "ultrafast", "-profile:v", "baseline", "-g", "15", "-pix_fmt", "yuv420p"];
 
+/// ffmpeg output options for Motion JPEG as RTP carries it (RFC 2435: the standard Huffman
+/// tables, 4:2:0).
+const MJPEG: &[&str] = &["-c:v", "mjpeg", "-q:v", "3", "-huffman", "default", "-pix_fmt", "yuvj420p"];
+
 /// GStreamer's RTSP server on loopback, serving a clip's H.264 in real time to every
 /// client. Stopped when dropped.
 struct RtspServer {
@@ -345,4 +349,25 @@ async fn in_infinite_mode_an_rtsp_camera_that_drops_shows_no_input_then_passes_t
     assert_eq!(server.app.stats().viewers, 1, "the viewer never had to reconnect");
     server.stop().await;
     drop(camera);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_rtsp_stream_that_is_not_h264_is_read_through_ffmpeg() {
+    let _lock = exclusive().await;
+    let camera = RtspServer::start(&clip("camera.mkv", MJPEG), 0);
+    let server = server_for(camera.url.parse().unwrap()).await;
+    let ffmpeg = Command::new("pgrep").args(["-f", &format!("ffmpeg.*{}", camera.url)]).output().unwrap();
+    assert!(!ffmpeg.stdout.is_empty(), "ffmpeg reads the MJPEG stream");
+    // ffmpeg probes a live stream for a while before its first frame: play to "The End".
+    let (mut viewer, first) = server.playing_viewer().await;
+    let mut frames = vec![first];
+    while frames.last().unwrap().number.is_some() {
+        frames.push(viewer.next_frame(Duration::from_secs(10)).await.expect("frames until \"The End\""));
+    }
+    let numbers: Vec<u16> = frames.iter().filter_map(|f| f.number).collect();
+    assert!(numbers.len() >= 40, "only {} numbered frames: {numbers:?}", numbers.len());
+    assert!(numbers.windows(2).all(|pair| pair[0] < pair[1]), "out of order: {numbers:?}");
+    assert_eq!(numbers.last(), Some(&(FRAMES as u16 - 1)), "the stream reached the camera's last frame");
+    assert_eq!((frames[0].width, frames[0].height), (320, 180));
+    server.stop().await;
 }

@@ -194,6 +194,9 @@ pub struct SourceSettings {
     pub framerate: Option<f64>,
 }
 
+/// Network stream schemes whose sender sets the pace (unlike a file fetched over HTTP).
+const LIVE_SCHEMES: [&str; 5] = ["rtsp://", "rtsps://", "rtmp://", "udp://", "srt://"];
+
 /// URL schemes read as network streams.
 const STREAM_SCHEMES: [&str; 7] = ["rtsp://", "rtsps://", "rtmp://", "http://", "https://", "udp://", "srt://"];
 
@@ -225,7 +228,11 @@ impl SourceSpec {
                         .map_err(|e| SourceError::Open { spec: url.clone(), reason: e.to_string() })?;
                     return Ok(Box::new(decoding));
                 }
-                Ok(Box::new(FfmpegSource::open(url, &realtime)?))
+                // A live protocol paces itself; reading it "in real time" on top only adds
+                // latency, and loses the frames still queued when the sender ends.
+                let lower = url.to_ascii_lowercase();
+                let live = LIVE_SCHEMES.iter().any(|scheme| lower.starts_with(scheme));
+                Ok(Box::new(FfmpegSource::open(url, &FfmpegOptions { realtime: !live, ..realtime })?))
             }
             SourceSpec::Camera(device) => {
                 let spec = device.display().to_string();
