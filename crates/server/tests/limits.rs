@@ -102,3 +102,30 @@ async fn light_viewers_measure_full_rate_no_loss_and_their_first_frame() {
     }
     server.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_of_valid_offers_stalls_neither_the_web_app_nor_the_viewers_watching() {
+    let _lock = exclusive().await;
+    let server = TestServer::start().await;
+    let (mut watching, _) = server.playing_viewer().await;
+
+    // Forty viewers offer at the same instant.
+    let start = Instant::now() + Duration::from_secs(2);
+    let window = Window { start, end: start + Duration::from_secs(2) };
+    let offer_url = server.url("/offer");
+    let burst: Vec<_> = (0..40)
+        .map(|_| {
+            let offer_url = offer_url.clone();
+            tokio::spawn(async move { watch(&offer_url, window).await })
+        })
+        .collect();
+    let page = tokio::time::timeout(Duration::from_secs(2), reqwest::get(server.url("/"))).await;
+    assert_eq!(page.expect("the page is served during the burst").unwrap().status(), 200);
+    let seen = watching.frames_during(Duration::from_secs(3)).await;
+    assert!(seen.len() >= 75, "the viewer already watching got {} frames in 3 s", seen.len());
+    for viewer in burst {
+        let report = viewer.await.unwrap().unwrap();
+        assert!(report.first_frame.is_some() && report.fps >= 25.0, "{report:?}");
+    }
+    server.stop().await;
+}
