@@ -367,7 +367,10 @@ async fn an_rtsp_stream_that_is_not_h264_is_read_through_ffmpeg() {
     let numbers: Vec<u16> = frames.iter().filter_map(|f| f.number).collect();
     assert!(numbers.len() >= 40, "only {} numbered frames: {numbers:?}", numbers.len());
     assert!(numbers.windows(2).all(|pair| pair[0] < pair[1]), "out of order: {numbers:?}");
-    assert_eq!(numbers.last(), Some(&(FRAMES as u16 - 1)), "the stream reached the camera's last frame");
+    // ffmpeg takes RTP over UDP, where a frame still in flight when the sender's BYE
+    // arrives can be lost: the stream must reach the camera's last few frames.
+    let last = *numbers.last().unwrap();
+    assert!(last >= FRAMES as u16 - 4, "the stream reached the camera's end, not just {last}: {numbers:?}");
     assert_eq!((frames[0].width, frames[0].height), (320, 180));
     server.stop().await;
 }
