@@ -247,6 +247,22 @@ impl Drop for RunningEncoder {
     }
 }
 
+/// What a source's `read` gave: the next item, or `None` once the source ended or failed
+/// (logged, as either hands over to "The End" or "No Input").
+fn until_gone<T>(read: Result<Option<T>, SourceError>) -> Option<T> {
+    match read {
+        Ok(Some(item)) => Some(item),
+        Ok(None) => {
+            info!("the source ended");
+            None
+        }
+        Err(error) => {
+            warn!(%error, "the source failed");
+            None
+        }
+    }
+}
+
 /// The capture thread's state.
 struct Capture {
     reducer: FrameSizeReducer,
@@ -330,16 +346,8 @@ impl Capture {
         last_size: &mut Option<(u32, u32)>,
     ) -> Result<(), EncoderError> {
         while !self.stopping() {
-            let frame = match source.read() {
-                Ok(Some(frame)) => frame,
-                Ok(None) => {
-                    info!("the source ended");
-                    return Ok(());
-                }
-                Err(error) => {
-                    warn!(%error, "the source failed");
-                    return Ok(());
-                }
+            let Some(frame) = until_gone(source.read()) else {
+                return Ok(());
             };
             let started = Instant::now();
             let mut picture = self.reducer.apply(frame.into_i420());
@@ -363,16 +371,8 @@ impl Capture {
     fn pass_through(&mut self, source: &mut dyn EncodedSource, last_size: &mut Option<(u32, u32)>) {
         let mut seen_keyframe = false;
         while !self.stopping() {
-            let access_unit = match source.read() {
-                Ok(Some(access_unit)) => access_unit,
-                Ok(None) => {
-                    info!("the source ended");
-                    return;
-                }
-                Err(error) => {
-                    warn!(%error, "the source failed");
-                    return;
-                }
+            let Some(access_unit) = until_gone(source.read()) else {
+                return;
             };
             seen_keyframe |= access_unit.keyframe;
             if !seen_keyframe {

@@ -91,7 +91,7 @@ impl RtcServer {
     /// Fails when the server holds its maximum of viewers: checked before an offer is
     /// parsed, so a full server spends nothing on it. [`RtcServer::answer`] checks again.
     pub(crate) fn has_room(&self) -> Result<(), AnswerError> {
-        if self.metrics.snapshot().viewers >= self.max_viewers {
+        if usize::try_from(self.metrics.viewers.get()).unwrap_or(0) >= self.max_viewers {
             self.metrics.offers_refused.inc();
             return Err(AnswerError::Full(self.max_viewers));
         }
