@@ -43,7 +43,7 @@ mod stream;
 mod web;
 
 pub use minijinja;
-pub use options::Options;
+pub use options::{IceServer, IceTransportPolicy, Options};
 pub use stats::Stats;
 pub use stream::StreamError;
 pub use web::DataError;
@@ -194,7 +194,7 @@ impl Builder {
                 return Err(folder.error("the name is already taken"));
             }
         }
-        let templates = Templates::new(data.templates_dir(), url_paths);
+        let templates = Templates::new(data.templates_dir(), url_paths, &self.options.rtc_configuration());
         let static_dirs = folders.into_iter().map(|folder| (folder.url_path, folder.dir)).collect();
 
         let mut reopen: Option<stream::Reopen> = None;
@@ -325,6 +325,8 @@ impl WebGearRtc {
             live_broadcast: inner.options.enable_live_broadcast,
             logging: inner.options.logging,
             metrics: inner.options.enable_metrics,
+            ice_servers: inner.options.ice_servers.clone().into(),
+            whep_token: inner.options.whep_token.as_deref().map(Arc::from),
         })
     }
 

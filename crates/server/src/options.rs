@@ -6,7 +6,8 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use serde_json::{Map, Value};
+use serde::Serialize;
+use serde_json::{Map, Value, json};
 use tracing::warn;
 use webgear_media::transform::MAX_FRAME_SIZE_REDUCTION;
 use webgear_media::transform::stabilize::DEFAULT_SMOOTHING_RADIUS;
@@ -51,6 +52,117 @@ pub struct Options {
     pub max_viewers: usize,
     /// Serve Prometheus metrics at `/metrics`. Default true. Not a vidgear option.
     pub enable_metrics: bool,
+    /// STUN and TURN servers for viewers: given to the default page and, in `Link`
+    /// headers, to WHEP players. Default none, which suits a LAN: the server is reached
+    /// directly at its own addresses. Not a vidgear option.
+    pub ice_servers: Vec<IceServer>,
+    /// Which routes the default page lets the browser use: all (direct or relayed) or
+    /// only through a TURN server. Default all. Not a vidgear option.
+    pub ice_transport_policy: IceTransportPolicy,
+    /// When set, WHEP requests must carry `Authorization: Bearer <token>`. Default none.
+    /// Not a vidgear option.
+    pub whep_token: Option<String>,
+}
+
+/// A STUN or TURN server, as a browser's `RTCIceServer` describes one.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct IceServer {
+    /// `stun:`, `stuns:`, `turn:` or `turns:` URLs of the same server.
+    pub urls: Vec<String>,
+    /// The TURN user name.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub username: Option<String>,
+    /// The TURN password.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub credential: Option<String>,
+}
+
+impl IceServer {
+    /// Reads one URL: `stun:HOST[:PORT]`, or `turn:USER:PASSWORD@HOST[:PORT][?transport=udp|tcp]`
+    /// (also `stuns:` and `turns:`), the TURN credentials taken out of the URL.
+    pub fn parse(text: &str) -> Result<IceServer, String> {
+        let (url, credentials) = split_ice_url(text)?;
+        let (username, credential) = credentials.unzip();
+        IceServer { urls: vec![url], username, credential }.validated()
+    }
+
+    /// Reads a URL string (see [`IceServer::parse`]) or an `RTCIceServer`-shaped map:
+    /// `{"urls": "turn:…" or [...], "username": "…", "credential": "…"}`.
+    fn from_value(value: &Value) -> Result<IceServer, String> {
+        match value {
+            Value::String(url) => IceServer::parse(url),
+            Value::Object(map) => {
+                let urls = match map.get("urls").or_else(|| map.get("url")) {
+                    Some(Value::String(url)) => vec![url.clone()],
+                    Some(Value::Array(urls)) => urls
+                        .iter()
+                        .map(|url| url.as_str().map(str::to_owned).ok_or("every URL must be a string"))
+                        .collect::<Result<_, _>>()?,
+                    _ => return Err("an ICE server needs \"urls\"".to_owned()),
+                };
+                let text = |key: &str| map.get(key).and_then(Value::as_str).map(str::to_owned);
+                let mut server =
+                    IceServer { urls: Vec::new(), username: text("username"), credential: text("credential") };
+                for url in urls {
+                    let (url, credentials) = split_ice_url(&url)?;
+                    server.urls.push(url);
+                    if let Some((username, credential)) = credentials {
+                        server.username.get_or_insert(username);
+                        server.credential.get_or_insert(credential);
+                    }
+                }
+                server.validated()
+            }
+            _ => Err("an ICE server is a URL or a map with \"urls\"".to_owned()),
+        }
+    }
+
+    fn validated(self) -> Result<IceServer, String> {
+        if self.urls.is_empty() {
+            return Err("an ICE server needs at least one URL".to_owned());
+        }
+        let turn = self.urls.iter().any(|url| url.starts_with("turn"));
+        if turn && (self.username.is_none() || self.credential.is_none()) {
+            return Err(format!("TURN server {} needs a username and a credential", self.urls[0]));
+        }
+        Ok(self)
+    }
+}
+
+/// Checks a `stun:`/`turn:` URL and takes out the `USER:PASSWORD@` a TURN URL may carry.
+fn split_ice_url(text: &str) -> Result<(String, Option<(String, String)>), String> {
+    let text = text.trim();
+    let (scheme, rest) = text.split_once(':').ok_or_else(|| format!("{text:?} has no scheme"))?;
+    let scheme = scheme.to_ascii_lowercase();
+    if !matches!(scheme.as_str(), "stun" | "stuns" | "turn" | "turns") {
+        return Err(format!("{text:?} is not a stun:, stuns:, turn: or turns: URL"));
+    }
+    let rest = rest.trim_start_matches("//");
+    let (credentials, address) = match rest.rsplit_once('@') {
+        Some((user_info, address)) => {
+            let (user, password) = user_info
+                .split_once(':')
+                .ok_or_else(|| format!("{text:?}: credentials must be written USER:PASSWORD@"))?;
+            (Some((user.to_owned(), password.to_owned())), address)
+        }
+        None => (None, rest),
+    };
+    let host = if address.starts_with('[') { address } else { address.split(['?', ':']).next().unwrap_or_default() };
+    if host.is_empty() {
+        return Err(format!("{text:?} names no host"));
+    }
+    Ok((format!("{scheme}:{address}"), credentials))
+}
+
+/// Which candidate pairs the browser may use (`RTCConfiguration.iceTransportPolicy`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum IceTransportPolicy {
+    /// Direct or relayed, whichever works best.
+    #[default]
+    All,
+    /// Only through a TURN relay: the server never sees the viewer's own address.
+    Relay,
 }
 
 impl Default for Options {
@@ -70,6 +182,9 @@ impl Default for Options {
             smoothing_radius: DEFAULT_SMOOTHING_RADIUS,
             max_viewers: 1000,
             enable_metrics: true,
+            ice_servers: Vec::new(),
+            ice_transport_policy: IceTransportPolicy::All,
+            whep_token: None,
         }
     }
 }
@@ -87,6 +202,12 @@ impl Options {
     /// Whether `colorspace` asks for grayscale frames.
     pub fn grayscale(&self) -> bool {
         self.colorspace.as_deref().is_some_and(is_gray_conversion)
+    }
+
+    /// What the default page gives `new RTCPeerConnection(...)`: the ICE servers and the
+    /// transport policy.
+    pub fn rtc_configuration(&self) -> Value {
+        json!({"iceServers": self.ice_servers, "iceTransportPolicy": self.ice_transport_policy})
     }
 
     /// Applies every valid entry of `map` and returns a warning for each entry skipped.
@@ -177,6 +298,41 @@ impl Options {
                 }
                 _ => Err(invalid("a conversion to gray such as \"COLOR_BGR2GRAY\" (the only kind supported)")),
             },
+            "ice_servers" => {
+                let servers = match value {
+                    Value::Array(servers) => servers.iter().map(IceServer::from_value).collect(),
+                    single => IceServer::from_value(single).map(|server| vec![server]),
+                };
+                match servers {
+                    Ok(servers) => {
+                        self.ice_servers = servers;
+                        Ok(())
+                    }
+                    Err(reason) => Err(invalid(&format!("a list of stun:/turn: URLs or RTCIceServer maps ({reason})"))),
+                }
+            }
+            "ice_transport_policy" => match value.as_str().map(str::to_ascii_lowercase).as_deref() {
+                Some("all") => {
+                    self.ice_transport_policy = IceTransportPolicy::All;
+                    Ok(())
+                }
+                Some("relay") => {
+                    self.ice_transport_policy = IceTransportPolicy::Relay;
+                    Ok(())
+                }
+                _ => Err(invalid("\"all\" or \"relay\"")),
+            },
+            "whep_token" => match value {
+                Value::String(token) if !token.trim().is_empty() => {
+                    self.whep_token = Some(token.trim().to_owned());
+                    Ok(())
+                }
+                Value::Null => {
+                    self.whep_token = None;
+                    Ok(())
+                }
+                _ => Err(invalid("a non-empty string")),
+            },
             "custom_stream" => {
                 Err(format!("skipped option `{name}`: a custom stream is given in code (Builder::custom_stream)"))
             }
@@ -243,6 +399,53 @@ mod tests {
         assert!(options.logging && options.enable_infinite_frames && options.enable_live_broadcast);
         assert!(options.overwrite_default_files);
         assert_eq!(options.custom_data_location, Some(PathBuf::from("/srv/site")));
+    }
+
+    #[test]
+    fn ice_servers_read_urls_with_credentials_and_rtc_ice_server_maps() {
+        let (options, warnings) = apply(json!({
+            "ice_servers": [
+                "stun:stun.example.net",
+                "turn:alice:pa:ss@turn.example.net:3478?transport=tcp",
+                {"urls": ["turns:turn.example.net:5349"], "username": "bob", "credential": "x"},
+            ],
+            "ice_transport_policy": "relay",
+            "whep_token": "t0ken",
+        }));
+        assert!(warnings.is_empty(), "{warnings:?}");
+        assert_eq!(options.ice_servers[0].urls, ["stun:stun.example.net"]);
+        assert_eq!(options.ice_servers[1].urls, ["turn:turn.example.net:3478?transport=tcp"]);
+        assert_eq!(options.ice_servers[1].username.as_deref(), Some("alice"));
+        assert_eq!(options.ice_servers[1].credential.as_deref(), Some("pa:ss"), "a password may hold a colon");
+        assert_eq!(options.ice_servers[2].username.as_deref(), Some("bob"));
+        assert_eq!(options.whep_token.as_deref(), Some("t0ken"));
+        assert_eq!(
+            options.rtc_configuration(),
+            json!({
+                "iceServers": [
+                    {"urls": ["stun:stun.example.net"]},
+                    {"urls": ["turn:turn.example.net:3478?transport=tcp"], "username": "alice", "credential": "pa:ss"},
+                    {"urls": ["turns:turn.example.net:5349"], "username": "bob", "credential": "x"},
+                ],
+                "iceTransportPolicy": "relay",
+            })
+        );
+    }
+
+    #[test]
+    fn bad_ice_settings_are_skipped_naming_what_is_wrong() {
+        for (value, reason) in [
+            (json!({"ice_servers": ["http://example.net"]}), "not a stun:"),
+            (json!({"ice_servers": ["turn:turn.example.net"]}), "needs a username and a credential"),
+            (json!({"ice_servers": ["stun:"]}), "names no host"),
+            (json!({"ice_servers": [{"username": "x"}]}), "needs \"urls\""),
+            (json!({"ice_transport_policy": "none"}), "\"relay\""),
+            (json!({"whep_token": ""}), "non-empty"),
+        ] {
+            let (options, warnings) = apply(value.clone());
+            assert_eq!(options, Options::default(), "{value}");
+            assert!(warnings.len() == 1 && warnings[0].contains(reason), "{value}: {warnings:?}");
+        }
     }
 
     #[test]

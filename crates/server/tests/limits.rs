@@ -10,8 +10,8 @@ use std::time::{Duration, Instant};
 
 use common::{TestServer, builder, exclusive};
 use webgear_rtc::Options;
-use webgear_testkit::Viewer;
 use webgear_testkit::load::{Window, watch};
+use webgear_testkit::{Endpoint, Viewer};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn offers_beyond_max_viewers_get_503_and_a_freed_place_is_taken_again() {
@@ -87,11 +87,15 @@ async fn light_viewers_measure_full_rate_no_loss_and_their_first_frame() {
     let server = TestServer::start().await;
     let start = Instant::now() + Duration::from_secs(1);
     let window = Window { start, end: start + Duration::from_secs(2) };
-    let offer_url = server.url("/offer");
-    let viewers: Vec<_> = (0..8)
-        .map(|_| {
-            let offer_url = offer_url.clone();
-            tokio::spawn(async move { watch(&offer_url, window).await })
+    // Half join by WebGear_RTC's /offer, half by WHEP.
+    let endpoints = [Endpoint::Offer(server.url("/offer")), Endpoint::Whep { url: server.url("/whep"), token: None }];
+    let viewers: Vec<_> = endpoints
+        .iter()
+        .cycle()
+        .take(8)
+        .map(|endpoint| {
+            let endpoint = endpoint.clone();
+            tokio::spawn(async move { watch(&endpoint, window).await })
         })
         .collect();
     for viewer in viewers {
@@ -112,11 +116,11 @@ async fn a_burst_of_valid_offers_stalls_neither_the_web_app_nor_the_viewers_watc
     // Forty viewers offer at the same instant.
     let start = Instant::now() + Duration::from_secs(2);
     let window = Window { start, end: start + Duration::from_secs(2) };
-    let offer_url = server.url("/offer");
+    let endpoint = Endpoint::Offer(server.url("/offer"));
     let burst: Vec<_> = (0..40)
         .map(|_| {
-            let offer_url = offer_url.clone();
-            tokio::spawn(async move { watch(&offer_url, window).await })
+            let endpoint = endpoint.clone();
+            tokio::spawn(async move { watch(&endpoint, window).await })
         })
         .collect();
     let page = tokio::time::timeout(Duration::from_secs(2), reqwest::get(server.url("/"))).await;

@@ -1,5 +1,5 @@
 //! Test tools for webgear-rtc, used by its tests and benchmarks and usable against any
-//! server that speaks WebGear_RTC's `/offer` protocol:
+//! server that speaks WebGear_RTC's `/offer` protocol or WHEP ([`Endpoint`]):
 //!
 //! - [`Viewer`]: a real WebRTC peer (str0m on the client side) that completes ICE and DTLS,
 //!   depacketizes and **decodes** the H.264 it receives, and reports every picture's size,
@@ -15,4 +15,4 @@ pub mod server_side;
 mod viewer;
 
 pub use browser::{Browser, BrowserError};
-pub use viewer::{DecodedFrame, Viewer, ViewerError};
+pub use viewer::{DecodedFrame, Endpoint, Viewer, ViewerError, WhepSession};

@@ -11,7 +11,7 @@ use str0m::net::{Protocol, Receive};
 use str0m::{Event, Input, Output};
 use tokio::net::UdpSocket;
 
-use crate::viewer::{Negotiated, ViewerError, negotiate};
+use crate::viewer::{Endpoint, Negotiated, ViewerError, negotiate};
 
 /// What one viewer saw.
 #[derive(Debug, Clone, PartialEq)]
@@ -39,9 +39,10 @@ pub struct Window {
     pub end: Instant,
 }
 
-/// Connects one viewer to `offer_url`, receives until the window ends, and reports.
-pub async fn watch(offer_url: &str, window: Window) -> Result<LoadReport, ViewerError> {
-    let Negotiated { mut rtc, socket, local, offered_at, .. } = negotiate(offer_url, true).await?;
+/// Connects one viewer to `endpoint`, receives until the window ends, and reports. A WHEP
+/// viewer then ends its session with `DELETE`, as a player does.
+pub async fn watch(endpoint: &Endpoint, window: Window) -> Result<LoadReport, ViewerError> {
+    let Negotiated { mut rtc, socket, local, offered_at, session, .. } = negotiate(endpoint, true).await?;
     socket.set_nonblocking(true)?;
     let socket = UdpSocket::from_std(socket)?;
     let mut tally = Tally::default();
@@ -81,6 +82,10 @@ pub async fn watch(offer_url: &str, window: Window) -> Result<LoadReport, Viewer
         }
     }
     rtc.disconnect();
+    if let Some(session) = session {
+        // The server times the viewer out anyway if this fails.
+        let _ = session.end().await;
+    }
     let seconds = (window.end - window.start).as_secs_f64();
     Ok(tally.report(first_frame, seconds))
 }

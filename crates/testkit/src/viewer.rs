@@ -1,5 +1,5 @@
-//! A decoding WebRTC viewer: posts a recvonly offer to `/offer`, then receives on its own
-//! thread and reports each decoded picture.
+//! A decoding WebRTC viewer: posts a recvonly offer (to WebGear_RTC's `/offer`, or to a
+//! WHEP endpoint), then receives on its own thread and reports each decoded picture.
 
 use std::io::ErrorKind;
 use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
@@ -89,6 +89,31 @@ pub enum ViewerError {
     Decoder(String),
 }
 
+/// Where and how a viewer asks a server for the stream.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Endpoint {
+    /// WebGear_RTC's protocol: a JSON offer posted to this URL (`…/offer`).
+    Offer(String),
+    /// WHEP: an `application/sdp` offer posted to this URL (`…/whep`), with a bearer token
+    /// when the server asks for one.
+    Whep {
+        /// The WHEP endpoint.
+        url: String,
+        /// Sent as `Authorization: Bearer <token>`.
+        token: Option<String>,
+    },
+}
+
+impl Endpoint {
+    /// The URL offers are posted to.
+    pub fn url(&self) -> &str {
+        match self {
+            Endpoint::Offer(url) | Endpoint::Whep { url, .. } => url,
+        }
+    }
+}
+
 #[derive(Serialize, Deserialize)]
 struct SessionDescription {
     sdp: String,
@@ -105,6 +130,7 @@ pub struct Viewer {
     stop: Arc<AtomicBool>,
     stalled: Arc<AtomicBool>,
     keyframe_wanted: Arc<AtomicBool>,
+    session: Option<WhepSession>,
     thread: Option<JoinHandle<Result<(), ViewerError>>>,
 }
 
@@ -112,7 +138,13 @@ impl Viewer {
     /// Posts an offer to `offer_url` (e.g. `http://127.0.0.1:8000/offer`) and starts
     /// receiving on a loopback UDP socket.
     pub async fn connect(offer_url: &str) -> Result<Viewer, ViewerError> {
-        let Negotiated { rtc, mid, socket, local, offered_at } = negotiate(offer_url, false).await?;
+        Viewer::connect_to(&Endpoint::Offer(offer_url.to_owned())).await
+    }
+
+    /// Asks `endpoint` for the stream and starts receiving on a loopback UDP socket.
+    pub async fn connect_to(endpoint: &Endpoint) -> Result<Viewer, ViewerError> {
+        let Negotiated { rtc, mid, socket, local, offered_at, session: whep_session } =
+            negotiate(endpoint, false).await?;
 
         let (frames_tx, frames) = mpsc::unbounded_channel();
         let stop = Arc::new(AtomicBool::new(false));
@@ -132,7 +164,13 @@ impl Viewer {
             last_pli: None,
         };
         let thread = thread::Builder::new().name("viewer".into()).spawn(move || session.run())?;
-        Ok(Viewer { offered_at, frames, stop, stalled, keyframe_wanted, thread: Some(thread) })
+        Ok(Viewer { offered_at, frames, stop, stalled, keyframe_wanted, session: whep_session, thread: Some(thread) })
+    }
+
+    /// The WHEP session's URL (from the server's `Location`), for a viewer that joined by
+    /// WHEP.
+    pub fn session(&self) -> Option<&WhepSession> {
+        self.session.as_ref()
     }
 
     /// Freezes (`true`) or thaws the viewer: while frozen it neither reads its socket nor
@@ -196,12 +234,37 @@ pub(crate) struct Negotiated {
     pub(crate) local: SocketAddr,
     /// When the offer was posted.
     pub(crate) offered_at: Instant,
+    /// The WHEP session, when the viewer joined by WHEP.
+    pub(crate) session: Option<WhepSession>,
 }
 
-/// Offers to receive H.264 video from `offer_url`, from a new loopback UDP socket, and
+/// A WHEP session: where it lives, and what the server said about it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WhepSession {
+    /// The session's URL (the `Location` of the answer, made absolute).
+    pub url: String,
+    /// The `ETag` of the answer.
+    pub etag: Option<String>,
+    /// Every `Link` header of the answer (the ICE servers).
+    pub links: Vec<String>,
+    token: Option<String>,
+}
+
+impl WhepSession {
+    /// Ends the session with `DELETE`, as a WHEP player leaving does; returns the status.
+    pub async fn end(&self) -> Result<reqwest::StatusCode, reqwest::Error> {
+        let mut request = reqwest::Client::new().delete(&self.url);
+        if let Some(token) = &self.token {
+            request = request.bearer_auth(token);
+        }
+        Ok(request.send().await?.status())
+    }
+}
+
+/// Offers to receive H.264 video from `endpoint`, from a new loopback UDP socket, and
 /// accepts the answer. In `rtp_mode` the session reports RTP packets instead of frames.
-pub(crate) async fn negotiate(offer_url: &str, rtp_mode: bool) -> Result<Negotiated, ViewerError> {
-    let signalling = |reason: String| ViewerError::Signalling { url: offer_url.to_owned(), reason };
+pub(crate) async fn negotiate(endpoint: &Endpoint, rtp_mode: bool) -> Result<Negotiated, ViewerError> {
+    let signalling = |reason: String| ViewerError::Signalling { url: endpoint.url().to_owned(), reason };
     let socket = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0))?;
     let local = socket.local_addr()?;
     let mut rtc = Rtc::builder().clear_codecs().enable_h264(true).set_rtp_mode(rtp_mode).build(Instant::now());
@@ -211,9 +274,49 @@ pub(crate) async fn negotiate(offer_url: &str, rtp_mode: bool) -> Result<Negotia
     let mid = change.add_media(MediaKind::Video, Direction::RecvOnly, None, None, None);
     let (offer, pending) = change.apply().ok_or_else(|| signalling("no offer to make".into()))?;
     let offered_at = Instant::now();
-    let answer = post_offer(offer_url, &offer).await.map_err(signalling)?;
+    let (answer, session) = match endpoint {
+        Endpoint::Offer(url) => (post_offer(url, &offer).await.map_err(signalling)?, None),
+        Endpoint::Whep { url, token } => {
+            let (answer, session) = post_whep_offer(url, token.as_deref(), &offer).await.map_err(signalling)?;
+            (answer, Some(session))
+        }
+    };
     rtc.sdp_api().accept_answer(pending, answer)?;
-    Ok(Negotiated { rtc, mid, socket, local, offered_at })
+    Ok(Negotiated { rtc, mid, socket, local, offered_at, session })
+}
+
+/// WHEP: the offer as `application/sdp`; the answer comes back `201 Created` with the
+/// session's `Location`.
+async fn post_whep_offer(url: &str, token: Option<&str>, offer: &SdpOffer) -> Result<(SdpAnswer, WhepSession), String> {
+    let mut request = reqwest::Client::new()
+        .post(url)
+        .header(reqwest::header::CONTENT_TYPE, "application/sdp")
+        .body(offer.to_sdp_string());
+    if let Some(token) = token {
+        request = request.bearer_auth(token);
+    }
+    let response = request.send().await.map_err(|e| e.to_string())?;
+    let status = response.status();
+    let headers = response.headers().clone();
+    let text = response.text().await.map_err(|e| e.to_string())?;
+    if status != reqwest::StatusCode::CREATED {
+        return Err(format!("expected 201 Created, got {status}: {text}"));
+    }
+    let header = |name: reqwest::header::HeaderName| headers.get(name).and_then(|v| v.to_str().ok()).map(str::to_owned);
+    let location = header(reqwest::header::LOCATION).ok_or("the answer has no Location")?;
+    let session_url = url::Url::parse(url)
+        .and_then(|base| base.join(&location))
+        .map_err(|e| format!("bad Location {location:?}: {e}"))?;
+    let links =
+        headers.get_all(reqwest::header::LINK).iter().filter_map(|v| v.to_str().ok()).map(str::to_owned).collect();
+    let session = WhepSession {
+        url: session_url.to_string(),
+        etag: header(reqwest::header::ETAG),
+        links,
+        token: token.map(str::to_owned),
+    };
+    let answer = SdpAnswer::from_sdp_string(&text).map_err(|e| format!("bad answer SDP: {e}"))?;
+    Ok((answer, session))
 }
 
 async fn post_offer(url: &str, offer: &SdpOffer) -> Result<SdpAnswer, String> {

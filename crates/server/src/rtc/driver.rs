@@ -11,14 +11,15 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use str0m::Input;
 use str0m::net::{Protocol, Receive, Transmit};
+use str0m::{Candidate, Input};
 use tokio::net::UdpSocket;
 use tokio::sync::{broadcast, mpsc, oneshot};
 use tokio::task::JoinSet;
 use tokio::time::sleep_until;
 use tracing::{debug, trace};
 
+use super::SessionId;
 use super::peer::{Peer, PeerId};
 use crate::stats::Metrics;
 use crate::stream::{KeyframeRequests, StreamFrame};
@@ -40,6 +41,10 @@ pub(crate) enum Command {
     Add(Box<Peer>),
     /// Close every peer, then acknowledge.
     CloseAll(oneshot::Sender<()>),
+    /// Close one session; answers whether it existed.
+    Close(SessionId, oneshot::Sender<bool>),
+    /// Give a session the viewer's trickled ICE candidates; answers whether it exists.
+    AddCandidates(SessionId, Vec<Candidate>, oneshot::Sender<bool>),
     /// Close every peer and stop.
     Shutdown,
 }
@@ -109,6 +114,14 @@ impl Driver {
                         // The requester may have given up waiting; nothing to undo.
                         let _ = done.send(());
                     }
+                    Some(Command::Close(session, done)) => {
+                        let found = self.close_session(&session).await;
+                        let _ = done.send(found);
+                    }
+                    Some(Command::AddCandidates(session, candidates, done)) => {
+                        let found = self.add_candidates(&session, candidates);
+                        let _ = done.send(found);
+                    }
                     Some(Command::Shutdown) | None => break,
                 },
                 frame = self.frames.recv(), if stream_open => match frame {
@@ -139,15 +152,41 @@ impl Driver {
         let ids: Vec<PeerId> = self.peers.keys().copied().collect();
         debug!(peers = ids.len(), "closing every peer");
         for id in ids {
-            if let Some(slot) = self.peers.get_mut(&id) {
-                slot.peer.close();
-            }
-            self.flush(id).await;
-            if let Some(slot) = self.peers.get_mut(&id) {
-                slot.peer.abort();
-            }
-            self.flush(id).await;
+            self.close_peer(id).await;
         }
+    }
+
+    /// Closes one peer: it sends its goodbyes, then ends and is removed.
+    async fn close_peer(&mut self, id: PeerId) {
+        if let Some(slot) = self.peers.get_mut(&id) {
+            slot.peer.close();
+        }
+        self.flush(id).await;
+        if let Some(slot) = self.peers.get_mut(&id) {
+            slot.peer.abort();
+        }
+        self.flush(id).await;
+    }
+
+    fn find_session(&self, session: &SessionId) -> Option<PeerId> {
+        self.peers.iter().find(|(_, slot)| slot.peer.session() == session).map(|(&id, _)| id)
+    }
+
+    /// Closes one session (sending its goodbyes); false if there is no such session.
+    async fn close_session(&mut self, session: &SessionId) -> bool {
+        let Some(id) = self.find_session(session) else {
+            return false;
+        };
+        self.close_peer(id).await;
+        true
+    }
+
+    fn add_candidates(&mut self, session: &SessionId, candidates: Vec<Candidate>) -> bool {
+        let Some(slot) = self.find_session(session).and_then(|id| self.peers.get_mut(&id)) else {
+            return false;
+        };
+        candidates.into_iter().for_each(|candidate| slot.peer.add_remote_candidate(candidate));
+        true
     }
 
     fn next_deadline(&self) -> Instant {

@@ -10,6 +10,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
+use str0m::Candidate;
 use str0m::change::{SdpAnswer, SdpOffer};
 use tokio::sync::{Mutex, mpsc, oneshot};
 use tokio::task::JoinHandle;
@@ -46,6 +47,40 @@ pub(crate) enum AnswerError {
     ShuttingDown,
     #[error("the server is at its limit of {0} viewers; try again later")]
     Full(usize),
+    #[error("could not make a session id: {0}")]
+    Randomness(#[source] getrandom::Error),
+}
+
+/// A viewer's session as signalling names it (WHEP's session URL ends with it). Unguessable:
+/// whoever knows it can end the session.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub(crate) struct SessionId(String);
+
+impl SessionId {
+    /// 128 random bits, in hex.
+    fn random() -> Result<SessionId, getrandom::Error> {
+        let mut bytes = [0u8; 16];
+        getrandom::fill(&mut bytes)?;
+        Ok(SessionId(bytes.iter().map(|byte| format!("{byte:02x}")).collect()))
+    }
+
+    /// The id as the client got it.
+    pub(crate) fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl From<String> for SessionId {
+    fn from(id: String) -> Self {
+        SessionId(id)
+    }
+}
+
+/// An answered offer: the answer to send back and the new session's id.
+#[derive(Debug)]
+pub(crate) struct Answered {
+    pub(crate) answer: SdpAnswer,
+    pub(crate) session: SessionId,
 }
 
 /// The web layer's handle on the WebRTC side.
@@ -100,7 +135,7 @@ impl RtcServer {
 
     /// Answers an offer and starts serving the new viewer, unless the server already holds
     /// its maximum of viewers.
-    pub(crate) async fn answer(&self, offer: SdpOffer) -> Result<SdpAnswer, AnswerError> {
+    pub(crate) async fn answer(&self, offer: SdpOffer) -> Result<Answered, AnswerError> {
         if !self.metrics.admit_viewer(self.max_viewers) {
             return Err(AnswerError::Full(self.max_viewers));
         }
@@ -112,11 +147,33 @@ impl RtcServer {
         added
     }
 
-    async fn add_peer(&self, offer: SdpOffer) -> Result<SdpAnswer, AnswerError> {
+    async fn add_peer(&self, offer: SdpOffer) -> Result<Answered, AnswerError> {
         let id = self.next_peer_id.fetch_add(1, Ordering::Relaxed);
-        let (peer, answer) = Peer::from_offer(id, offer, &self.peer_config, Instant::now())?;
+        let session = SessionId::random().map_err(AnswerError::Randomness)?;
+        let (peer, answer) = Peer::from_offer(id, session.clone(), offer, &self.peer_config, Instant::now())?;
         self.commands.send(Command::Add(Box::new(peer))).await.map_err(|_| AnswerError::ShuttingDown)?;
-        Ok(answer)
+        Ok(Answered { answer, session })
+    }
+
+    /// Ends one session, telling its viewer. False if there is no such session (it never
+    /// existed, or has ended).
+    pub(crate) async fn close_session(&self, session: SessionId) -> Result<bool, AnswerError> {
+        let (done, found) = oneshot::channel();
+        self.commands.send(Command::Close(session, done)).await.map_err(|_| AnswerError::ShuttingDown)?;
+        found.await.map_err(|_| AnswerError::ShuttingDown)
+    }
+
+    /// Gives a session the viewer's trickled ICE candidates. False if there is no such
+    /// session.
+    pub(crate) async fn add_candidates(
+        &self,
+        session: SessionId,
+        candidates: Vec<Candidate>,
+    ) -> Result<bool, AnswerError> {
+        let (done, found) = oneshot::channel();
+        let command = Command::AddCandidates(session, candidates, done);
+        self.commands.send(command).await.map_err(|_| AnswerError::ShuttingDown)?;
+        found.await.map_err(|_| AnswerError::ShuttingDown)
     }
 
     /// Every metric in the Prometheus text format.

@@ -13,6 +13,7 @@ use str0m::net::{Protocol, Transmit};
 use str0m::{Candidate, Event, IceConnectionState, Input, Output, Rtc, RtcError};
 use tracing::{Span, debug, debug_span};
 
+use super::SessionId;
 use crate::stats::Metrics;
 use crate::stream::StreamFrame;
 
@@ -68,6 +69,7 @@ struct VideoTrack {
 
 pub(crate) struct Peer {
     id: PeerId,
+    session: SessionId,
     rtc: Rtc,
     video: VideoTrack,
     created_at: Instant,
@@ -90,6 +92,7 @@ impl Peer {
     /// checks on the host addresses and never sends checks of its own.
     pub(crate) fn from_offer(
         id: PeerId,
+        session: SessionId,
         offer: SdpOffer,
         config: &PeerConfig,
         now: Instant,
@@ -99,6 +102,10 @@ impl Peer {
             .set_dtls_cert(config.dtls_cert.clone())
             .clear_codecs()
             .enable_h264(true)
+            // Never sent, but accepting an offer's audio section keeps it usable as the
+            // BUNDLE transport: players that offer audio first (most WHEP players) would
+            // otherwise get the ICE candidates on a rejected section and never connect.
+            .enable_opus(true, false)
             .set_send_buffer_video(SEND_BUFFER_PACKETS)
             .build(now);
         for &addr in &config.host_addrs {
@@ -129,6 +136,7 @@ impl Peer {
         span.in_scope(|| debug!(mid = %video.mid, pt = %video.pt, "answered offer"));
         let peer = Peer {
             id,
+            session,
             rtc,
             video,
             created_at: now,
@@ -142,6 +150,18 @@ impl Peer {
 
     pub(crate) fn id(&self) -> PeerId {
         self.id
+    }
+
+    /// The session id signalling knows this peer by.
+    pub(crate) fn session(&self) -> &SessionId {
+        &self.session
+    }
+
+    /// Learns an address the viewer can be reached at (a trickled ICE candidate). As an
+    /// ICE-lite peer it never checks them itself; they complete the session's view of the
+    /// viewer.
+    pub(crate) fn add_remote_candidate(&mut self, candidate: Candidate) {
+        self.rtc.add_remote_candidate(candidate);
     }
 
     /// Whether a datagram from the network belongs to this peer.

@@ -7,7 +7,7 @@ use std::error::Error as StdError;
 use std::fmt::Write as _;
 
 use axum::http::StatusCode;
-use axum::http::header::RETRY_AFTER;
+use axum::http::header::{RETRY_AFTER, WWW_AUTHENTICATE};
 use axum::response::{IntoResponse, Response};
 
 use super::templates::escape_html;
@@ -21,6 +21,21 @@ pub(crate) enum AppError {
     /// The request is malformed; the text says how.
     #[error("{0}")]
     BadRequest(String),
+    /// The request needs a credential it lacks.
+    #[error("{0}")]
+    Unauthorized(&'static str),
+    /// No such resource (e.g. a WHEP session that ended).
+    #[error("{0}")]
+    NotFound(String),
+    /// The body's content type is not the one this route takes.
+    #[error("{0}")]
+    UnsupportedMediaType(String),
+    /// An `If-Match` precondition does not hold.
+    #[error("{0}")]
+    PreconditionFailed(String),
+    /// Well-formed, but asks for something this server does not do.
+    #[error("{0}")]
+    Unprocessable(String),
     /// The offer is well-formed but cannot be served.
     #[error(transparent)]
     Offer(#[from] OfferError),
@@ -53,6 +68,7 @@ impl From<AnswerError> for AppError {
             AnswerError::Offer(offer) => AppError::Offer(offer),
             AnswerError::ShuttingDown => AppError::ShuttingDown,
             AnswerError::Full(max) => AppError::Full(max),
+            AnswerError::Randomness(error) => AppError::internal("making a session id", &error),
         }
     }
 }
@@ -61,7 +77,11 @@ impl IntoResponse for AppError {
     fn into_response(self) -> Response {
         let status = match &self {
             AppError::BadRequest(_) => StatusCode::BAD_REQUEST,
-            AppError::Offer(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            AppError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            AppError::NotFound(_) => StatusCode::NOT_FOUND,
+            AppError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            AppError::PreconditionFailed(_) => StatusCode::PRECONDITION_FAILED,
+            AppError::Offer(_) | AppError::Unprocessable(_) => StatusCode::UNPROCESSABLE_ENTITY,
             AppError::ShuttingDown | AppError::Full(_) => StatusCode::SERVICE_UNAVAILABLE,
             AppError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         };
@@ -74,6 +94,7 @@ impl IntoResponse for AppError {
             }
             // Clients (the default page reconnects by itself) should not hammer a full server.
             AppError::Full(_) => (status, [(RETRY_AFTER, FULL_RETRY_AFTER_SECONDS)], self.to_string()).into_response(),
+            AppError::Unauthorized(_) => (status, [(WWW_AUTHENTICATE, "Bearer")], self.to_string()).into_response(),
             other => (status, other.to_string()).into_response(),
         }
     }

@@ -6,6 +6,7 @@
 //! | `POST /offer` | JSON SDP offer in, JSON answer out ([`offer`]) |
 //! | `POST /close_connection` | closes the peers (`OK`), or `DISABLED` when broadcasting |
 //! | `GET /metrics` | Prometheus (OpenMetrics) text, unless `enable_metrics` is false |
+//! | `/whep`, `/whep/<session>` | WHEP signalling for standard players ([`whep`]) |
 //! | `/static/...` | files under the data folder's `static/` |
 //! | anything else | renders `templates/404.html` with status 404 |
 //!
@@ -31,6 +32,7 @@ mod data;
 mod error;
 mod offer;
 mod templates;
+mod whep;
 
 pub use data::DataError;
 pub(crate) use data::DataFiles;
@@ -38,6 +40,7 @@ pub(crate) use error::AppError;
 use error::ErrorReport;
 pub(crate) use templates::Templates;
 
+use crate::options::IceServer;
 use crate::rtc::RtcServer;
 use crate::stream::StreamClock;
 
@@ -55,18 +58,23 @@ pub(crate) struct AppState {
     pub(crate) live_broadcast: bool,
     pub(crate) logging: bool,
     pub(crate) metrics: bool,
+    /// Given to WHEP players in `Link` headers.
+    pub(crate) ice_servers: Arc<[IceServer]>,
+    /// WHEP requests must carry this bearer token, when set.
+    pub(crate) whep_token: Option<Arc<str>>,
 }
 
 /// The paths of the app's own routes, which static folders cannot take.
-pub(crate) const ROUTES: [&str; 4] = ["/", "/offer", "/close_connection", "/metrics"];
+pub(crate) const ROUTES: [&str; 5] = ["/", "/offer", "/close_connection", "/metrics", whep::WHEP_PATH];
 
 /// The app's routes.
 pub(crate) fn router(state: AppState) -> Router {
-    let [index_path, offer_path, close_path, metrics_path] = ROUTES;
+    let [index_path, offer_path, close_path, metrics_path, _] = ROUTES;
     let mut router = Router::new()
         .route(index_path, get(index))
         .route(offer_path, post(offer::offer))
-        .route(close_path, post(close_connection));
+        .route(close_path, post(close_connection))
+        .merge(whep::routes());
     if state.metrics {
         router = router.route(metrics_path, get(metrics));
     }

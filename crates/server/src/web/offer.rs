@@ -30,6 +30,6 @@ pub(crate) async fn offer(State(state): State<AppState>, body: Bytes) -> Result<
     }
     let offer = SdpOffer::from_sdp_string(&request.sdp)
         .map_err(|error| AppError::BadRequest(format!("the SDP offer could not be parsed: {error}")))?;
-    let answer = state.rtc.answer(offer).await?;
-    Ok(Json(SessionDescription { sdp: answer.to_sdp_string(), kind: "answer".into() }))
+    let answered = state.rtc.answer(offer).await?;
+    Ok(Json(SessionDescription { sdp: answered.answer.to_sdp_string(), kind: "answer".into() }))
 }

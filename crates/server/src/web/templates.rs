@@ -3,7 +3,9 @@
 //! `url_for('static', path='/css/custom.css')`.
 //!
 //! Every template sees `url_prefix`: the path the app is mounted under (empty at the root),
-//! which `url_for` puts in front of every URL so pages work when the app is nested.
+//! which `url_for` puts in front of every URL so pages work when the app is nested; and
+//! `rtc_configuration`: the JSON the page's player gives `new RTCPeerConnection(...)` (the
+//! ICE servers and transport policy from the options).
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -21,9 +23,14 @@ pub(crate) struct Templates {
 impl Templates {
     /// Templates from `dir`; `url_for(name, path=...)` knows the folders in `mounts`
     /// (name → URL path, e.g. `static` → `/static`).
-    pub(crate) fn new(dir: PathBuf, mounts: BTreeMap<String, String>) -> Templates {
+    pub(crate) fn new(
+        dir: PathBuf,
+        mounts: BTreeMap<String, String>,
+        rtc_configuration: &serde_json::Value,
+    ) -> Templates {
         let mut env = Environment::new();
         env.set_loader(path_loader(dir));
+        env.add_global("rtc_configuration", rtc_configuration.to_string());
         env.add_function("url_for", move |state: &State, name: &str, kwargs: Kwargs| {
             url_for(state, &mounts, name, &kwargs)
         });
@@ -78,7 +85,7 @@ mod tests {
             std::fs::write(dir.join(name), body).unwrap();
         }
         let mounts = BTreeMap::from([("static".to_owned(), "/static".to_owned())]);
-        Templates::new(dir, mounts)
+        Templates::new(dir, mounts, &serde_json::json!({}))
     }
 
     #[test]

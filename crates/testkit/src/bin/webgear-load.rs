@@ -1,5 +1,6 @@
-//! Holds many viewers against any server speaking WebGear_RTC's `/offer` and reports what
-//! they experience, without decoding (see `webgear_testkit::load`).
+//! Holds many viewers against any server speaking WebGear_RTC's `/offer` (or WHEP, with
+//! `--whep`) and reports what they experience, without decoding (see
+//! `webgear_testkit::load`).
 //!
 //! `webgear-load --url http://127.0.0.1:8000 --viewers 100 --ramp 50 --seconds 10` joins
 //! 100 viewers at 50 a second, lets them settle, measures every one for 10 s, and prints a
@@ -11,15 +12,22 @@ use std::time::{Duration, Instant};
 
 use clap::Parser;
 use serde::Serialize;
+use webgear_testkit::Endpoint;
 use webgear_testkit::load::{LoadReport, Window, percentile, watch};
 use webgear_testkit::server_side::{ProcessSample, histogram_buckets, quantile_between};
 
 #[derive(Parser)]
 #[command(about)]
 struct Args {
-    /// The server's base URL; offers go to `<url>/offer`.
+    /// The server's base URL; offers go to `<url>/offer` (or `<url>/whep`).
     #[arg(long, default_value = "http://127.0.0.1:8000")]
     url: String,
+    /// Join by WHEP (`POST <url>/whep`) instead of WebGear_RTC's `/offer`.
+    #[arg(long)]
+    whep: bool,
+    /// The WHEP bearer token, if the server wants one.
+    #[arg(long, requires = "whep")]
+    token: Option<String>,
     /// How many viewers to hold.
     #[arg(long, default_value_t = 10)]
     viewers: usize,
@@ -84,7 +92,12 @@ struct Summary {
 #[tokio::main]
 async fn main() {
     let args = Args::parse();
-    let offer_url = format!("{}/offer", args.url.trim_end_matches('/'));
+    let base = args.url.trim_end_matches('/');
+    let endpoint = if args.whep {
+        Endpoint::Whep { url: format!("{base}/whep"), token: args.token.clone() }
+    } else {
+        Endpoint::Offer(format!("{base}/offer"))
+    };
     let joining = Duration::from_secs_f64(args.viewers as f64 / args.ramp.max(0.1));
     let start = Instant::now() + joining + Duration::from_secs_f64(args.settle);
     let window = Window { start, end: start + Duration::from_secs_f64(args.seconds) };
@@ -94,8 +107,8 @@ async fn main() {
     for index in 0..args.viewers {
         tokio::time::sleep_until(tokio::time::Instant::now().max(ramp_time(window.start - joining, interval, index)))
             .await;
-        let offer_url = offer_url.clone();
-        tasks.push(tokio::spawn(async move { watch(&offer_url, window).await.map_err(|e| e.to_string()) }));
+        let endpoint = endpoint.clone();
+        tasks.push(tokio::spawn(async move { watch(&endpoint, window).await.map_err(|e| e.to_string()) }));
     }
     let mut reports = Vec::new();
     let mut errors = Vec::new();

@@ -1,10 +1,17 @@
 // The webgear-rtc player. It speaks WebGear_RTC's protocol: a recvonly video transceiver,
 // complete ICE gathering, one JSON offer/answer exchange with POST offer, and
 // POST close_connection when the page goes away. It shows the connection state and
-// reconnects by itself when the stream or the network drops.
+// reconnects by itself when the stream or the network drops. The server's ICE servers
+// (STUN/TURN) and transport policy come from the page's data-rtc-configuration.
 (() => {
   "use strict";
   const root = document.body.dataset.root || "";
+  let configuration = {};
+  try {
+    configuration = JSON.parse(document.body.dataset.rtcConfiguration || "{}");
+  } catch (error) {
+    console.warn("webgear-rtc: ignoring an unreadable data-rtc-configuration: " + error);
+  }
   const video = document.getElementById("video");
   const state = document.getElementById("state");
   let pc = null;
@@ -33,7 +40,7 @@
   }
 
   async function connect() {
-    const peer = new RTCPeerConnection();
+    const peer = new RTCPeerConnection(configuration);
     pc = peer;
     show(attempt ? "reconnecting" : "connecting", attempt ? "reconnecting…" : "connecting…");
     peer.addTransceiver("video", { direction: "recvonly" });
