@@ -7,9 +7,10 @@ mod common;
 
 use std::time::Duration;
 
-use common::{TestServer, exclusive};
-use serde_json::Value;
-use webgear_testkit::Browser;
+use common::{TestServer, builder, exclusive};
+use serde_json::{Value, json};
+use webgear_rtc::Options;
+use webgear_testkit::{Browser, TurnServer};
 
 const VIDEO_STATE: &str = r#"
     const video = document.querySelector("video");
@@ -122,6 +123,45 @@ async fn the_page_reconnects_by_itself_and_says_goodbye_when_it_leaves() {
         assert!(tokio::time::Instant::now() < deadline, "the peer outlived the page: {:?}", server.app.stats());
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    browser.close().await.unwrap();
+    server.stop().await;
+}
+
+/// The local and remote candidate types of the page's selected candidate pair.
+const SELECTED_PAIR: &str = r#"
+    const stats = await window.webgearRtc.peer.getStats();
+    let pair = null;
+    stats.forEach((report) => {
+        if (report.type === "transport" && report.selectedCandidatePairId) pair = stats.get(report.selectedCandidatePairId);
+    });
+    if (!pair) return null;
+    return { local: stats.get(pair.localCandidateId).candidateType, remote: stats.get(pair.remoteCandidateId).candidateType };
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chromium_plays_through_a_turn_relay_when_the_page_may_only_relay() {
+    let _lock = exclusive().await;
+    let turn = TurnServer::start().expect("coturn starts (needs the coturn package)");
+    let mut options = Options::default();
+    let warnings =
+        options.apply_map(json!({"ice_servers": [turn.url()], "ice_transport_policy": "relay"}).as_object().unwrap());
+    assert!(warnings.is_empty(), "{warnings:?}");
+    let server = TestServer::start_with(builder(options)).await;
+    let browser = Browser::launch().await.expect("headless Chromium starts (needs chromium and chromium-driver)");
+    browser.goto(&server.url("/")).await.unwrap();
+
+    let first = wait_for_state(&browser, "playing", Duration::from_secs(20)).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let later = video_state(&browser).await;
+    assert!(later.frames >= first.frames + 40, "decoding stalled: {first:?} then {later:?}");
+    let pair = browser.eval(SELECTED_PAIR).await.unwrap();
+    assert_eq!(pair, json!({"local": "relay", "remote": "host"}), "the media goes through the TURN relay");
+    let log = turn.log();
+    assert!(
+        log.contains("user <webgear>: incoming packet ALLOCATE processed, success"),
+        "coturn allocated a relay for our user:\n{log}"
+    );
+
     browser.close().await.unwrap();
     server.stop().await;
 }

@@ -7,12 +7,15 @@
 //! - [`load::watch`]: a light viewer that does not decode, for holding many viewers in one
 //!   process and measuring frame rate, loss and time to first frame.
 //! - [`Browser`]: headless Chromium driven over WebDriver, to prove the default page plays.
+//! - [`TurnServer`]: a real TURN server (coturn) on loopback.
 //! - [`server_side`]: a server process's CPU and memory, and its histograms' quantiles.
 
 mod browser;
 pub mod load;
 pub mod server_side;
+mod turn;
 mod viewer;
 
 pub use browser::{Browser, BrowserError};
+pub use turn::TurnServer;
 pub use viewer::{DecodedFrame, Endpoint, Viewer, ViewerError, WhepSession};

@@ -3,6 +3,7 @@
 // POST close_connection when the page goes away. It shows the connection state and
 // reconnects by itself when the stream or the network drops. The server's ICE servers
 // (STUN/TURN) and transport policy come from the page's data-rtc-configuration.
+// window.webgearRtc.peer is the current RTCPeerConnection, for pages that show its stats.
 (() => {
   "use strict";
   const root = document.body.dataset.root || "";
@@ -15,6 +16,11 @@
   const video = document.getElementById("video");
   const state = document.getElementById("state");
   let pc = null;
+  window.webgearRtc = {
+    get peer() {
+      return pc;
+    },
+  };
   let attempt = 0;
   let lastProgress = -1;
   let stalledSeconds = 0;
