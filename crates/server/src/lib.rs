@@ -159,7 +159,8 @@ impl Builder {
     }
 
     /// The address whose interfaces carry media. The default, `0.0.0.0`, offers every
-    /// IPv4 interface address to viewers; a specific address offers only itself.
+    /// IPv4 interface address to viewers, `::` every IPv4 and IPv6 address, and a specific
+    /// address only itself. The `host_addresses` option chooses instead.
     pub fn listen_ip(mut self, ip: IpAddr) -> Self {
         self.listen_ip = ip;
         self
@@ -233,10 +234,15 @@ impl Builder {
             reopen: reopen.filter(|_| self.options.infinite_frames()),
         };
         let stream = VideoStream::start(source, reducer, stream_settings, metrics.clone())?;
-        let settings =
-            RtcSettings { listen_ip: self.listen_ip, udp_port: self.udp_port, max_viewers: self.options.max_viewers };
+        let settings = RtcSettings {
+            listen_ip: self.listen_ip,
+            udp_port: self.udp_port,
+            max_viewers: self.options.max_viewers,
+            host_addresses: self.options.host_addresses.clone(),
+            public_addresses: self.options.public_addresses.clone(),
+        };
         let rtc = RtcServer::start(settings, &stream, metrics.clone()).await.map_err(Error::Media)?;
-        info!(addrs = ?rtc.media_addrs(), "WebRTC media listening (UDP)");
+        info!(addrs = ?rtc.media_addrs(), public = ?rtc.public_addrs(), "WebRTC media listening (UDP)");
         let clock = stream.clock();
         Ok(WebGearRtc {
             inner: Arc::new(Inner {
@@ -357,9 +363,14 @@ impl WebGearRtc {
         self.inner.metrics.snapshot()
     }
 
-    /// The UDP addresses viewers reach the media at.
+    /// The UDP addresses the media listens on (and offers to viewers).
     pub fn media_addrs(&self) -> Vec<SocketAddr> {
         self.inner.rtc.media_addrs().to_vec()
+    }
+
+    /// The public addresses (from `public_addresses`) offered to viewers besides them.
+    pub fn public_addrs(&self) -> Vec<SocketAddr> {
+        self.inner.rtc.public_addrs().to_vec()
     }
 
     /// Closes every peer, stops the capture thread and waits for both.

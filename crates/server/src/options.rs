@@ -62,6 +62,15 @@ pub struct Options {
     /// When set, WHEP requests must carry `Authorization: Bearer <token>`. Default none.
     /// Not a vidgear option.
     pub whep_token: Option<String>,
+    /// The addresses media is offered on: IP addresses or network interface names (all of
+    /// an interface's addresses). Default: the listen address, or for `0.0.0.0` every IPv4
+    /// address and for `::` every IPv4 and IPv6 address of the machine. Not a vidgear
+    /// option.
+    pub host_addresses: Vec<String>,
+    /// This machine's addresses as viewers beyond a 1:1 NAT see them (a cloud VM's public
+    /// IP, or a host name looked up at start), offered besides the host addresses on the
+    /// same port. Default none. Not a vidgear option.
+    pub public_addresses: Vec<String>,
 }
 
 /// A STUN or TURN server, as a browser's `RTCIceServer` describes one.
@@ -185,6 +194,8 @@ impl Default for Options {
             ice_servers: Vec::new(),
             ice_transport_policy: IceTransportPolicy::All,
             whep_token: None,
+            host_addresses: Vec::new(),
+            public_addresses: Vec::new(),
         }
     }
 }
@@ -333,6 +344,27 @@ impl Options {
                 }
                 _ => Err(invalid("a non-empty string")),
             },
+            "host_addresses" | "public_addresses" => {
+                let list = match value {
+                    Value::String(one) => Some(vec![one.clone()]),
+                    Value::Array(many) => many.iter().map(|item| item.as_str().map(str::to_owned)).collect(),
+                    _ => None,
+                };
+                let list: Option<Vec<String>> = list.map(|list| list.iter().map(|a| a.trim().to_owned()).collect());
+                match list {
+                    Some(list)
+                        if list.iter().all(|address| !address.is_empty() && !address.contains(char::is_whitespace)) =>
+                    {
+                        if name.contains("host") {
+                            self.host_addresses = list;
+                        } else {
+                            self.public_addresses = list;
+                        }
+                        Ok(())
+                    }
+                    _ => Err(invalid("a list of IP addresses or names")),
+                }
+            }
             "custom_stream" => {
                 Err(format!("skipped option `{name}`: a custom stream is given in code (Builder::custom_stream)"))
             }

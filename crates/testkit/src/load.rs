@@ -5,6 +5,7 @@
 //! process, each a task on the caller's tokio runtime with its own UDP socket.
 
 use std::collections::HashSet;
+use std::net::{IpAddr, Ipv4Addr};
 use std::time::{Duration, Instant};
 
 use str0m::net::{Protocol, Receive};
@@ -42,7 +43,8 @@ pub struct Window {
 /// Connects one viewer to `endpoint`, receives until the window ends, and reports. A WHEP
 /// viewer then ends its session with `DELETE`, as a player does.
 pub async fn watch(endpoint: &Endpoint, window: Window) -> Result<LoadReport, ViewerError> {
-    let Negotiated { mut rtc, socket, local, offered_at, session, .. } = negotiate(endpoint, true).await?;
+    let Negotiated { mut rtc, socket, local, offered_at, session, .. } =
+        negotiate(endpoint, IpAddr::V4(Ipv4Addr::LOCALHOST), true).await?;
     socket.set_nonblocking(true)?;
     let socket = UdpSocket::from_std(socket)?;
     let mut tally = Tally::default();
@@ -52,7 +54,10 @@ pub async fn watch(endpoint: &Endpoint, window: Window) -> Result<LoadReport, Vi
         let deadline = match rtc.poll_output()? {
             Output::Timeout(deadline) => deadline,
             Output::Transmit(transmit) => {
-                socket.send_to(&transmit.contents, transmit.destination).await?;
+                // A candidate that cannot be reached fails its checks; ICE tries the others.
+                if let Err(error) = socket.send_to(&transmit.contents, transmit.destination).await {
+                    tracing::debug!(%error, destination = %transmit.destination, "send failed");
+                }
                 continue;
             }
             Output::Event(Event::RtpPacket(packet)) => {

@@ -2,7 +2,7 @@
 //! WHEP endpoint), then receives on its own thread and reports each decoded picture.
 
 use std::io::ErrorKind;
-use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, UdpSocket};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::{self, JoinHandle};
@@ -143,8 +143,14 @@ impl Viewer {
 
     /// Asks `endpoint` for the stream and starts receiving on a loopback UDP socket.
     pub async fn connect_to(endpoint: &Endpoint) -> Result<Viewer, ViewerError> {
+        Viewer::connect_from(endpoint, IpAddr::V4(Ipv4Addr::LOCALHOST)).await
+    }
+
+    /// Asks `endpoint` for the stream and starts receiving on a UDP socket bound to
+    /// `local_ip` (e.g. `::1` to watch over IPv6).
+    pub async fn connect_from(endpoint: &Endpoint, local_ip: IpAddr) -> Result<Viewer, ViewerError> {
         let Negotiated { rtc, mid, socket, local, offered_at, session: whep_session } =
-            negotiate(endpoint, false).await?;
+            negotiate(endpoint, local_ip, false).await?;
 
         let (frames_tx, frames) = mpsc::unbounded_channel();
         let stop = Arc::new(AtomicBool::new(false));
@@ -261,11 +267,15 @@ impl WhepSession {
     }
 }
 
-/// Offers to receive H.264 video from `endpoint`, from a new loopback UDP socket, and
+/// Offers to receive H.264 video from `endpoint`, from a new UDP socket on `local_ip`, and
 /// accepts the answer. In `rtp_mode` the session reports RTP packets instead of frames.
-pub(crate) async fn negotiate(endpoint: &Endpoint, rtp_mode: bool) -> Result<Negotiated, ViewerError> {
+pub(crate) async fn negotiate(
+    endpoint: &Endpoint,
+    local_ip: IpAddr,
+    rtp_mode: bool,
+) -> Result<Negotiated, ViewerError> {
     let signalling = |reason: String| ViewerError::Signalling { url: endpoint.url().to_owned(), reason };
-    let socket = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0))?;
+    let socket = UdpSocket::bind((local_ip, 0))?;
     let local = socket.local_addr()?;
     let mut rtc = Rtc::builder().clear_codecs().enable_h264(true).set_rtp_mode(rtp_mode).build(Instant::now());
     let candidate = Candidate::host(local, Protocol::Udp).map_err(|e| signalling(e.to_string()))?;
@@ -367,7 +377,10 @@ impl Session {
             let deadline = match self.rtc.poll_output()? {
                 Output::Timeout(deadline) => deadline,
                 Output::Transmit(transmit) => {
-                    self.socket.send_to(&transmit.contents, transmit.destination)?;
+                    // A candidate that cannot be reached fails its checks; ICE tries the others.
+                    if let Err(error) = self.socket.send_to(&transmit.contents, transmit.destination) {
+                        tracing::debug!(%error, destination = %transmit.destination, "send failed");
+                    }
                     continue;
                 }
                 Output::Event(Event::MediaData(media)) => {

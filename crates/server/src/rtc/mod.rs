@@ -28,7 +28,7 @@ use crate::stats::Metrics;
 use crate::stream::VideoStream;
 
 /// Where the media listens.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub(crate) struct RtcSettings {
     /// The address the server listens on; a wildcard offers every interface's address.
     pub(crate) listen_ip: IpAddr,
@@ -36,6 +36,10 @@ pub(crate) struct RtcSettings {
     pub(crate) udp_port: u16,
     /// Viewers held at most; offers beyond are refused.
     pub(crate) max_viewers: usize,
+    /// IPs or interfaces to offer media on (empty: decided by `listen_ip`).
+    pub(crate) host_addresses: Vec<String>,
+    /// Addresses of a 1:1 NAT in front of the host addresses.
+    pub(crate) public_addresses: Vec<String>,
 }
 
 /// Why offers cannot be answered right now.
@@ -97,10 +101,12 @@ pub(crate) struct RtcServer {
 impl RtcServer {
     /// Binds the media sockets and starts the driver for `stream`.
     pub(crate) async fn start(settings: RtcSettings, stream: &VideoStream, metrics: Arc<Metrics>) -> io::Result<Self> {
-        let ips = net::host_ips(settings.listen_ip)?;
+        let ips = net::host_ips(settings.listen_ip, &settings.host_addresses)?;
         let sockets = net::bind_all(&ips, settings.udp_port).await?;
         let host_addrs: Vec<SocketAddr> = sockets.iter().map(|(addr, _)| *addr).collect();
-        debug!(?host_addrs, "media sockets bound");
+        let port = host_addrs.first().map_or(settings.udp_port, SocketAddr::port);
+        let public_addrs = net::public_addrs(&settings.public_addresses, port).await?;
+        debug!(?host_addrs, ?public_addrs, "media sockets bound");
         let dtls_cert = str0m::crypto::from_feature_flags()
             .dtls_provider
             .generate_certificate()
@@ -110,7 +116,7 @@ impl RtcServer {
         let driver = tokio::spawn(driver.run(command_rx));
         Ok(RtcServer {
             commands,
-            peer_config: PeerConfig { host_addrs, dtls_cert },
+            peer_config: PeerConfig { host_addrs, public_addrs, dtls_cert },
             next_peer_id: AtomicU64::new(1),
             max_viewers: settings.max_viewers,
             metrics,
@@ -118,9 +124,14 @@ impl RtcServer {
         })
     }
 
-    /// The UDP addresses peers reach the media at.
+    /// The UDP addresses the media listens on.
     pub(crate) fn media_addrs(&self) -> &[SocketAddr] {
         &self.peer_config.host_addrs
+    }
+
+    /// The public (1:1 NAT) addresses offered besides them.
+    pub(crate) fn public_addrs(&self) -> &[SocketAddr] {
+        &self.peer_config.public_addrs
     }
 
     /// Fails when the server holds its maximum of viewers: checked before an offer is

@@ -56,7 +56,11 @@ pub(crate) enum OfferError {
 /// identity all peers share (generating one per peer would slow every join).
 #[derive(Debug, Clone)]
 pub(crate) struct PeerConfig {
+    /// The media sockets' addresses.
     pub(crate) host_addrs: Vec<SocketAddr>,
+    /// Addresses a 1:1 NAT forwards to the media sockets. Offered as host candidates too:
+    /// checks sent to them arrive on (and are answered from) a media socket.
+    pub(crate) public_addrs: Vec<SocketAddr>,
     pub(crate) dtls_cert: DtlsCert,
 }
 
@@ -108,7 +112,7 @@ impl Peer {
             .enable_opus(true, false)
             .set_send_buffer_video(SEND_BUFFER_PACKETS)
             .build(now);
-        for &addr in &config.host_addrs {
+        for &addr in config.public_addrs.iter().chain(&config.host_addrs) {
             let candidate =
                 Candidate::host(addr, Protocol::Udp).map_err(|source| OfferError::Candidate { addr, source })?;
             rtc.add_local_candidate(candidate);
