@@ -13,17 +13,22 @@ use webgear_testkit::Viewer;
 
 const BIN: &str = env!("CARGO_BIN_EXE_webgear-rtc");
 
-/// A running server process and the HTTP address it announced.
+/// A running server process, the HTTP address it announced first, and every URL it
+/// announced.
 struct Server {
     child: Child,
     base_url: String,
+    announced: mpsc::Receiver<String>,
 }
 
 impl Server {
     fn start(extra: &[&str]) -> Server {
+        Server::start_with_args(&[&["--host", "127.0.0.1", "--port", "0"], extra].concat())
+    }
+
+    fn start_with_args(args: &[&str]) -> Server {
         let mut child = Command::new(BIN)
-            .args(["--host", "127.0.0.1", "--port", "0"])
-            .args(extra)
+            .args(args)
             .env("RUST_LOG", "info")
             .env("HOME", scratch_home())
             .env("NO_COLOR", "1")
@@ -42,7 +47,12 @@ impl Server {
             }
         });
         let base_url = rx.recv_timeout(Duration::from_secs(20)).expect("the server announces its URL");
-        Server { child, base_url }
+        Server { child, base_url, announced: rx }
+    }
+
+    /// The URLs announced after the first, until none comes for half a second.
+    fn more_urls(&self) -> Vec<String> {
+        std::iter::from_fn(|| self.announced.recv_timeout(Duration::from_millis(500)).ok()).collect()
     }
 
     fn signal(&self, name: &str) {
@@ -136,4 +146,84 @@ fn a_file_source_without_ffmpeg_says_what_to_install() {
     assert!(!output.status.success());
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("clip.mp4") && stderr.contains("apt-get install ffmpeg"), "{stderr}");
+}
+
+#[test]
+fn help_explains_every_option_with_its_default_and_version_names_the_program() {
+    let help = run(&["--help"]);
+    assert!(help.status.success());
+    let text = String::from_utf8_lossy(&help.stdout);
+    for flag in [
+        "--source",
+        "--host",
+        "--ipaddress",
+        "--port",
+        "--udp-port",
+        "--config",
+        "--options",
+        "--logging",
+        "--frame-size-reduction",
+        "--resolution",
+        "--framerate",
+        "--colorspace",
+        "--time-delay",
+        "--stabilize",
+        "--smoothing-radius",
+        "--enable-infinite-frames",
+        "--enable-live-broadcast",
+        "--custom-data-location",
+        "--overwrite-default-files",
+        "--no-metrics",
+        "--max-viewers",
+        "--ice-server",
+        "--ice-transport-policy",
+        "--whep-token",
+        "--host-address",
+        "--public-address",
+    ] {
+        assert!(text.contains(flag), "--help does not mention {flag}");
+    }
+    for default in ["[default: testsrc]", "[default: 0.0.0.0]", "[default: 8000]", "[default: 20]", "[default: 1000]"] {
+        assert!(text.contains(default), "--help does not show {default}");
+    }
+    let version = run(&["--version"]);
+    assert_eq!(String::from_utf8_lossy(&version.stdout).trim(), format!("webgear-rtc {}", env!("CARGO_PKG_VERSION")));
+}
+
+#[tokio::test]
+async fn vidgear_flags_and_a_config_file_reach_the_stream() {
+    // vidgear's spellings: -ip, -pt, -op.
+    let server = Server::start_with_args(&["-ip", "127.0.0.1", "-pt", "0", "-op", r#"{"frame_size_reduction": 50}"#]);
+    let mut viewer = Viewer::connect(&format!("{}/offer", server.base_url)).await.unwrap();
+    let frame = viewer.next_frame(Duration::from_secs(3)).await.expect("the viewer plays");
+    assert_eq!((frame.width, frame.height), (640, 360));
+    server.signal("TERM");
+    assert!(server.wait(Duration::from_secs(10)).success());
+
+    // A config file; a flag given beside it wins.
+    let config = scratch_home().join("webgear.yaml");
+    std::fs::write(&config, "host: 127.0.0.1\nport: 0\nframe_size_reduction: 75\nmax_viewers: 1\n").unwrap();
+    let server = Server::start_with_args(&["--config", config.to_str().unwrap(), "--frame-size-reduction", "50"]);
+    let mut viewer = Viewer::connect(&format!("{}/offer", server.base_url)).await.unwrap();
+    let frame = viewer.next_frame(Duration::from_secs(3)).await.expect("the viewer plays");
+    assert_eq!((frame.width, frame.height), (640, 360), "the flag beat the file");
+    let second = Viewer::connect(&format!("{}/offer", server.base_url)).await.unwrap_err().to_string();
+    assert!(second.contains("503"), "max_viewers from the file holds: {second}");
+    server.signal("TERM");
+    assert!(server.wait(Duration::from_secs(10)).success());
+}
+
+#[test]
+fn the_log_names_every_address_the_page_is_reachable_at() {
+    let server = Server::start_with_args(&["--host", "0.0.0.0", "--port", "0"]);
+    let mut urls = vec![server.base_url.clone()];
+    urls.extend(server.more_urls());
+    let port = server.base_url.rsplit(':').next().unwrap().to_owned();
+    assert!(urls.contains(&format!("http://127.0.0.1:{port}")), "{urls:?}");
+    let interfaces = String::from_utf8(Command::new("hostname").arg("-I").output().unwrap().stdout).unwrap();
+    for ip in interfaces.split_whitespace().filter(|ip| !ip.contains(':')) {
+        assert!(urls.contains(&format!("http://{ip}:{port}")), "{ip} missing from {urls:?}");
+    }
+    server.signal("TERM");
+    assert!(server.wait(Duration::from_secs(10)).success());
 }

@@ -259,6 +259,13 @@ impl Builder {
     }
 }
 
+/// The addresses a server listening on `listen_ip` is reached at: that address, or for a
+/// wildcard every interface address (IPv4 for `0.0.0.0`, IPv4 and IPv6 for `::`),
+/// loopback last. For telling users where to open the page.
+pub fn reachable_ips(listen_ip: IpAddr) -> std::io::Result<Vec<IpAddr>> {
+    rtc::host_ips(listen_ip, &[])
+}
+
 /// A running server: its stream, its peers and its web app. Cheap to clone.
 #[derive(Clone)]
 pub struct WebGearRtc {

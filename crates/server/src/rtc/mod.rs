@@ -21,6 +21,7 @@ mod net;
 mod peer;
 
 use driver::{Command, Driver};
+pub(crate) use net::host_ips;
 pub(crate) use peer::OfferError;
 use peer::{Peer, PeerConfig};
 
