@@ -145,6 +145,11 @@ pub(crate) struct Args {
     #[arg(long = "host-address", value_name = "IP|INTERFACE", help_heading = "Viewers and networks")]
     host_addresses: Vec<String>,
 
+    /// Also offer media over TCP on this port (ICE-TCP, for networks that block UDP; 0:
+    /// any free port). It cannot be the HTTP port [default: UDP only].
+    #[arg(long, value_name = "PORT", help_heading = "Viewers and networks")]
+    ice_tcp_port: Option<u16>,
+
     /// Also offer this public IP or host name (a 1:1 NAT, such as a cloud VM's public
     /// address), repeatable.
     #[arg(long = "public-address", value_name = "IP|NAME", help_heading = "Viewers and networks")]
@@ -368,6 +373,8 @@ mod tests {
             "lo",
             "--public-address",
             "203.0.113.7",
+            "--ice-tcp-port",
+            "8001",
         ]);
         assert_eq!((settings.source.as_str(), settings.port, settings.udp_port), ("clip.mp4", 9000, 9000));
         assert_eq!(settings.host.to_string(), "127.0.0.1");
@@ -388,6 +395,7 @@ mod tests {
         assert_eq!(options.whep_token.as_deref(), Some("t"));
         assert_eq!(options.host_addresses, ["lo"]);
         assert_eq!(options.public_addresses, ["203.0.113.7"]);
+        assert_eq!(options.ice_tcp_port, Some(8001));
     }
 
     #[test]

@@ -47,6 +47,9 @@ fn announce(app: &WebGearRtc, http: SocketAddr) {
         let base = SocketAddr::new(ip, http.port());
         info!("open http://{base}/ to watch (WHEP players: http://{base}/whep)");
     }
+    for tcp in app.tcp_media_addrs() {
+        info!("media is also offered over TCP at {tcp} (ICE-TCP)");
+    }
     for public in app.public_addrs() {
         info!("media is also offered at public address {public}");
     }

@@ -240,6 +240,7 @@ impl Builder {
             max_viewers: self.options.max_viewers,
             host_addresses: self.options.host_addresses.clone(),
             public_addresses: self.options.public_addresses.clone(),
+            ice_tcp_port: self.options.ice_tcp_port,
         };
         let rtc = RtcServer::start(settings, &stream, metrics.clone()).await.map_err(Error::Media)?;
         info!(addrs = ?rtc.media_addrs(), public = ?rtc.public_addrs(), "WebRTC media listening (UDP)");
@@ -373,6 +374,11 @@ impl WebGearRtc {
     /// The UDP addresses the media listens on (and offers to viewers).
     pub fn media_addrs(&self) -> Vec<SocketAddr> {
         self.inner.rtc.media_addrs().to_vec()
+    }
+
+    /// The TCP addresses media is also offered at (ICE-TCP, from `ice_tcp_port`).
+    pub fn tcp_media_addrs(&self) -> Vec<SocketAddr> {
+        self.inner.rtc.tcp_addrs().to_vec()
     }
 
     /// The public addresses (from `public_addresses`) offered to viewers besides them.

@@ -71,6 +71,10 @@ pub struct Options {
     /// IP, or a host name looked up at start), offered besides the host addresses on the
     /// same port. Default none. Not a vidgear option.
     pub public_addresses: Vec<String>,
+    /// Also offer media over TCP on this port (ICE-TCP, for networks that block UDP), on
+    /// the same addresses as UDP; 0 picks a free port. Default none: UDP only. It cannot
+    /// share the HTTP port. Not a vidgear option.
+    pub ice_tcp_port: Option<u16>,
 }
 
 /// A STUN or TURN server, as a browser's `RTCIceServer` describes one.
@@ -196,6 +200,7 @@ impl Default for Options {
             whep_token: None,
             host_addresses: Vec::new(),
             public_addresses: Vec::new(),
+            ice_tcp_port: None,
         }
     }
 }
@@ -365,6 +370,19 @@ impl Options {
                     _ => Err(invalid("a list of IP addresses or names")),
                 }
             }
+            "ice_tcp_port" => match value {
+                Value::Null => {
+                    self.ice_tcp_port = None;
+                    Ok(())
+                }
+                _ => match value.as_u64().and_then(|port| u16::try_from(port).ok()) {
+                    Some(port) => {
+                        self.ice_tcp_port = Some(port);
+                        Ok(())
+                    }
+                    None => Err(invalid("a TCP port number (0 for any free port), or null for none")),
+                },
+            },
             "custom_stream" => {
                 Err(format!("skipped option `{name}`: a custom stream is given in code (Builder::custom_stream)"))
             }

@@ -103,3 +103,34 @@ async fn an_address_the_machine_does_not_have_is_a_clear_error() {
         assert!(error.contains(needle), "{option}: {error}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_viewer_whose_network_blocks_udp_watches_over_ice_tcp() {
+    let _lock = exclusive().await;
+    // Without ICE-TCP such a viewer has no candidate pair at all.
+    let udp_only = TestServer::start().await;
+    let mut stranded = Viewer::connect_over_tcp(&Endpoint::Offer(udp_only.url("/offer"))).await.unwrap();
+    assert!(stranded.next_frame(Duration::from_secs(2)).await.is_none(), "no TCP candidates, no media");
+    assert!(udp_only.app.tcp_media_addrs().is_empty());
+    udp_only.stop().await;
+
+    let server = TestServer::start_with(builder(options(json!({
+        "host_addresses": ["127.0.0.1"],
+        "ice_tcp_port": 0,
+    }))))
+    .await;
+    let tcp = server.app.tcp_media_addrs();
+    assert!(tcp.len() == 1 && tcp[0].ip().is_loopback(), "{tcp:?}");
+    // Garbage on the TCP port (a frame of nonsense, then a frame cut short) harms nobody.
+    let mut garbage = std::net::TcpStream::connect(tcp[0]).unwrap();
+    std::io::Write::write_all(&mut garbage, &[0, 5, 1, 2, 3, 4, 5, 0xff, 0xff, 1]).unwrap();
+    let mut viewer = Viewer::connect_over_tcp(&Endpoint::Whep { url: server.url("/whep"), token: None }).await.unwrap();
+    let first = viewer.next_frame(Duration::from_secs(3)).await.expect("the viewer plays over TCP");
+    assert_eq!((first.width, first.height), (1024, 576));
+    let frames = viewer.frames_during(Duration::from_secs(2)).await;
+    assert!(frames.len() >= 50, "{} frames in 2 s over TCP", frames.len());
+    common::assert_increasing(&frames);
+    assert!(server.app.stats().bytes_sent > 100_000, "{:?}", server.app.stats());
+    viewer.session().unwrap().end().await.unwrap();
+    server.stop().await;
+}

@@ -15,6 +15,7 @@ pub mod load;
 pub mod server_side;
 mod turn;
 mod viewer;
+mod wire;
 
 pub use browser::{Browser, BrowserError};
 pub use turn::TurnServer;

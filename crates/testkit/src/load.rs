@@ -44,7 +44,7 @@ pub struct Window {
 /// viewer then ends its session with `DELETE`, as a player does.
 pub async fn watch(endpoint: &Endpoint, window: Window) -> Result<LoadReport, ViewerError> {
     let Negotiated { mut rtc, socket, local, offered_at, session, .. } =
-        negotiate(endpoint, IpAddr::V4(Ipv4Addr::LOCALHOST), true).await?;
+        negotiate(endpoint, IpAddr::V4(Ipv4Addr::LOCALHOST), true, Protocol::Udp).await?;
     socket.set_nonblocking(true)?;
     let socket = UdpSocket::from_std(socket)?;
     let mut tally = Tally::default();

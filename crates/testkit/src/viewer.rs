@@ -1,7 +1,6 @@
 //! A decoding WebRTC viewer: posts a recvonly offer (to WebGear_RTC's `/offer`, or to a
 //! WHEP endpoint), then receives on its own thread and reports each decoded picture.
 
-use std::io::ErrorKind;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, UdpSocket};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -13,10 +12,12 @@ use openh264::formats::YUVSource;
 use serde::{Deserialize, Serialize};
 use str0m::change::{SdpAnswer, SdpOffer};
 use str0m::media::{Direction, KeyframeRequestKind, MediaKind, Mid};
-use str0m::net::{Protocol, Receive};
+use str0m::net::{Protocol, Receive, TcpType};
 use str0m::{Candidate, Event, Input, Output, Rtc};
 use tokio::sync::mpsc;
 use webgear_media::source::FrameCode;
+
+use crate::wire::{TcpLinks, Wire};
 
 /// One picture the viewer decoded.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -149,8 +150,24 @@ impl Viewer {
     /// Asks `endpoint` for the stream and starts receiving on a UDP socket bound to
     /// `local_ip` (e.g. `::1` to watch over IPv6).
     pub async fn connect_from(endpoint: &Endpoint, local_ip: IpAddr) -> Result<Viewer, ViewerError> {
-        let Negotiated { rtc, mid, socket, local, offered_at, session: whep_session } =
-            negotiate(endpoint, local_ip, false).await?;
+        let negotiated = negotiate(endpoint, local_ip, false, Protocol::Udp).await?;
+        Viewer::start(negotiated)
+    }
+
+    /// Asks `endpoint` for the stream offering only an active ICE-TCP candidate, as a
+    /// viewer whose network blocks UDP: the media comes over a TCP connection to one of
+    /// the server's passive TCP candidates.
+    pub async fn connect_over_tcp(endpoint: &Endpoint) -> Result<Viewer, ViewerError> {
+        let negotiated = negotiate(endpoint, IpAddr::V4(Ipv4Addr::LOCALHOST), false, Protocol::Tcp).await?;
+        Viewer::start(negotiated)
+    }
+
+    fn start(negotiated: Negotiated) -> Result<Viewer, ViewerError> {
+        let Negotiated { rtc, mid, socket, local, offered_at, session: whep_session, protocol } = negotiated;
+        let wire = match protocol {
+            Protocol::Tcp => Wire::Tcp(TcpLinks::default()),
+            _ => Wire::Udp(socket),
+        };
 
         let (frames_tx, frames) = mpsc::unbounded_channel();
         let stop = Arc::new(AtomicBool::new(false));
@@ -160,7 +177,7 @@ impl Viewer {
         let mut session = Session {
             rtc,
             mid,
-            socket,
+            wire,
             local,
             decoder,
             frames: frames_tx,
@@ -242,6 +259,8 @@ pub(crate) struct Negotiated {
     pub(crate) offered_at: Instant,
     /// The WHEP session, when the viewer joined by WHEP.
     pub(crate) session: Option<WhepSession>,
+    /// What the viewer's only candidate speaks: UDP (on `socket`) or active ICE-TCP.
+    pub(crate) protocol: Protocol,
 }
 
 /// A WHEP session: where it lives, and what the server said about it.
@@ -267,19 +286,27 @@ impl WhepSession {
     }
 }
 
-/// Offers to receive H.264 video from `endpoint`, from a new UDP socket on `local_ip`, and
-/// accepts the answer. In `rtp_mode` the session reports RTP packets instead of frames.
+/// Offers to receive H.264 video from `endpoint`, from a new UDP socket on `local_ip` (or,
+/// for `Protocol::Tcp`, an active ICE-TCP candidate there), and accepts the answer. In
+/// `rtp_mode` the session reports RTP packets instead of frames.
 pub(crate) async fn negotiate(
     endpoint: &Endpoint,
     local_ip: IpAddr,
     rtp_mode: bool,
+    protocol: Protocol,
 ) -> Result<Negotiated, ViewerError> {
     let signalling = |reason: String| ViewerError::Signalling { url: endpoint.url().to_owned(), reason };
     let socket = UdpSocket::bind((local_ip, 0))?;
-    let local = socket.local_addr()?;
     let mut rtc = Rtc::builder().clear_codecs().enable_h264(true).set_rtp_mode(rtp_mode).build(Instant::now());
-    let candidate = Candidate::host(local, Protocol::Udp).map_err(|e| signalling(e.to_string()))?;
-    rtc.add_local_candidate(candidate);
+    let (local, candidate) = if protocol == Protocol::Tcp {
+        // Active TCP candidates name port 9: the real port is the connection's own.
+        let local = SocketAddr::new(local_ip, 9);
+        (local, Candidate::builder().tcp().host(local).tcptype(TcpType::Active).build())
+    } else {
+        let local = socket.local_addr()?;
+        (local, Candidate::host(local, Protocol::Udp))
+    };
+    rtc.add_local_candidate(candidate.map_err(|e| signalling(e.to_string()))?);
     let mut change = rtc.sdp_api();
     let mid = change.add_media(MediaKind::Video, Direction::RecvOnly, None, None, None);
     let (offer, pending) = change.apply().ok_or_else(|| signalling("no offer to make".into()))?;
@@ -292,7 +319,7 @@ pub(crate) async fn negotiate(
         }
     };
     rtc.sdp_api().accept_answer(pending, answer)?;
-    Ok(Negotiated { rtc, mid, socket, local, offered_at, session })
+    Ok(Negotiated { rtc, mid, socket, local, offered_at, session, protocol })
 }
 
 /// WHEP: the offer as `application/sdp`; the answer comes back `201 Created` with the
@@ -348,7 +375,7 @@ async fn post_offer(url: &str, offer: &SdpOffer) -> Result<SdpAnswer, String> {
 struct Session {
     rtc: Rtc,
     mid: Mid,
-    socket: UdpSocket,
+    wire: Wire,
     local: SocketAddr,
     decoder: Decoder,
     frames: mpsc::UnboundedSender<DecodedFrame>,
@@ -378,7 +405,7 @@ impl Session {
                 Output::Timeout(deadline) => deadline,
                 Output::Transmit(transmit) => {
                     // A candidate that cannot be reached fails its checks; ICE tries the others.
-                    if let Err(error) = self.socket.send_to(&transmit.contents, transmit.destination) {
+                    if let Err(error) = self.wire.send(&transmit.contents, transmit.destination) {
                         tracing::debug!(%error, destination = %transmit.destination, "send failed");
                     }
                     continue;
@@ -398,19 +425,16 @@ impl Session {
                 self.rtc.handle_input(Input::Timeout(Instant::now()))?;
                 continue;
             }
-            self.socket.set_read_timeout(Some(wait))?;
-            match self.socket.recv_from(&mut buffer) {
-                Ok((len, source)) => {
+            match self.wire.recv(&mut buffer, wait)? {
+                Some((len, source)) => {
                     let Ok(contents) = buffer[..len].try_into() else {
                         continue;
                     };
-                    let receive = Receive { proto: Protocol::Udp, source, destination: self.local, contents };
+                    let proto = self.wire.protocol();
+                    let receive = Receive { proto, source, destination: self.local, contents };
                     self.rtc.handle_input(Input::Receive(Instant::now(), receive))?;
                 }
-                Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
-                    self.rtc.handle_input(Input::Timeout(Instant::now()))?;
-                }
-                Err(e) => return Err(e.into()),
+                None => self.rtc.handle_input(Input::Timeout(Instant::now()))?,
             }
         }
         Ok(())

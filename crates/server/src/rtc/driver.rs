@@ -1,6 +1,6 @@
-//! The peer driver: one task that owns every peer and the UDP sockets. It feeds peers the
-//! datagrams addressed to them, their timeouts and every encoded frame of the stream, and
-//! sends what they produce.
+//! The peer driver: one task that owns every peer and the UDP sockets (and the ICE-TCP
+//! connections, through their tasks). It feeds peers the datagrams addressed to them,
+//! their timeouts and every encoded frame of the stream, and sends what they produce.
 //!
 //! A peer that cannot keep up never slows the others: frames are written into each peer's
 //! own send queue, and if the driver itself falls behind the stream, every peer skips to
@@ -13,14 +13,15 @@ use std::time::{Duration, Instant};
 
 use str0m::net::{Protocol, Receive, Transmit};
 use str0m::{Candidate, Input};
-use tokio::net::UdpSocket;
-use tokio::sync::{broadcast, mpsc, oneshot};
+use tokio::net::{TcpListener, UdpSocket};
+use tokio::sync::{Semaphore, broadcast, mpsc, oneshot};
 use tokio::task::JoinSet;
 use tokio::time::sleep_until;
 use tracing::{debug, trace};
 
 use super::SessionId;
 use super::peer::{Peer, PeerId};
+use super::tcp;
 use crate::stats::Metrics;
 use crate::stream::{KeyframeRequests, StreamFrame};
 
@@ -49,11 +50,29 @@ pub(crate) enum Command {
     Shutdown,
 }
 
-/// A datagram read from one of the sockets.
-struct Datagram {
-    data: Vec<u8>,
-    source: SocketAddr,
-    destination: SocketAddr,
+/// A packet read from one of the sockets, or one frame of an ICE-TCP connection.
+pub(super) struct Datagram {
+    pub(super) data: Vec<u8>,
+    pub(super) source: SocketAddr,
+    pub(super) destination: SocketAddr,
+    /// Whether it came over an ICE-TCP connection rather than UDP.
+    pub(super) tcp: bool,
+}
+
+/// What the network tasks tell the driver.
+pub(super) enum NetEvent {
+    Datagram(Datagram),
+    /// An ICE-TCP connection from `remote` to our `local` is open; packets for it go to
+    /// `packets`.
+    TcpOpened {
+        local: SocketAddr,
+        remote: SocketAddr,
+        packets: mpsc::Sender<Vec<u8>>,
+    },
+    TcpClosed {
+        local: SocketAddr,
+        remote: SocketAddr,
+    },
 }
 
 struct Slot {
@@ -68,6 +87,12 @@ pub(crate) struct Driver {
     routes: HashMap<SocketAddr, PeerId>,
     /// The media sockets with their local addresses (one per host candidate).
     sockets: Vec<(SocketAddr, Arc<UdpSocket>)>,
+    /// ICE-TCP listeners with their local addresses, until `run` starts accepting.
+    tcp_listeners: Vec<(SocketAddr, TcpListener)>,
+    /// Open ICE-TCP connections by (local, remote) address: where their packets go.
+    tcp_links: HashMap<(SocketAddr, SocketAddr), mpsc::Sender<Vec<u8>>>,
+    /// ICE-TCP connections held at most.
+    max_tcp_connections: usize,
     frames: broadcast::Receiver<StreamFrame>,
     keyframes: KeyframeRequests,
     metrics: Arc<Metrics>,
@@ -77,6 +102,8 @@ pub(crate) struct Driver {
 impl Driver {
     pub(crate) fn new(
         sockets: Vec<(SocketAddr, UdpSocket)>,
+        tcp_listeners: Vec<(SocketAddr, TcpListener)>,
+        max_tcp_connections: usize,
         frames: broadcast::Receiver<StreamFrame>,
         keyframes: KeyframeRequests,
         metrics: Arc<Metrics>,
@@ -85,6 +112,9 @@ impl Driver {
             peers: HashMap::new(),
             routes: HashMap::new(),
             sockets: sockets.into_iter().map(|(addr, socket)| (addr, Arc::new(socket))).collect(),
+            tcp_listeners,
+            tcp_links: HashMap::new(),
+            max_tcp_connections,
             frames,
             keyframes,
             metrics,
@@ -93,12 +123,16 @@ impl Driver {
     }
 
     pub(crate) async fn run(mut self, mut commands: mpsc::Receiver<Command>) {
-        let (datagram_tx, mut datagrams) = mpsc::channel(DATAGRAM_QUEUE);
+        let (event_tx, mut events) = mpsc::channel(DATAGRAM_QUEUE);
         let mut readers = JoinSet::new();
         for (addr, socket) in &self.sockets {
-            readers.spawn(read_datagrams(*addr, socket.clone(), datagram_tx.clone()));
+            readers.spawn(read_datagrams(*addr, socket.clone(), event_tx.clone()));
         }
-        drop(datagram_tx);
+        let tcp_limit = Arc::new(Semaphore::new(self.max_tcp_connections));
+        for (addr, listener) in self.tcp_listeners.drain(..) {
+            readers.spawn(tcp::accept(listener, addr, event_tx.clone(), tcp_limit.clone()));
+        }
+        drop(event_tx);
         let mut stream_open = true;
 
         loop {
@@ -136,7 +170,15 @@ impl Driver {
                         stream_open = false;
                     }
                 },
-                Some(datagram) = datagrams.recv() => self.route(datagram).await,
+                Some(event) = events.recv() => match event {
+                    NetEvent::Datagram(datagram) => self.route(datagram).await,
+                    NetEvent::TcpOpened { local, remote, packets } => {
+                        self.tcp_links.insert((local, remote), packets);
+                    }
+                    NetEvent::TcpClosed { local, remote } => {
+                        self.tcp_links.remove(&(local, remote));
+                    }
+                },
                 () = sleep_until(deadline.into()) => self.timeouts().await,
             }
         }
@@ -221,7 +263,12 @@ impl Driver {
         };
         let input = Input::Receive(
             now,
-            Receive { proto: Protocol::Udp, source: datagram.source, destination: datagram.destination, contents },
+            Receive {
+                proto: if datagram.tcp { Protocol::Tcp } else { Protocol::Udp },
+                source: datagram.source,
+                destination: datagram.destination,
+                contents,
+            },
         );
         let known = self
             .routes
@@ -271,6 +318,18 @@ impl Driver {
             }
         }
         for transmit in self.outgoing.drain(..) {
+            if transmit.proto == Protocol::Tcp {
+                let Some(link) = self.tcp_links.get(&(transmit.source, transmit.destination)) else {
+                    trace!(destination = %transmit.destination, "no ICE-TCP connection for this packet");
+                    continue;
+                };
+                let length = transmit.contents.len();
+                // A full queue is a viewer whose TCP cannot keep up: drop, as UDP would.
+                if link.try_send(transmit.contents.to_vec()).is_ok() {
+                    self.metrics.bytes_sent.inc_by(length as u64);
+                }
+                continue;
+            }
             // Send from the candidate the peer chose; every transmit names one of ours.
             let Some((_, socket)) = self.sockets.iter().find(|(addr, _)| *addr == transmit.source) else {
                 debug!(source = %transmit.source, "no socket for this source address");
@@ -297,13 +356,13 @@ impl Driver {
     }
 }
 
-async fn read_datagrams(destination: SocketAddr, socket: Arc<UdpSocket>, datagrams: mpsc::Sender<Datagram>) {
+async fn read_datagrams(destination: SocketAddr, socket: Arc<UdpSocket>, events: mpsc::Sender<NetEvent>) {
     let mut buffer = vec![0u8; MAX_DATAGRAM];
     loop {
         match socket.recv_from(&mut buffer).await {
             Ok((len, source)) => {
-                let datagram = Datagram { data: buffer[..len].to_vec(), source, destination };
-                if let Err(mpsc::error::TrySendError::Closed(_)) = datagrams.try_send(datagram) {
+                let datagram = Datagram { data: buffer[..len].to_vec(), source, destination, tcp: false };
+                if let Err(mpsc::error::TrySendError::Closed(_)) = events.try_send(NetEvent::Datagram(datagram)) {
                     return;
                 }
             }

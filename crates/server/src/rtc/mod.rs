@@ -19,6 +19,7 @@ use tracing::debug;
 mod driver;
 mod net;
 mod peer;
+mod tcp;
 
 use driver::{Command, Driver};
 pub(crate) use net::host_ips;
@@ -41,6 +42,8 @@ pub(crate) struct RtcSettings {
     pub(crate) host_addresses: Vec<String>,
     /// Addresses of a 1:1 NAT in front of the host addresses.
     pub(crate) public_addresses: Vec<String>,
+    /// The ICE-TCP port, if media is offered over TCP too (0: any free port).
+    pub(crate) ice_tcp_port: Option<u16>,
 }
 
 /// Why offers cannot be answered right now.
@@ -107,17 +110,31 @@ impl RtcServer {
         let host_addrs: Vec<SocketAddr> = sockets.iter().map(|(addr, _)| *addr).collect();
         let port = host_addrs.first().map_or(settings.udp_port, SocketAddr::port);
         let public_addrs = net::public_addrs(&settings.public_addresses, port).await?;
-        debug!(?host_addrs, ?public_addrs, "media sockets bound");
+        let tcp_listeners = match settings.ice_tcp_port {
+            Some(tcp_port) => net::bind_tcp_all(&ips, tcp_port).await?,
+            None => Vec::new(),
+        };
+        let tcp_addrs: Vec<SocketAddr> = tcp_listeners.iter().map(|(addr, _)| *addr).collect();
+        debug!(?host_addrs, ?public_addrs, ?tcp_addrs, "media sockets bound");
         let dtls_cert = str0m::crypto::from_feature_flags()
             .dtls_provider
             .generate_certificate()
             .ok_or_else(|| io::Error::other("could not generate the DTLS certificate"))?;
         let (commands, command_rx) = mpsc::channel(256);
-        let driver = Driver::new(sockets, stream.subscribe(), stream.keyframe_requests(), metrics.clone());
+        // Every viewer may hold a connection, and as many more may be connecting.
+        let max_tcp_connections = settings.max_viewers.saturating_mul(2);
+        let driver = Driver::new(
+            sockets,
+            tcp_listeners,
+            max_tcp_connections,
+            stream.subscribe(),
+            stream.keyframe_requests(),
+            metrics.clone(),
+        );
         let driver = tokio::spawn(driver.run(command_rx));
         Ok(RtcServer {
             commands,
-            peer_config: PeerConfig { host_addrs, public_addrs, dtls_cert },
+            peer_config: PeerConfig { host_addrs, public_addrs, tcp_addrs, dtls_cert },
             next_peer_id: AtomicU64::new(1),
             max_viewers: settings.max_viewers,
             metrics,
@@ -128,6 +145,11 @@ impl RtcServer {
     /// The UDP addresses the media listens on.
     pub(crate) fn media_addrs(&self) -> &[SocketAddr] {
         &self.peer_config.host_addrs
+    }
+
+    /// The ICE-TCP addresses, when media is offered over TCP too.
+    pub(crate) fn tcp_addrs(&self) -> &[SocketAddr] {
+        &self.peer_config.tcp_addrs
     }
 
     /// The public (1:1 NAT) addresses offered besides them.

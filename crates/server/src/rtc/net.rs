@@ -10,7 +10,7 @@
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
-use tokio::net::UdpSocket;
+use tokio::net::{TcpListener, UdpSocket};
 
 /// The addresses to offer as host candidates and listen on.
 ///
@@ -75,6 +75,25 @@ pub(crate) async fn bind_all(ips: &[IpAddr], port: u16) -> io::Result<Vec<(Socke
         sockets.push((addr, socket));
     }
     Ok(sockets)
+}
+
+/// Binds one TCP listener per address for ICE-TCP, all on `port` (0: the port the first
+/// bind picks).
+pub(crate) async fn bind_tcp_all(ips: &[IpAddr], port: u16) -> io::Result<Vec<(SocketAddr, TcpListener)>> {
+    let mut listeners = Vec::with_capacity(ips.len());
+    let mut port = port;
+    for &ip in ips {
+        let listener = TcpListener::bind(SocketAddr::new(ip, port)).await.map_err(|error| {
+            io::Error::new(
+                error.kind(),
+                format!("could not listen on TCP {} for ICE-TCP media: {error}", SocketAddr::new(ip, port)),
+            )
+        })?;
+        let addr = listener.local_addr()?;
+        port = addr.port();
+        listeners.push((addr, listener));
+    }
+    Ok(listeners)
 }
 
 /// The public addresses (`public_addresses`: IPs, or host names looked up now) on the

@@ -9,7 +9,7 @@ use str0m::change::{SdpAnswer, SdpOffer};
 use str0m::config::DtlsCert;
 use str0m::format::Codec;
 use str0m::media::{MediaKind, Mid, Pt};
-use str0m::net::{Protocol, Transmit};
+use str0m::net::{Protocol, TcpType, Transmit};
 use str0m::{Candidate, Event, IceConnectionState, Input, Output, Rtc, RtcError};
 use tracing::{Span, debug, debug_span};
 
@@ -61,6 +61,8 @@ pub(crate) struct PeerConfig {
     /// Addresses a 1:1 NAT forwards to the media sockets. Offered as host candidates too:
     /// checks sent to them arrive on (and are answered from) a media socket.
     pub(crate) public_addrs: Vec<SocketAddr>,
+    /// ICE-TCP listeners' addresses, offered as passive TCP candidates (empty: UDP only).
+    pub(crate) tcp_addrs: Vec<SocketAddr>,
     pub(crate) dtls_cert: DtlsCert,
 }
 
@@ -115,6 +117,15 @@ impl Peer {
         for &addr in config.public_addrs.iter().chain(&config.host_addrs) {
             let candidate =
                 Candidate::host(addr, Protocol::Udp).map_err(|source| OfferError::Candidate { addr, source })?;
+            rtc.add_local_candidate(candidate);
+        }
+        for &addr in &config.tcp_addrs {
+            let candidate = Candidate::builder()
+                .tcp()
+                .host(addr)
+                .tcptype(TcpType::Passive)
+                .build()
+                .map_err(|source| OfferError::Candidate { addr, source })?;
             rtc.add_local_candidate(candidate);
         }
         let answer = rtc.sdp_api().accept_offer(offer).map_err(OfferError::Rejected)?;
