@@ -5,20 +5,27 @@
 //! Each connection has a reader task, which hands the driver every packet as a datagram
 //! from that connection, and a writer task fed by a bounded queue: when a viewer's TCP
 //! cannot keep up, its packets are dropped (as UDP would lose them) rather than delaying
-//! the driver or other viewers.
+//! the driver or other viewers. Connections are limited in number and closed when idle.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt, BufWriter};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, mpsc};
+use tokio::time::timeout;
 use tracing::{debug, trace};
 
 use super::driver::{Datagram, NetEvent};
 
 /// Packets queued for one connection's writer; beyond this they are dropped.
 pub(super) const WRITE_QUEUE_PACKETS: usize = 512;
+
+/// A connection silent this long is closed. A live viewer's ICE consent checks arrive every
+/// few seconds, so only dead or idle connections (which would hold one of the limited
+/// places) reach it.
+const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Accepts connections on `listener` (at `local`) until the driver goes away, at most
 /// `limit` at a time.
@@ -62,9 +69,9 @@ async fn serve(stream: TcpStream, local: SocketAddr, remote: SocketAddr, events:
         return;
     }
     let writing = tokio::spawn(write_frames(BufWriter::new(writer), queue));
-    while let Ok(length) = reader.read_u16().await {
+    while let Ok(Ok(length)) = timeout(IDLE_TIMEOUT, reader.read_u16()).await {
         let mut data = vec![0u8; usize::from(length)];
-        if reader.read_exact(&mut data).await.is_err() {
+        if !matches!(timeout(IDLE_TIMEOUT, reader.read_exact(&mut data)).await, Ok(Ok(_))) {
             break;
         }
         let datagram = Datagram { data, source: remote, destination: local, tcp: true };
