@@ -132,6 +132,16 @@ pub(crate) struct Args {
     #[arg(long = "ice-server", value_name = "URL", help_heading = "Viewers and networks")]
     ice_servers: Vec<String>,
 
+    /// The secret shared with the TURN server (coturn's static-auth-secret): TURN servers
+    /// given without credentials get fresh, expiring ones for every viewer.
+    #[arg(long, env = "WEBGEAR_TURN_SECRET", hide_env_values = true, help_heading = "Viewers and networks")]
+    turn_secret: Option<String>,
+
+    /// Seconds minted TURN credentials stay valid.
+    #[arg(long, value_name = "SECONDS", help_heading = "Viewers and networks",
+          default_value_t = Options::default().turn_credential_lifetime.as_secs())]
+    turn_credential_lifetime: u64,
+
     /// Let the page connect directly or relayed (all), or only through a TURN relay.
     #[arg(long, value_enum, default_value_t = Policy::All, help_heading = "Viewers and networks")]
     ice_transport_policy: Policy,
@@ -375,6 +385,10 @@ mod tests {
             "203.0.113.7",
             "--ice-tcp-port",
             "8001",
+            "--turn-secret",
+            "north-wind",
+            "--turn-credential-lifetime",
+            "600",
         ]);
         assert_eq!((settings.source.as_str(), settings.port, settings.udp_port), ("clip.mp4", 9000, 9000));
         assert_eq!(settings.host.to_string(), "127.0.0.1");
@@ -396,6 +410,8 @@ mod tests {
         assert_eq!(options.host_addresses, ["lo"]);
         assert_eq!(options.public_addresses, ["203.0.113.7"]);
         assert_eq!(options.ice_tcp_port, Some(8001));
+        assert_eq!(options.turn_secret.as_deref(), Some("north-wind"));
+        assert_eq!(options.turn_credential_lifetime.as_secs(), 600);
     }
 
     #[test]

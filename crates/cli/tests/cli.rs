@@ -128,6 +128,11 @@ fn bad_flags_and_sources_fail_with_a_clear_message() {
     assert!(!bad_source.status.success());
     assert!(String::from_utf8_lossy(&bad_source.stderr).contains("no-such-video.mp4"));
 
+    let turn_without_credentials = run(&["--ice-server", "turn:turn.example.net", "--port", "0"]);
+    assert!(!turn_without_credentials.status.success());
+    let stderr = String::from_utf8_lossy(&turn_without_credentials.stderr);
+    assert!(stderr.contains("turn:turn.example.net") && stderr.contains("turn_secret"), "{stderr}");
+
     let bad_options = run(&["--options", "[1, 2]", "--port", "0"]);
     assert!(!bad_options.status.success());
     assert!(String::from_utf8_lossy(&bad_options.stderr).contains("must be a map"));

@@ -36,6 +36,7 @@ use std::sync::{Arc, Mutex};
 use tracing::info;
 use webgear_media::transform::{FrameSizeReducer, TransformError};
 
+mod ice;
 mod options;
 mod rtc;
 mod stats;
@@ -50,6 +51,8 @@ pub use web::DataError;
 pub use webgear_media::source::from_fn;
 pub use webgear_media::{Frame, FrameSource, I420Frame, PixelFormat, SourceError, SourceSettings, SourceSpec};
 
+use ice::IceConfig;
+pub use ice::MissingTurnCredentials;
 use rtc::{RtcServer, RtcSettings};
 use stats::Metrics;
 use stream::{StreamClock, StreamInput, StreamSettings, VideoStream};
@@ -74,6 +77,9 @@ pub enum Error {
     /// The media sockets could not be set up.
     #[error("could not set up WebRTC media: {0}")]
     Media(#[source] std::io::Error),
+    /// A TURN server has no credentials and no `turn_secret` can mint them.
+    #[error(transparent)]
+    TurnCredentials(#[from] MissingTurnCredentials),
     /// The data folder (templates, static files) could not be prepared.
     #[error(transparent)]
     Data(#[from] DataError),
@@ -195,7 +201,8 @@ impl Builder {
                 return Err(folder.error("the name is already taken"));
             }
         }
-        let templates = Templates::new(data.templates_dir(), url_paths, &self.options.rtc_configuration());
+        let ice = Arc::new(IceConfig::from_options(&self.options)?);
+        let templates = Templates::new(data.templates_dir(), url_paths, ice.clone());
         let static_dirs = folders.into_iter().map(|folder| (folder.url_path, folder.dir)).collect();
 
         let mut reopen: Option<stream::Reopen> = None;
@@ -252,6 +259,7 @@ impl Builder {
                 metrics,
                 clock,
                 templates,
+                ice,
                 static_dirs,
                 data,
                 options: self.options,
@@ -279,6 +287,7 @@ struct Inner {
     metrics: Arc<Metrics>,
     clock: StreamClock,
     templates: Templates,
+    ice: Arc<IceConfig>,
     static_dirs: Vec<(String, PathBuf)>,
     data: DataFiles,
     options: Options,
@@ -339,7 +348,7 @@ impl WebGearRtc {
             live_broadcast: inner.options.enable_live_broadcast,
             logging: inner.options.logging,
             metrics: inner.options.enable_metrics,
-            ice_servers: inner.options.ice_servers.clone().into(),
+            ice: inner.ice.clone(),
             whep_token: inner.options.whep_token.as_deref().map(Arc::from),
         })
     }

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use serde::Serialize;
-use serde_json::{Map, Value, json};
+use serde_json::{Map, Value};
 use tracing::warn;
 use webgear_media::transform::MAX_FRAME_SIZE_REDUCTION;
 use webgear_media::transform::stabilize::DEFAULT_SMOOTHING_RADIUS;
@@ -59,6 +59,12 @@ pub struct Options {
     /// Which routes the default page lets the browser use: all (direct or relayed) or
     /// only through a TURN server. Default all. Not a vidgear option.
     pub ice_transport_policy: IceTransportPolicy,
+    /// A secret shared with the TURN server (coturn's `static-auth-secret`): TURN servers
+    /// in `ice_servers` without credentials then get fresh, expiring ones for every viewer.
+    /// Default none. Not a vidgear option.
+    pub turn_secret: Option<String>,
+    /// How long minted TURN credentials stay valid. Default 24 hours. Not a vidgear option.
+    pub turn_credential_lifetime: Duration,
     /// When set, WHEP requests must carry `Authorization: Bearer <token>`. Default none.
     /// Not a vidgear option.
     pub whep_token: Option<String>,
@@ -130,13 +136,11 @@ impl IceServer {
         }
     }
 
+    /// TURN credentials are checked when the server is built: a `turn_secret` can supply
+    /// them.
     fn validated(self) -> Result<IceServer, String> {
         if self.urls.is_empty() {
             return Err("an ICE server needs at least one URL".to_owned());
-        }
-        let turn = self.urls.iter().any(|url| url.starts_with("turn"));
-        if turn && (self.username.is_none() || self.credential.is_none()) {
-            return Err(format!("TURN server {} needs a username and a credential", self.urls[0]));
         }
         Ok(self)
     }
@@ -198,6 +202,8 @@ impl Default for Options {
             ice_servers: Vec::new(),
             ice_transport_policy: IceTransportPolicy::All,
             whep_token: None,
+            turn_secret: None,
+            turn_credential_lifetime: Duration::from_secs(24 * 3600),
             host_addresses: Vec::new(),
             public_addresses: Vec::new(),
             ice_tcp_port: None,
@@ -218,12 +224,6 @@ impl Options {
     /// Whether `colorspace` asks for grayscale frames.
     pub fn grayscale(&self) -> bool {
         self.colorspace.as_deref().is_some_and(is_gray_conversion)
-    }
-
-    /// What the default page gives `new RTCPeerConnection(...)`: the ICE servers and the
-    /// transport policy.
-    pub fn rtc_configuration(&self) -> Value {
-        json!({"iceServers": self.ice_servers, "iceTransportPolicy": self.ice_transport_policy})
     }
 
     /// Applies every valid entry of `map` and returns a warning for each entry skipped.
@@ -337,6 +337,20 @@ impl Options {
                     Ok(())
                 }
                 _ => Err(invalid("\"all\" or \"relay\"")),
+            },
+            "turn_secret" => match value.as_str() {
+                Some(secret) if !secret.is_empty() => {
+                    self.turn_secret = Some(secret.to_owned());
+                    Ok(())
+                }
+                _ => Err(invalid("the non-empty secret the TURN server shares (coturn's static-auth-secret)")),
+            },
+            "turn_credential_lifetime" => match value.as_f64() {
+                Some(seconds) if (60.0..=30.0 * 86400.0).contains(&seconds) => {
+                    self.turn_credential_lifetime = Duration::from_secs_f64(seconds);
+                    Ok(())
+                }
+                _ => Err(invalid("seconds from 60 to 30 days")),
             },
             "whep_token" => match value {
                 Value::String(token) if !token.trim().is_empty() => {
@@ -469,16 +483,11 @@ mod tests {
         assert_eq!(options.ice_servers[1].credential.as_deref(), Some("pa:ss"), "a password may hold a colon");
         assert_eq!(options.ice_servers[2].username.as_deref(), Some("bob"));
         assert_eq!(options.whep_token.as_deref(), Some("t0ken"));
+        assert_eq!(options.ice_transport_policy, IceTransportPolicy::Relay);
         assert_eq!(
-            options.rtc_configuration(),
-            json!({
-                "iceServers": [
-                    {"urls": ["stun:stun.example.net"]},
-                    {"urls": ["turn:turn.example.net:3478?transport=tcp"], "username": "alice", "credential": "pa:ss"},
-                    {"urls": ["turns:turn.example.net:5349"], "username": "bob", "credential": "x"},
-                ],
-                "iceTransportPolicy": "relay",
-            })
+            serde_json::to_value(&options.ice_servers[1]).unwrap(),
+            json!({"urls": ["turn:turn.example.net:3478?transport=tcp"], "username": "alice", "credential": "pa:ss"}),
+            "serialised as the browser's RTCIceServer"
         );
     }
 
@@ -486,7 +495,8 @@ mod tests {
     fn bad_ice_settings_are_skipped_naming_what_is_wrong() {
         for (value, reason) in [
             (json!({"ice_servers": ["http://example.net"]}), "not a stun:"),
-            (json!({"ice_servers": ["turn:turn.example.net"]}), "needs a username and a credential"),
+            (json!({"turn_credential_lifetime": 5}), "seconds from 60"),
+            (json!({"turn_secret": 7}), "static-auth-secret"),
             (json!({"ice_servers": ["stun:"]}), "names no host"),
             (json!({"ice_servers": [{"username": "x"}]}), "needs \"urls\""),
             (json!({"ice_transport_policy": "none"}), "\"relay\""),

@@ -138,13 +138,14 @@ const SELECTED_PAIR: &str = r#"
     return { local: stats.get(pair.localCandidateId).candidateType, remote: stats.get(pair.remoteCandidateId).candidateType };
 "#;
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn chromium_plays_through_a_turn_relay_when_the_page_may_only_relay() {
-    let _lock = exclusive().await;
-    let turn = TurnServer::start().expect("coturn starts (needs the coturn package)");
+/// The page may only relay through `turn`, configured by `ice_options`: it still plays,
+/// its selected candidate pair is a relayed one, and coturn logs the allocation for
+/// `turn_user` (a user name, or the end of a minted one).
+async fn plays_only_through(turn: &TurnServer, ice_options: Value, turn_user: &str) {
     let mut options = Options::default();
-    let warnings =
-        options.apply_map(json!({"ice_servers": [turn.url()], "ice_transport_policy": "relay"}).as_object().unwrap());
+    let mut map = ice_options.as_object().unwrap().clone();
+    map.insert("ice_transport_policy".into(), json!("relay"));
+    let warnings = options.apply_map(&map);
     assert!(warnings.is_empty(), "{warnings:?}");
     let server = TestServer::start_with(builder(options)).await;
     let browser = Browser::launch().await.expect("headless Chromium starts (needs chromium and chromium-driver)");
@@ -158,10 +159,24 @@ async fn chromium_plays_through_a_turn_relay_when_the_page_may_only_relay() {
     assert_eq!(pair, json!({"local": "relay", "remote": "host"}), "the media goes through the TURN relay");
     let log = turn.log();
     assert!(
-        log.contains("user <webgear>: incoming packet ALLOCATE processed, success"),
-        "coturn allocated a relay for our user:\n{log}"
+        log.contains(&format!("{turn_user}>: incoming packet ALLOCATE processed, success")),
+        "coturn allocated a relay for {turn_user}:\n{log}"
     );
-
     browser.close().await.unwrap();
     server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chromium_plays_through_a_turn_relay_when_the_page_may_only_relay() {
+    let _lock = exclusive().await;
+    let turn = TurnServer::start().expect("coturn starts (needs the coturn package)");
+    plays_only_through(&turn, json!({"ice_servers": [turn.url()]}), "user <webgear").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chromium_relays_with_credentials_minted_from_the_turn_secret() {
+    let _lock = exclusive().await;
+    let turn = TurnServer::start_with_secret("north-wind").expect("coturn starts (needs the coturn package)");
+    let options = json!({"ice_servers": [turn.url()], "turn_secret": "north-wind"});
+    plays_only_through(&turn, options, ":webgear-rtc").await;
 }

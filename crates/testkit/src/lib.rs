@@ -18,5 +18,5 @@ mod viewer;
 mod wire;
 
 pub use browser::{Browser, BrowserError};
-pub use turn::TurnServer;
+pub use turn::{TurnAuth, TurnServer};
 pub use viewer::{DecodedFrame, Endpoint, Viewer, ViewerError, WhepSession};

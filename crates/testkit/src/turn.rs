@@ -1,37 +1,66 @@
 //! A real TURN server for tests: coturn (Debian's `coturn` package, program `turnserver`)
-//! on loopback with one long-term user, relaying on loopback too.
+//! on loopback, relaying on loopback too, with either one long-term user or a shared secret
+//! (the TURN REST API's time-limited credentials).
 
 use std::net::{Ipv4Addr, TcpStream, UdpSocket};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+/// How clients authenticate.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum TurnAuth {
+    /// One long-term user.
+    User {
+        /// The user name.
+        username: String,
+        /// Its password.
+        password: String,
+    },
+    /// Credentials minted from this secret (coturn's `use-auth-secret`).
+    Secret(String),
+}
+
 /// A running coturn. Dropping it stops the server.
 #[derive(Debug)]
 pub struct TurnServer {
     /// The port it listens on (UDP and TCP).
     pub port: u16,
-    /// The user name clients authenticate with.
-    pub username: String,
-    /// That user's password.
-    pub password: String,
+    /// How clients authenticate.
+    pub auth: TurnAuth,
     process: Child,
     dir: PathBuf,
 }
 
 impl TurnServer {
-    /// Starts coturn on a free loopback port and waits until it listens.
+    /// Starts coturn with one long-term user on a free loopback port and waits until it
+    /// listens.
     pub fn start() -> std::io::Result<TurnServer> {
+        TurnServer::launch(TurnAuth::User { username: "webgear".into(), password: "relay-me".into() })
+    }
+
+    /// Starts coturn taking TURN REST API credentials minted from `secret`.
+    pub fn start_with_secret(secret: &str) -> std::io::Result<TurnServer> {
+        TurnServer::launch(TurnAuth::Secret(secret.to_owned()))
+    }
+
+    fn launch(auth: TurnAuth) -> std::io::Result<TurnServer> {
         let program = std::env::var("TURNSERVER").unwrap_or_else(|_| "turnserver".into());
         let port = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0))?.local_addr()?.port();
         let dir = std::env::temp_dir().join(format!("webgear-turn-{}-{port}", std::process::id()));
         std::fs::create_dir_all(&dir)?;
-        let (username, password) = ("webgear".to_owned(), "relay-me".to_owned());
+        let auth_args = match &auth {
+            TurnAuth::User { username, password } => {
+                vec!["--lt-cred-mech".to_owned(), format!("--user={username}:{password}")]
+            }
+            TurnAuth::Secret(secret) => vec!["--use-auth-secret".to_owned(), format!("--static-auth-secret={secret}")],
+        };
         let process = Command::new(&program)
             .args(["-n", "--verbose", "--listening-ip=127.0.0.1", "--relay-ip=127.0.0.1"])
             .arg(format!("--listening-port={port}"))
-            .args(["--min-port=49200", "--max-port=49400", "--lt-cred-mech", "--realm=webgear.test"])
-            .arg(format!("--user={username}:{password}"))
+            .args(["--min-port=49200", "--max-port=49400", "--realm=webgear.test"])
+            .args(auth_args)
             // Our server is on loopback too; coturn refuses to relay there unless told.
             .args(["--allow-loopback-peers", "--no-cli", "--no-tls", "--no-dtls", "--simple-log"])
             .arg(format!("--pidfile={}", dir.join("turnserver.pid").display()))
@@ -43,7 +72,7 @@ impl TurnServer {
             .map_err(|error| {
                 std::io::Error::new(error.kind(), format!("could not start {program} (install coturn): {error}"))
             })?;
-        let mut server = TurnServer { port, username, password, process, dir };
+        let mut server = TurnServer { port, auth, process, dir };
         let started = Instant::now();
         while TcpStream::connect((Ipv4Addr::LOCALHOST, port)).is_err() {
             if let Some(status) = server.process.try_wait()? {
@@ -57,10 +86,15 @@ impl TurnServer {
         Ok(server)
     }
 
-    /// The server as an ICE server URL with its credentials, as webgear-rtc's
-    /// `ice_servers` option reads it.
+    /// The server as an ICE server URL, as webgear-rtc's `ice_servers` option reads it:
+    /// with the user's credentials, or none when they are minted from the secret.
     pub fn url(&self) -> String {
-        format!("turn:{}:{}@127.0.0.1:{}?transport=udp", self.username, self.password, self.port)
+        match &self.auth {
+            TurnAuth::User { username, password } => {
+                format!("turn:{username}:{password}@127.0.0.1:{}?transport=udp", self.port)
+            }
+            TurnAuth::Secret(_) => format!("turn:127.0.0.1:{}?transport=udp", self.port),
+        }
     }
 
     /// What coturn logged so far.

@@ -40,7 +40,7 @@ pub(crate) use error::AppError;
 use error::ErrorReport;
 pub(crate) use templates::Templates;
 
-use crate::options::IceServer;
+use crate::ice::IceConfig;
 use crate::rtc::RtcServer;
 use crate::stream::StreamClock;
 
@@ -58,8 +58,8 @@ pub(crate) struct AppState {
     pub(crate) live_broadcast: bool,
     pub(crate) logging: bool,
     pub(crate) metrics: bool,
-    /// Given to WHEP players in `Link` headers.
-    pub(crate) ice_servers: Arc<[IceServer]>,
+    /// The ICE servers given to WHEP players in `Link` headers.
+    pub(crate) ice: Arc<IceConfig>,
     /// WHEP requests must carry this bearer token, when set.
     pub(crate) whep_token: Option<Arc<str>>,
 }

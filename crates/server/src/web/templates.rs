@@ -10,38 +10,41 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::SystemTime;
 
 use minijinja::value::{Kwargs, Value};
 use minijinja::{Environment, Error, ErrorKind, State, path_loader};
+
+use crate::ice::IceConfig;
 
 /// The template environment of one app.
 #[derive(Debug, Clone)]
 pub(crate) struct Templates {
     env: Arc<Environment<'static>>,
+    /// Rendered fresh for each page, as TURN credentials may be minted per viewer.
+    ice: Arc<IceConfig>,
 }
 
 impl Templates {
     /// Templates from `dir`; `url_for(name, path=...)` knows the folders in `mounts`
-    /// (name → URL path, e.g. `static` → `/static`).
-    pub(crate) fn new(
-        dir: PathBuf,
-        mounts: BTreeMap<String, String>,
-        rtc_configuration: &serde_json::Value,
-    ) -> Templates {
+    /// (name → URL path, e.g. `static` → `/static`); pages get their ICE settings from
+    /// `ice`.
+    pub(crate) fn new(dir: PathBuf, mounts: BTreeMap<String, String>, ice: Arc<IceConfig>) -> Templates {
         let mut env = Environment::new();
         env.set_loader(path_loader(dir));
-        env.add_global("rtc_configuration", rtc_configuration.to_string());
         env.add_function("url_for", move |state: &State, name: &str, kwargs: Kwargs| {
             url_for(state, &mounts, name, &kwargs)
         });
-        Templates { env: Arc::new(env) }
+        Templates { env: Arc::new(env), ice }
     }
 
     /// Renders template `name` with `context`, adding `url_prefix`.
     pub(crate) fn render(&self, name: &str, url_prefix: &str, context: Value) -> Result<String, Error> {
         let template = self.env.get_template(name)?;
         let url_prefix = Value::from_safe_string(escape_html(url_prefix));
-        template.render(minijinja::context! { url_prefix => url_prefix, ..context })
+        let rtc_configuration = self.ice.rtc_configuration(SystemTime::now()).to_string();
+        template
+            .render(minijinja::context! { url_prefix => url_prefix, rtc_configuration => rtc_configuration, ..context })
     }
 }
 
@@ -85,7 +88,7 @@ mod tests {
             std::fs::write(dir.join(name), body).unwrap();
         }
         let mounts = BTreeMap::from([("static".to_owned(), "/static".to_owned())]);
-        Templates::new(dir, mounts, &serde_json::json!({}))
+        Templates::new(dir, mounts, Arc::new(IceConfig::from_options(&crate::Options::default()).unwrap()))
     }
 
     #[test]

@@ -15,6 +15,8 @@
 //! `Authorization: Bearer <token>`. The answer is complete (the server is ICE-lite and
 //! knows its candidates up front), so clients need not trickle.
 
+use std::time::SystemTime;
+
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::{OriginalUri, Path, State};
@@ -81,7 +83,7 @@ async fn start_session(
     headers.insert(CONTENT_TYPE, HeaderValue::from_static(SDP));
     headers.insert(LOCATION, header_value(&location)?);
     headers.insert(ETAG, header_value(&entity_tag(&answered.session))?);
-    for link in ice_server_links(&state.ice_servers) {
+    for link in ice_server_links(&state.ice.servers_at(SystemTime::now())) {
         headers.append(LINK, header_value(&link)?);
     }
     Ok(response)
