@@ -2,7 +2,7 @@
 # Runs the whole test suite on a Debian machine: installs what the tests need (a headless
 # browser and its driver, nasm for OpenH264's fast assembly, ffmpeg for the sources, procps
 # for pgrep, Xvfb for screen capture, GStreamer's RTSP server for a camera on loopback,
-# coturn for a real TURN relay),
+# coturn for a real TURN relay, iproute2 and iptables for a real 1:1 NAT),
 # then checks formatting and lints, runs every test and builds the docs. Exits non-zero on
 # any failure.
 set -euo pipefail
@@ -16,6 +16,8 @@ command -v ffmpeg >/dev/null || missing+=(ffmpeg)
 command -v pgrep >/dev/null || missing+=(procps)
 command -v Xvfb >/dev/null || missing+=(xvfb)
 command -v turnserver >/dev/null || missing+=(coturn)
+command -v ip >/dev/null || missing+=(iproute2)
+command -v iptables >/dev/null || missing+=(iptables)
 # The RTSP test camera: Debian's Python with GStreamer's RTSP server, H.264 and MJPEG elements.
 /usr/bin/python3 -c 'import gi; gi.require_version("Gst", "1.0"); gi.require_version("GstRtspServer", "1.0")
 from gi.repository import Gst; Gst.init(None)

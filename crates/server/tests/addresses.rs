@@ -134,3 +134,41 @@ async fn a_viewer_whose_network_blocks_udp_watches_over_ice_tcp() {
     viewer.session().unwrap().end().await.unwrap();
     server.stop().await;
 }
+
+/// Whether this process may build network namespaces and NAT rules.
+fn is_root() -> bool {
+    std::fs::read_to_string("/proc/self/status").is_ok_and(|status| {
+        status.lines().any(|line| line.starts_with("Uid:") && line.split_whitespace().nth(1) == Some("0"))
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_viewer_beyond_a_one_to_one_nat_plays_through_the_public_address() {
+    // CI runs as root; elsewhere the test needs root and says so instead of failing.
+    if !is_root() && std::env::var("CI").as_deref() != Ok("true") {
+        eprintln!("skipped: building a network namespace and a NAT rule needs root");
+        return;
+    }
+    let _lock = exclusive().await;
+    let lab = webgear_testkit::NatLab::create().expect("a NAT lab (needs root, iproute2 and iptables)");
+    let private = lab.private_ip.to_string();
+    let public = lab.public_ip.to_string();
+
+    // Offered only the private address, the viewer has no way in.
+    let hidden = TestServer::start_with(builder(options(json!({"host_addresses": [private]})))).await;
+    let socket = lab.viewer_socket().unwrap();
+    let mut stranded = Viewer::connect_with_socket(&Endpoint::Offer(hidden.url("/offer")), socket).await.unwrap();
+    assert!(stranded.next_frame(Duration::from_secs(3)).await.is_none(), "the private address is unreachable");
+    hidden.stop().await;
+
+    // With the public address announced, the same viewer plays through the NAT.
+    let server =
+        TestServer::start_with(builder(options(json!({"host_addresses": [private], "public_addresses": [public]}))))
+            .await;
+    let socket = lab.viewer_socket().unwrap();
+    let mut viewer = Viewer::connect_with_socket(&Endpoint::Offer(server.url("/offer")), socket).await.unwrap();
+    viewer.next_frame(Duration::from_secs(3)).await.expect("the viewer plays through the NAT");
+    let frames = viewer.frames_during(Duration::from_secs(1)).await;
+    assert!(frames.len() >= 25, "{} frames in 1 s through the NAT", frames.len());
+    server.stop().await;
+}

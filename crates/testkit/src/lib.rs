@@ -8,15 +8,18 @@
 //!   process and measuring frame rate, loss and time to first frame.
 //! - [`Browser`]: headless Chromium driven over WebDriver, to prove the default page plays.
 //! - [`TurnServer`]: a real TURN server (coturn) on loopback.
+//! - [`NatLab`]: a real 1:1 NAT (a network namespace behind iptables DNAT).
 //! - [`server_side`]: a server process's CPU and memory, and its histograms' quantiles.
 
 mod browser;
 pub mod load;
+mod nat;
 pub mod server_side;
 mod turn;
 mod viewer;
 mod wire;
 
 pub use browser::{Browser, BrowserError};
+pub use nat::NatLab;
 pub use turn::{TurnAuth, TurnServer};
 pub use viewer::{DecodedFrame, Endpoint, Viewer, ViewerError, WhepSession};

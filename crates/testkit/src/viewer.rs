@@ -162,6 +162,13 @@ impl Viewer {
         Viewer::start(negotiated)
     }
 
+    /// Asks `endpoint` for the stream and receives on `socket`, a bound UDP socket made
+    /// elsewhere (such as inside another network namespace, see `NatLab`).
+    pub async fn connect_with_socket(endpoint: &Endpoint, socket: UdpSocket) -> Result<Viewer, ViewerError> {
+        let negotiated = negotiate_on(endpoint, socket, false, Protocol::Udp).await?;
+        Viewer::start(negotiated)
+    }
+
     fn start(negotiated: Negotiated) -> Result<Viewer, ViewerError> {
         let Negotiated { rtc, mid, socket, local, offered_at, session: whep_session, protocol } = negotiated;
         let wire = match protocol {
@@ -295,8 +302,19 @@ pub(crate) async fn negotiate(
     rtp_mode: bool,
     protocol: Protocol,
 ) -> Result<Negotiated, ViewerError> {
+    negotiate_on(endpoint, UdpSocket::bind((local_ip, 0))?, rtp_mode, protocol).await
+}
+
+/// [`negotiate`] with a UDP socket already bound (for TCP, its address names the active
+/// candidate's IP).
+async fn negotiate_on(
+    endpoint: &Endpoint,
+    socket: UdpSocket,
+    rtp_mode: bool,
+    protocol: Protocol,
+) -> Result<Negotiated, ViewerError> {
     let signalling = |reason: String| ViewerError::Signalling { url: endpoint.url().to_owned(), reason };
-    let socket = UdpSocket::bind((local_ip, 0))?;
+    let local_ip = socket.local_addr()?.ip();
     let mut rtc = Rtc::builder().clear_codecs().enable_h264(true).set_rtp_mode(rtp_mode).build(Instant::now());
     let (local, candidate) = if protocol == Protocol::Tcp {
         // Active TCP candidates name port 9: the real port is the connection's own.
