@@ -1,10 +1,11 @@
-//! The peer driver: one task that owns every peer and the UDP sockets (and the ICE-TCP
-//! connections, through their tasks). It feeds peers the datagrams addressed to them,
-//! their timeouts and every encoded frame of the stream, and sends what they produce.
+//! A peer driver: one task that owns its share of the peers (the [router](super::router)
+//! spreads them over one driver per core). It feeds its peers the datagrams addressed to
+//! them, their timeouts and every encoded frame of the stream, and sends what they
+//! produce on the shared UDP sockets (or ICE-TCP connections).
 //!
 //! A peer that cannot keep up never slows the others: frames are written into each peer's
-//! own send queue, and if the driver itself falls behind the stream, every peer skips to
-//! the next keyframe.
+//! own send queue, and if the driver itself falls behind the stream, each of its peers
+//! skips to the next keyframe.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -13,21 +14,20 @@ use std::time::{Duration, Instant};
 
 use str0m::net::{Protocol, Receive, Transmit};
 use str0m::{Candidate, Input};
-use tokio::net::{TcpListener, UdpSocket};
-use tokio::sync::{Semaphore, broadcast, mpsc, oneshot};
-use tokio::task::JoinSet;
+use tokio::net::UdpSocket;
+use tokio::sync::{broadcast, mpsc, oneshot};
 use tokio::time::sleep_until;
 use tracing::{debug, trace};
 
 use super::SessionId;
 use super::peer::{Peer, PeerId};
-use super::tcp;
+use super::router::{DriverIndex, Router};
 use crate::stats::Metrics;
 use crate::stream::{KeyframeRequests, StreamFrame};
 
-/// Incoming datagrams waiting for the driver; past this, new ones are dropped as a full
+/// Incoming datagrams waiting for a driver; past this, new ones are dropped as a full
 /// network queue would.
-const DATAGRAM_QUEUE: usize = 4096;
+pub(super) const DATAGRAM_QUEUE: usize = 4096;
 
 /// The largest datagram read; WebRTC keeps packets under the path MTU.
 const MAX_DATAGRAM: usize = 2048;
@@ -59,7 +59,7 @@ pub(super) struct Datagram {
     pub(super) tcp: bool,
 }
 
-/// What the network tasks tell the driver.
+/// What the network tasks tell the drivers.
 pub(super) enum NetEvent {
     Datagram(Datagram),
     /// An ICE-TCP connection from `remote` to our `local` is open; packets for it go to
@@ -81,18 +81,17 @@ struct Slot {
 }
 
 pub(crate) struct Driver {
+    index: DriverIndex,
+    router: Arc<Router>,
     peers: HashMap<PeerId, Slot>,
     /// Remote address → the peer that accepted traffic from it, so routing a datagram is a
     /// lookup rather than asking every peer.
     routes: HashMap<SocketAddr, PeerId>,
-    /// The media sockets with their local addresses (one per host candidate).
+    /// The media sockets with their local addresses (one per host candidate), shared by
+    /// every driver.
     sockets: Vec<(SocketAddr, Arc<UdpSocket>)>,
-    /// ICE-TCP listeners with their local addresses, until `run` starts accepting.
-    tcp_listeners: Vec<(SocketAddr, TcpListener)>,
     /// Open ICE-TCP connections by (local, remote) address: where their packets go.
     tcp_links: HashMap<(SocketAddr, SocketAddr), mpsc::Sender<Vec<u8>>>,
-    /// ICE-TCP connections held at most.
-    max_tcp_connections: usize,
     frames: broadcast::Receiver<StreamFrame>,
     keyframes: KeyframeRequests,
     metrics: Arc<Metrics>,
@@ -101,20 +100,20 @@ pub(crate) struct Driver {
 
 impl Driver {
     pub(crate) fn new(
-        sockets: Vec<(SocketAddr, UdpSocket)>,
-        tcp_listeners: Vec<(SocketAddr, TcpListener)>,
-        max_tcp_connections: usize,
+        index: DriverIndex,
+        router: Arc<Router>,
+        sockets: Vec<(SocketAddr, Arc<UdpSocket>)>,
         frames: broadcast::Receiver<StreamFrame>,
         keyframes: KeyframeRequests,
         metrics: Arc<Metrics>,
     ) -> Self {
         Driver {
+            index,
+            router,
             peers: HashMap::new(),
             routes: HashMap::new(),
-            sockets: sockets.into_iter().map(|(addr, socket)| (addr, Arc::new(socket))).collect(),
-            tcp_listeners,
+            sockets,
             tcp_links: HashMap::new(),
-            max_tcp_connections,
             frames,
             keyframes,
             metrics,
@@ -122,17 +121,7 @@ impl Driver {
         }
     }
 
-    pub(crate) async fn run(mut self, mut commands: mpsc::Receiver<Command>) {
-        let (event_tx, mut events) = mpsc::channel(DATAGRAM_QUEUE);
-        let mut readers = JoinSet::new();
-        for (addr, socket) in &self.sockets {
-            readers.spawn(read_datagrams(*addr, socket.clone(), event_tx.clone()));
-        }
-        let tcp_limit = Arc::new(Semaphore::new(self.max_tcp_connections));
-        for (addr, listener) in self.tcp_listeners.drain(..) {
-            readers.spawn(tcp::accept(listener, addr, event_tx.clone(), tcp_limit.clone()));
-        }
-        drop(event_tx);
+    pub(crate) async fn run(mut self, mut commands: mpsc::Receiver<Command>, mut events: mpsc::Receiver<NetEvent>) {
         let mut stream_open = true;
 
         loop {
@@ -161,7 +150,7 @@ impl Driver {
                 frame = self.frames.recv(), if stream_open => match frame {
                     Ok(frame) => self.send_frame(&frame).await,
                     Err(broadcast::error::RecvError::Lagged(missed)) => {
-                        debug!(missed, "driver fell behind the stream; every peer resyncs");
+                        debug!(missed, driver = self.index, "driver fell behind the stream; its peers resync");
                         self.peers.values_mut().for_each(|slot| slot.peer.resync());
                         self.request_keyframes();
                     }
@@ -183,9 +172,8 @@ impl Driver {
             }
         }
 
-        readers.abort_all();
         self.close_all().await;
-        debug!("peer driver stopped");
+        debug!(driver = self.index, "peer driver stopped");
     }
 
     /// Closes every peer: each sends its goodbyes, then ends, so none is left when this
@@ -240,6 +228,7 @@ impl Driver {
         let id = peer.id();
         // Counted as a viewer since its offer was admitted.
         self.peers.insert(id, Slot { peer, deadline: Instant::now() });
+        self.router.count_peer(self.index, true);
         self.flush(id).await;
     }
 
@@ -278,9 +267,13 @@ impl Driver {
         let owner = known.or_else(|| self.peers.iter().find(|(_, slot)| slot.peer.accepts(&input)).map(|(&id, _)| id));
         let Some(id) = owner else {
             trace!(source = %datagram.source, "no peer accepts this datagram");
+            self.routes.remove(&datagram.source);
+            self.router.release(datagram.source, self.index);
             return;
         };
-        self.routes.insert(datagram.source, id);
+        if self.routes.insert(datagram.source, id) != Some(id) {
+            self.router.claim(datagram.source, self.index);
+        }
         if let Some(slot) = self.peers.get_mut(&id) {
             slot.peer.handle_datagram(input);
         }
@@ -312,7 +305,15 @@ impl Driver {
             Some(deadline) => slot.deadline = deadline,
             None => {
                 self.peers.remove(&id);
-                self.routes.retain(|_, owner| *owner != id);
+                let (router, index) = (&self.router, self.index);
+                self.routes.retain(|&source, owner| {
+                    let keep = *owner != id;
+                    if !keep {
+                        router.release(source, index);
+                    }
+                    keep
+                });
+                router.count_peer(index, false);
                 self.metrics.viewers.dec();
                 debug!(id, "peer removed");
             }
@@ -356,13 +357,14 @@ impl Driver {
     }
 }
 
-async fn read_datagrams(destination: SocketAddr, socket: Arc<UdpSocket>, events: mpsc::Sender<NetEvent>) {
+/// Reads one media socket until the drivers stop, handing each datagram to the router.
+pub(super) async fn read_datagrams(destination: SocketAddr, socket: Arc<UdpSocket>, router: Arc<Router>) {
     let mut buffer = vec![0u8; MAX_DATAGRAM];
     loop {
         match socket.recv_from(&mut buffer).await {
             Ok((len, source)) => {
                 let datagram = Datagram { data: buffer[..len].to_vec(), source, destination, tcp: false };
-                if let Err(mpsc::error::TrySendError::Closed(_)) = events.try_send(NetEvent::Datagram(datagram)) {
+                if router.deliver(datagram).is_err() {
                     return;
                 }
             }

@@ -1,30 +1,34 @@
-//! WebRTC for the server: peers (one str0m session per viewer), the driver task that runs
-//! them all on one UDP port, and the host addresses they are reached at.
+//! WebRTC for the server: peers (one str0m session per viewer), the driver tasks that run
+//! them on one UDP port (one driver per core, with a router between the sockets and the
+//! drivers), and the host addresses they are reached at.
 //!
 //! [`RtcServer`] is the web layer's handle: it turns an SDP offer into an answer and hands
 //! the new peer to the driver.
 
 use std::io;
 use std::net::{IpAddr, SocketAddr};
+use std::num::NonZeroUsize;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
 use str0m::Candidate;
 use str0m::change::{SdpAnswer, SdpOffer};
-use tokio::sync::{Mutex, mpsc, oneshot};
-use tokio::task::JoinHandle;
+use tokio::sync::{Mutex, Semaphore, mpsc, oneshot};
+use tokio::task::{JoinHandle, JoinSet};
 use tracing::debug;
 
 mod driver;
 mod net;
 mod peer;
+mod router;
 mod tcp;
 
-use driver::{Command, Driver};
+use driver::{Command, DATAGRAM_QUEUE, Driver};
 pub(crate) use net::host_ips;
 pub(crate) use peer::OfferError;
 use peer::{Peer, PeerConfig};
+use router::Router;
 
 use crate::stats::Metrics;
 use crate::stream::VideoStream;
@@ -92,14 +96,30 @@ pub(crate) struct Answered {
 }
 
 /// The web layer's handle on the WebRTC side.
-#[derive(Debug)]
 pub(crate) struct RtcServer {
-    commands: mpsc::Sender<Command>,
+    /// Each driver's command queue, in the router's order.
+    drivers: Vec<mpsc::Sender<Command>>,
+    router: Arc<Router>,
     peer_config: PeerConfig,
     next_peer_id: AtomicU64,
     max_viewers: usize,
     metrics: Arc<Metrics>,
-    driver: Mutex<Option<JoinHandle<()>>>,
+    tasks: Mutex<Option<Tasks>>,
+}
+
+/// What runs until shutdown: the drivers, and the tasks reading the network.
+struct Tasks {
+    drivers: Vec<JoinHandle<()>>,
+    network: JoinSet<()>,
+}
+
+impl std::fmt::Debug for RtcServer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RtcServer")
+            .field("drivers", &self.drivers.len())
+            .field("peer_config", &self.peer_config)
+            .finish_non_exhaustive()
+    }
 }
 
 impl RtcServer {
@@ -120,25 +140,46 @@ impl RtcServer {
             .dtls_provider
             .generate_certificate()
             .ok_or_else(|| io::Error::other("could not generate the DTLS certificate"))?;
-        let (commands, command_rx) = mpsc::channel(256);
+        let sockets: Vec<_> = sockets.into_iter().map(|(addr, socket)| (addr, Arc::new(socket))).collect();
+
+        let driver_count = std::thread::available_parallelism().map_or(1, NonZeroUsize::get);
+        let (event_queues, mut event_receivers): (Vec<_>, Vec<_>) =
+            (0..driver_count).map(|_| mpsc::channel(DATAGRAM_QUEUE)).unzip();
+        let router = Arc::new(Router::new(event_queues));
+        let mut drivers = Vec::with_capacity(driver_count);
+        let mut driver_tasks = Vec::with_capacity(driver_count);
+        for (index, events) in event_receivers.drain(..).enumerate() {
+            let (commands, command_rx) = mpsc::channel(256);
+            let driver = Driver::new(
+                index,
+                router.clone(),
+                sockets.clone(),
+                stream.subscribe(),
+                stream.keyframe_requests(),
+                metrics.clone(),
+            );
+            drivers.push(commands);
+            driver_tasks.push(tokio::spawn(driver.run(command_rx, events)));
+        }
+
+        let mut network = JoinSet::new();
+        for (addr, socket) in &sockets {
+            network.spawn(driver::read_datagrams(*addr, socket.clone(), router.clone()));
+        }
         // Every viewer may hold a connection, and as many more may be connecting.
-        let max_tcp_connections = settings.max_viewers.saturating_mul(2);
-        let driver = Driver::new(
-            sockets,
-            tcp_listeners,
-            max_tcp_connections,
-            stream.subscribe(),
-            stream.keyframe_requests(),
-            metrics.clone(),
-        );
-        let driver = tokio::spawn(driver.run(command_rx));
+        let tcp_limit = Arc::new(Semaphore::new(settings.max_viewers.saturating_mul(2)));
+        for (addr, listener) in tcp_listeners {
+            network.spawn(tcp::accept(listener, addr, router.clone(), tcp_limit.clone()));
+        }
+        debug!(drivers = driver_count, "peer drivers started");
         Ok(RtcServer {
-            commands,
+            drivers,
+            router,
             peer_config: PeerConfig { host_addrs, public_addrs, tcp_addrs, dtls_cert },
             next_peer_id: AtomicU64::new(1),
             max_viewers: settings.max_viewers,
             metrics,
-            driver: Mutex::new(Some(driver)),
+            tasks: Mutex::new(Some(Tasks { drivers: driver_tasks, network })),
         })
     }
 
@@ -185,16 +226,31 @@ impl RtcServer {
         let id = self.next_peer_id.fetch_add(1, Ordering::Relaxed);
         let session = SessionId::random().map_err(AnswerError::Randomness)?;
         let (peer, answer) = Peer::from_offer(id, session.clone(), offer, &self.peer_config, Instant::now())?;
-        self.commands.send(Command::Add(Box::new(peer))).await.map_err(|_| AnswerError::ShuttingDown)?;
+        let driver = &self.drivers[self.router.least_busy()];
+        driver.send(Command::Add(Box::new(peer))).await.map_err(|_| AnswerError::ShuttingDown)?;
         Ok(Answered { answer, session })
+    }
+
+    /// Asks every driver the same question (made by `command`), and answers whether any
+    /// said yes: a session lives in one driver, and finding it is rare enough not to
+    /// need an index.
+    async fn ask_every_driver(
+        &self,
+        mut command: impl FnMut(oneshot::Sender<bool>) -> Command,
+    ) -> Result<bool, AnswerError> {
+        let mut found = false;
+        for driver in &self.drivers {
+            let (done, answer) = oneshot::channel();
+            driver.send(command(done)).await.map_err(|_| AnswerError::ShuttingDown)?;
+            found |= answer.await.map_err(|_| AnswerError::ShuttingDown)?;
+        }
+        Ok(found)
     }
 
     /// Ends one session, telling its viewer. False if there is no such session (it never
     /// existed, or has ended).
     pub(crate) async fn close_session(&self, session: SessionId) -> Result<bool, AnswerError> {
-        let (done, found) = oneshot::channel();
-        self.commands.send(Command::Close(session, done)).await.map_err(|_| AnswerError::ShuttingDown)?;
-        found.await.map_err(|_| AnswerError::ShuttingDown)
+        self.ask_every_driver(|done| Command::Close(session.clone(), done)).await
     }
 
     /// Gives a session the viewer's trickled ICE candidates. False if there is no such
@@ -204,10 +260,7 @@ impl RtcServer {
         session: SessionId,
         candidates: Vec<Candidate>,
     ) -> Result<bool, AnswerError> {
-        let (done, found) = oneshot::channel();
-        let command = Command::AddCandidates(session, candidates, done);
-        self.commands.send(command).await.map_err(|_| AnswerError::ShuttingDown)?;
-        found.await.map_err(|_| AnswerError::ShuttingDown)
+        self.ask_every_driver(|done| Command::AddCandidates(session.clone(), candidates.clone(), done)).await
     }
 
     /// Every metric in the Prometheus text format.
@@ -217,19 +270,26 @@ impl RtcServer {
 
     /// Closes every peer; new offers are still answered.
     pub(crate) async fn close_all(&self) {
-        let (done, closed) = oneshot::channel();
-        if self.commands.send(Command::CloseAll(done)).await.is_ok() {
-            // An error means the driver stopped, and with it every peer.
-            let _ = closed.await;
+        for driver in &self.drivers {
+            let (done, closed) = oneshot::channel();
+            if driver.send(Command::CloseAll(done)).await.is_ok() {
+                // An error means the driver stopped, and with it its peers.
+                let _ = closed.await;
+            }
         }
     }
 
-    /// Closes every peer and waits for the driver to stop. Later offers are refused.
+    /// Closes every peer and waits for the drivers to stop. Later offers are refused.
     pub(crate) async fn shutdown(&self) {
-        // A closed channel means the driver is already gone, which is what we want.
-        let _ = self.commands.send(Command::Shutdown).await;
-        if let Some(driver) = self.driver.lock().await.take() {
-            let _ = driver.await;
+        for driver in &self.drivers {
+            // A closed channel means the driver is already gone, which is what we want.
+            let _ = driver.send(Command::Shutdown).await;
+        }
+        if let Some(mut tasks) = self.tasks.lock().await.take() {
+            for driver in tasks.drivers {
+                let _ = driver.await;
+            }
+            tasks.network.shutdown().await;
         }
     }
 }

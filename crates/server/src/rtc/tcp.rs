@@ -2,8 +2,8 @@
 //! on the host addresses, each connection carrying STUN, DTLS, RTP and RTCP in RFC 4571
 //! frames (a 16-bit length, then the packet).
 //!
-//! Each connection has a reader task, which hands the driver every packet as a datagram
-//! from that connection, and a writer task fed by a bounded queue: when a viewer's TCP
+//! Each connection has a reader task, which hands the drivers (through the router) every
+//! packet as a datagram from that connection, and a writer task fed by a bounded queue: when a viewer's TCP
 //! cannot keep up, its packets are dropped (as UDP would lose them) rather than delaying
 //! the driver or other viewers. Connections are limited in number and closed when idle.
 
@@ -17,7 +17,8 @@ use tokio::sync::{Semaphore, mpsc};
 use tokio::time::timeout;
 use tracing::{debug, trace};
 
-use super::driver::{Datagram, NetEvent};
+use super::driver::Datagram;
+use super::router::Router;
 
 /// Packets queued for one connection's writer; beyond this they are dropped.
 pub(super) const WRITE_QUEUE_PACKETS: usize = 512;
@@ -27,14 +28,9 @@ pub(super) const WRITE_QUEUE_PACKETS: usize = 512;
 /// places) reach it.
 const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// Accepts connections on `listener` (at `local`) until the driver goes away, at most
-/// `limit` at a time.
-pub(super) async fn accept(
-    listener: TcpListener,
-    local: SocketAddr,
-    events: mpsc::Sender<NetEvent>,
-    limit: Arc<Semaphore>,
-) {
+/// Accepts connections on `listener` (at `local`) until the drivers stop, at most `limit`
+/// at a time.
+pub(super) async fn accept(listener: TcpListener, local: SocketAddr, router: Arc<Router>, limit: Arc<Semaphore>) {
     loop {
         let (stream, remote) = match listener.accept().await {
             Ok(accepted) => accepted,
@@ -47,27 +43,28 @@ pub(super) async fn accept(
             debug!(%remote, "too many ICE-TCP connections; refusing one");
             continue;
         };
-        if events.is_closed() {
+        if router.is_stopped() {
             return;
         }
-        let events = events.clone();
+        let router = router.clone();
         tokio::spawn(async move {
-            serve(stream, local, remote, events).await;
+            serve(stream, local, remote, &router).await;
             drop(permit);
         });
     }
 }
 
-/// Runs one connection: registers its writer with the driver, reads frames until the
-/// connection ends, then tells the driver it is gone.
-async fn serve(stream: TcpStream, local: SocketAddr, remote: SocketAddr, events: mpsc::Sender<NetEvent>) {
+/// Runs one connection: registers its writer with the drivers, reads frames until the
+/// connection ends, then tells the drivers it is gone.
+async fn serve(stream: TcpStream, local: SocketAddr, remote: SocketAddr, router: &Router) {
     // Media is latency-sensitive: no Nagle.
     let _ = stream.set_nodelay(true);
     let (mut reader, writer) = stream.into_split();
     let (packets, queue) = mpsc::channel(WRITE_QUEUE_PACKETS);
-    if events.send(NetEvent::TcpOpened { local, remote, packets }).await.is_err() {
+    if router.tcp_opened(local, remote, &packets).await.is_err() {
         return;
     }
+    drop(packets);
     let writing = tokio::spawn(write_frames(BufWriter::new(writer), queue));
     while let Ok(Ok(length)) = timeout(IDLE_TIMEOUT, reader.read_u16()).await {
         let mut data = vec![0u8; usize::from(length)];
@@ -75,13 +72,13 @@ async fn serve(stream: TcpStream, local: SocketAddr, remote: SocketAddr, events:
             break;
         }
         let datagram = Datagram { data, source: remote, destination: local, tcp: true };
-        if events.send(NetEvent::Datagram(datagram)).await.is_err() {
+        if router.deliver(datagram).is_err() {
             break;
         }
     }
     trace!(%remote, "ICE-TCP connection ended");
     writing.abort();
-    let _ = events.send(NetEvent::TcpClosed { local, remote }).await;
+    router.tcp_closed(local, remote).await;
 }
 
 async fn write_frames(mut writer: BufWriter<tokio::net::tcp::OwnedWriteHalf>, mut queue: mpsc::Receiver<Vec<u8>>) {
