@@ -14,7 +14,6 @@ use std::time::{Duration, Instant};
 
 use str0m::net::{Protocol, Receive, Transmit};
 use str0m::{Candidate, Input};
-use tokio::net::UdpSocket;
 use tokio::sync::{broadcast, mpsc, oneshot};
 use tokio::time::sleep_until;
 use tracing::{debug, trace};
@@ -22,6 +21,7 @@ use tracing::{debug, trace};
 use super::SessionId;
 use super::peer::{Peer, PeerId};
 use super::router::{DriverIndex, Router};
+use super::socket::{MediaSocket, segment_runs};
 use crate::stats::Metrics;
 use crate::stream::{KeyframeRequests, StreamFrame};
 
@@ -87,22 +87,23 @@ pub(crate) struct Driver {
     /// Remote address → the peer that accepted traffic from it, so routing a datagram is a
     /// lookup rather than asking every peer.
     routes: HashMap<SocketAddr, PeerId>,
-    /// The media sockets with their local addresses (one per host candidate), shared by
-    /// every driver.
-    sockets: Vec<(SocketAddr, Arc<UdpSocket>)>,
+    /// The media sockets (one per host candidate), shared by every driver.
+    sockets: Vec<Arc<MediaSocket>>,
     /// Open ICE-TCP connections by (local, remote) address: where their packets go.
     tcp_links: HashMap<(SocketAddr, SocketAddr), mpsc::Sender<Vec<u8>>>,
     frames: broadcast::Receiver<StreamFrame>,
     keyframes: KeyframeRequests,
     metrics: Arc<Metrics>,
     outgoing: Vec<Transmit>,
+    /// Where a run of packets to one viewer is put together for one segmented send.
+    segments: Vec<u8>,
 }
 
 impl Driver {
     pub(crate) fn new(
         index: DriverIndex,
         router: Arc<Router>,
-        sockets: Vec<(SocketAddr, Arc<UdpSocket>)>,
+        sockets: Vec<Arc<MediaSocket>>,
         frames: broadcast::Receiver<StreamFrame>,
         keyframes: KeyframeRequests,
         metrics: Arc<Metrics>,
@@ -118,6 +119,7 @@ impl Driver {
             keyframes,
             metrics,
             outgoing: Vec::new(),
+            segments: Vec::new(),
         }
     }
 
@@ -318,31 +320,47 @@ impl Driver {
                 debug!(id, "peer removed");
             }
         }
-        for transmit in self.outgoing.drain(..) {
-            if transmit.proto == Protocol::Tcp {
-                let Some(link) = self.tcp_links.get(&(transmit.source, transmit.destination)) else {
-                    trace!(destination = %transmit.destination, "no ICE-TCP connection for this packet");
+        self.send_outgoing().await;
+    }
+
+    /// Sends what [`Driver::flush`] collected: each run of same-sized UDP packets to one
+    /// viewer in one segmented send, TCP packets to their connection's queue.
+    async fn send_outgoing(&mut self) {
+        let max_segments = self.sockets.iter().map(|socket| socket.max_segments()).min().unwrap_or(1);
+        for run in segment_runs(&self.outgoing, max_segments) {
+            let first = &self.outgoing[run.start];
+            if first.proto == Protocol::Tcp {
+                let Some(link) = self.tcp_links.get(&(first.source, first.destination)) else {
+                    trace!(destination = %first.destination, "no ICE-TCP connection for this packet");
                     continue;
                 };
-                let length = transmit.contents.len();
+                let length = first.contents.len();
                 // A full queue is a viewer whose TCP cannot keep up: drop, as UDP would.
-                if link.try_send(transmit.contents.to_vec()).is_ok() {
+                if link.try_send(first.contents.to_vec()).is_ok() {
                     self.metrics.bytes_sent.inc_by(length as u64);
                 }
                 continue;
             }
             // Send from the candidate the peer chose; every transmit names one of ours.
-            let Some((_, socket)) = self.sockets.iter().find(|(addr, _)| *addr == transmit.source) else {
-                debug!(source = %transmit.source, "no socket for this source address");
+            let Some(socket) = self.sockets.iter().find(|socket| socket.addr() == first.source) else {
+                debug!(source = %first.source, "no socket for this source address");
                 continue;
             };
-            match socket.send_to(&transmit.contents, transmit.destination).await {
-                Ok(sent) => {
-                    self.metrics.bytes_sent.inc_by(sent as u64);
+            let (contents, segment_size) = if run.len() == 1 {
+                (&first.contents[..], None)
+            } else {
+                self.segments.clear();
+                self.outgoing[run.clone()].iter().for_each(|packet| self.segments.extend_from_slice(&packet.contents));
+                (&self.segments[..], Some(first.contents.len()))
+            };
+            match socket.send(first.destination, contents, segment_size).await {
+                Ok(()) => {
+                    self.metrics.bytes_sent.inc_by(contents.len() as u64);
                 }
-                Err(error) => debug!(%error, destination = %transmit.destination, "send failed"),
+                Err(error) => debug!(%error, destination = %first.destination, "send failed"),
             }
         }
+        self.outgoing.clear();
     }
 
     /// Passes peers' keyframe wishes to the encoder (which coalesces them).
@@ -358,7 +376,8 @@ impl Driver {
 }
 
 /// Reads one media socket until the drivers stop, handing each datagram to the router.
-pub(super) async fn read_datagrams(destination: SocketAddr, socket: Arc<UdpSocket>, router: Arc<Router>) {
+pub(super) async fn read_datagrams(socket: Arc<MediaSocket>, router: Arc<Router>) {
+    let destination = socket.addr();
     let mut buffer = vec![0u8; MAX_DATAGRAM];
     loop {
         match socket.recv_from(&mut buffer).await {

@@ -22,6 +22,7 @@ mod driver;
 mod net;
 mod peer;
 mod router;
+mod socket;
 mod tcp;
 
 use driver::{Command, DATAGRAM_QUEUE, Driver};
@@ -29,6 +30,7 @@ pub(crate) use net::host_ips;
 pub(crate) use peer::OfferError;
 use peer::{Peer, PeerConfig};
 use router::Router;
+use socket::MediaSocket;
 
 use crate::stats::Metrics;
 use crate::stream::VideoStream;
@@ -140,7 +142,10 @@ impl RtcServer {
             .dtls_provider
             .generate_certificate()
             .ok_or_else(|| io::Error::other("could not generate the DTLS certificate"))?;
-        let sockets: Vec<_> = sockets.into_iter().map(|(addr, socket)| (addr, Arc::new(socket))).collect();
+        let sockets = sockets
+            .into_iter()
+            .map(|(addr, socket)| MediaSocket::new(addr, socket).map(Arc::new))
+            .collect::<io::Result<Vec<_>>>()?;
 
         let driver_count = std::thread::available_parallelism().map_or(1, NonZeroUsize::get);
         let (event_queues, mut event_receivers): (Vec<_>, Vec<_>) =
@@ -163,8 +168,8 @@ impl RtcServer {
         }
 
         let mut network = JoinSet::new();
-        for (addr, socket) in &sockets {
-            network.spawn(driver::read_datagrams(*addr, socket.clone(), router.clone()));
+        for socket in &sockets {
+            network.spawn(driver::read_datagrams(socket.clone(), router.clone()));
         }
         // Every viewer may hold a connection, and as many more may be connecting.
         let tcp_limit = Arc::new(Semaphore::new(settings.max_viewers.saturating_mul(2)));
