@@ -78,8 +78,13 @@ struct Summary {
     first_frame_ms_p95: f64,
     /// Received by all viewers together.
     megabits_per_second: f64,
+    /// Frames received by all viewers together, per second.
+    frames_per_second: f64,
     /// Server CPU seconds per viewer-second over the window.
     server_cpu_per_viewer_second: Option<f64>,
+    /// Server CPU milliseconds per frame a viewer received: the cost of what was delivered,
+    /// comparable between servers that deliver different frame rates.
+    server_cpu_ms_per_frame: Option<f64>,
     /// Server CPU over the window, as a share of one core.
     server_cpu_percent: Option<f64>,
     /// Server resident memory at the end of the window.
@@ -134,6 +139,9 @@ async fn main() {
     {
         println!("server: {share:.1}% of one core ({per_viewer:.5} CPU s per viewer-second), {rss:.0} MiB resident");
     }
+    if let Some(per_frame) = summary.server_cpu_ms_per_frame {
+        println!("server: {per_frame:.3} CPU ms per frame received ({:.0} frames/s in all)", summary.frames_per_second);
+    }
     if let (Some(p50), Some(p99)) = (summary.capture_to_send_ms_p50, summary.capture_to_send_ms_p99) {
         println!("capture to send: p50 <= {p50:.1} ms, p99 <= {p99:.1} ms");
     }
@@ -184,6 +192,7 @@ fn summarise(
     let mut first_frame: Vec<f64> =
         reports.iter().filter_map(|r| r.first_frame).map(|d| d.as_secs_f64() * 1000.0).collect();
     let bytes: u64 = reports.iter().map(|r| r.bytes).sum();
+    let frames_per_second: f64 = fps.iter().sum();
     Summary {
         viewers: args.viewers,
         connected: reports.len(),
@@ -197,6 +206,10 @@ fn summarise(
         first_frame_ms_p50: percentile(&mut first_frame, 0.5),
         first_frame_ms_p95: percentile(&mut first_frame, 0.95),
         megabits_per_second: bytes as f64 * 8.0 / 1e6 / seconds,
+        frames_per_second,
+        server_cpu_ms_per_frame: cpu
+            .filter(|_| frames_per_second > 0.0)
+            .map(|cpu| cpu * 1000.0 / (frames_per_second * seconds)),
         server_cpu_per_viewer_second: cpu.map(|cpu| cpu / (seconds * reports.len().max(1) as f64)),
         server_cpu_percent: cpu.map(|cpu| cpu / seconds * 100.0),
         server_rss_mib: end.process.map(|p| p.rss_bytes as f64 / (1024.0 * 1024.0)),
