@@ -8,18 +8,11 @@ mod common;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
-use common::{TestServer, builder, exclusive};
+use common::{TestServer, builder, exclusive, options};
 use reqwest::header::CONTENT_TYPE;
 use serde_json::json;
 use webgear_rtc::Options;
 use webgear_testkit::{Endpoint, Viewer};
-
-fn options(extra: serde_json::Value) -> Options {
-    let mut options = Options::default();
-    let warnings = options.apply_map(extra.as_object().unwrap());
-    assert!(warnings.is_empty(), "{warnings:?}");
-    options
-}
 
 /// The (address, port) of every candidate in the server's answer to a real offer.
 async fn answered_candidates(server: &TestServer) -> Vec<SocketAddr> {

@@ -7,16 +7,9 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{TestServer, builder, exclusive, fps, scratch_dir};
+use common::{TestServer, builder, exclusive, fps, options, scratch_dir};
 use serde_json::json;
 use webgear_rtc::{Frame, Options, PixelFormat, WebGearRtc, from_fn};
-
-fn options(map: serde_json::Value) -> Options {
-    let mut options = Options::default();
-    let warnings = options.apply_map(map.as_object().unwrap());
-    assert!(warnings.is_empty(), "{warnings:?}");
-    options
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn resolution_and_framerate_shape_the_source() {

@@ -6,7 +6,8 @@ mod common;
 
 use std::time::Duration;
 
-use common::{TestServer, assert_increasing, exclusive, fps, frames_during_together};
+use common::{TestServer, assert_increasing, builder, exclusive, fps, frames_during_together, options};
+use serde_json::json;
 
 const MEASURE: Duration = Duration::from_secs(3);
 
@@ -66,6 +67,27 @@ async fn a_late_joiner_sees_a_picture_within_a_second() {
     let frames = early.frames_during(Duration::from_secs(1)).await;
     assert_increasing(&frames);
     assert!(frames.len() >= 25, "the first viewer got {} frames in the second after the join", frames.len());
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_viewer_joining_soon_after_a_keyframe_starts_from_it_without_asking_for_another() {
+    let _lock = exclusive().await;
+    // At 5 fps the frames kept since a keyframe (8) span 1.6 s: room for a join anywhere.
+    let server = TestServer::start_with(builder(options(json!({"framerate": 5})))).await;
+    let (_early, first) = server.playing_viewer().await;
+    assert!(first.keyframe);
+    let requests_before = server.app.stats().keyframe_requests;
+
+    let mut late = webgear_testkit::Viewer::connect(&server.url("/offer")).await.unwrap();
+    let start = late.next_frame(Duration::from_secs(2)).await.expect("a picture within 2 s of joining");
+    assert!(start.keyframe);
+    assert_eq!(start.number, first.number, "the late viewer starts from the keyframe the first one started from");
+    let mut frames = vec![start];
+    frames.extend(late.frames_during(Duration::from_secs(1)).await);
+    assert_increasing(&frames);
+    assert!(frames.len() >= 4, "the late viewer decoded {} frames", frames.len());
+    assert_eq!(server.app.stats().keyframe_requests, requests_before, "the late viewer asked for a keyframe");
     server.stop().await;
 }
 

@@ -10,7 +10,7 @@ mod common;
 use std::net::Ipv4Addr;
 use std::time::Duration;
 
-use common::{TestServer, builder, exclusive};
+use common::{TestServer, builder, exclusive, options};
 use reqwest::StatusCode;
 use reqwest::header::{CONTENT_TYPE, ETAG, LOCATION};
 use serde_json::{Value, json};
@@ -19,13 +19,6 @@ use webgear_testkit::{Browser, Endpoint, Viewer};
 
 fn whep(server: &TestServer, token: Option<&str>) -> Endpoint {
     Endpoint::Whep { url: server.url("/whep"), token: token.map(str::to_owned) }
-}
-
-fn options(extra: Value) -> Options {
-    let mut options = Options::default();
-    let warnings = options.apply_map(extra.as_object().unwrap());
-    assert!(warnings.is_empty(), "{warnings:?}");
-    options
 }
 
 /// Waits (up to 5 s) until the server holds `viewers` viewers.

@@ -32,6 +32,11 @@ pub(super) const DATAGRAM_QUEUE: usize = 4096;
 /// The largest datagram read; WebRTC keeps packets under the path MTU.
 const MAX_DATAGRAM: usize = 2048;
 
+/// The most frames kept since the last keyframe for viewers that connect meanwhile (a
+/// quarter of a second at 30 fps). A viewer joining later than that waits for a keyframe
+/// made for it instead of being sent a long backlog.
+const RECENT_FRAMES: usize = 8;
+
 /// How long the driver sleeps when no peer has a deadline.
 const IDLE_WAKE: Duration = Duration::from_secs(1);
 
@@ -95,6 +100,11 @@ pub(crate) struct Driver {
     keyframes: KeyframeRequests,
     metrics: Arc<Metrics>,
     outgoing: Vec<Transmit>,
+    /// The last keyframe and the frames since, while there are at most [`RECENT_FRAMES`]:
+    /// a viewer connecting now starts from them at once. Joins come in bursts (a page
+    /// shared, a reconnect wave), and each would otherwise wait for the next forced
+    /// keyframe, which the encoder makes at most every 250 ms.
+    recent: Vec<StreamFrame>,
     /// Where a run of packets to one viewer is put together for one segmented send.
     segments: Vec<u8>,
 }
@@ -119,6 +129,7 @@ impl Driver {
             keyframes,
             metrics,
             outgoing: Vec::new(),
+            recent: Vec::new(),
             segments: Vec::new(),
         }
     }
@@ -154,6 +165,7 @@ impl Driver {
                     Err(broadcast::error::RecvError::Lagged(missed)) => {
                         debug!(missed, driver = self.index, "driver fell behind the stream; its peers resync");
                         self.peers.values_mut().for_each(|slot| slot.peer.resync());
+                        self.recent.clear();
                         self.request_keyframes();
                     }
                     Err(broadcast::error::RecvError::Closed) => {
@@ -235,6 +247,14 @@ impl Driver {
     }
 
     async fn send_frame(&mut self, frame: &StreamFrame) {
+        if frame.encoded.keyframe {
+            self.recent.clear();
+        }
+        if frame.encoded.keyframe || (!self.recent.is_empty() && self.recent.len() < RECENT_FRAMES) {
+            self.recent.push(frame.clone());
+        } else {
+            self.recent.clear();
+        }
         for slot in self.peers.values_mut() {
             slot.peer.send_frame(frame, &self.metrics);
         }
@@ -280,6 +300,12 @@ impl Driver {
             slot.peer.handle_datagram(input);
         }
         self.flush(id).await;
+        // A datagram is what completes a connection: start the viewer at once if it can be.
+        if let Some(slot) = self.peers.get_mut(&id)
+            && slot.peer.start_from(&self.recent, &self.metrics)
+        {
+            self.flush(id).await;
+        }
         self.request_keyframes();
     }
 

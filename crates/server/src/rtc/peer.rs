@@ -82,6 +82,9 @@ pub(crate) struct Peer {
     connected: bool,
     /// Delta frames are useless until the viewer has a keyframe: skip them.
     waiting_for_keyframe: bool,
+    /// Whether any frame has been sent yet: until then the viewer can start from frames
+    /// the stream sent before it connected.
+    started: bool,
     /// Whether to ask the encoder for a keyframe on this peer's behalf.
     wants_keyframe: bool,
     span: Span,
@@ -157,6 +160,7 @@ impl Peer {
             created_at: now,
             connected: false,
             waiting_for_keyframe: true,
+            started: false,
             wants_keyframe: false,
             span,
         };
@@ -224,6 +228,7 @@ impl Peer {
         let data = frame.encoded.data.clone();
         match writer.write(self.video.pt, frame.encoded.captured_at, frame.rtp_time, data) {
             Ok(()) => {
+                self.started = true;
                 metrics.frames_sent.inc();
             }
             Err(error) => {
@@ -231,6 +236,23 @@ impl Peer {
                 self.resync();
             }
         }
+    }
+
+    /// Starts a viewer that has just connected from `recent` (the stream's last keyframe
+    /// and the frames since), instead of waiting for a keyframe made for it. Returns
+    /// whether it did; if so the viewer no longer wants a keyframe.
+    pub(crate) fn start_from(&mut self, recent: &[StreamFrame], metrics: &Metrics) -> bool {
+        let Some(first) = recent.first() else {
+            return false;
+        };
+        if self.started || !self.connected || !first.encoded.keyframe {
+            return false;
+        }
+        recent.iter().for_each(|frame| self.send_frame(frame, metrics));
+        if self.started && !self.waiting_for_keyframe {
+            self.wants_keyframe = false;
+        }
+        self.started
     }
 
     /// Skip everything up to the next keyframe, and ask for one: the viewer missed data.

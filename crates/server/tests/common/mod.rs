@@ -102,6 +102,14 @@ pub fn scratch_dir() -> PathBuf {
     dir
 }
 
+/// Options from a JSON map as users write them, which must all be valid.
+pub fn options(map: serde_json::Value) -> Options {
+    let mut options = Options::default();
+    let warnings = options.apply_map(map.as_object().unwrap());
+    assert!(warnings.is_empty(), "{warnings:?}");
+    options
+}
+
 /// A test-pattern server with `options`; unless they name one, its data folder is a fresh
 /// scratch folder, never the user's home.
 pub fn builder(mut options: Options) -> Builder {
