@@ -7,7 +7,7 @@
 //! own send queue, and if the driver itself falls behind the stream, each of its peers
 //! skips to the next keyframe.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -89,6 +89,9 @@ pub(crate) struct Driver {
     index: DriverIndex,
     router: Arc<Router>,
     peers: HashMap<PeerId, Slot>,
+    /// Every peer's next deadline, earliest first: finding the next wake-up and the peers
+    /// due must not cost a look at every peer on every packet.
+    deadlines: BTreeSet<(Instant, PeerId)>,
     /// Remote address → the peer that accepted traffic from it, so routing a datagram is a
     /// lookup rather than asking every peer.
     routes: HashMap<SocketAddr, PeerId>,
@@ -122,6 +125,7 @@ impl Driver {
             index,
             router,
             peers: HashMap::new(),
+            deadlines: BTreeSet::new(),
             routes: HashMap::new(),
             sockets,
             tcp_links: HashMap::new(),
@@ -164,9 +168,9 @@ impl Driver {
                     Ok(frame) => self.send_frame(&frame).await,
                     Err(broadcast::error::RecvError::Lagged(missed)) => {
                         debug!(missed, driver = self.index, "driver fell behind the stream; its peers resync");
+                        // Their keyframe wishes reach the encoder as the next frame is sent.
                         self.peers.values_mut().for_each(|slot| slot.peer.resync());
                         self.recent.clear();
-                        self.request_keyframes();
                     }
                     Err(broadcast::error::RecvError::Closed) => {
                         debug!("the stream ended");
@@ -235,13 +239,15 @@ impl Driver {
 
     fn next_deadline(&self) -> Instant {
         let idle = Instant::now() + IDLE_WAKE;
-        self.peers.values().map(|slot| slot.deadline).min().map_or(idle, |d| d.min(idle))
+        self.deadlines.first().map_or(idle, |&(deadline, _)| deadline.min(idle))
     }
 
     async fn add(&mut self, peer: Peer) {
         let id = peer.id();
+        let now = Instant::now();
         // Counted as a viewer since its offer was admitted.
-        self.peers.insert(id, Slot { peer, deadline: Instant::now() });
+        self.peers.insert(id, Slot { peer, deadline: now });
+        self.deadlines.insert((now, id));
         self.router.count_peer(self.index, true);
         self.flush(id).await;
     }
@@ -263,7 +269,6 @@ impl Driver {
             self.flush(id).await;
         }
         Metrics::observe(&self.metrics.capture_to_send_seconds, frame.encoded.captured_at.elapsed());
-        self.request_keyframes();
     }
 
     async fn route(&mut self, datagram: Datagram) {
@@ -300,37 +305,42 @@ impl Driver {
             slot.peer.handle_datagram(input);
         }
         self.flush(id).await;
-        // A datagram is what completes a connection: start the viewer at once if it can be.
-        if let Some(slot) = self.peers.get_mut(&id)
-            && slot.peer.start_from(&self.recent, &self.metrics)
-        {
-            self.flush(id).await;
-        }
-        self.request_keyframes();
     }
 
     async fn timeouts(&mut self) {
         let now = Instant::now();
-        let due: Vec<PeerId> = self.peers.iter().filter(|(_, slot)| slot.deadline <= now).map(|(&id, _)| id).collect();
+        let due: Vec<PeerId> =
+            self.deadlines.iter().take_while(|&&(deadline, _)| deadline <= now).map(|&(_, id)| id).collect();
         for id in due {
             if let Some(slot) = self.peers.get_mut(&id) {
                 slot.peer.handle_timeout(now);
             }
             self.flush(id).await;
         }
-        self.request_keyframes();
     }
 
-    /// Sends everything a peer has to send, records its next deadline, and removes it once
-    /// it is dead.
+    /// Sends everything a peer has to send, passes on its wish for a keyframe, records its
+    /// next deadline, and removes it once it is dead.
     async fn flush(&mut self, id: PeerId) {
         let Some(slot) = self.peers.get_mut(&id) else {
             return;
         };
         let outgoing = &mut self.outgoing;
-        let deadline = slot.peer.poll(|transmit| outgoing.push(transmit));
+        let mut deadline = slot.peer.poll(|transmit| outgoing.push(transmit));
+        // A connection completes while polling: start the viewer at once if it can be.
+        if deadline.is_some() && slot.peer.start_from(&self.recent, &self.metrics) {
+            deadline = slot.peer.poll(|transmit| outgoing.push(transmit));
+        }
+        if slot.peer.take_keyframe_wish() {
+            // The encoder coalesces requests.
+            self.keyframes.request();
+        }
+        self.deadlines.remove(&(slot.deadline, id));
         match deadline {
-            Some(deadline) => slot.deadline = deadline,
+            Some(deadline) => {
+                slot.deadline = deadline;
+                self.deadlines.insert((deadline, id));
+            }
             None => {
                 self.peers.remove(&id);
                 let (router, index) = (&self.router, self.index);
@@ -387,17 +397,6 @@ impl Driver {
             }
         }
         self.outgoing.clear();
-    }
-
-    /// Passes peers' keyframe wishes to the encoder (which coalesces them).
-    fn request_keyframes(&mut self) {
-        let mut wanted = false;
-        for slot in self.peers.values_mut() {
-            wanted |= slot.peer.take_keyframe_wish();
-        }
-        if wanted {
-            self.keyframes.request();
-        }
     }
 }
 
