@@ -21,6 +21,7 @@ use tracing::{debug, trace};
 use super::SessionId;
 use super::peer::{Peer, PeerId};
 use super::router::{DriverIndex, Router};
+use super::rtp_frame::{FramePacketizer, RtpFrame};
 use super::socket::{MediaSocket, segment_runs};
 use crate::stats::Metrics;
 use crate::stream::{KeyframeRequests, StreamFrame};
@@ -107,7 +108,9 @@ pub(crate) struct Driver {
     /// a viewer connecting now starts from them at once. Joins come in bursts (a page
     /// shared, a reconnect wave), and each would otherwise wait for the next forced
     /// keyframe, which the encoder makes at most every 250 ms.
-    recent: Vec<StreamFrame>,
+    recent: Vec<RtpFrame>,
+    /// Cuts each frame into RTP payloads once, for all of this driver's peers.
+    packetizer: FramePacketizer,
     /// Where a run of packets to one viewer is put together for one segmented send.
     segments: Vec<u8>,
 }
@@ -134,6 +137,7 @@ impl Driver {
             metrics,
             outgoing: Vec::new(),
             recent: Vec::new(),
+            packetizer: FramePacketizer::new(),
             segments: Vec::new(),
         }
     }
@@ -253,16 +257,26 @@ impl Driver {
     }
 
     async fn send_frame(&mut self, frame: &StreamFrame) {
+        let rtp = match self.packetizer.packetize(frame) {
+            Ok(rtp) => rtp,
+            Err(error) => {
+                // Every viewer misses it, so each must start again from a keyframe.
+                debug!(%error, "could not packetize a frame; every peer resyncs");
+                self.peers.values_mut().for_each(|slot| slot.peer.resync());
+                self.recent.clear();
+                return;
+            }
+        };
         if frame.encoded.keyframe {
             self.recent.clear();
         }
         if frame.encoded.keyframe || (!self.recent.is_empty() && self.recent.len() < RECENT_FRAMES) {
-            self.recent.push(frame.clone());
+            self.recent.push(rtp.clone());
         } else {
             self.recent.clear();
         }
         for slot in self.peers.values_mut() {
-            slot.peer.send_frame(frame, &self.metrics);
+            slot.peer.send_frame(&rtp, &self.metrics);
         }
         let ids: Vec<PeerId> = self.peers.keys().copied().collect();
         for id in ids {

@@ -22,6 +22,7 @@ mod driver;
 mod net;
 mod peer;
 mod router;
+mod rtp_frame;
 mod socket;
 mod tcp;
 

@@ -1,6 +1,10 @@
-//! One viewer's WebRTC session, in sans-IO style: it takes datagrams, timeouts and encoded
-//! frames, and gives back datagrams to send, its next deadline and whether it wants a
-//! keyframe. The driver owns the sockets and the clock.
+//! One viewer's WebRTC session, in sans-IO style: it takes datagrams, timeouts and frames
+//! already cut into RTP payloads, and gives back datagrams to send, its next deadline and
+//! whether it wants a keyframe. The driver owns the sockets and the clock.
+//!
+//! str0m runs in RTP mode: the peer numbers and writes the shared payloads of each frame;
+//! str0m adds the headers, encrypts, answers NACKs from its send buffer and reports
+//! keyframe requests.
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -8,20 +12,20 @@ use std::time::{Duration, Instant};
 use str0m::change::{SdpAnswer, SdpOffer};
 use str0m::config::DtlsCert;
 use str0m::format::Codec;
-use str0m::media::{MediaKind, Mid, Pt};
+use str0m::media::{Frequency, MediaKind, Mid, Pt};
 use str0m::net::{Protocol, TcpType, Transmit};
+use str0m::rtp::RtpWrite;
 use str0m::{Candidate, Event, IceConnectionState, Input, Output, Rtc, RtcError};
 use tracing::{Span, debug, debug_span};
 
 use super::SessionId;
+use super::rtp_frame::RtpFrame;
 use crate::stats::Metrics;
-use crate::stream::StreamFrame;
 
 /// A peer that has not completed ICE and DTLS by then is dropped.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// Sent video packets each peer keeps for retransmission on NACK (and as the queue between
-/// a frame's packetization and its sending). At 2 Mbit/s this is over a second of video,
+/// Sent video packets each peer keeps for retransmission on NACK. At 2 Mbit/s this is over a second of video,
 /// far beyond any loss a viewer recovers from by NACK instead of a keyframe, and room for
 /// a large keyframe. str0m's default (1000) held most of a viewer's memory.
 const SEND_BUFFER_PACKETS: usize = 256;
@@ -87,6 +91,8 @@ pub(crate) struct Peer {
     started: bool,
     /// Whether to ask the encoder for a keyframe on this peer's behalf.
     wants_keyframe: bool,
+    /// The extended sequence number of the next video packet.
+    next_sequence: u64,
     span: Span,
 }
 
@@ -108,6 +114,7 @@ impl Peer {
     ) -> Result<(Peer, SdpAnswer), OfferError> {
         let mut rtc = Rtc::builder()
             .set_ice_lite(true)
+            .set_rtp_mode(true)
             .set_dtls_cert(config.dtls_cert.clone())
             .clear_codecs()
             .enable_h264(true)
@@ -147,7 +154,7 @@ impl Peer {
         }
         let video = sending_video
             .into_iter()
-            .find_map(|mid| Some(VideoTrack { mid, pt: h264_payload_type(&mut rtc, mid)? }))
+            .find_map(|mid| Some(VideoTrack { mid, pt: h264_payload_type(&rtc, mid)? }))
             .ok_or(OfferError::NoH264)?;
 
         let span = debug_span!("peer", id);
@@ -162,6 +169,7 @@ impl Peer {
             waiting_for_keyframe: true,
             started: false,
             wants_keyframe: false,
+            next_sequence: first_sequence_number(),
             span,
         };
         Ok((peer, answer))
@@ -209,12 +217,13 @@ impl Peer {
         }
     }
 
-    /// Sends one encoded frame, unless the peer is not connected yet or is waiting for a
-    /// keyframe and this is not one.
-    pub(crate) fn send_frame(&mut self, frame: &StreamFrame, metrics: &Metrics) {
+    /// Sends one frame, unless the peer is not connected yet or is waiting for a keyframe
+    /// and this is not one.
+    pub(crate) fn send_frame(&mut self, rtp: &RtpFrame, metrics: &Metrics) {
         if !self.connected || !self.rtc.is_alive() {
             return;
         }
+        let frame = &rtp.frame;
         if self.waiting_for_keyframe {
             if !frame.encoded.keyframe {
                 metrics.frames_skipped.inc();
@@ -222,30 +231,38 @@ impl Peer {
             }
             self.waiting_for_keyframe = false;
         }
-        let Some(writer) = self.rtc.writer(self.video.mid) else {
+        let mut api = self.rtc.direct_api();
+        let Some(stream) = api.stream_tx_by_mid(self.video.mid, None) else {
             return;
         };
-        let data = frame.encoded.data.clone();
-        match writer.write(self.video.pt, frame.encoded.captured_at, frame.rtp_time, data) {
-            Ok(()) => {
-                self.started = true;
-                metrics.frames_sent.inc();
-            }
-            Err(error) => {
-                self.span.in_scope(|| debug!(%error, "could not queue a frame; resyncing"));
-                self.resync();
-            }
+        // The RTP clock wraps at 32 bits, as RTP timestamps do.
+        let time = frame.rtp_time.rebase(Frequency::NINETY_KHZ).numer() as u32;
+        let last = rtp.payloads.len().saturating_sub(1);
+        for (index, payload) in rtp.payloads.iter().enumerate() {
+            let write = RtpWrite::new(
+                self.video.pt,
+                self.next_sequence.into(),
+                time,
+                frame.encoded.captured_at,
+                payload.clone(),
+            )
+            .marker(index == last)
+            .nackable(true);
+            stream.write_rtp(write);
+            self.next_sequence += 1;
         }
+        self.started = true;
+        metrics.frames_sent.inc();
     }
 
     /// Starts a viewer that has just connected from `recent` (the stream's last keyframe
     /// and the frames since), instead of waiting for a keyframe made for it. Returns
     /// whether it did; if so the viewer no longer wants a keyframe.
-    pub(crate) fn start_from(&mut self, recent: &[StreamFrame], metrics: &Metrics) -> bool {
+    pub(crate) fn start_from(&mut self, recent: &[RtpFrame], metrics: &Metrics) -> bool {
         let Some(first) = recent.first() else {
             return false;
         };
-        if self.started || !self.connected || !first.encoded.keyframe {
+        if self.started || !self.connected || !first.frame.encoded.keyframe {
             return false;
         }
         recent.iter().for_each(|frame| self.send_frame(frame, metrics));
@@ -322,13 +339,22 @@ impl Peer {
     }
 }
 
+/// A random first sequence number, as RTP asks (RFC 3550), below 2^15 so that it cannot
+/// wrap before the viewer has learnt it.
+fn first_sequence_number() -> u64 {
+    let mut bytes = [0u8; 2];
+    // Without randomness the sequence still works; it is only less unpredictable.
+    let _ = getrandom::fill(&mut bytes);
+    u64::from(u16::from_le_bytes(bytes) & 0x7fff)
+}
+
 /// The payload type to send H.264 with, preferring constrained baseline (what OpenH264
 /// produces) with packetization-mode 1.
-fn h264_payload_type(rtc: &mut Rtc, mid: Mid) -> Option<Pt> {
-    let writer = rtc.writer(mid)?;
-    let candidates = writer.payload_params().filter(|params| {
+fn h264_payload_type(rtc: &Rtc, mid: Mid) -> Option<Pt> {
+    let negotiated = rtc.media(mid)?.remote_pts().to_vec();
+    let candidates = rtc.codec_config().params().iter().filter(|params| {
         let spec = params.spec();
-        spec.codec == Codec::H264 && spec.format.packetization_mode == Some(1)
+        negotiated.contains(&params.pt()) && spec.codec == Codec::H264 && spec.format.packetization_mode == Some(1)
     });
     let rank = |profile: Option<u32>| match profile.map(|p| p >> 8) {
         Some(0x42e0) => 0,
