@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use common::{TestServer, builder, exclusive, fps, options, scratch_dir};
 use serde_json::json;
-use webgear_rtc::{Frame, Options, PixelFormat, WebGearRtc, from_fn};
+use webgear_rtc::{Frame, PixelFormat, WebGearRtc, from_fn};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn resolution_and_framerate_shape_the_source() {

@@ -13,7 +13,7 @@ use std::time::Duration;
 use common::{TestServer, builder, exclusive, options};
 use reqwest::StatusCode;
 use reqwest::header::{CONTENT_TYPE, ETAG, LOCATION};
-use serde_json::{Value, json};
+use serde_json::json;
 use webgear_rtc::Options;
 use webgear_testkit::{Browser, Endpoint, Viewer};
 
