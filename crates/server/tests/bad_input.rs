@@ -77,7 +77,7 @@ async fn bad_offers_get_a_clear_4xx_while_a_viewer_keeps_playing() {
         ("an unknown path", http.get(server.url("/nope/../x")), StatusCode::NOT_FOUND, ""),
     ];
     for (what, request, status, says) in cases {
-        let response = request.send().await.unwrap();
+        let response = common::send(request).await;
         assert_eq!(response.status(), status, "{what}");
         let body = response.text().await.unwrap();
         assert!(body.contains(says), "{what}: body {body:?} should say {says:?}");

@@ -131,7 +131,7 @@ async fn bad_whep_requests_get_a_status_naming_the_problem_while_a_viewer_keeps_
         ("GET of the endpoint", http.get(server.url("/whep")), StatusCode::METHOD_NOT_ALLOWED, ""),
     ];
     for (what, request, status, says) in cases {
-        let response = request.send().await.unwrap();
+        let response = common::send(request).await;
         assert_eq!(response.status(), status, "{what}");
         let body = response.text().await.unwrap();
         assert!(body.contains(says), "{what}: {body:?} does not say {says:?}");

@@ -102,6 +102,22 @@ pub fn scratch_dir() -> PathBuf {
     dir
 }
 
+/// Sends `request` and returns the response. A server may answer a request it refuses
+/// (a body over the limit) before reading it all and close the connection, so the client
+/// can fail writing the rest; that is HTTP's race, not the server's failure, and the
+/// request is sent again (a few times) until its answer is read.
+pub async fn send(request: reqwest::RequestBuilder) -> reqwest::Response {
+    for _ in 0..5 {
+        let attempt = request.try_clone().expect("a request with a body in memory");
+        match attempt.send().await {
+            Ok(response) => return response,
+            Err(error) if error.is_request() => eprintln!("sending again after: {error}"),
+            Err(error) => panic!("request failed: {error}"),
+        }
+    }
+    panic!("the server never answered the request in 5 tries");
+}
+
 /// Options from a JSON map as users write them, which must all be valid.
 pub fn options(map: serde_json::Value) -> Options {
     let mut options = Options::default();
