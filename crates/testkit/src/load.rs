@@ -5,11 +5,14 @@
 //! process, each a task on the caller's tokio runtime with its own UDP socket.
 
 use std::collections::HashSet;
+use std::io::IoSliceMut;
 use std::net::{IpAddr, Ipv4Addr};
 use std::time::{Duration, Instant};
 
+use quinn_udp::{RecvMeta, UdpSocketState};
 use str0m::net::{Protocol, Receive};
-use str0m::{Event, Input, Output};
+use str0m::{Event, Input, Output, Rtc};
+use tokio::io::Interest;
 use tokio::net::UdpSocket;
 
 use crate::viewer::{Endpoint, Negotiated, ViewerError, negotiate};
@@ -43,8 +46,17 @@ pub struct Window {
 /// Each viewer's socket receive buffer (Linux doubles it for its own bookkeeping).
 const RECEIVE_BUFFER: usize = 1 << 20;
 
+/// Room for one read: with receive offload a read may return a whole run of same-sized
+/// datagrams (a frame's packets) at once, up to the largest IP datagram.
+const READ_BUFFER: usize = 1 << 16;
+
 /// Connects one viewer to `endpoint`, receives until the window ends, and reports. A WHEP
 /// viewer then ends its session with `DELETE`, as a player does.
+///
+/// It reads with UDP receive offload (GRO) where the system has it: the datagrams of a
+/// frame that arrive back to back come up in one read, as in a real client on a busy
+/// machine, so a thousand viewers in one process cost the machine little beyond what the
+/// server sends them.
 pub async fn watch(endpoint: &Endpoint, window: Window) -> Result<LoadReport, ViewerError> {
     let Negotiated { mut rtc, socket, local, offered_at, session, .. } =
         negotiate(endpoint, IpAddr::V4(Ipv4Addr::LOCALHOST), true, Protocol::Udp).await?;
@@ -52,44 +64,31 @@ pub async fn watch(endpoint: &Endpoint, window: Window) -> Result<LoadReport, Vi
     // Room for a few frames' packets while a thousand viewers share two cores: a viewer
     // waiting for its turn should not lose what the server already sent it.
     socket2::SockRef::from(&socket).set_recv_buffer_size(RECEIVE_BUFFER)?;
+    let offload = UdpSocketState::new((&socket).into())?;
     let socket = UdpSocket::from_std(socket)?;
-    let mut tally = Tally::default();
-    let mut first_frame = None;
-    let mut buffer = vec![0u8; 2048];
+    let mut seen = Seen { offered_at, window, tally: Tally::default(), first_frame: None };
+    let mut buffer = vec![0u8; READ_BUFFER];
     while rtc.is_alive() && Instant::now() < window.end {
-        let deadline = match rtc.poll_output()? {
-            Output::Timeout(deadline) => deadline,
-            Output::Transmit(transmit) => {
-                // A candidate that cannot be reached fails its checks; ICE tries the others.
-                if let Err(error) = socket.send_to(&transmit.contents, transmit.destination).await {
-                    tracing::debug!(%error, destination = %transmit.destination, "send failed");
-                }
-                continue;
-            }
-            Output::Event(Event::RtpPacket(packet)) => {
-                let now = Instant::now();
-                if packet.header.marker && first_frame.is_none() {
-                    first_frame = Some(now - offered_at);
-                }
-                if (window.start..window.end).contains(&now) {
-                    tally.count(*packet.seq_no, packet.header.marker, packet.payload.len() + packet.header.header_len);
-                }
-                continue;
-            }
-            Output::Event(_) => continue,
-        };
+        let deadline = seen.drain(&mut rtc, &socket)?;
         let now = Instant::now();
         if now >= deadline {
             rtc.handle_input(Input::Timeout(now))?;
             continue;
         }
-        // Packets come in bursts (a frame at a time): take what has arrived without
-        // arming a timer for each one, which costs more than handling the packet.
-        match socket.try_recv_from(&mut buffer) {
-            Ok((length, source)) => {
-                let Ok(contents) = buffer[..length].try_into() else { continue };
-                let input = Input::Receive(now, Receive { proto: Protocol::Udp, source, destination: local, contents });
-                rtc.handle_input(input)?;
+        let mut meta = [RecvMeta::default()];
+        let read = socket.try_io(Interest::READABLE, || {
+            offload.recv((&socket).into(), &mut [IoSliceMut::new(&mut buffer)], &mut meta)
+        });
+        match read {
+            Ok(_) => {
+                let [meta] = meta;
+                for datagram in buffer[..meta.len].chunks(meta.stride.max(1)) {
+                    let Ok(contents) = datagram.try_into() else { continue };
+                    let receive = Receive { proto: Protocol::Udp, source: meta.addr, destination: local, contents };
+                    rtc.handle_input(Input::Receive(now, receive))?;
+                    // str0m holds one received packet until it is polled.
+                    seen.drain(&mut rtc, &socket)?;
+                }
                 continue;
             }
             Err(error) if error.kind() == std::io::ErrorKind::WouldBlock => {}
@@ -97,15 +96,7 @@ pub async fn watch(endpoint: &Endpoint, window: Window) -> Result<LoadReport, Vi
         }
         let wake = tokio::time::Instant::from_std(deadline.min(window.end));
         tokio::select! {
-            received = socket.recv_from(&mut buffer) => {
-                let (length, source) = received?;
-                let Ok(contents) = buffer[..length].try_into() else { continue };
-                let input = Input::Receive(
-                    Instant::now(),
-                    Receive { proto: Protocol::Udp, source, destination: local, contents },
-                );
-                rtc.handle_input(input)?;
-            }
+            ready = socket.readable() => ready?,
             () = tokio::time::sleep_until(wake) => rtc.handle_input(Input::Timeout(Instant::now()))?,
         }
     }
@@ -115,7 +106,45 @@ pub async fn watch(endpoint: &Endpoint, window: Window) -> Result<LoadReport, Vi
         let _ = session.end().await;
     }
     let seconds = (window.end - window.start).as_secs_f64();
-    Ok(tally.report(first_frame, seconds))
+    Ok(seen.tally.report(seen.first_frame, seconds))
+}
+
+/// What one viewer has seen so far.
+struct Seen {
+    offered_at: Instant,
+    window: Window,
+    tally: Tally,
+    first_frame: Option<Duration>,
+}
+
+impl Seen {
+    /// Takes everything the session has to give until its next deadline, which it returns:
+    /// packets go out at once (feedback is small and rare; one the socket cannot take now
+    /// is lost, as on a network), received RTP is counted.
+    fn drain(&mut self, rtc: &mut Rtc, socket: &UdpSocket) -> Result<Instant, ViewerError> {
+        loop {
+            match rtc.poll_output()? {
+                Output::Timeout(deadline) => return Ok(deadline),
+                Output::Transmit(transmit) => {
+                    // A candidate that cannot be reached fails its checks; ICE tries the others.
+                    if let Err(error) = socket.try_send_to(&transmit.contents, transmit.destination) {
+                        tracing::debug!(%error, destination = %transmit.destination, "send failed");
+                    }
+                }
+                Output::Event(Event::RtpPacket(packet)) => {
+                    let now = Instant::now();
+                    if packet.header.marker && self.first_frame.is_none() {
+                        self.first_frame = Some(now - self.offered_at);
+                    }
+                    if (self.window.start..self.window.end).contains(&now) {
+                        let bytes = packet.payload.len() + packet.header.header_len;
+                        self.tally.count(*packet.seq_no, packet.header.marker, bytes);
+                    }
+                }
+                Output::Event(_) => {}
+            }
+        }
+    }
 }
 
 /// Counts of one viewer's measuring window.

@@ -14,7 +14,7 @@ use str0m::config::DtlsCert;
 use str0m::format::Codec;
 use str0m::media::{Frequency, MediaKind, Mid, Pt};
 use str0m::net::{Protocol, TcpType, Transmit};
-use str0m::rtp::RtpWrite;
+use str0m::rtp::{Extension, ExtensionMap, RtpWrite};
 use str0m::{Candidate, Event, IceConnectionState, Input, Output, Rtc, RtcError};
 use tracing::{Span, debug, debug_span};
 
@@ -29,6 +29,21 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
 /// far beyond any loss a viewer recovers from by NACK instead of a keyframe, and room for
 /// a large keyframe. str0m's default (1000) held most of a viewer's memory.
 const SEND_BUFFER_PACKETS: usize = 256;
+
+/// str0m's usual RTP header extensions (Chrome's) without transport-wide sequence numbers.
+/// Those exist for transport-wide congestion control feedback, which a viewer would then
+/// send every 50 ms; every viewer gets the same encoding at one bitrate, so nothing here
+/// would adapt to it, and at a thousand viewers it is tens of thousands of packets a second
+/// for the server to decrypt and read for nothing.
+fn extensions_without_congestion_feedback() -> ExtensionMap {
+    let mut extensions = ExtensionMap::empty();
+    for (id, extension) in ExtensionMap::standard().iter() {
+        if !matches!(extension, Extension::TransportSequenceNumber) {
+            extensions.set(id, extension.clone());
+        }
+    }
+    extensions
+}
 
 /// A peer's identity within the server, for logs and routing.
 pub(crate) type PeerId = u64;
@@ -123,6 +138,7 @@ impl Peer {
             // otherwise get the ICE candidates on a rejected section and never connect.
             .enable_opus(true, false)
             .set_send_buffer_video(SEND_BUFFER_PACKETS)
+            .set_extension_map(extensions_without_congestion_feedback())
             .build(now);
         for &addr in config.public_addrs.iter().chain(&config.host_addrs) {
             let candidate =
