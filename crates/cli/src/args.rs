@@ -82,6 +82,11 @@ pub(crate) struct Args {
     #[arg(short = 'f', long, help_heading = "Stream")]
     framerate: Option<f64>,
 
+    /// The encoder's target bitrate: bits per second, or with k or M (1500k, 1.5M)
+    /// [default: 2M]. H.264 passed through from a camera keeps its own.
+    #[arg(long, value_name = "RATE", value_parser = Options::bitrate_from_str, help_heading = "Stream")]
+    bitrate: Option<u32>,
+
     /// An OpenCV-style colour conversion; conversions to gray (COLOR_BGR2GRAY) are
     /// supported (vidgear's -cs).
     #[arg(long, help_heading = "Stream")]
@@ -356,6 +361,8 @@ mod tests {
             "640x480",
             "-f",
             "15",
+            "--bitrate",
+            "1.5M",
             "-cs",
             "COLOR_BGR2GRAY",
             "-td",
@@ -397,6 +404,7 @@ mod tests {
         assert_eq!(options.frame_size_reduction, 0);
         assert_eq!(options.resolution, Some((640, 480)));
         assert_eq!(options.framerate, Some(15.0));
+        assert_eq!(options.bitrate, 1_500_000);
         assert_eq!(options.time_delay.as_millis(), 500);
         assert_eq!(options.smoothing_radius, 10);
         assert!(options.enable_infinite_frames && options.enable_live_broadcast && options.overwrite_default_files);
@@ -463,6 +471,7 @@ mod tests {
         assert!(parse(&["--frame-size-reduction", "95"]).contains("--frame-size-reduction"));
         assert!(parse(&["-r", "wide"]).contains("WIDTHxHEIGHT"));
         assert!(parse(&["--ice-transport-policy", "none"]).contains("relay"));
+        assert!(parse(&["--bitrate", "fast"]).contains("bits per second"));
         assert!(parse(&["-ip", "localhost"]).contains("invalid value 'localhost' for '--host"));
         let error = parse_map("[1]", "--options").unwrap_err().to_string();
         assert!(error.contains("must be a map"), "{error}");

@@ -238,6 +238,7 @@ impl Builder {
             grayscale: self.options.grayscale(),
             stabilize: self.options.stabilize.then_some(self.options.smoothing_radius),
             start_delay: self.options.time_delay,
+            bitrate: self.options.bitrate,
             reopen: reopen.filter(|_| self.options.infinite_frames()),
         };
         let stream = VideoStream::start(source, reducer, stream_settings, metrics.clone())?;

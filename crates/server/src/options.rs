@@ -9,6 +9,7 @@ use std::time::Duration;
 use serde::Serialize;
 use serde_json::{Map, Value};
 use tracing::warn;
+use webgear_media::H264EncoderConfig;
 use webgear_media::transform::MAX_FRAME_SIZE_REDUCTION;
 use webgear_media::transform::stabilize::DEFAULT_SMOOTHING_RADIUS;
 
@@ -47,6 +48,10 @@ pub struct Options {
     /// How many frames stabilisation averages the camera's path over (vidgear's
     /// `SMOOTHING_RADIUS`, default 25): more is steadier, but follows pans more slowly.
     pub smoothing_radius: u32,
+    /// The H.264 encoder's target, in bits per second (written `1500000`, `"1500k"` or
+    /// `"1.5M"`). Default 2 Mbit/s. H.264 passed through from a source keeps its own rate.
+    /// Not a vidgear option.
+    pub bitrate: u32,
     /// The most viewers held at once (connected or connecting); further offers get
     /// `503 Service Unavailable`. Default 1000. Not a vidgear option.
     pub max_viewers: usize,
@@ -197,6 +202,7 @@ impl Default for Options {
             time_delay: Duration::ZERO,
             stabilize: false,
             smoothing_radius: DEFAULT_SMOOTHING_RADIUS,
+            bitrate: H264EncoderConfig::default().bitrate_bps,
             max_viewers: 1000,
             enable_metrics: true,
             ice_servers: Vec::new(),
@@ -211,6 +217,9 @@ impl Default for Options {
     }
 }
 
+/// The range `bitrate` accepts, in bits per second.
+const BITRATES: std::ops::RangeInclusive<u32> = 50_000..=50_000_000;
+
 /// The largest side `resolution` accepts (8K).
 const MAX_SIDE: u64 = 7680;
 
@@ -224,6 +233,12 @@ impl Options {
     /// Whether `colorspace` asks for grayscale frames.
     pub fn grayscale(&self) -> bool {
         self.colorspace.as_deref().is_some_and(is_gray_conversion)
+    }
+
+    /// Reads a `bitrate` written as text (`"1500k"`, `"1.5M"`, `"800000"`), as a command
+    /// line gives it: bits per second, or what is accepted instead.
+    pub fn bitrate_from_str(text: &str) -> Result<u32, String> {
+        parse_bitrate(&Value::from(text)).filter(|rate| BITRATES.contains(rate)).ok_or_else(bitrates_accepted)
     }
 
     /// Applies every valid entry of `map` and returns a warning for each entry skipped.
@@ -262,6 +277,13 @@ impl Options {
                     Ok(())
                 }
                 _ => Err(invalid("a whole number of viewers, at least 1")),
+            },
+            "bitrate" => match parse_bitrate(value) {
+                Some(bits_per_second) if BITRATES.contains(&bits_per_second) => {
+                    self.bitrate = bits_per_second;
+                    Ok(())
+                }
+                _ => Err(invalid(&bitrates_accepted())),
             },
             "smoothing_radius" => match value.as_u64() {
                 Some(frames) if (1..=1000).contains(&frames) => {
@@ -405,6 +427,30 @@ impl Options {
     }
 }
 
+fn bitrates_accepted() -> String {
+    format!("bits per second from {} to {} (e.g. 1500000, \"1500k\" or \"1.5M\")", BITRATES.start(), BITRATES.end())
+}
+
+/// Reads a bitrate: a number of bits per second, or a string of one with an optional `k`
+/// (thousands) or `M` (millions) after it. `None` if it is neither or out of `u32`.
+fn parse_bitrate(value: &Value) -> Option<u32> {
+    let bits_per_second = match value {
+        Value::Number(number) => number.as_f64()?,
+        Value::String(text) => {
+            let text = text.trim();
+            let (digits, scale) = match text.char_indices().last()? {
+                (at, 'k' | 'K') => (&text[..at], 1e3),
+                (at, 'm' | 'M') => (&text[..at], 1e6),
+                _ => (text, 1.0),
+            };
+            digits.trim().parse::<f64>().ok()? * scale
+        }
+        _ => return None,
+    };
+    (bits_per_second.is_finite() && (0.0..=f64::from(u32::MAX)).contains(&bits_per_second))
+        .then(|| bits_per_second.round() as u32)
+}
+
 /// `COLOR_BGR2GRAY`, `COLOR_RGB2GRAY`, `COLOR_BGRA2GRAY`, … (case-insensitive).
 fn is_gray_conversion(name: &str) -> bool {
     let upper = name.trim().to_ascii_uppercase();
@@ -509,6 +555,25 @@ mod tests {
     }
 
     #[test]
+    fn bitrates_read_as_numbers_or_with_k_and_m_and_stay_in_range() {
+        for (value, bits_per_second) in [
+            (json!(800_000), 800_000),
+            (json!("1500k"), 1_500_000),
+            (json!(" 1.5M "), 1_500_000),
+            (json!("250K"), 250_000),
+            (json!("4000000"), 4_000_000),
+        ] {
+            let (options, warnings) = apply(json!({ "bitrate": value }));
+            assert_eq!((options.bitrate, warnings.len()), (bits_per_second, 0), "{value}");
+        }
+        for value in [json!(0), json!("-1M"), json!("10k"), json!("90M"), json!("M"), json!("infM"), json!([1])] {
+            let (options, warnings) = apply(json!({ "bitrate": value }));
+            assert_eq!(options.bitrate, Options::default().bitrate, "{value}");
+            assert!(warnings[0].contains("`bitrate`") && warnings[0].contains("bits per second"), "{warnings:?}");
+        }
+    }
+
+    #[test]
     fn live_broadcast_forces_infinite_frames() {
         let (options, _) = apply(json!({"enable_live_broadcast": true, "enable_infinite_frames": false}));
         assert!(options.infinite_frames());
@@ -530,9 +595,10 @@ mod tests {
             "framerate": 0,
             "time_delay": -1,
             "colorspace": "COLOR_BGR2HSV",
+            "bitrate": "fast",
         }));
         assert_eq!(options, Options::default());
-        assert_eq!(warnings.len(), 12, "{warnings:?}");
+        assert_eq!(warnings.len(), 13, "{warnings:?}");
         for (needle, name) in [
             ("95", "`frame_size_reduction`"),
             ("\"yes\"", "`logging`"),
@@ -546,6 +612,7 @@ mod tests {
             ("value 0", "`framerate`"),
             ("value -1", "`time_delay`"),
             ("COLOR_BGR2HSV", "`colorspace`"),
+            ("\"fast\"", "`bitrate`"),
         ] {
             assert!(warnings.iter().any(|w| w.contains(needle) && w.contains(name)), "{name}: {warnings:?}");
         }

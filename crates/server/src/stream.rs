@@ -116,6 +116,8 @@ pub(crate) struct StreamSettings {
     pub(crate) stabilize: Option<u32>,
     /// Wait this long before the first read (vidgear's `time_delay`).
     pub(crate) start_delay: Duration,
+    /// The encoder's target, in bits per second.
+    pub(crate) bitrate: u32,
     /// In infinite mode, how to get the source back once it is gone.
     pub(crate) reopen: Option<Reopen>,
 }
@@ -127,6 +129,7 @@ impl std::fmt::Debug for StreamSettings {
             .field("grayscale", &self.grayscale)
             .field("stabilize", &self.stabilize)
             .field("start_delay", &self.start_delay)
+            .field("bitrate", &self.bitrate)
             .field("reopens", &self.reopen.is_some())
             .finish()
     }
@@ -164,7 +167,7 @@ impl VideoStream {
         metrics: Arc<Metrics>,
     ) -> Result<Self, StreamError> {
         let frame_rate = input.frame_rate().filter(|rate| *rate >= 1.0).unwrap_or(30.0);
-        let encoder_config = H264EncoderConfig { frame_rate: frame_rate as f32, ..H264EncoderConfig::default() };
+        let encoder_config = H264EncoderConfig { bitrate_bps: settings.bitrate, frame_rate: frame_rate as f32 };
         // Counted from here, so the encoder is visible as soon as `start` returns, and until
         // the thread ends however it ends (or fails to start).
         let encoder = match input {

@@ -1,5 +1,5 @@
 //! vidgear's source tweaks: `resolution`, `framerate`, `colorspace`, `time_delay` and
-//! `stabilize`, seen by a decoding viewer.
+//! `stabilize`, and the encoder's `bitrate`, seen by a decoding viewer.
 
 #![allow(clippy::unwrap_used)] // a failed unwrap is a failed test
 
@@ -60,6 +60,27 @@ async fn time_delay_waits_before_the_first_frame_and_never_delays_stopping() {
     let stopping = Instant::now();
     long.stop().await;
     assert!(stopping.elapsed() < Duration::from_secs(5), "stopping waited for the delay");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bitrate_sets_what_each_viewer_receives() {
+    let _lock = exclusive().await;
+    let mut received = Vec::new();
+    for bitrate in ["300k", "3M"] {
+        let server = TestServer::start_with(builder(options(json!({"bitrate": bitrate})))).await;
+        let (mut viewer, _) = server.playing_viewer().await;
+        let before = server.app.stats();
+        let window = Duration::from_secs(2);
+        let frames = viewer.frames_during(window).await;
+        let after = server.app.stats();
+        assert!(fps(&frames, window) >= 20.0, "{bitrate}: every frame still comes");
+        received.push((after.bytes_sent - before.bytes_sent) as f64 * 8.0 / window.as_secs_f64());
+        server.stop().await;
+    }
+    let [low, high] = received[..] else { unreachable!() };
+    // Rate control aims at the target over about a second; a window may hold a keyframe.
+    assert!((100_000.0..600_000.0).contains(&low), "300 kbit/s asked for, {low:.0} bit/s sent");
+    assert!(high > 3.0 * low, "3 Mbit/s asked for, {high:.0} bit/s sent (300 kbit/s gave {low:.0})");
 }
 
 /// A camera that shakes: views of a still, finely textured scene, each moved by up to 10
