@@ -7,13 +7,16 @@
 #   VIDGEAR_COUNTS= ./scripts/bench-load.sh              # webgear-rtc alone
 #
 # Both servers stream the same clip (1280x720, 30 fps, H.264 at ~1.5 Mbit/s, made here with
-# ffmpeg), unreduced, to N light viewers of the same load generator (webgear-load: real
-# WebRTC peers that count RTP but do not decode), joining by WebGear_RTC's /offer. Every
+# ffmpeg), unreduced (webgear-rtc re-encodes it at the clip's 1.5 Mbit/s), to N light
+# viewers of the same load generator (webgear-load: real WebRTC peers that count RTP but
+# do not decode), joining by WebGear_RTC's /offer. Every
 # round starts a fresh server. WebGear_RTC (pip's vidgear with aiortc) runs in a virtual
 # environment made on first use, with enable_live_broadcast, its setting for many viewers.
 # Prints each round, a table, and the ratios at the largest N WebGear_RTC survived.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+command -v nasm >/dev/null ||
+  echo "note: nasm is not installed, so OpenH264 is built without its assembly and encodes ~1.6x slower"
 cargo build --release -q -p webgear-rtc-cli -p webgear-testkit
 target="${CARGO_TARGET_DIR:-target}"
 bin="$target/release"
@@ -73,10 +76,19 @@ round() {
   stop_server
 }
 
+# A server left over on the port would answer in the new one's place.
+port_free() {
+  if curl -fsS -o /dev/null "http://127.0.0.1:$port/" 2>/dev/null; then
+    echo "something already serves port $port; stop it or set PORT" >&2
+    exit 1
+  fi
+}
+
 all_counts=$(printf '%s\n' "${counts[@]}" "${vidgear_counts[@]}" | sort -n -u)
 for n in $all_counts; do
+  port_free
   "$bin/webgear-rtc" --source "$clip" --host 127.0.0.1 --port "$port" \
-    --options '{"frame_size_reduction": 0, "max_viewers": 5000}' >"$work/webgear-rtc.log" 2>&1 &
+    --options '{"frame_size_reduction": 0, "bitrate": "1.5M", "max_viewers": 5000}' >"$work/webgear-rtc.log" 2>&1 &
   server=$!
   round webgear-rtc "$n" --metrics
 done
@@ -90,6 +102,7 @@ if ((${#vidgear_counts[@]})); then
   fi
   echo "WebGear_RTC: vidgear $("$venv/bin/python" -c 'import vidgear; print(vidgear.__version__)')"
   for n in "${vidgear_counts[@]}"; do
+    port_free
     "$venv/bin/python" scripts/webgear_rtc_reference.py "$clip" "$port" >"$work/webgear_rtc.log" 2>&1 &
     server=$!
     round WebGear_RTC "$n" ""

@@ -69,7 +69,7 @@ pub async fn watch(endpoint: &Endpoint, window: Window) -> Result<LoadReport, Vi
     let mut seen = Seen { offered_at, window, tally: Tally::default(), first_frame: None };
     let mut buffer = vec![0u8; READ_BUFFER];
     while rtc.is_alive() && Instant::now() < window.end {
-        let deadline = seen.drain(&mut rtc, &socket)?;
+        let deadline = seen.drain(&mut rtc, &socket).await?;
         let now = Instant::now();
         if now >= deadline {
             rtc.handle_input(Input::Timeout(now))?;
@@ -87,7 +87,7 @@ pub async fn watch(endpoint: &Endpoint, window: Window) -> Result<LoadReport, Vi
                     let receive = Receive { proto: Protocol::Udp, source: meta.addr, destination: local, contents };
                     rtc.handle_input(Input::Receive(now, receive))?;
                     // str0m holds one received packet until it is polled.
-                    seen.drain(&mut rtc, &socket)?;
+                    seen.drain(&mut rtc, &socket).await?;
                 }
                 continue;
             }
@@ -119,15 +119,17 @@ struct Seen {
 
 impl Seen {
     /// Takes everything the session has to give until its next deadline, which it returns:
-    /// packets go out at once (feedback is small and rare; one the socket cannot take now
-    /// is lost, as on a network), received RTP is counted.
-    fn drain(&mut self, rtc: &mut Rtc, socket: &UdpSocket) -> Result<Instant, ViewerError> {
+    /// packets are sent, received RTP is counted.
+    async fn drain(&mut self, rtc: &mut Rtc, socket: &UdpSocket) -> Result<Instant, ViewerError> {
         loop {
             match rtc.poll_output()? {
                 Output::Timeout(deadline) => return Ok(deadline),
                 Output::Transmit(transmit) => {
                     // A candidate that cannot be reached fails its checks; ICE tries the others.
-                    if let Err(error) = socket.try_send_to(&transmit.contents, transmit.destination) {
+                    // Awaited, not tried: a socket just handed to the runtime does not count
+                    // as writable until the runtime has polled it, and a handshake packet
+                    // dropped then costs a retransmission timeout.
+                    if let Err(error) = socket.send_to(&transmit.contents, transmit.destination).await {
                         tracing::debug!(%error, destination = %transmit.destination, "send failed");
                     }
                 }
