@@ -87,17 +87,18 @@ async fn chromium_plays_the_default_page() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn chromium_joining_after_a_keyframe_plays_from_the_frames_before_it_joined() {
     let _lock = exclusive().await;
-    // At 5 fps the frames kept since a keyframe span 1.6 s: time for the page to join.
-    let server = TestServer::start_with(builder(options(json!({"framerate": 5})))).await;
+    // At 2 fps the frames kept since a keyframe span 3.5 s: time for the page to load and
+    // connect even when Chromium is cold on a busy machine (1.6 s at 5 fps was not).
+    let server = TestServer::start_with(builder(options(json!({"framerate": 2})))).await;
     let browser = Browser::launch().await.expect("headless Chromium starts (needs chromium and chromium-driver)");
     let (_viewer, _) = server.playing_viewer().await;
     let requests_before = server.app.stats().keyframe_requests;
     browser.goto(&server.url("/")).await.unwrap();
 
     let first = wait_for_state(&browser, "playing", Duration::from_secs(15)).await;
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
     let later = video_state(&browser).await;
-    assert!(later.frames >= first.frames + 5, "decoding stalled: {first:?} then {later:?}");
+    assert!(later.frames >= first.frames + 4, "decoding stalled: {first:?} then {later:?}");
     assert_eq!(
         server.app.stats().keyframe_requests,
         requests_before,
