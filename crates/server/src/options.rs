@@ -238,7 +238,7 @@ impl Options {
     /// Reads a `bitrate` written as text (`"1500k"`, `"1.5M"`, `"800000"`), as a command
     /// line gives it: bits per second, or what is accepted instead.
     pub fn bitrate_from_str(text: &str) -> Result<u32, String> {
-        parse_bitrate(&Value::from(text)).filter(|rate| BITRATES.contains(rate)).ok_or_else(bitrates_accepted)
+        accepted_bitrate(&Value::from(text)).ok_or_else(bitrates_accepted)
     }
 
     /// Applies every valid entry of `map` and returns a warning for each entry skipped.
@@ -278,8 +278,8 @@ impl Options {
                 }
                 _ => Err(invalid("a whole number of viewers, at least 1")),
             },
-            "bitrate" => match parse_bitrate(value) {
-                Some(bits_per_second) if BITRATES.contains(&bits_per_second) => {
+            "bitrate" => match accepted_bitrate(value) {
+                Some(bits_per_second) => {
                     self.bitrate = bits_per_second;
                     Ok(())
                 }
@@ -432,8 +432,8 @@ fn bitrates_accepted() -> String {
 }
 
 /// Reads a bitrate: a number of bits per second, or a string of one with an optional `k`
-/// (thousands) or `M` (millions) after it. `None` if it is neither or out of `u32`.
-fn parse_bitrate(value: &Value) -> Option<u32> {
+/// (thousands) or `M` (millions) after it. `None` if it is neither or outside [`BITRATES`].
+fn accepted_bitrate(value: &Value) -> Option<u32> {
     let bits_per_second = match value {
         Value::Number(number) => number.as_f64()?,
         Value::String(text) => {
@@ -447,8 +447,9 @@ fn parse_bitrate(value: &Value) -> Option<u32> {
         }
         _ => return None,
     };
-    (bits_per_second.is_finite() && (0.0..=f64::from(u32::MAX)).contains(&bits_per_second))
-        .then(|| bits_per_second.round() as u32)
+    let (lowest, highest) = (f64::from(*BITRATES.start()), f64::from(*BITRATES.end()));
+    let bits_per_second = bits_per_second.round();
+    (lowest..=highest).contains(&bits_per_second).then_some(bits_per_second as u32)
 }
 
 /// `COLOR_BGR2GRAY`, `COLOR_RGB2GRAY`, `COLOR_BGRA2GRAY`, … (case-insensitive).
