@@ -7,8 +7,16 @@ use std::time::Duration;
 use prometheus_client::encoding::text::encode;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::gauge::Gauge;
-use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::{Registry, Unit};
+
+/// The upper bounds of the latency histograms' buckets, in milliseconds: fine where a
+/// frame's budget lies (one frame is 33 ms at 30 fps; capture to send should stay under
+/// 15 ms), coarse beyond, so a quantile can be read against such targets.
+const LATENCY_BUCKETS_MS: [f64; 21] = [
+    0.5, 1.0, 2.0, 3.0, 4.0, 6.0, 8.0, 10.0, 12.0, 15.0, 20.0, 25.0, 33.0, 50.0, 75.0, 100.0, 150.0, 250.0, 500.0,
+    1000.0, 2000.0,
+];
 
 /// Live counters, registered once under the `webgear` prefix. Every update is a relaxed
 /// atomic: they are statistics, not synchronisation.
@@ -35,8 +43,7 @@ pub(crate) struct Metrics {
 
 impl Default for Metrics {
     fn default() -> Self {
-        // 0.5 ms to about 1 s, doubling.
-        let latency = || Histogram::new(exponential_buckets(0.0005, 2.0, 12));
+        let latency = || Histogram::new(LATENCY_BUCKETS_MS.map(|ms| ms / 1000.0));
         let mut metrics = Metrics {
             encoders_running: Gauge::default(),
             viewers: Gauge::default(),

@@ -70,6 +70,8 @@ async fn metrics_report_viewers_frames_bytes_and_stage_timings() {
     assert!(value("webgear_sent_bytes_total") >= 50_000.0, "{text}");
     assert!(value("webgear_encode_seconds_count") >= 30.0, "{text}");
     assert!(value("webgear_capture_to_send_seconds_count") >= 30.0, "{text}");
+    // A bucket at the 15 ms target, so its quantile can be read against it.
+    assert!(samples.contains_key("webgear_capture_to_send_seconds_bucket{le=\"0.015\"}"), "{text}");
     assert!(value("webgear_capture_to_send_seconds_sum") > 0.0, "{text}");
     assert_eq!(value("webgear_offers_refused_total"), 0.0);
     server.stop().await;
