@@ -26,6 +26,7 @@ pub(crate) struct Metrics {
     /// Viewers held, counted from the moment their offer is admitted.
     pub(crate) viewers: Gauge,
     pub(crate) frames_encoded: Counter,
+    pub(crate) frames_unwatched: Counter,
     pub(crate) frames_passed_through: Counter,
     pub(crate) keyframes_encoded: Counter,
     pub(crate) keyframe_requests: Counter,
@@ -48,6 +49,7 @@ impl Default for Metrics {
             encoders_running: Gauge::default(),
             viewers: Gauge::default(),
             frames_encoded: Counter::default(),
+            frames_unwatched: Counter::default(),
             frames_passed_through: Counter::default(),
             keyframes_encoded: Counter::default(),
             keyframe_requests: Counter::default(),
@@ -77,6 +79,7 @@ impl Metrics {
         }
         let counters = [
             ("frames_encoded", "Frames encoded", &self.frames_encoded),
+            ("frames_unwatched", "Frames read while nobody watched, and so not encoded", &self.frames_unwatched),
             (
                 "frames_passed_through",
                 "Frames sent on as the source encoded them (H.264 passthrough)",
@@ -144,6 +147,7 @@ impl Metrics {
             encoders_running: count(&self.encoders_running),
             viewers: count(&self.viewers),
             frames_encoded: self.frames_encoded.get(),
+            frames_unwatched: self.frames_unwatched.get(),
             frames_passed_through: self.frames_passed_through.get(),
             keyframes_encoded: self.keyframes_encoded.get(),
             keyframe_requests: self.keyframe_requests.get(),
@@ -165,6 +169,9 @@ pub struct Stats {
     pub viewers: usize,
     /// Frames encoded since the start.
     pub frames_encoded: u64,
+    /// Frames read from the source while nobody watched, and so neither transformed nor
+    /// encoded.
+    pub frames_unwatched: u64,
     /// Frames the source delivered already encoded (H.264 from an RTSP camera) and that
     /// were sent on without decoding or encoding.
     pub frames_passed_through: u64,

@@ -11,6 +11,10 @@
 //! it streams "No Input" frames instead, until it is stopped.
 //! Keyframes are produced on request ([`KeyframeRequests`]), coalesced so that a burst of
 //! joins or PLIs costs one keyframe.
+//!
+//! While nobody watches, frames are still read (a live source stays live, a file keeps its
+//! pace) but neither transformed nor encoded: an idle server costs what its source costs.
+//! The first frame once a viewer is admitted again is a keyframe.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, mpsc};
@@ -192,6 +196,8 @@ impl VideoStream {
             encoder_config,
             encoder,
             last_keyframe: None,
+            idle: false,
+            resuming: false,
         };
         let thread = thread::Builder::new()
             .name("webgear-capture".into())
@@ -283,6 +289,10 @@ struct Capture {
     /// stand in for a source that is gone.
     encoder: Option<RunningEncoder>,
     last_keyframe: Option<Instant>,
+    /// Whether the last frame read was left unencoded because nobody watched.
+    idle: bool,
+    /// A viewer came after an idle spell: the next frame encoded must be a keyframe.
+    resuming: bool,
 }
 
 impl Capture {
@@ -352,6 +362,9 @@ impl Capture {
             let Some(frame) = until_gone(source.read()) else {
                 return Ok(());
             };
+            if !self.watched() {
+                continue;
+            }
             let started = Instant::now();
             let mut picture = self.reducer.apply(frame.into_i420());
             if let Some(stabilizer) = &mut self.stabilizer {
@@ -428,9 +441,11 @@ impl Capture {
                     Err(error) => warn!(%error, "could not start a thread to reopen the source"),
                 }
             }
-            let picture = blank_frame(width, height, NO_INPUT, Instant::now());
-            let force_keyframe = self.keyframe_due();
-            self.publish_picture(&picture, force_keyframe)?;
+            if self.watched() {
+                let picture = blank_frame(width, height, NO_INPUT, Instant::now());
+                let force_keyframe = self.keyframe_due();
+                self.publish_picture(&picture, force_keyframe)?;
+            }
             next_frame += self.frame_interval;
             thread::sleep(next_frame.saturating_duration_since(Instant::now()));
         }
@@ -473,9 +488,34 @@ impl Capture {
         let _ = self.frames.send(StreamFrame { encoded, rtp_time });
     }
 
-    /// Whether to force a keyframe now: a request is pending and the last keyframe is old
-    /// enough. A request that is not yet due stays pending.
+    /// Whether anyone watches the frame just read; counts it as unwatched if not. Passing
+    /// from idle to watched asks for a keyframe and restarts the stabilizer, whose path
+    /// would otherwise span the gap.
+    fn watched(&mut self) -> bool {
+        let watched = self.metrics.viewers.get() > 0;
+        if watched == self.idle {
+            self.idle = !watched;
+            if watched {
+                debug!("a viewer came: encoding again");
+                self.resuming = true;
+                self.stabilizer = self.settings.stabilize.map(Stabilizer::new);
+            } else {
+                debug!("nobody watches: frames are read but not encoded");
+            }
+        }
+        if !watched {
+            self.metrics.frames_unwatched.inc();
+        }
+        watched
+    }
+
+    /// Whether to force a keyframe now: the first frame after an idle spell, or a request
+    /// is pending and the last keyframe is old enough. A request that is not yet due stays
+    /// pending.
     fn keyframe_due(&mut self) -> bool {
+        if std::mem::take(&mut self.resuming) {
+            return true;
+        }
         let recent = self.last_keyframe.is_some_and(|at| at.elapsed() < MIN_KEYFRAME_INTERVAL);
         !recent && self.keyframes.pending.swap(false, Ordering::Relaxed)
     }

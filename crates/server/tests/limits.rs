@@ -65,11 +65,12 @@ async fn metrics_report_viewers_frames_bytes_and_stage_timings() {
     let value = |name: &str| *samples.get(name).unwrap_or_else(|| panic!("no {name} in\n{text}"));
     assert_eq!(value("webgear_viewers"), 1.0);
     assert_eq!(value("webgear_encoders_running"), 1.0);
-    assert!(value("webgear_frames_encoded_total") >= 30.0, "{text}");
+    // Encoded since the viewer came, a little over a second ago.
+    assert!(value("webgear_frames_encoded_total") >= 25.0, "{text}");
     assert!(value("webgear_frames_sent_total") >= 25.0, "{text}");
     assert!(value("webgear_sent_bytes_total") >= 50_000.0, "{text}");
-    assert!(value("webgear_encode_seconds_count") >= 30.0, "{text}");
-    assert!(value("webgear_capture_to_send_seconds_count") >= 30.0, "{text}");
+    assert!(value("webgear_encode_seconds_count") >= 25.0, "{text}");
+    assert!(value("webgear_capture_to_send_seconds_count") >= 25.0, "{text}");
     // A bucket at the 15 ms target, so its quantile can be read against it.
     assert!(samples.contains_key("webgear_capture_to_send_seconds_bucket{le=\"0.015\"}"), "{text}");
     assert!(value("webgear_capture_to_send_seconds_sum") > 0.0, "{text}");

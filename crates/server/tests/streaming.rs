@@ -109,6 +109,41 @@ async fn a_viewer_that_leaves_is_removed() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nothing_is_encoded_while_nobody_watches_and_a_returning_viewer_sees_the_present() {
+    let _lock = exclusive().await;
+    // At 5 fps the frames kept since a keyframe (8) span 1.6 s, so a viewer leaving soon
+    // after its first keyframe leaves them kept: they must not greet the next viewer.
+    let server = TestServer::start_with(builder(options(json!({"framerate": 5})))).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let before_anyone = server.app.stats();
+    assert_eq!(before_anyone.frames_encoded, 0, "{before_anyone:?}");
+    assert!(before_anyone.frames_unwatched >= 3, "the source is read meanwhile: {before_anyone:?}");
+
+    let (_viewer, first) = server.playing_viewer().await;
+    assert!(first.keyframe);
+    let closed = reqwest::Client::new().post(server.url("/close_connection")).body("1").send().await.unwrap();
+    assert_eq!(closed.text().await.unwrap(), "OK");
+    // A frame already being encoded as the viewer left may still be counted.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let left = server.app.stats();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let idle = server.app.stats();
+    assert_eq!(idle.frames_encoded, left.frames_encoded, "encoded with nobody watching: {idle:?}");
+    assert!(idle.frames_unwatched >= left.frames_unwatched + 5, "{left:?} then {idle:?}");
+
+    // The source went on meanwhile: the next viewer starts from a fresh keyframe.
+    let (mut back, again) = server.playing_viewer().await;
+    assert!(again.keyframe);
+    let (left_at, resumed_at) = (first.number.unwrap(), again.number.unwrap());
+    assert!(resumed_at >= left_at + 8, "frame {resumed_at} after {left_at} and 1.8 s away");
+    let mut frames = vec![again];
+    frames.extend(back.frames_during(Duration::from_secs(1)).await);
+    assert!(frames.len() >= 4, "{} frames in a second after the pause", frames.len());
+    assert_increasing(&frames);
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_picture_loss_indication_brings_a_keyframe() {
     let _lock = exclusive().await;
     let server = TestServer::start().await;

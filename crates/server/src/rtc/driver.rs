@@ -357,6 +357,11 @@ impl Driver {
             }
             None => {
                 self.peers.remove(&id);
+                if self.peers.is_empty() {
+                    // The stream stops encoding when nobody watches; frames kept from before
+                    // would then show the next viewer a stale picture first.
+                    self.recent.clear();
+                }
                 let (router, index) = (&self.router, self.index);
                 self.routes.retain(|&source, owner| {
                     let keep = *owner != id;
