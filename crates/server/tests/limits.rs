@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use common::{TestServer, builder, exclusive};
 use webgear_rtc::Options;
-use webgear_testkit::load::{Window, watch};
+use webgear_testkit::load::{Reception, Window, watch};
 use webgear_testkit::{Endpoint, Viewer};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -90,20 +90,20 @@ async fn light_viewers_measure_full_rate_no_loss_and_their_first_frame() {
     let server = TestServer::start().await;
     let start = Instant::now() + Duration::from_secs(1);
     let window = Window { start, end: start + Duration::from_secs(2) };
-    // Half join by WebGear_RTC's /offer, half by WHEP.
+    // By WebGear_RTC's /offer and by WHEP, through the WebRTC stack and from RTP headers.
     let endpoints = [Endpoint::Offer(server.url("/offer")), Endpoint::Whep { url: server.url("/whep"), token: None }];
+    let kinds = [Reception::Full, Reception::HeadersOnly];
     let viewers: Vec<_> = endpoints
         .iter()
+        .flat_map(|endpoint| kinds.map(|reception| (endpoint.clone(), reception)))
         .cycle()
         .take(8)
-        .map(|endpoint| {
-            let endpoint = endpoint.clone();
-            tokio::spawn(async move { watch(&endpoint, window).await })
-        })
+        .map(|(endpoint, reception)| tokio::spawn(async move { watch(&endpoint, window, reception).await }))
         .collect();
     for viewer in viewers {
         let report = viewer.await.unwrap().unwrap();
-        assert!(report.fps >= 25.0 && report.loss < 0.01, "{report:?}");
+        // The stream is 30 fps: frames are told by the marker bit, not packets.
+        assert!((25.0..=35.0).contains(&report.fps) && report.loss < 0.01, "{report:?}");
         assert!(report.first_frame.is_some_and(|d| d < Duration::from_secs(1)), "{report:?}");
         assert!(report.bytes > 100_000, "{report:?}");
     }
@@ -123,7 +123,7 @@ async fn a_burst_of_valid_offers_stalls_neither_the_web_app_nor_the_viewers_watc
     let burst: Vec<_> = (0..40)
         .map(|_| {
             let endpoint = endpoint.clone();
-            tokio::spawn(async move { watch(&endpoint, window).await })
+            tokio::spawn(async move { watch(&endpoint, window, Reception::Full).await })
         })
         .collect();
     let page = tokio::time::timeout(Duration::from_secs(2), reqwest::get(server.url("/"))).await;

@@ -3,6 +3,10 @@
 //! time to first frame, frames per second (by RTP timestamp and marker bit), packet loss
 //! (sequence numbers never received, after retransmission) and bytes. Thousands run in one
 //! process, each a task on the caller's tokio runtime with its own UDP socket.
+//!
+//! With [`Reception::HeadersOnly`] a viewer counts RTP from its clear header and skips the
+//! WebRTC stack's receive path (SRTP decryption, retransmission requests), so one machine
+//! can hold more viewers while still seeing every packet the server sends.
 
 use std::collections::HashSet;
 use std::io::IoSliceMut;
@@ -17,6 +21,20 @@ use tokio::net::UdpSocket;
 
 use crate::viewer::{Endpoint, Negotiated, ViewerError, negotiate};
 
+/// How a load viewer takes in the media.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Reception {
+    /// Every packet goes through the WebRTC stack, as in a real client: SRTP decrypted and
+    /// authenticated, lost packets asked for again (NACK), receiver reports sent.
+    #[default]
+    Full,
+    /// RTP is counted from its header, which SRTP leaves in the clear, and not handed on:
+    /// nothing is decrypted and nothing lost is asked for again, so loss is what the
+    /// network lost. STUN, DTLS and RTCP still go through the stack, which keeps the
+    /// session alive. Several times cheaper per packet.
+    HeadersOnly,
+}
+
 /// What one viewer saw.
 #[derive(Debug, Clone, PartialEq)]
 pub struct LoadReport {
@@ -30,7 +48,8 @@ pub struct LoadReport {
     pub packets: u64,
     /// Packets of the window's sequence range that never arrived, as a fraction.
     pub loss: f64,
-    /// RTP payload and header bytes received during the window.
+    /// RTP payload and header bytes received during the window (with
+    /// [`Reception::HeadersOnly`], whole SRTP packets, authentication tag included).
     pub bytes: u64,
 }
 
@@ -57,7 +76,7 @@ const READ_BUFFER: usize = 1 << 16;
 /// frame that arrive back to back come up in one read, as in a real client on a busy
 /// machine, so a thousand viewers in one process cost the machine little beyond what the
 /// server sends them.
-pub async fn watch(endpoint: &Endpoint, window: Window) -> Result<LoadReport, ViewerError> {
+pub async fn watch(endpoint: &Endpoint, window: Window, reception: Reception) -> Result<LoadReport, ViewerError> {
     let Negotiated { mut rtc, socket, local, offered_at, session, .. } =
         negotiate(endpoint, IpAddr::V4(Ipv4Addr::LOCALHOST), true, Protocol::Udp).await?;
     socket.set_nonblocking(true)?;
@@ -67,6 +86,7 @@ pub async fn watch(endpoint: &Endpoint, window: Window) -> Result<LoadReport, Vi
     let offload = UdpSocketState::new((&socket).into())?;
     let socket = UdpSocket::from_std(socket)?;
     let mut seen = Seen { offered_at, window, tally: Tally::default(), first_frame: None };
+    let mut sequence = SequenceExtender::default();
     let mut buffer = vec![0u8; READ_BUFFER];
     while rtc.is_alive() && Instant::now() < window.end {
         let deadline = seen.drain(&mut rtc, &socket).await?;
@@ -83,6 +103,12 @@ pub async fn watch(endpoint: &Endpoint, window: Window) -> Result<LoadReport, Vi
             Ok(_) => {
                 let [meta] = meta;
                 for datagram in buffer[..meta.len].chunks(meta.stride.max(1)) {
+                    if reception == Reception::HeadersOnly
+                        && let Some(header) = RtpHeader::parse(datagram)
+                    {
+                        seen.packet(now, sequence.extend(header.sequence), header.marker, datagram.len());
+                        continue;
+                    }
                     let Ok(contents) = datagram.try_into() else { continue };
                     let receive = Receive { proto: Protocol::Udp, source: meta.addr, destination: local, contents };
                     rtc.handle_input(Input::Receive(now, receive))?;
@@ -134,18 +160,63 @@ impl Seen {
                     }
                 }
                 Output::Event(Event::RtpPacket(packet)) => {
-                    let now = Instant::now();
-                    if packet.header.marker && self.first_frame.is_none() {
-                        self.first_frame = Some(now - self.offered_at);
-                    }
-                    if (self.window.start..self.window.end).contains(&now) {
-                        let bytes = packet.payload.len() + packet.header.header_len;
-                        self.tally.count(*packet.seq_no, packet.header.marker, bytes);
-                    }
+                    let bytes = packet.payload.len() + packet.header.header_len;
+                    self.packet(Instant::now(), *packet.seq_no, packet.header.marker, bytes);
                 }
                 Output::Event(_) => {}
             }
         }
+    }
+
+    /// Counts one RTP packet received at `now`, if in the window; the first marker ends
+    /// the first frame.
+    fn packet(&mut self, now: Instant, sequence_number: u64, marker: bool, bytes: usize) {
+        if marker && self.first_frame.is_none() {
+            self.first_frame = Some(now - self.offered_at);
+        }
+        if (self.window.start..self.window.end).contains(&now) {
+            self.tally.count(sequence_number, marker, bytes);
+        }
+    }
+}
+
+/// What a load viewer reads of an RTP packet's clear header.
+#[derive(Debug, PartialEq, Eq)]
+struct RtpHeader {
+    sequence: u16,
+    marker: bool,
+}
+
+impl RtpHeader {
+    /// The header of an RTP packet; `None` for anything else (STUN, DTLS, RTCP, whose
+    /// packet types 192–223 sit where RTP's marker and payload type are, RFC 5761).
+    fn parse(datagram: &[u8]) -> Option<RtpHeader> {
+        let &[first, second, high, low, ..] = datagram else {
+            return None;
+        };
+        let rtp = datagram.len() >= 12 && first >> 6 == 2 && !(64..=95).contains(&(second & 0x7f));
+        rtp.then(|| RtpHeader { sequence: u16::from_be_bytes([high, low]), marker: second & 0x80 != 0 })
+    }
+}
+
+/// Turns 16-bit RTP sequence numbers into ever-growing ones across wraps, taking each to
+/// be the nearest to the last (packets arrive at most a little out of order).
+#[derive(Debug, Default)]
+struct SequenceExtender {
+    last: Option<u64>,
+}
+
+impl SequenceExtender {
+    fn extend(&mut self, sequence: u16) -> u64 {
+        let extended = match self.last {
+            None => u64::from(sequence) + (1 << 16),
+            Some(last) => {
+                let step = i64::from(sequence.wrapping_sub(last as u16) as i16);
+                last.saturating_add_signed(step)
+            }
+        };
+        self.last = Some(extended);
+        extended
     }
 }
 
@@ -205,5 +276,29 @@ mod tests {
         let report = tally.report(None, 1.0);
         assert_eq!((report.packets, report.frames, report.bytes), (4, 2, 400));
         assert!((report.loss - 0.2).abs() < 1e-9, "one of five missing: {}", report.loss);
+    }
+
+    #[test]
+    fn rtp_headers_are_told_from_rtcp_stun_and_dtls() {
+        let mut rtp = [0u8; 20];
+        rtp[..4].copy_from_slice(&[0x80, 0x80 | 102, 0x12, 0x34]);
+        assert_eq!(RtpHeader::parse(&rtp), Some(RtpHeader { sequence: 0x1234, marker: true }));
+        rtp[1] = 102;
+        assert_eq!(RtpHeader::parse(&rtp), Some(RtpHeader { sequence: 0x1234, marker: false }));
+        let mut sender_report = rtp;
+        sender_report[1] = 200;
+        assert_eq!(RtpHeader::parse(&sender_report), None);
+        let (mut stun, mut dtls) = (rtp, rtp);
+        (stun[0], dtls[0]) = (0x00, 22);
+        assert_eq!((RtpHeader::parse(&stun), RtpHeader::parse(&dtls)), (None, None));
+        assert_eq!(RtpHeader::parse(&rtp[..11]), None, "shorter than a header");
+    }
+
+    #[test]
+    fn sequence_numbers_keep_growing_across_the_wrap_and_reordering() {
+        let mut extender = SequenceExtender::default();
+        let extended: Vec<u64> = [65534, 65535, 1, 0, 2].into_iter().map(|seq| extender.extend(seq)).collect();
+        let base = extended[0];
+        assert_eq!(extended.iter().map(|seq| seq - base).collect::<Vec<_>>(), [0, 1, 3, 2, 4]);
     }
 }
