@@ -127,8 +127,8 @@ def cell(value, spec):
 
 print()
 print("| server | viewers | at full rate | fps min / p50 | loss max | first frame p50 / p95 "
-      "| CPU (one core) | CPU s per viewer-s | CPU ms per frame | RSS | capture→send p50 / p99 |")
-print("|---|---:|---:|---|---:|---|---:|---:|---:|---:|---|")
+      "| CPU (one core) | CPU s per viewer-s | CPU ms per frame | RSS | capture→send p50 / p99 | load generator CPU |")
+print("|---|---:|---:|---|---:|---|---:|---:|---:|---:|---|---:|")
 for name, survived, s in rows:
     note = "" if survived else " (died)"
     latency = "-" if s["capture_to_send_ms_p50"] is None else \
@@ -136,7 +136,8 @@ for name, survived, s in rows:
     print(f"| {name}{note} | {s['viewers']} | {s['full_rate']} | {s['fps_min']:.1f} / {s['fps_p50']:.1f} "
           f"| {s['loss_max']:.2f}% | {s['first_frame_ms_p50']:.0f} / {s['first_frame_ms_p95']:.0f} ms "
           f"| {cell(s['server_cpu_percent'], '.1f')}% | {cell(s['server_cpu_per_viewer_second'], '.4f')} "
-          f"| {cell(s['server_cpu_ms_per_frame'], '.3f')} | {cell(s['server_rss_mib'], '.0f')} MiB | {latency} |")
+          f"| {cell(s['server_cpu_ms_per_frame'], '.3f')} | {cell(s['server_rss_mib'], '.0f')} MiB | {latency} "
+          f"| {cell(s['load_generator_cpu_percent'], '.0f')}% |")
 
 ours = {s["viewers"]: s for name, _, s in rows if name == "webgear-rtc"}
 theirs = [(s["viewers"], s) for name, survived, s in rows

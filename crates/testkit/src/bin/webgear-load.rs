@@ -6,7 +6,8 @@
 //! 100 viewers at 50 a second, lets them settle, measures every one for 10 s, and prints a
 //! summary (and, with `--json`, one JSON line for scripts). With `--server-pid` it also
 //! reports the server's CPU per viewer-second and memory per viewer over the window, and
-//! with `--metrics` the server's capture-to-send latency from its `/metrics`.
+//! with `--metrics` the server's capture-to-send latency from its `/metrics`. It always
+//! reports its own CPU over the window: on the server's machine, what it took from it.
 
 use std::time::{Duration, Instant};
 
@@ -59,11 +60,13 @@ struct Args {
     metrics: bool,
 }
 
-/// What the server's side looked like at one moment of the window.
+/// What the machine looked like at one moment of the window.
 #[derive(Debug, Default)]
-struct ServerReading {
-    process: Option<ProcessSample>,
+struct Reading {
+    server: Option<ProcessSample>,
     capture_to_send: Vec<(f64, f64)>,
+    /// This process.
+    load_generator: Option<ProcessSample>,
 }
 
 /// Across all viewers.
@@ -94,6 +97,8 @@ struct Summary {
     server_cpu_percent: Option<f64>,
     /// Server resident memory at the end of the window.
     server_rss_mib: Option<f64>,
+    /// The load generator's own CPU over the window, as a share of one core.
+    load_generator_cpu_percent: Option<f64>,
     capture_to_send_ms_p50: Option<f64>,
     capture_to_send_ms_p99: Option<f64>,
     first_error: Option<String>,
@@ -113,7 +118,7 @@ async fn main() {
     let window = Window { start, end: start + Duration::from_secs_f64(args.seconds) };
     let interval = Duration::from_secs_f64(1.0 / args.ramp.max(0.1));
     let reception = if args.headers_only { Reception::HeadersOnly } else { Reception::Full };
-    let readings = tokio::spawn(read_server(args.url.clone(), args.server_pid, args.metrics, window));
+    let readings = tokio::spawn(read_machine(args.url.clone(), args.server_pid, args.metrics, window));
     let mut tasks = Vec::with_capacity(args.viewers);
     for index in 0..args.viewers {
         tokio::time::sleep_until(tokio::time::Instant::now().max(ramp_time(window.start - joining, interval, index)))
@@ -145,6 +150,9 @@ async fn main() {
     {
         println!("server: {share:.1}% of one core ({per_viewer:.5} CPU s per viewer-second), {rss:.0} MiB resident");
     }
+    if let Some(share) = summary.load_generator_cpu_percent {
+        println!("load generator: {share:.1}% of one core");
+    }
     if let Some(per_frame) = summary.server_cpu_ms_per_frame {
         println!("server: {per_frame:.3} CPU ms per frame received ({:.0} frames/s in all)", summary.frames_per_second);
     }
@@ -164,8 +172,12 @@ fn ramp_time(from: Instant, interval: Duration, index: usize) -> tokio::time::In
     tokio::time::Instant::from_std(from + interval * u32::try_from(index).unwrap_or(u32::MAX))
 }
 
-/// Reads the server's side at the start and near the end of the window.
-async fn read_server(url: String, pid: Option<u32>, metrics: bool, window: Window) -> [ServerReading; 2] {
+/// How long before the window's end the last reading is taken: viewers start leaving at
+/// the end, and the server's work for them then is not part of the window.
+const LAST_READING_BEFORE_END: Duration = Duration::from_millis(200);
+
+/// Reads the server's side and this process at the start and near the end of the window.
+async fn read_machine(url: String, pid: Option<u32>, metrics: bool, window: Window) -> [Reading; 2] {
     let metrics_url = format!("{}/metrics", url.trim_end_matches('/'));
     let read = || async {
         let capture_to_send = if metrics {
@@ -174,11 +186,15 @@ async fn read_server(url: String, pid: Option<u32>, metrics: bool, window: Windo
         } else {
             Vec::new()
         };
-        ServerReading { process: pid.and_then(|pid| ProcessSample::of(pid).ok()), capture_to_send }
+        Reading {
+            server: pid.and_then(|pid| ProcessSample::of(pid).ok()),
+            capture_to_send,
+            load_generator: ProcessSample::of(std::process::id()).ok(),
+        }
     };
     tokio::time::sleep_until(window.start.into()).await;
     let first = read().await;
-    tokio::time::sleep_until((window.end - Duration::from_millis(200)).into()).await;
+    tokio::time::sleep_until((window.end - LAST_READING_BEFORE_END).into()).await;
     [first, read().await]
 }
 
@@ -187,10 +203,15 @@ fn summarise(
     reports: &[LoadReport],
     errors: Vec<String>,
     window: Window,
-    [start, end]: &[ServerReading; 2],
+    [start, end]: &[Reading; 2],
 ) -> Summary {
     let seconds = (window.end - window.start).as_secs_f64();
-    let cpu = start.process.zip(end.process).map(|(a, b)| b.cpu_seconds - a.cpu_seconds);
+    let read_over = seconds - LAST_READING_BEFORE_END.as_secs_f64();
+    // CPU seconds between the readings, scaled to the whole window.
+    let cpu_between = |a: Option<ProcessSample>, b: Option<ProcessSample>| {
+        a.zip(b).map(|(a, b)| (b.cpu_seconds - a.cpu_seconds) * seconds / read_over)
+    };
+    let cpu = cpu_between(start.server, end.server);
     let latency_ms =
         |q: f64| quantile_between(&start.capture_to_send, &end.capture_to_send, q).map(|seconds| seconds * 1000.0);
     let mut fps: Vec<f64> = reports.iter().map(|r| r.fps).collect();
@@ -218,7 +239,9 @@ fn summarise(
             .map(|cpu| cpu * 1000.0 / (frames_per_second * seconds)),
         server_cpu_per_viewer_second: cpu.map(|cpu| cpu / (seconds * reports.len().max(1) as f64)),
         server_cpu_percent: cpu.map(|cpu| cpu / seconds * 100.0),
-        server_rss_mib: end.process.map(|p| p.rss_bytes as f64 / (1024.0 * 1024.0)),
+        server_rss_mib: end.server.map(|p| p.rss_bytes as f64 / (1024.0 * 1024.0)),
+        load_generator_cpu_percent: cpu_between(start.load_generator, end.load_generator)
+            .map(|cpu| cpu / seconds * 100.0),
         capture_to_send_ms_p50: latency_ms(0.5),
         capture_to_send_ms_p99: latency_ms(0.99),
         first_error: errors.into_iter().next(),
