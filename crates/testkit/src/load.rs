@@ -31,7 +31,7 @@ pub enum Reception {
     /// RTP is counted from its header, which SRTP leaves in the clear, and not handed on:
     /// nothing is decrypted and nothing lost is asked for again, so loss is what the
     /// network lost. STUN, DTLS and RTCP still go through the stack, which keeps the
-    /// session alive. Several times cheaper per packet.
+    /// session alive. It halves the load generator's CPU (measured at 250 viewers).
     HeadersOnly,
 }
 

@@ -45,8 +45,8 @@ struct Args {
     #[arg(long, default_value_t = 29.0)]
     full_fps: f64,
     /// Count RTP from its clear headers instead of decrypting it through the WebRTC stack:
-    /// several times cheaper, so more viewers fit beside the server; nothing lost is asked
-    /// for again, so loss is what the network lost.
+    /// half the CPU, so more viewers fit beside the server; nothing lost is asked for
+    /// again, so loss is what the network lost.
     #[arg(long)]
     headers_only: bool,
     /// Print one JSON line with the summary as well.
