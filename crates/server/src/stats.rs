@@ -71,7 +71,11 @@ impl Metrics {
     fn register_all(&mut self) {
         let registry = &mut self.registry;
         let gauges = [
-            ("encoders_running", "Encoders running: one per stream, however many watch", &self.encoders_running),
+            (
+                "encoders_running",
+                "Encoders running: one per stream, however many watch (kept, idle, while nobody does)",
+                &self.encoders_running,
+            ),
             ("viewers", "Viewers held, connected or still connecting", &self.viewers),
         ];
         for (name, help, gauge) in gauges {
@@ -163,7 +167,8 @@ impl Metrics {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 #[non_exhaustive]
 pub struct Stats {
-    /// Encoders running right now: one per stream, however many viewers watch it.
+    /// Encoders running right now: one per stream, however many viewers watch it. While
+    /// nobody watches, the encoder is kept but idle (see `frames_unwatched`).
     pub encoders_running: usize,
     /// Viewers (peer connections) currently held, connected or still connecting.
     pub viewers: usize,
