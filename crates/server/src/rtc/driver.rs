@@ -275,8 +275,9 @@ impl Driver {
         } else {
             self.recent.clear();
         }
+        let now = Instant::now();
         for slot in self.peers.values_mut() {
-            slot.peer.send_frame(&rtp, &self.metrics);
+            slot.peer.send_frame(&rtp, &self.metrics, now);
         }
         let ids: Vec<PeerId> = self.peers.keys().copied().collect();
         for id in ids {
@@ -342,7 +343,7 @@ impl Driver {
         let outgoing = &mut self.outgoing;
         let mut deadline = slot.peer.poll(|transmit| outgoing.push(transmit));
         // A connection completes while polling: start the viewer at once if it can be.
-        if deadline.is_some() && slot.peer.start_from(&self.recent, &self.metrics) {
+        if deadline.is_some() && slot.peer.start_from(&self.recent, &self.metrics, Instant::now()) {
             deadline = slot.peer.poll(|transmit| outgoing.push(transmit));
         }
         if slot.peer.take_keyframe_wish() {

@@ -234,8 +234,8 @@ impl Peer {
     }
 
     /// Sends one frame, unless the peer is not connected yet or is waiting for a keyframe
-    /// and this is not one.
-    pub(crate) fn send_frame(&mut self, rtp: &RtpFrame, metrics: &Metrics) {
+    /// and this is not one. Its packets are ready for the next [`Peer::poll`].
+    pub(crate) fn send_frame(&mut self, rtp: &RtpFrame, metrics: &Metrics, now: Instant) {
         if !self.connected || !self.rtc.is_alive() {
             return;
         }
@@ -267,6 +267,10 @@ impl Peer {
             stream.write_rtp(write);
             self.next_sequence += 1;
         }
+        // str0m releases written packets to polling only once its timers have run (its
+        // queue snapshot is taken then); without this the frame would wait for the peer's
+        // next timeout, which a busy driver serves last.
+        self.handle_input(Input::Timeout(now));
         self.started = true;
         metrics.frames_sent.inc();
     }
@@ -274,14 +278,14 @@ impl Peer {
     /// Starts a viewer that has just connected from `recent` (the stream's last keyframe
     /// and the frames since), instead of waiting for a keyframe made for it. Returns
     /// whether it did; if so the viewer no longer wants a keyframe.
-    pub(crate) fn start_from(&mut self, recent: &[RtpFrame], metrics: &Metrics) -> bool {
+    pub(crate) fn start_from(&mut self, recent: &[RtpFrame], metrics: &Metrics, now: Instant) -> bool {
         let Some(first) = recent.first() else {
             return false;
         };
         if self.started || !self.connected || !first.frame.encoded.keyframe {
             return false;
         }
-        recent.iter().for_each(|frame| self.send_frame(frame, metrics));
+        recent.iter().for_each(|frame| self.send_frame(frame, metrics, now));
         if self.started && !self.waiting_for_keyframe {
             self.wants_keyframe = false;
         }
@@ -378,4 +382,102 @@ fn h264_payload_type(rtc: &Rtc, mid: Mid) -> Option<Pt> {
         _ => 2,
     };
     candidates.min_by_key(|params| rank(params.spec().format.profile_level_id)).map(|params| params.pt())
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)] // a failed unwrap is a failed test
+
+    use std::net::{Ipv4Addr, SocketAddr};
+    use std::sync::Arc;
+    use std::time::{Duration, Instant};
+
+    use str0m::media::{Direction, MediaTime};
+    use str0m::net::Receive;
+    use webgear_media::encode::EncodedFrame;
+
+    use super::*;
+    use crate::rtc::rtp_frame::FramePacketizer;
+    use crate::stream::StreamFrame;
+
+    const SERVER: SocketAddr = SocketAddr::new(std::net::IpAddr::V4(Ipv4Addr::LOCALHOST), 5000);
+    const VIEWER: SocketAddr = SocketAddr::new(std::net::IpAddr::V4(Ipv4Addr::LOCALHOST), 6000);
+
+    fn receive(now: Instant, transmit: &Transmit) -> Input<'_> {
+        let contents = transmit.contents[..].try_into().unwrap();
+        Input::Receive(
+            now,
+            Receive { proto: Protocol::Udp, source: transmit.source, destination: transmit.destination, contents },
+        )
+    }
+
+    /// A viewer's str0m session and a peer answering it, connected through memory with a
+    /// simulated clock; returns them and the clock.
+    fn connected_pair() -> (Rtc, Peer, Instant) {
+        let mut now = Instant::now();
+        let mut viewer = Rtc::builder().clear_codecs().enable_h264(true).build(now);
+        viewer.add_local_candidate(Candidate::host(VIEWER, Protocol::Udp).unwrap());
+        let mut change = viewer.sdp_api();
+        change.add_media(MediaKind::Video, Direction::RecvOnly, None, None, None);
+        let (offer, pending) = change.apply().unwrap();
+        let dtls_cert = str0m::crypto::from_feature_flags().dtls_provider.generate_certificate().unwrap();
+        let config = PeerConfig { host_addrs: vec![SERVER], public_addrs: vec![], tcp_addrs: vec![], dtls_cert };
+        let session = SessionId("test".into());
+        let (mut peer, answer) = Peer::from_offer(1, session, offer, &config, now).unwrap();
+        viewer.sdp_api().accept_answer(pending, answer).unwrap();
+
+        for _ in 0..200 {
+            let mut to_viewer = Vec::new();
+            peer.poll(|transmit| to_viewer.push(transmit)).unwrap();
+            let mut to_peer = Vec::new();
+            while let Output::Transmit(transmit) = viewer.poll_output().unwrap() {
+                to_peer.push(transmit);
+            }
+            to_viewer.iter().for_each(|transmit| viewer.handle_input(receive(now, transmit)).unwrap());
+            to_peer.iter().for_each(|transmit| peer.handle_datagram(receive(now, transmit)));
+            if peer.connected && to_viewer.is_empty() && to_peer.is_empty() {
+                return (viewer, peer, now);
+            }
+            now += Duration::from_millis(20);
+            viewer.handle_input(Input::Timeout(now)).unwrap();
+            peer.handle_timeout(now);
+        }
+        panic!("the pair never connected");
+    }
+
+    #[test]
+    fn a_frame_goes_out_in_the_poll_after_it_is_written_and_the_viewer_gets_it_whole() {
+        let (mut viewer, mut peer, now) = connected_pair();
+        // An IDR slice of 5000 bytes: several packets.
+        let mut data = vec![0, 0, 0, 1, 0x65];
+        data.extend((0..5000u32).map(|i| (i % 251) as u8 | 1));
+        let encoded = EncodedFrame { data: Arc::from(data), keyframe: true, width: 16, height: 16, captured_at: now };
+        let frame = StreamFrame { encoded, rtp_time: MediaTime::from_90khz(3000) };
+        let rtp = FramePacketizer::new().packetize(&frame).unwrap();
+        assert!(rtp.payloads.len() > 2);
+
+        let metrics = Metrics::default();
+        peer.send_frame(&rtp, &metrics, now);
+        let mut sent = Vec::new();
+        peer.poll(|transmit| sent.push(transmit)).unwrap();
+        assert!(
+            sent.len() >= rtp.payloads.len(),
+            "{} datagrams sent for a frame of {} packets",
+            sent.len(),
+            rtp.payloads.len()
+        );
+
+        sent.iter().for_each(|transmit| viewer.handle_input(receive(now, transmit)).unwrap());
+        let received = std::iter::from_fn(|| match viewer.poll_output().unwrap() {
+            Output::Timeout(_) => None,
+            other => Some(other),
+        })
+        .find_map(|output| match output {
+            Output::Event(Event::MediaData(data)) => Some(data),
+            _ => None,
+        });
+        let received = received.expect("the viewer reassembled the frame");
+        assert_eq!(received.data.len(), frame.encoded.data.len());
+        assert_eq!(received.time.rebase(Frequency::NINETY_KHZ).numer(), 3000);
+    }
 }
