@@ -6,6 +6,9 @@
 mod common;
 
 use std::collections::HashMap;
+use std::net::{Ipv4Addr, UdpSocket};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use common::{TestServer, builder, exclusive};
@@ -134,5 +137,40 @@ async fn a_burst_of_valid_offers_stalls_neither_the_web_app_nor_the_viewers_watc
         let report = viewer.await.unwrap().unwrap();
         assert!(report.first_frame.is_some() && report.fps >= 25.0, "{report:?}");
     }
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_of_stray_datagrams_on_the_media_port_does_not_stop_the_video() {
+    let _lock = exclusive().await;
+    let server = TestServer::start().await;
+    let (mut viewer, _) = server.playing_viewer().await;
+
+    // Packets that look like RTP but belong to no session, as fast as one thread can send
+    // them: the peers' own sending must not wait until the network falls quiet.
+    let media = server.app.media_addrs()[0];
+    let flooding = Arc::new(AtomicBool::new(true));
+    let flood = std::thread::spawn({
+        let flooding = flooding.clone();
+        move || {
+            let socket = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
+            let mut junk = [0u8; 200];
+            junk[0] = 0x80;
+            junk[1] = 96;
+            let mut sent = 0u64;
+            while flooding.load(Ordering::Relaxed) {
+                if socket.send_to(&junk, media).is_ok() {
+                    sent += 1;
+                }
+            }
+            sent
+        }
+    });
+    let seen = viewer.frames_during(Duration::from_secs(3)).await;
+    flooding.store(false, Ordering::Relaxed);
+    let sent = flood.join().unwrap();
+    assert!(sent > 10_000, "the flood sent only {sent} datagrams");
+    assert!(seen.len() >= 60, "the viewer got {} frames in 3 s while {sent} stray datagrams arrived", seen.len());
+    common::assert_increasing(&seen);
     server.stop().await;
 }
