@@ -101,7 +101,11 @@ impl Metrics {
                 "Frames a viewer skipped waiting for a keyframe (joining, lagging, lost data), once per viewer",
                 &self.frames_skipped,
             ),
-            ("offers_refused", "Offers refused because the server held its maximum of viewers", &self.offers_refused),
+            (
+                "offers_refused",
+                "Offers refused because the server held its maximum of viewers or its peer drivers were busy all the time",
+                &self.offers_refused,
+            ),
         ];
         for (name, help, counter) in counters {
             registry.register(name, help, counter.clone());
@@ -192,6 +196,7 @@ pub struct Stats {
     pub frames_skipped: u64,
     /// Media bytes sent to viewers (RTP, RTCP, DTLS and STUN, as UDP payload).
     pub bytes_sent: u64,
-    /// Offers refused because the server held its maximum number of viewers.
+    /// Offers refused because the server held its maximum number of viewers, or because
+    /// its peer drivers were busy all the time (more viewers would slow everyone down).
     pub offers_refused: u64,
 }

@@ -5,7 +5,9 @@
 //!
 //! A peer that cannot keep up never slows the others: frames are written into each peer's
 //! own send queue, and if the driver itself falls behind the stream, each of its peers
-//! skips to the next keyframe.
+//! skips to the next keyframe. Each driver also reports the share of its time it spends
+//! working; while every driver works nearly all the time, the server takes no new viewers
+//! (see [`Router::saturated`]).
 
 use std::collections::{BTreeSet, HashMap};
 use std::net::SocketAddr;
@@ -16,7 +18,7 @@ use str0m::net::{Protocol, Receive, Transmit};
 use str0m::{Candidate, Input};
 use tokio::sync::{broadcast, mpsc, oneshot};
 use tokio::time::sleep_until;
-use tracing::{debug, trace};
+use tracing::{debug, info, trace, warn};
 
 use super::SessionId;
 use super::peer::{Peer, PeerId};
@@ -40,6 +42,44 @@ const RECENT_FRAMES: usize = 8;
 
 /// How long the driver sleeps when no peer has a deadline.
 const IDLE_WAKE: Duration = Duration::from_secs(1);
+
+/// How long a driver measures its load before reporting it: long enough that a burst of
+/// joins or a large keyframe does not count as a full driver.
+const BUSY_WINDOW: Duration = Duration::from_secs(2);
+
+/// What woke the driver.
+enum Wake {
+    Command(Option<Command>),
+    Frame(Result<StreamFrame, broadcast::error::RecvError>),
+    Network(NetEvent),
+    Timeout,
+}
+
+/// The share of its time a driver spends working rather than waiting, over windows of
+/// [`BUSY_WINDOW`].
+struct BusyMeter {
+    window_start: Instant,
+    busy: Duration,
+}
+
+impl BusyMeter {
+    fn new(now: Instant) -> Self {
+        BusyMeter { window_start: now, busy: Duration::ZERO }
+    }
+
+    /// Counts `busy` of work ending at `now`. Once a window is over, returns the share of
+    /// it (0 to 1) spent working and starts the next.
+    fn record(&mut self, busy: Duration, now: Instant) -> Option<f64> {
+        self.busy += busy;
+        let elapsed = now.saturating_duration_since(self.window_start);
+        if elapsed < BUSY_WINDOW {
+            return None;
+        }
+        let share = (self.busy.as_secs_f64() / elapsed.as_secs_f64()).min(1.0);
+        *self = BusyMeter::new(now);
+        Some(share)
+    }
+}
 
 /// What the rest of the server asks of the driver.
 #[derive(Debug)]
@@ -144,14 +184,22 @@ impl Driver {
 
     pub(crate) async fn run(mut self, mut commands: mpsc::Receiver<Command>, mut events: mpsc::Receiver<NetEvent>) {
         let mut stream_open = true;
+        let mut busy = BusyMeter::new(Instant::now());
 
         loop {
             let deadline = self.next_deadline();
-            tokio::select! {
+            let wake = tokio::select! {
                 // Commands first: a peer must be registered before its client's first
                 // datagram is routed.
                 biased;
-                command = commands.recv() => match command {
+                command = commands.recv() => Wake::Command(command),
+                frame = self.frames.recv(), if stream_open => Wake::Frame(frame),
+                Some(event) = events.recv() => Wake::Network(event),
+                () = sleep_until(deadline.into()) => Wake::Timeout,
+            };
+            let woke = Instant::now();
+            match wake {
+                Wake::Command(command) => match command {
                     Some(Command::Add(peer)) => self.add(*peer).await,
                     Some(Command::CloseAll(done)) => {
                         self.close_all().await;
@@ -168,7 +216,7 @@ impl Driver {
                     }
                     Some(Command::Shutdown) | None => break,
                 },
-                frame = self.frames.recv(), if stream_open => match frame {
+                Wake::Frame(frame) => match frame {
                     Ok(frame) => self.send_frame(&frame).await,
                     Err(broadcast::error::RecvError::Lagged(missed)) => {
                         debug!(missed, driver = self.index, "driver fell behind the stream; its peers resync");
@@ -181,7 +229,7 @@ impl Driver {
                         stream_open = false;
                     }
                 },
-                Some(event) = events.recv() => match event {
+                Wake::Network(event) => match event {
                     NetEvent::Datagram(datagram) => self.route(datagram).await,
                     NetEvent::TcpOpened { local, remote, packets } => {
                         self.tcp_links.insert((local, remote), packets);
@@ -190,12 +238,33 @@ impl Driver {
                         self.tcp_links.remove(&(local, remote));
                     }
                 },
-                () = sleep_until(deadline.into()) => self.timeouts().await,
+                Wake::Timeout => self.timeouts().await,
+            }
+            let done = Instant::now();
+            if let Some(share) = busy.record(done - woke, done) {
+                self.report_busy(share);
             }
         }
 
         self.close_all().await;
         debug!(driver = self.index, "peer driver stopped");
+    }
+
+    /// Tells the router how busy this driver was, so that a server whose drivers all work
+    /// nearly all the time refuses more viewers; says so when that starts and ends.
+    fn report_busy(&self, share: f64) {
+        let was_saturated = self.router.saturated();
+        self.router.report_busy(self.index, share);
+        let saturated = self.router.saturated();
+        if saturated && !was_saturated {
+            warn!(
+                viewers = self.metrics.viewers.get(),
+                "every peer driver is busy all the time: refusing new viewers until one has room"
+            );
+        } else if was_saturated && !saturated {
+            info!(viewers = self.metrics.viewers.get(), "a peer driver has room again: taking new viewers");
+        }
+        trace!(driver = self.index, busy = share, "driver load");
     }
 
     /// Closes every peer: each sends its goodbyes, then ends, so none is left when this
@@ -436,5 +505,25 @@ pub(super) async fn read_datagrams(socket: Arc<MediaSocket>, router: Arc<Router>
             // concern one peer, not the socket.
             Err(error) => trace!(%error, "UDP receive error"),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_busy_meter_reports_the_share_of_each_window_spent_working() {
+        let start = Instant::now();
+        let mut meter = BusyMeter::new(start);
+        let ms = Duration::from_millis;
+        assert_eq!(meter.record(ms(500), start + ms(600)), None, "the window is not over");
+        let share = meter.record(ms(1000), start + ms(2000)).expect("the window is over");
+        assert!((share - 0.75).abs() < 1e-9, "{share}");
+        // The next window starts afresh.
+        let share = meter.record(ms(100), start + ms(4000)).unwrap();
+        assert!((share - 0.05).abs() < 1e-9, "{share}");
+        // Work longer than the window (a stalled driver) is all of it, no more.
+        assert_eq!(meter.record(ms(9000), start + ms(8000)), Some(1.0));
     }
 }

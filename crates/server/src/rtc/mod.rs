@@ -62,6 +62,11 @@ pub(crate) enum AnswerError {
     ShuttingDown,
     #[error("the server is at its limit of {0} viewers; try again later")]
     Full(usize),
+    #[error(
+        "the server is at capacity: sending video to the {0} viewers it has keeps it busy all \
+         the time, and another would slow them all down; try again later"
+    )]
+    Saturated(usize),
     #[error("could not make a session id: {0}")]
     Randomness(#[source] getrandom::Error),
 }
@@ -204,19 +209,32 @@ impl RtcServer {
         &self.peer_config.public_addrs
     }
 
-    /// Fails when the server holds its maximum of viewers: checked before an offer is
-    /// parsed, so a full server spends nothing on it. [`RtcServer::answer`] checks again.
+    /// Fails when the server holds its maximum of viewers or its peer drivers are all busy
+    /// all the time: checked before an offer is parsed, so a full server spends nothing on
+    /// it. [`RtcServer::answer`] checks again.
     pub(crate) fn has_room(&self) -> Result<(), AnswerError> {
         if usize::try_from(self.metrics.viewers.get()).unwrap_or(0) >= self.max_viewers {
             self.metrics.offers_refused.inc();
             return Err(AnswerError::Full(self.max_viewers));
         }
+        self.refuse_if_saturated()
+    }
+
+    /// Fails when every peer driver works nearly all of its time: the viewers already
+    /// watching keep their frame rate rather than all slowing down for one more.
+    fn refuse_if_saturated(&self) -> Result<(), AnswerError> {
+        if self.router.saturated() {
+            self.metrics.offers_refused.inc();
+            let viewers = usize::try_from(self.metrics.viewers.get()).unwrap_or(0);
+            return Err(AnswerError::Saturated(viewers));
+        }
         Ok(())
     }
 
     /// Answers an offer and starts serving the new viewer, unless the server already holds
-    /// its maximum of viewers.
+    /// its maximum of viewers or has no room for another.
     pub(crate) async fn answer(&self, offer: SdpOffer) -> Result<Answered, AnswerError> {
+        self.refuse_if_saturated()?;
         if !self.metrics.admit_viewer(self.max_viewers) {
             return Err(AnswerError::Full(self.max_viewers));
         }

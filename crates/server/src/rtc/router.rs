@@ -11,7 +11,7 @@
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::RwLock;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 
 use tokio::sync::mpsc;
 
@@ -27,7 +27,14 @@ pub(super) struct Router {
     routes: RwLock<HashMap<SocketAddr, DriverIndex>>,
     /// Peers each driver holds, to give a new peer to the least busy one.
     peers: Vec<AtomicUsize>,
+    /// The share of its time each driver spent working over its last measured window,
+    /// in thousandths.
+    busy_per_mille: Vec<AtomicU32>,
 }
+
+/// A driver working this share of its time (in thousandths) or more has no room for
+/// another viewer: every peer it holds would get its frames later.
+const SATURATED_PER_MILLE: u32 = 950;
 
 /// The drivers have stopped; nothing more can be delivered.
 #[derive(Debug)]
@@ -36,7 +43,8 @@ pub(super) struct Stopped;
 impl Router {
     pub(super) fn new(drivers: Vec<mpsc::Sender<NetEvent>>) -> Self {
         let peers = drivers.iter().map(|_| AtomicUsize::new(0)).collect();
-        Router { drivers, routes: RwLock::new(HashMap::new()), peers }
+        let busy_per_mille = drivers.iter().map(|_| AtomicU32::new(0)).collect();
+        Router { drivers, routes: RwLock::new(HashMap::new()), peers, busy_per_mille }
     }
 
     /// Hands a packet to the driver that owns its source, or to every driver if none does
@@ -102,6 +110,19 @@ impl Router {
     }
 
     /// Counts a peer in (`+1`) or out (`-1`) of `driver`.
+    /// Records the share of its time (0 to 1) a driver spent working over its last window.
+    pub(super) fn report_busy(&self, driver: DriverIndex, share: f64) {
+        if let Some(busy) = self.busy_per_mille.get(driver) {
+            busy.store((share.clamp(0.0, 1.0) * 1000.0) as u32, Ordering::Relaxed);
+        }
+    }
+
+    /// Whether every driver is working nearly all of its time: another viewer would then
+    /// slow down the ones already watching.
+    pub(super) fn saturated(&self) -> bool {
+        self.busy_per_mille.iter().all(|busy| busy.load(Ordering::Relaxed) >= SATURATED_PER_MILLE)
+    }
+
     pub(super) fn count_peer(&self, driver: DriverIndex, added: bool) {
         if let Some(count) = self.peers.get(driver) {
             if added {
@@ -160,6 +181,20 @@ mod tests {
         router.release(viewer, 1);
         router.deliver(datagram("127.0.0.1:5000")).unwrap();
         assert_eq!(received(&mut first), [viewer]);
+    }
+
+    #[test]
+    fn saturated_only_when_every_driver_works_nearly_all_the_time() {
+        let (first_tx, _first) = mpsc::channel(1);
+        let (second_tx, _second) = mpsc::channel(1);
+        let router = Router::new(vec![first_tx, second_tx]);
+        assert!(!router.saturated());
+        router.report_busy(0, 1.0);
+        assert!(!router.saturated(), "the second driver still has room");
+        router.report_busy(1, 0.96);
+        assert!(router.saturated());
+        router.report_busy(1, 0.90);
+        assert!(!router.saturated());
     }
 
     #[test]

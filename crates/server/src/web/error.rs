@@ -44,6 +44,9 @@ pub(crate) enum AppError {
     /// The server holds as many viewers as it may.
     #[error("the server is at its limit of {0} viewers; try again later")]
     Full(usize),
+    /// The server is too busy for another viewer (the text says why).
+    #[error("{0}")]
+    Saturated(String),
     /// Something on the server failed; shown as the 500 page.
     #[error("{0}")]
     Internal(ErrorReport),
@@ -68,6 +71,7 @@ impl From<AnswerError> for AppError {
             AnswerError::Offer(offer) => AppError::Offer(offer),
             AnswerError::ShuttingDown => AppError::ShuttingDown,
             AnswerError::Full(max) => AppError::Full(max),
+            saturated @ AnswerError::Saturated(_) => AppError::Saturated(saturated.to_string()),
             AnswerError::Randomness(error) => AppError::internal("making a session id", &error),
         }
     }
@@ -82,7 +86,7 @@ impl IntoResponse for AppError {
             AppError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             AppError::PreconditionFailed(_) => StatusCode::PRECONDITION_FAILED,
             AppError::Offer(_) | AppError::Unprocessable(_) => StatusCode::UNPROCESSABLE_ENTITY,
-            AppError::ShuttingDown | AppError::Full(_) => StatusCode::SERVICE_UNAVAILABLE,
+            AppError::ShuttingDown | AppError::Full(_) | AppError::Saturated(_) => StatusCode::SERVICE_UNAVAILABLE,
             AppError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         };
         tracing::debug!(%status, error = %self, "request failed");
@@ -93,7 +97,9 @@ impl IntoResponse for AppError {
                 response
             }
             // Clients (the default page reconnects by itself) should not hammer a full server.
-            AppError::Full(_) => (status, [(RETRY_AFTER, FULL_RETRY_AFTER_SECONDS)], self.to_string()).into_response(),
+            AppError::Full(_) | AppError::Saturated(_) => {
+                (status, [(RETRY_AFTER, FULL_RETRY_AFTER_SECONDS)], self.to_string()).into_response()
+            }
             AppError::Unauthorized(_) => (status, [(WWW_AUTHENTICATE, "Bearer")], self.to_string()).into_response(),
             other => (status, other.to_string()).into_response(),
         }
@@ -126,5 +132,22 @@ impl ErrorReport {
              <p>Error report (shown because logging is enabled):</p><ol>{causes}</ol></body></html>",
             what = escape_html(&self.what),
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)] // a failed unwrap is a failed test
+
+    use super::*;
+
+    #[tokio::test]
+    async fn a_saturated_server_answers_503_with_a_retry_after_and_why() {
+        let response = AppError::from(AnswerError::Saturated(1234)).into_response();
+        assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(response.headers()[RETRY_AFTER], FULL_RETRY_AFTER_SECONDS);
+        let body = axum::body::to_bytes(response.into_body(), 4096).await.unwrap();
+        let text = String::from_utf8(body.to_vec()).unwrap();
+        assert!(text.contains("at capacity") && text.contains("1234 viewers"), "{text}");
     }
 }
