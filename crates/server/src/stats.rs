@@ -1,7 +1,7 @@
 //! Counters shared by the capture thread, the peer driver and the web layer: the [`Stats`]
 //! snapshot users and tests read, and the Prometheus text served at `/metrics`.
 
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use prometheus_client::encoding::text::encode;
@@ -25,6 +25,9 @@ pub(crate) struct Metrics {
     pub(crate) encoders_running: Gauge,
     /// Viewers held, counted from the moment their offer is admitted.
     pub(crate) viewers: Gauge,
+    /// The share of its time the least loaded peer driver spent working over its last
+    /// window; new viewers are refused from 0.95.
+    pub(crate) drivers_busy: Gauge<f64, AtomicU64>,
     pub(crate) frames_encoded: Counter,
     pub(crate) frames_unwatched: Counter,
     pub(crate) frames_passed_through: Counter,
@@ -48,6 +51,7 @@ impl Default for Metrics {
         let mut metrics = Metrics {
             encoders_running: Gauge::default(),
             viewers: Gauge::default(),
+            drivers_busy: Gauge::default(),
             frames_encoded: Counter::default(),
             frames_unwatched: Counter::default(),
             frames_passed_through: Counter::default(),
@@ -81,6 +85,11 @@ impl Metrics {
         for (name, help, gauge) in gauges {
             registry.register(name, help, gauge.clone());
         }
+        registry.register(
+            "drivers_busy_ratio",
+            "Share of the last 2 s the least loaded peer driver spent working; new viewers are refused from 0.95",
+            self.drivers_busy.clone(),
+        );
         let counters = [
             ("frames_encoded", "Frames encoded", &self.frames_encoded),
             ("frames_unwatched", "Frames read while nobody watched, and so not encoded", &self.frames_unwatched),

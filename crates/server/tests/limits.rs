@@ -57,7 +57,8 @@ async fn metrics_report_viewers_frames_bytes_and_stage_timings() {
     let _lock = exclusive().await;
     let server = TestServer::start().await;
     let (mut viewer, _) = server.playing_viewer().await;
-    viewer.frames_during(Duration::from_secs(1)).await;
+    // Over 2 s since the server started: the peer drivers have measured their load once.
+    viewer.frames_during(Duration::from_secs(2)).await;
 
     let reply = reqwest::get(server.url("/metrics")).await.unwrap();
     assert_eq!(reply.status(), 200);
@@ -78,6 +79,9 @@ async fn metrics_report_viewers_frames_bytes_and_stage_timings() {
     assert!(samples.contains_key("webgear_capture_to_send_seconds_bucket{le=\"0.015\"}"), "{text}");
     assert!(value("webgear_capture_to_send_seconds_sum") > 0.0, "{text}");
     assert_eq!(value("webgear_offers_refused_total"), 0.0);
+    // Sending one viewer its frames is work, but far from all of a driver's time.
+    let busy = value("webgear_drivers_busy_ratio");
+    assert!(busy > 0.0 && busy < 0.5, "{text}");
     server.stop().await;
 
     let mut options = Options::default();

@@ -255,6 +255,7 @@ impl Driver {
     fn report_busy(&self, share: f64) {
         let was_saturated = self.router.saturated();
         self.router.report_busy(self.index, share);
+        self.metrics.drivers_busy.set(self.router.least_loaded_share());
         let saturated = self.router.saturated();
         if saturated && !was_saturated {
             warn!(

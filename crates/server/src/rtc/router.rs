@@ -28,13 +28,13 @@ pub(super) struct Router {
     /// Peers each driver holds, to give a new peer to the least busy one.
     peers: Vec<AtomicUsize>,
     /// The share of its time each driver spent working over its last measured window,
-    /// in thousandths.
-    busy_per_mille: Vec<AtomicU32>,
+    /// in millionths.
+    busy_ppm: Vec<AtomicU32>,
 }
 
-/// A driver working this share of its time (in thousandths) or more has no room for
-/// another viewer: every peer it holds would get its frames later.
-const SATURATED_PER_MILLE: u32 = 950;
+/// A driver working this share of its time or more has no room for another viewer:
+/// every peer it holds would get its frames later.
+const SATURATED_SHARE: f64 = 0.95;
 
 /// The drivers have stopped; nothing more can be delivered.
 #[derive(Debug)]
@@ -43,8 +43,8 @@ pub(super) struct Stopped;
 impl Router {
     pub(super) fn new(drivers: Vec<mpsc::Sender<NetEvent>>) -> Self {
         let peers = drivers.iter().map(|_| AtomicUsize::new(0)).collect();
-        let busy_per_mille = drivers.iter().map(|_| AtomicU32::new(0)).collect();
-        Router { drivers, routes: RwLock::new(HashMap::new()), peers, busy_per_mille }
+        let busy_ppm = drivers.iter().map(|_| AtomicU32::new(0)).collect();
+        Router { drivers, routes: RwLock::new(HashMap::new()), peers, busy_ppm }
     }
 
     /// Hands a packet to the driver that owns its source, or to every driver if none does
@@ -112,15 +112,22 @@ impl Router {
     /// Counts a peer in (`+1`) or out (`-1`) of `driver`.
     /// Records the share of its time (0 to 1) a driver spent working over its last window.
     pub(super) fn report_busy(&self, driver: DriverIndex, share: f64) {
-        if let Some(busy) = self.busy_per_mille.get(driver) {
-            busy.store((share.clamp(0.0, 1.0) * 1000.0) as u32, Ordering::Relaxed);
+        if let Some(busy) = self.busy_ppm.get(driver) {
+            busy.store((share.clamp(0.0, 1.0) * 1e6) as u32, Ordering::Relaxed);
         }
+    }
+
+    /// The share of its time (0 to 1) the least loaded driver spent working over its last
+    /// window: how close the server is to refusing viewers.
+    pub(super) fn least_loaded_share(&self) -> f64 {
+        let ppm = self.busy_ppm.iter().map(|busy| busy.load(Ordering::Relaxed)).min().unwrap_or(0);
+        f64::from(ppm) / 1e6
     }
 
     /// Whether every driver is working nearly all of its time: another viewer would then
     /// slow down the ones already watching.
     pub(super) fn saturated(&self) -> bool {
-        self.busy_per_mille.iter().all(|busy| busy.load(Ordering::Relaxed) >= SATURATED_PER_MILLE)
+        self.least_loaded_share() >= SATURATED_SHARE
     }
 
     pub(super) fn count_peer(&self, driver: DriverIndex, added: bool) {
@@ -193,6 +200,7 @@ mod tests {
         assert!(!router.saturated(), "the second driver still has room");
         router.report_busy(1, 0.96);
         assert!(router.saturated());
+        assert!((router.least_loaded_share() - 0.96).abs() < 1e-6);
         router.report_busy(1, 0.90);
         assert!(!router.saturated());
     }
