@@ -64,6 +64,11 @@ pub(crate) struct KeyframeRequests {
 }
 
 impl KeyframeRequests {
+    /// Requests for a new stream's encoder, none pending.
+    pub(crate) fn new(metrics: Arc<Metrics>) -> Self {
+        KeyframeRequests { pending: Arc::default(), metrics }
+    }
+
     pub(crate) fn request(&self) {
         self.metrics.keyframe_requests.inc();
         self.pending.store(true, Ordering::Relaxed);
@@ -179,7 +184,7 @@ impl VideoStream {
             StreamInput::H264(_) => None,
         };
         let (frames, _) = broadcast::channel(FANOUT_CAPACITY);
-        let keyframes = KeyframeRequests { pending: Arc::default(), metrics: metrics.clone() };
+        let keyframes = KeyframeRequests::new(metrics.clone());
         let stop = Arc::new(AtomicBool::new(false));
         let clock = StreamClock::default();
         let mut capture = Capture {

@@ -4,8 +4,8 @@
 //! produce on the shared UDP sockets (or ICE-TCP connections).
 //!
 //! A peer that cannot keep up never slows the others: frames are written into each peer's
-//! own send queue, and if the driver itself falls behind the stream, each of its peers
-//! skips to the next keyframe. Each driver also reports the share of its time it spends
+//! own send queue, and if the driver itself falls behind the stream, it goes on from the
+//! newest frames and each of its peers from the next keyframe. Each driver also reports the share of its time it spends
 //! working; while every driver works nearly all the time, the server takes no new viewers
 //! (see [`Router::saturated`]).
 
@@ -216,19 +216,7 @@ impl Driver {
                     }
                     Some(Command::Shutdown) | None => break,
                 },
-                Wake::Frame(frame) => match frame {
-                    Ok(frame) => self.send_frame(&frame).await,
-                    Err(broadcast::error::RecvError::Lagged(missed)) => {
-                        debug!(missed, driver = self.index, "driver fell behind the stream; its peers resync");
-                        // Their keyframe wishes reach the encoder as the next frame is sent.
-                        self.peers.values_mut().for_each(|slot| slot.peer.resync());
-                        self.recent.clear();
-                    }
-                    Err(broadcast::error::RecvError::Closed) => {
-                        debug!("the stream ended");
-                        stream_open = false;
-                    }
-                },
+                Wake::Frame(frame) => stream_open = self.take_frame(frame).await,
                 Wake::Network(event) => match event {
                     NetEvent::Datagram(datagram) => self.route(datagram).await,
                     NetEvent::TcpOpened { local, remote, packets } => {
@@ -248,6 +236,29 @@ impl Driver {
 
         self.close_all().await;
         debug!(driver = self.index, "peer driver stopped");
+    }
+
+    /// Sends a frame from the stream to every peer, or deals with having missed some.
+    /// Returns whether the stream goes on.
+    async fn take_frame(&mut self, frame: Result<StreamFrame, broadcast::error::RecvError>) -> bool {
+        match frame {
+            Ok(frame) => self.send_frame(&frame).await,
+            Err(broadcast::error::RecvError::Lagged(missed)) => {
+                debug!(missed, driver = self.index, "driver fell behind the stream; its peers resync");
+                // Their keyframe wishes reach the encoder as the next frame is sent.
+                self.peers.values_mut().for_each(|slot| slot.peer.resync());
+                self.recent.clear();
+                // The frames still queued are nearly as late as the ones missed: sending
+                // them (from a keyframe among them) would keep every viewer a second
+                // behind. Start again from the next frame made.
+                self.frames = self.frames.resubscribe();
+            }
+            Err(broadcast::error::RecvError::Closed) => {
+                debug!("the stream ended");
+                return false;
+            }
+        }
+        true
     }
 
     /// Tells the router how busy this driver was, so that a server whose drivers all work
@@ -511,7 +522,44 @@ pub(super) async fn read_datagrams(socket: Arc<MediaSocket>, router: Arc<Router>
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used)] // a failed unwrap is a failed test
+
+    use str0m::media::MediaTime;
+    use webgear_media::EncodedFrame;
+
     use super::*;
+
+    fn frame(number: u32) -> StreamFrame {
+        let encoded = EncodedFrame {
+            data: Arc::from([0, 0, 0, 1, 0x41, 1, 2, 3].as_slice()),
+            keyframe: number == 0,
+            width: 16,
+            height: 16,
+            captured_at: Instant::now(),
+        };
+        StreamFrame { encoded, rtp_time: MediaTime::from_90khz(u64::from(number) * 3000) }
+    }
+
+    #[tokio::test]
+    async fn a_driver_that_fell_behind_the_stream_goes_on_from_the_present() {
+        let metrics = Arc::new(Metrics::default());
+        let (stream, frames) = broadcast::channel(4);
+        let (network, _) = mpsc::channel(1);
+        let router = Arc::new(Router::new(vec![network]));
+        let keyframes = KeyframeRequests::new(metrics.clone());
+        let mut driver = Driver::new(0, router, Vec::new(), frames, keyframes, metrics);
+        // Ten frames while the driver was busy: it can still get only the last four.
+        (0..10).for_each(|number| {
+            stream.send(frame(number)).unwrap();
+        });
+        let missed = driver.frames.recv().await;
+        assert!(matches!(missed, Err(broadcast::error::RecvError::Lagged(6))), "{missed:?}");
+        assert!(driver.take_frame(missed).await, "the stream goes on");
+        assert_eq!(driver.frames.len(), 0, "frames as late as the missed ones are not sent");
+        stream.send(frame(10)).unwrap();
+        let next = driver.frames.recv().await.unwrap();
+        assert_eq!(next.rtp_time, frame(10).rtp_time);
+    }
 
     #[test]
     fn the_busy_meter_reports_the_share_of_each_window_spent_working() {
