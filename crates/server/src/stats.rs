@@ -112,7 +112,7 @@ impl Metrics {
             ),
             (
                 "offers_refused",
-                "Offers refused because the server held its maximum of viewers or its peer drivers were busy all the time",
+                "Offers refused: the server held its maximum of viewers, or its peer drivers were all busy",
                 &self.offers_refused,
             ),
         ];

@@ -5,9 +5,9 @@
 //!
 //! A peer that cannot keep up never slows the others: frames are written into each peer's
 //! own send queue, and if the driver itself falls behind the stream, it goes on from the
-//! newest frames and each of its peers from the next keyframe. Each driver also reports the share of its time it spends
-//! working; while every driver works nearly all the time, the server takes no new viewers
-//! (see [`Router::saturated`]).
+//! newest frames and each of its peers from the next keyframe. Each driver also reports
+//! the share of its time it spends working; while every driver works nearly all the
+//! time, the server takes no new viewers (see [`Router::saturated`]).
 
 use std::collections::{BTreeSet, HashMap};
 use std::net::SocketAddr;
