@@ -133,6 +133,11 @@ impl Metrics {
         }
     }
 
+    /// Viewers held right now.
+    pub(crate) fn viewers_held(&self) -> usize {
+        usize::try_from(self.viewers.get()).unwrap_or(0)
+    }
+
     /// Counts one more viewer unless `max` are held already. `false` when full.
     pub(crate) fn admit_viewer(&self, max: usize) -> bool {
         let max = i64::try_from(max).unwrap_or(i64::MAX);
@@ -162,7 +167,7 @@ impl Metrics {
         let count = |gauge: &Gauge| usize::try_from(gauge.get()).unwrap_or(0);
         Stats {
             encoders_running: count(&self.encoders_running),
-            viewers: count(&self.viewers),
+            viewers: self.viewers_held(),
             frames_encoded: self.frames_encoded.get(),
             frames_unwatched: self.frames_unwatched.get(),
             frames_passed_through: self.frames_passed_through.get(),

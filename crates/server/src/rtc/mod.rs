@@ -213,7 +213,7 @@ impl RtcServer {
     /// all the time: checked before an offer is parsed, so a full server spends nothing on
     /// it. [`RtcServer::answer`] checks again.
     pub(crate) fn has_room(&self) -> Result<(), AnswerError> {
-        if usize::try_from(self.metrics.viewers.get()).unwrap_or(0) >= self.max_viewers {
+        if self.metrics.viewers_held() >= self.max_viewers {
             self.metrics.offers_refused.inc();
             return Err(AnswerError::Full(self.max_viewers));
         }
@@ -225,8 +225,7 @@ impl RtcServer {
     fn refuse_if_saturated(&self) -> Result<(), AnswerError> {
         if self.router.saturated() {
             self.metrics.offers_refused.inc();
-            let viewers = usize::try_from(self.metrics.viewers.get()).unwrap_or(0);
-            return Err(AnswerError::Saturated(viewers));
+            return Err(AnswerError::Saturated(self.metrics.viewers_held()));
         }
         Ok(())
     }

@@ -478,6 +478,7 @@ mod tests {
         });
         let received = received.expect("the viewer reassembled the frame");
         assert_eq!(received.data.len(), frame.encoded.data.len());
+        assert_eq!(received.data[..], frame.encoded.data[..]);
         assert_eq!(received.time.rebase(Frequency::NINETY_KHZ).numer(), 3000);
     }
 }

@@ -109,7 +109,6 @@ impl Router {
         (0..self.peers.len()).min_by_key(|&index| self.peers[index].load(Ordering::Relaxed)).unwrap_or(0)
     }
 
-    /// Counts a peer in (`+1`) or out (`-1`) of `driver`.
     /// Records the share of its time (0 to 1) a driver spent working over its last window.
     pub(super) fn report_busy(&self, driver: DriverIndex, share: f64) {
         if let Some(busy) = self.busy_ppm.get(driver) {
@@ -130,6 +129,7 @@ impl Router {
         self.least_loaded_share() >= SATURATED_SHARE
     }
 
+    /// Counts a peer in (`+1`) or out (`-1`) of `driver`.
     pub(super) fn count_peer(&self, driver: DriverIndex, added: bool) {
         if let Some(count) = self.peers.get(driver) {
             if added {
