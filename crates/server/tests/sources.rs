@@ -272,22 +272,24 @@ async fn the_ffmpeg_child_is_reaped_when_the_server_stops_mid_stream() {
     assert!(!running(), "ffmpeg outlived the server");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_rtsp_h264_stream_passes_through_to_viewers_with_no_encoder() {
-    let _lock = exclusive().await;
-    let camera = RtspServer::start(&clip("camera.mp4", CAMERA_H264), 0);
+/// A server for `source` with frames left at their size: H.264 may pass through.
+async fn unreduced_server_for(source: SourceSpec) -> TestServer {
     let mut options = Options::default();
     options.frame_size_reduction = 0;
     options.custom_data_location = Some(scratch_dir());
-    let source: SourceSpec = camera.url.parse().unwrap();
-    let server = TestServer::start_with(WebGearRtc::builder().source(source).options(options)).await;
+    TestServer::start_with(WebGearRtc::builder().source(source).options(options)).await
+}
 
+/// Plays a stream whose H.264 passes through to its end and checks that no encoder ran
+/// while the source played, and that the viewer saw the source's own 640x360 pictures in
+/// order up to its last, then "The End" drawn at that size.
+async fn assert_passes_through_to_the_end(server: &TestServer) {
     let (mut viewer, first) = server.playing_viewer().await;
-    assert_eq!((first.width, first.height), (640, 360), "the camera's own pictures");
+    assert_eq!((first.width, first.height), (640, 360), "the source's own pictures");
     let mut frames = vec![first];
     frames.extend(viewer.frames_during(Duration::from_secs(1)).await);
     let stats = server.app.stats();
-    assert_eq!(stats.encoders_running, 0, "no encoder while the camera plays: {stats:?}");
+    assert_eq!(stats.encoders_running, 0, "no encoder while the source plays: {stats:?}");
     assert_eq!(stats.frames_encoded, 0, "{stats:?}");
     assert!(stats.frames_passed_through >= 30, "{stats:?}");
 
@@ -295,9 +297,43 @@ async fn an_rtsp_h264_stream_passes_through_to_viewers_with_no_encoder() {
     let numbers: Vec<u16> = frames.iter().filter_map(|f| f.number).collect();
     assert!(numbers.len() >= 40, "only {} numbered frames: {numbers:?}", numbers.len());
     assert!(numbers.windows(2).all(|pair| pair[0] < pair[1]), "out of order: {numbers:?}");
-    assert_eq!(numbers.last(), Some(&(FRAMES as u16 - 1)), "the stream reached the camera's last frame");
+    assert_eq!(numbers.last(), Some(&(FRAMES as u16 - 1)), "the stream reached the source's last frame");
     let last = frames.last().unwrap();
-    assert_eq!((last.number, last.width), (None, 640), "then \"The End\", drawn at the camera's size");
+    assert_eq!((last.number, last.width), (None, 640), "then \"The End\", drawn at the source's size");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_rtsp_h264_stream_passes_through_to_viewers_with_no_encoder() {
+    let _lock = exclusive().await;
+    let camera = RtspServer::start(&clip("camera.mp4", CAMERA_H264), 0);
+    let server = unreduced_server_for(camera.url.parse().unwrap()).await;
+    assert_passes_through_to_the_end(&server).await;
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_h264_file_with_frequent_keyframes_passes_through_to_viewers_with_no_encoder() {
+    let _lock = exclusive().await;
+    let server = unreduced_server_for(SourceSpec::File(clip("camera.mp4", CAMERA_H264))).await;
+    assert_passes_through_to_the_end(&server).await;
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_h264_file_with_b_frames_is_decoded_and_encoded_again() {
+    let _lock = exclusive().await;
+    let path = clip("b-frames.mp4", &["-c:v", "libx264", "-preset", "ultrafast", "-bf", "2", "-g", "15"]);
+    let server = unreduced_server_for(SourceSpec::File(path)).await;
+    assert_eq!(server.app.stats().encoders_running, 1);
+    let (mut viewer, first) = server.playing_viewer().await;
+    assert_eq!((first.width, first.height), (640, 360));
+    let mut frames = vec![first];
+    frames.extend(viewer.frames_during(Duration::from_secs(3)).await);
+    let numbers: Vec<u16> = frames.iter().filter_map(|f| f.number).collect();
+    assert!(numbers.len() >= 40, "only {} numbered frames: {numbers:?}", numbers.len());
+    assert!(numbers.windows(2).all(|pair| pair[0] < pair[1]), "in display order: {numbers:?}");
+    assert_eq!(numbers.last(), Some(&(FRAMES as u16 - 1)));
+    assert_eq!(server.app.stats().frames_passed_through, 0);
     server.stop().await;
 }
 

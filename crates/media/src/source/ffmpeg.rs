@@ -1,6 +1,7 @@
 //! Sources read through the `ffmpeg` program: video files of any container and codec,
 //! network streams (RTSP, HTTP, HLS) and image sequences. ffmpeg runs as a child process
 //! that writes raw I420 frames to a pipe; `ffprobe` tells the picture size and rate first.
+//! ([`super::ffmpeg_h264`] runs the same kind of child to copy H.264 files undecoded.)
 //!
 //! The child is always reaped: when the stream ends, when it fails, and when the source
 //! is stopped or dropped. What ffmpeg says on stderr is kept and quoted in errors.
@@ -36,38 +37,95 @@ pub struct FfmpegOptions {
 /// A running ffmpeg child producing raw frames.
 #[derive(Debug)]
 pub struct FfmpegSource {
-    input: String,
-    child: Child,
-    stdout: ChildStdout,
+    child: FfmpegChild,
     width: u32,
     height: u32,
     frame_rate: f64,
-    stderr: Arc<Mutex<VecDeque<String>>>,
-    stderr_reader: Option<JoinHandle<()>>,
 }
 
 impl FfmpegSource {
     /// Probes `input` and starts decoding it.
     pub fn open(input: &str, options: &FfmpegOptions) -> Result<FfmpegSource, SourceError> {
-        let probed = probe(input, options)?;
+        let probed = probe(input, &options.input_options)?;
         let (width, height) = options.resolution.unwrap_or((probed.width, probed.height));
         let frame_rate = options.framerate.unwrap_or(probed.frame_rate);
         if width == 0 || height == 0 {
             return Err(open_error(input, format!("ffprobe reported a {width}x{height} picture")));
         }
 
-        let mut command = Command::new("ffmpeg");
-        command.args(["-hide_banner", "-loglevel", "error", "-nostdin"]);
-        if options.realtime {
-            command.arg("-re");
-        }
-        command.args(&options.input_options);
-        command.args(["-i", input, "-map", "0:v:0", "-an", "-sn"]);
+        let mut command = ffmpeg_reading(input, options.realtime, &options.input_options);
         command.args(["-vf", &format!("scale={width}:{height}")]);
         if let Some(rate) = options.framerate {
             command.args(["-r", &rate.to_string()]);
         }
         command.args(["-f", "rawvideo", "-pix_fmt", "yuv420p", "pipe:1"]);
+        let child = FfmpegChild::spawn(input, command)?;
+        tracing::debug!(input, width, height, frame_rate, "ffmpeg started");
+        Ok(FfmpegSource { child, width, height, frame_rate })
+    }
+
+    /// The size of the frames this source produces.
+    pub fn size(&self) -> (u32, u32) {
+        (self.width, self.height)
+    }
+}
+
+impl FrameSource for FfmpegSource {
+    fn read(&mut self) -> Result<Option<Frame>, SourceError> {
+        let len = PixelFormat::I420.buffer_len(self.width, self.height);
+        let mut data = vec![0u8; len];
+        let mut filled = 0;
+        while filled < len {
+            match self.child.read(&mut data[filled..])? {
+                0 => break,
+                n => filled += n,
+            }
+        }
+        if filled < len {
+            // The pipe closed (a truncated last frame is dropped).
+            self.child.finish()?;
+            return Ok(None);
+        }
+        let frame = Frame::new(self.width, self.height, PixelFormat::I420, data)?;
+        Ok(Some(frame.with_capture_time(Instant::now())))
+    }
+
+    fn stop(&mut self) {
+        self.child.stop();
+    }
+
+    fn frame_rate(&self) -> Option<f64> {
+        Some(self.frame_rate)
+    }
+}
+
+/// An `ffmpeg` command reading the first video stream of `input` (at its own pace when
+/// `realtime`), without audio or subtitles; the caller adds the output.
+pub(super) fn ffmpeg_reading(input: &str, realtime: bool, input_options: &[String]) -> Command {
+    let mut command = Command::new("ffmpeg");
+    command.args(["-hide_banner", "-loglevel", "error", "-nostdin"]);
+    if realtime {
+        command.arg("-re");
+    }
+    command.args(input_options);
+    command.args(["-i", input, "-map", "0:v:0", "-an", "-sn", "-dn"]);
+    command
+}
+
+/// A running ffmpeg child writing to a pipe, with what it says on stderr kept for errors.
+/// The child is reaped when stopped or dropped.
+#[derive(Debug)]
+pub(super) struct FfmpegChild {
+    input: String,
+    child: Child,
+    stdout: ChildStdout,
+    stderr: Arc<Mutex<VecDeque<String>>>,
+    stderr_reader: Option<JoinHandle<()>>,
+}
+
+impl FfmpegChild {
+    /// Starts `command` for `input`, its output piped.
+    pub(super) fn spawn(input: &str, mut command: Command) -> Result<FfmpegChild, SourceError> {
         let mut child = command
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -95,22 +153,33 @@ impl FfmpegSource {
                 reap(&mut child);
                 open_error(input, format!("could not start a thread: {error}"))
             })?;
-        tracing::debug!(input, width, height, frame_rate, "ffmpeg started");
-        Ok(FfmpegSource {
-            input: input.to_owned(),
-            child,
-            stdout,
-            width,
-            height,
-            frame_rate,
-            stderr: lines,
-            stderr_reader: Some(stderr_reader),
-        })
+        Ok(FfmpegChild { input: input.to_owned(), child, stdout, stderr: lines, stderr_reader: Some(stderr_reader) })
     }
 
-    /// The size of the frames this source produces.
-    pub fn size(&self) -> (u32, u32) {
-        (self.width, self.height)
+    /// Reads what ffmpeg wrote next into `buffer`; 0 once the pipe has closed.
+    pub(super) fn read(&mut self, buffer: &mut [u8]) -> Result<usize, SourceError> {
+        loop {
+            match self.stdout.read(buffer) {
+                Ok(n) => return Ok(n),
+                Err(error) if error.kind() == io::ErrorKind::Interrupted => {}
+                Err(error) => return Err(read_error(&self.input, error.to_string())),
+            }
+        }
+    }
+
+    /// After the pipe closed: `Ok` when ffmpeg exited cleanly (the input ended), the
+    /// failure in ffmpeg's words otherwise.
+    pub(super) fn finish(&mut self) -> Result<(), SourceError> {
+        let status = self.child.wait().map_err(|error| read_error(&self.input, error.to_string()))?;
+        if status.success() {
+            return Ok(());
+        }
+        let said = self.stderr_tail();
+        Err(read_error(&self.input, format!("ffmpeg stopped ({status}): {said}")))
+    }
+
+    pub(super) fn stop(&mut self) {
+        reap(&mut self.child);
     }
 
     /// What ffmpeg has said on stderr lately.
@@ -124,43 +193,7 @@ impl FfmpegSource {
     }
 }
 
-impl FrameSource for FfmpegSource {
-    fn read(&mut self) -> Result<Option<Frame>, SourceError> {
-        let len = PixelFormat::I420.buffer_len(self.width, self.height);
-        let mut data = vec![0u8; len];
-        let mut filled = 0;
-        while filled < len {
-            match self.stdout.read(&mut data[filled..]) {
-                Ok(0) => break,
-                Ok(n) => filled += n,
-                Err(error) if error.kind() == io::ErrorKind::Interrupted => {}
-                Err(error) => return Err(read_error(&self.input, error.to_string())),
-            }
-        }
-        if filled < len {
-            // The pipe closed: the input ended, or ffmpeg failed. Its exit status tells which.
-            let status = self.child.wait().map_err(|error| read_error(&self.input, error.to_string()))?;
-            if status.success() {
-                // A clean exit is the end of the input (a truncated last frame is dropped).
-                return Ok(None);
-            }
-            let said = self.stderr_tail();
-            return Err(read_error(&self.input, format!("ffmpeg stopped ({status}): {said}")));
-        }
-        let frame = Frame::new(self.width, self.height, PixelFormat::I420, data)?;
-        Ok(Some(frame.with_capture_time(Instant::now())))
-    }
-
-    fn stop(&mut self) {
-        reap(&mut self.child);
-    }
-
-    fn frame_rate(&self) -> Option<f64> {
-        Some(self.frame_rate)
-    }
-}
-
-impl Drop for FfmpegSource {
+impl Drop for FfmpegChild {
     fn drop(&mut self) {
         reap(&mut self.child);
     }
@@ -174,17 +207,46 @@ fn reap(child: &mut Child) {
     let _ = child.wait();
 }
 
-struct Probed {
-    width: u32,
-    height: u32,
-    frame_rate: f64,
+/// What ffprobe says about an input's first video stream.
+pub(super) struct Probed {
+    pub(super) width: u32,
+    pub(super) height: u32,
+    pub(super) frame_rate: f64,
+    /// ffmpeg's name for the codec, e.g. `h264`.
+    pub(super) codec: String,
+    /// ffmpeg's name for the pixel format, e.g. `yuv420p`.
+    pub(super) pixel_format: String,
 }
 
-fn probe(input: &str, options: &FfmpegOptions) -> Result<Probed, SourceError> {
+pub(super) fn probe(input: &str, input_options: &[String]) -> Result<Probed, SourceError> {
+    let entries = ["-show_entries", "stream=width,height,avg_frame_rate,r_frame_rate,codec_name,pix_fmt"];
+    let json = ffprobe(input, input_options, &entries)?;
+    let Some(stream) = json["streams"].get(0) else {
+        return Err(open_error(input, "it has no video stream".into()));
+    };
+    let side = |key: &str| stream[key].as_u64().and_then(|v| u32::try_from(v).ok()).unwrap_or(0);
+    let text = |key: &str| stream[key].as_str().unwrap_or_default().to_owned();
+    let rate = ["avg_frame_rate", "r_frame_rate"]
+        .into_iter()
+        .filter_map(|key| stream[key].as_str().and_then(parse_rate))
+        .next()
+        .unwrap_or(30.0);
+    Ok(Probed {
+        width: side("width"),
+        height: side("height"),
+        frame_rate: rate,
+        codec: text("codec_name"),
+        pixel_format: text("pix_fmt"),
+    })
+}
+
+/// Runs ffprobe on the first video stream of `input` with `args` (what to show) and
+/// returns its JSON answer.
+pub(super) fn ffprobe(input: &str, input_options: &[String], args: &[&str]) -> Result<serde_json::Value, SourceError> {
     let mut command = Command::new("ffprobe");
     command.args(["-v", "error", "-select_streams", "v:0"]);
-    command.args(&options.input_options);
-    command.args(["-show_entries", "stream=width,height,avg_frame_rate,r_frame_rate", "-of", "json", input]);
+    command.args(input_options);
+    command.args(args).args(["-of", "json", input]);
     let output = command.stdin(Stdio::null()).output().map_err(|error| program_error("ffprobe", input, error))?;
     if !output.status.success() {
         let said = String::from_utf8_lossy(&output.stderr).trim().replace('\n', "; ");
@@ -193,18 +255,8 @@ fn probe(input: &str, options: &FfmpegOptions) -> Result<Probed, SourceError> {
             if said.is_empty() { format!("ffprobe failed ({})", output.status) } else { said },
         ));
     }
-    let json: serde_json::Value = serde_json::from_slice(&output.stdout)
-        .map_err(|error| open_error(input, format!("unreadable ffprobe output: {error}")))?;
-    let Some(stream) = json["streams"].get(0) else {
-        return Err(open_error(input, "it has no video stream".into()));
-    };
-    let side = |key: &str| stream[key].as_u64().and_then(|v| u32::try_from(v).ok()).unwrap_or(0);
-    let rate = ["avg_frame_rate", "r_frame_rate"]
-        .into_iter()
-        .filter_map(|key| stream[key].as_str().and_then(parse_rate))
-        .next()
-        .unwrap_or(30.0);
-    Ok(Probed { width: side("width"), height: side("height"), frame_rate: rate })
+    serde_json::from_slice(&output.stdout)
+        .map_err(|error| open_error(input, format!("unreadable ffprobe output: {error}")))
 }
 
 /// Parses ffprobe's `30000/1001` form; `0/0` (unknown) is `None`.
@@ -222,11 +274,11 @@ fn program_error(program: &'static str, input: &str, error: io::Error) -> Source
     }
 }
 
-fn open_error(input: &str, reason: String) -> SourceError {
+pub(super) fn open_error(input: &str, reason: String) -> SourceError {
     SourceError::Open { spec: input.to_owned(), reason }
 }
 
-fn read_error(input: &str, reason: String) -> SourceError {
+pub(super) fn read_error(input: &str, reason: String) -> SourceError {
     SourceError::Read { spec: input.to_owned(), reason }
 }
 

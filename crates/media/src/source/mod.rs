@@ -15,12 +15,14 @@ use crate::encode::EncodedFrame;
 use crate::frame::Frame;
 
 pub mod ffmpeg;
+pub mod ffmpeg_h264;
 pub mod rtsp;
 pub mod test_pattern;
 #[cfg(all(feature = "v4l2", target_os = "linux"))]
 pub mod v4l2;
 
 pub use ffmpeg::{FfmpegOptions, FfmpegSource};
+pub use ffmpeg_h264::FfmpegH264Source;
 pub use rtsp::RtspSource;
 pub use test_pattern::{FrameCode, TestPattern};
 
@@ -281,19 +283,27 @@ impl SourceSpec {
 
 impl SourceSpec {
     /// Opens the source as H.264 access units to send on as they are, when it delivers
-    /// H.264 natively (an `rtsp://` stream) and `settings` ask for no change of size or
+    /// H.264 that browsers can play (an `rtsp://` stream; a file without B-frames and with
+    /// frequent keyframes, see [`ffmpeg_h264`]) and `settings` ask for no change of size or
     /// rate. `Ok(None)` when it cannot: read it with [`SourceSpec::open`] instead.
     pub fn open_h264(&self, settings: &SourceSettings) -> Result<Option<Box<dyn EncodedSource>>, SourceError> {
-        let SourceSpec::Url(url) = self else {
-            return Ok(None);
-        };
-        if !url.to_ascii_lowercase().starts_with("rtsp://") || *settings != SourceSettings::default() {
+        if *settings != SourceSettings::default() {
             return Ok(None);
         }
-        match RtspSource::open(url) {
-            Ok(source) => Ok(Some(Box::new(source))),
+        let opened = match self {
+            SourceSpec::Url(url) if url.to_ascii_lowercase().starts_with("rtsp://") => {
+                RtspSource::open(url).map(|source| Box::new(source) as Box<dyn EncodedSource>)
+            }
+            // A missing file is for `open` to report.
+            SourceSpec::File(path) if path.is_file() => {
+                FfmpegH264Source::open(&path.display().to_string()).map(|source| Box::new(source) as _)
+            }
+            _ => return Ok(None),
+        };
+        match opened {
+            Ok(source) => Ok(Some(source)),
             Err(SourceError::Unsupported { reason, .. }) => {
-                info!(source = %url, %reason, "reading the stream through ffmpeg instead");
+                info!(source = %self, %reason, "decoding and encoding the source: its H.264 cannot go to viewers as it is");
                 Ok(None)
             }
             Err(error) => Err(error),
