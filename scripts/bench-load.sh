@@ -6,9 +6,11 @@
 #   VIDGEAR_COUNTS="1 4 10 25" ./scripts/bench-load.sh   # WebGear_RTC's rounds (the default)
 #   VIDGEAR_COUNTS= ./scripts/bench-load.sh              # webgear-rtc alone
 #   FULL_RECEPTION=1 ./scripts/bench-load.sh             # viewers decrypt through the WebRTC stack
+#   PASS_THROUGH=1 ./scripts/bench-load.sh               # a clip webgear-rtc sends as it is
 #
 # Both servers stream the same clip (1280x720, 30 fps, H.264 at ~1.5 Mbit/s, made here with
-# ffmpeg), unreduced (webgear-rtc re-encodes it at the clip's 1.5 Mbit/s), to N light
+# ffmpeg), unreduced (webgear-rtc re-encodes it at the clip's 1.5 Mbit/s; with
+# PASS_THROUGH=1 the clip has no B-frames and webgear-rtc sends its H.264 untouched), to N light
 # viewers of the same load generator (webgear-load: real WebRTC peers that count RTP but
 # do not decode), joining by WebGear_RTC's /offer. The viewers count RTP from its clear
 # header (--headers-only), which costs the shared cores half as much as decrypting it;
@@ -33,10 +35,15 @@ load_flags=(--headers-only)
 [ -z "${FULL_RECEPTION:-}" ] || load_flags=()
 
 clip="$work/clip-720p30.mp4"
+b_frames=()
+if [ -n "${PASS_THROUGH:-}" ]; then
+  clip="$work/clip-720p30-no-b-frames.mp4"
+  b_frames=(-bf 0)
+fi
 if [ ! -s "$clip" ]; then
-  echo "making the clip (90 s of 1280x720 at 30 fps, H.264 ~1.5 Mbit/s)"
-  ffmpeg -loglevel error -y -f lavfi -i testsrc2=size=1280x720:rate=30 -t 90 \
-    -c:v libx264 -preset veryfast -b:v 1500k -maxrate 1500k -bufsize 3000k -g 60 -pix_fmt yuv420p "$clip"
+  echo "making the clip (90 s of 1280x720 at 30 fps, H.264 ~1.5 Mbit/s, a keyframe every 2 s)"
+  ffmpeg -loglevel error -y -f lavfi -i testsrc2=size=1280x720:rate=30 -t 90 -c:v libx264 -preset veryfast \
+    "${b_frames[@]}" -b:v 1500k -maxrate 1500k -bufsize 3000k -g 60 -pix_fmt yuv420p "$clip"
 fi
 
 server=""
@@ -96,6 +103,9 @@ for n in $all_counts; do
     --options '{"frame_size_reduction": 0, "bitrate": "1.5M", "max_viewers": 5000}' >"$work/webgear-rtc.log" 2>&1 &
   server=$!
   round webgear-rtc "$n" --metrics
+  if grep -q "passing the source's H.264 through" "$work/webgear-rtc.log"; then
+    echo "(webgear-rtc sent the clip's H.264 as it is: no decoder or encoder ran)"
+  fi
 done
 
 if ((${#vidgear_counts[@]})); then

@@ -113,16 +113,13 @@ async fn main() {
     } else {
         Endpoint::Offer(format!("{base}/offer"))
     };
-    let joining = Duration::from_secs_f64(args.viewers as f64 / args.ramp.max(0.1));
-    let start = Instant::now() + joining + Duration::from_secs_f64(args.settle);
-    let window = Window { start, end: start + Duration::from_secs_f64(args.seconds) };
-    let interval = Duration::from_secs_f64(1.0 / args.ramp.max(0.1));
+    let schedule = Schedule::new(Instant::now(), &args);
+    let window = schedule.window;
     let reception = if args.headers_only { Reception::HeadersOnly } else { Reception::Full };
     let readings = tokio::spawn(read_machine(args.url.clone(), args.server_pid, args.metrics, window));
     let mut tasks = Vec::with_capacity(args.viewers);
     for index in 0..args.viewers {
-        tokio::time::sleep_until(tokio::time::Instant::now().max(ramp_time(window.start - joining, interval, index)))
-            .await;
+        tokio::time::sleep_until(tokio::time::Instant::from_std(schedule.join_time(index))).await;
         let endpoint = endpoint.clone();
         tasks.push(tokio::spawn(async move { watch(&endpoint, window, reception).await.map_err(|e| e.to_string()) }));
     }
@@ -167,9 +164,26 @@ async fn main() {
     }
 }
 
-/// When viewer `index` joins: evenly spaced from `from`.
-fn ramp_time(from: Instant, interval: Duration, index: usize) -> tokio::time::Instant {
-    tokio::time::Instant::from_std(from + interval * u32::try_from(index).unwrap_or(u32::MAX))
+/// When the viewers join (evenly spaced, `--ramp` a second from the first) and when they
+/// are measured (`--settle` seconds after the last join, for `--seconds`).
+struct Schedule {
+    first_join: Instant,
+    interval: Duration,
+    window: Window,
+}
+
+impl Schedule {
+    fn new(first_join: Instant, args: &Args) -> Self {
+        let interval = Duration::from_secs_f64(1.0 / args.ramp.max(0.1));
+        let last_join = first_join + interval * u32::try_from(args.viewers.saturating_sub(1)).unwrap_or(u32::MAX);
+        let start = last_join + Duration::from_secs_f64(args.settle);
+        Schedule { first_join, interval, window: Window { start, end: start + Duration::from_secs_f64(args.seconds) } }
+    }
+
+    /// When viewer `index` (from 0) joins.
+    fn join_time(&self, index: usize) -> Instant {
+        self.first_join + self.interval * u32::try_from(index).unwrap_or(u32::MAX)
+    }
 }
 
 /// How long before the window's end the last reading is taken: viewers start leaving at
@@ -245,5 +259,22 @@ fn summarise(
         capture_to_send_ms_p50: latency_ms(0.5),
         capture_to_send_ms_p99: latency_ms(0.99),
         first_error: errors.into_iter().next(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn viewers_join_first_then_settle_then_are_measured() {
+        let args =
+            Args::parse_from(["webgear-load", "--viewers", "100", "--ramp", "50", "--settle", "3", "--seconds", "10"]);
+        let now = Instant::now();
+        let schedule = Schedule::new(now, &args);
+        assert_eq!(schedule.join_time(0), now);
+        assert_eq!(schedule.join_time(99), now + Duration::from_millis(1980));
+        assert_eq!(schedule.window.start, schedule.join_time(99) + Duration::from_secs(3));
+        assert_eq!(schedule.window.end, schedule.window.start + Duration::from_secs(10));
     }
 }
