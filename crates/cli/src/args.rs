@@ -83,9 +83,15 @@ pub(crate) struct Args {
     framerate: Option<f64>,
 
     /// The encoder's target bitrate: bits per second, or with k or M (1500k, 1.5M)
-    /// [default: 2M]. H.264 passed through from a camera keeps its own.
+    /// [default: 2M]. H.264 passed through from a camera or file keeps its own.
     #[arg(long, value_name = "RATE", value_parser = Options::bitrate_from_str, help_heading = "Stream")]
     bitrate: Option<u32>,
+
+    /// Always decode and encode, even H.264 that could go to viewers as it is: a joining
+    /// viewer then gets a keyframe at once.
+    #[arg(long, help_heading = "Stream")]
+    #[serde(skip)]
+    no_h264_passthrough: bool,
 
     /// An OpenCV-style colour conversion; conversions to gray (COLOR_BGR2GRAY) are
     /// supported (vidgear's -cs).
@@ -293,6 +299,9 @@ fn resolve(args: &Args, matches: &ArgMatches) -> anyhow::Result<Settings> {
     if given("no_metrics") {
         flags.insert("enable_metrics".into(), json!(false));
     }
+    if given("no_h264_passthrough") {
+        flags.insert("h264_passthrough".into(), json!(false));
+    }
     settings.option_maps.push(flags);
     Ok(settings)
 }
@@ -376,6 +385,7 @@ mod tests {
             "/srv",
             "--overwrite-default-files",
             "--no-metrics",
+            "--no-h264-passthrough",
             "--max-viewers",
             "7",
             "--ice-server",
@@ -409,7 +419,7 @@ mod tests {
         assert_eq!(options.smoothing_radius, 10);
         assert!(options.enable_infinite_frames && options.enable_live_broadcast && options.overwrite_default_files);
         assert_eq!(options.custom_data_location, Some(PathBuf::from("/srv")));
-        assert!(!options.enable_metrics);
+        assert!(!options.enable_metrics && !options.h264_passthrough);
         assert_eq!(options.max_viewers, 7);
         assert_eq!(options.ice_servers.len(), 2);
         assert_eq!(options.ice_servers[1].username.as_deref(), Some("u"));

@@ -215,8 +215,10 @@ impl Builder {
                 settings.resolution = self.options.resolution;
                 settings.framerate = self.options.framerate;
                 // H.264 from the source goes to viewers untouched unless frames must change.
-                let pass_through =
-                    self.options.frame_size_reduction == 0 && !self.options.grayscale() && !self.options.stabilize;
+                let pass_through = self.options.h264_passthrough
+                    && self.options.frame_size_reduction == 0
+                    && !self.options.grayscale()
+                    && !self.options.stabilize;
                 let open = move || -> Result<StreamInput, SourceError> {
                     if pass_through && let Some(h264) = spec.open_h264(&settings)? {
                         info!(source = %spec, "passing the source's H.264 through: no encoder runs");

@@ -52,6 +52,12 @@ pub struct Options {
     /// `"1.5M"`). Default 2 Mbit/s. H.264 passed through from a source keeps its own rate.
     /// Not a vidgear option.
     pub bitrate: u32,
+    /// Send H.264 from a source that has it (an RTSP camera, a file browsers can play as
+    /// it is) to viewers untouched when no transform is asked for. Default true. False
+    /// always decodes and encodes: a joining viewer then gets a keyframe at once instead
+    /// of waiting for the source's next one, for the CPU of a decoder and an encoder. Not
+    /// a vidgear option.
+    pub h264_passthrough: bool,
     /// The most viewers held at once (connected or connecting); further offers get
     /// `503 Service Unavailable`. Default 1000. Not a vidgear option.
     pub max_viewers: usize,
@@ -203,6 +209,7 @@ impl Default for Options {
             stabilize: false,
             smoothing_radius: DEFAULT_SMOOTHING_RADIUS,
             bitrate: H264EncoderConfig::default().bitrate_bps,
+            h264_passthrough: true,
             max_viewers: 1000,
             enable_metrics: true,
             ice_servers: Vec::new(),
@@ -271,6 +278,7 @@ impl Options {
             "overwrite_default_files" => flag(&mut self.overwrite_default_files),
             "stabilize" => flag(&mut self.stabilize),
             "enable_metrics" => flag(&mut self.enable_metrics),
+            "h264_passthrough" => flag(&mut self.h264_passthrough),
             "max_viewers" => match value.as_u64() {
                 Some(viewers) if viewers >= 1 => {
                     self.max_viewers = usize::try_from(viewers).unwrap_or(usize::MAX);
@@ -476,6 +484,7 @@ mod tests {
         assert_eq!(options.frame_size_reduction, 20);
         assert!(!options.logging && !options.enable_infinite_frames && !options.enable_live_broadcast);
         assert!(!options.overwrite_default_files && options.custom_data_location.is_none());
+        assert!(options.h264_passthrough);
     }
 
     #[test]
@@ -495,8 +504,10 @@ mod tests {
             "SMOOTHING_RADIUS": 10,
             "max_viewers": 5,
             "enable_metrics": false,
+            "h264_passthrough": false,
         }));
         assert!(warnings.is_empty(), "{warnings:?}");
+        assert!(!options.h264_passthrough);
         assert_eq!(options.resolution, Some((640, 480)));
         assert_eq!(options.framerate, Some(29.97));
         assert!(options.grayscale());

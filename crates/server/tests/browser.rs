@@ -1,5 +1,6 @@
 //! Headless Chromium opens the default page and plays the stream: the `<video>` has the
-//! reduced size, its clock advances, it keeps decoding frames, and it shows a picture.
+//! reduced size, its clock advances, it keeps decoding frames, and it shows a picture;
+//! also when the stream is a file's own H.264, passed through.
 
 #![allow(clippy::unwrap_used)] // a failed unwrap is a failed test
 
@@ -7,9 +8,9 @@ mod common;
 
 use std::time::Duration;
 
-use common::{TestServer, builder, exclusive, options};
+use common::{TestServer, builder, exclusive, options, scratch_dir};
 use serde_json::{Value, json};
-use webgear_rtc::Options;
+use webgear_rtc::{Options, SourceSpec};
 use webgear_testkit::{Browser, TurnServer};
 
 const VIDEO_STATE: &str = r#"
@@ -105,6 +106,41 @@ async fn chromium_joining_after_a_keyframe_plays_from_the_frames_before_it_joine
         "the page asked for a keyframe instead of starting from the recent frames"
     );
     browser.close().await.unwrap();
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chromium_plays_an_h264_file_passed_through_as_it_is() {
+    let _lock = exclusive().await;
+    // What a file made for streaming looks like: High profile (CABAC, 8x8 transforms), no
+    // B-frames, a keyframe every second. The browser decodes the file's own H.264.
+    let clip = scratch_dir().join("high-profile.mp4");
+    let made = std::process::Command::new("ffmpeg")
+        .args(["-loglevel", "error", "-y", "-f", "lavfi", "-i", "testsrc2=size=640x360:rate=30", "-t", "30"])
+        .args(["-c:v", "libx264", "-preset", "veryfast", "-profile:v", "high", "-bf", "0", "-g", "30"])
+        .args(["-pix_fmt", "yuv420p"])
+        .arg(&clip)
+        .status()
+        .expect("ffmpeg is installed");
+    assert!(made.success(), "ffmpeg made {}", clip.display());
+    let builder = builder(options(json!({"frame_size_reduction": 0}))).source(SourceSpec::File(clip));
+    let server = TestServer::start_with(builder).await;
+    let browser = Browser::launch().await.expect("headless Chromium starts (needs chromium and chromium-driver)");
+    browser.goto(&server.url("/")).await.unwrap();
+
+    let first = wait_for_state(&browser, "playing", Duration::from_secs(15)).await;
+    assert_eq!((first.width, first.height), (640, 360), "the file's own size: {first:?}");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let later = video_state(&browser).await;
+    assert!(later.time >= first.time + 1.5, "playback clock stalled: {first:?} then {later:?}");
+    assert!(later.frames >= first.frames + 40, "decoding stalled: {first:?} then {later:?}");
+    let spread = luma_spread(&browser.screenshot().await.unwrap());
+    assert!(spread > 20.0, "the page shows a flat picture (luma spread {spread:.1})");
+
+    browser.close().await.unwrap();
+    let stats = server.app.stats();
+    assert_eq!(stats.encoders_running, 0, "{stats:?}");
+    assert!(stats.frames_passed_through > 60, "{stats:?}");
     server.stop().await;
 }
 

@@ -320,6 +320,25 @@ async fn an_h264_file_with_frequent_keyframes_passes_through_to_viewers_with_no_
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_h264_passthrough_off_a_file_is_encoded_and_a_joiner_starts_at_once() {
+    let _lock = exclusive().await;
+    let mut options = Options::default();
+    options.frame_size_reduction = 0;
+    options.h264_passthrough = false;
+    options.custom_data_location = Some(scratch_dir());
+    // A keyframe only at the start: passed through, a joiner would wait for the end.
+    let path = clip("long-gop.mp4", &["-c:v", "libx264", "-preset", "ultrafast", "-bf", "0", "-g", "600"]);
+    let server = TestServer::start_with(WebGearRtc::builder().source(SourceSpec::File(path)).options(options)).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let (_viewer, first) = server.playing_viewer().await;
+    assert_eq!((first.width, first.height), (640, 360));
+    let stats = server.app.stats();
+    assert_eq!(stats.encoders_running, 1, "{stats:?}");
+    assert_eq!(stats.frames_passed_through, 0, "{stats:?}");
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_h264_file_with_b_frames_is_decoded_and_encoded_again() {
     let _lock = exclusive().await;
     let path = clip("b-frames.mp4", &["-c:v", "libx264", "-preset", "ultrafast", "-bf", "2", "-g", "15"]);
