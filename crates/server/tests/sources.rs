@@ -320,6 +320,16 @@ async fn an_h264_file_with_frequent_keyframes_passes_through_to_viewers_with_no_
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_h264_file_over_http_passes_through_too() {
+    let _lock = exclusive().await;
+    let (url, http) = serve_over_http(&clip("camera.mp4", CAMERA_H264)).await;
+    let server = unreduced_server_for(url.parse().unwrap()).await;
+    assert_passes_through_to_the_end(&server).await;
+    server.stop().await;
+    http.abort();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_h264_passthrough_off_a_file_is_encoded_and_a_joiner_starts_at_once() {
     let _lock = exclusive().await;
     let mut options = Options::default();

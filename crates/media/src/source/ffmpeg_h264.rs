@@ -1,7 +1,8 @@
-//! H.264 files sent to viewers as they are: ffmpeg copies the file's H.264 to a pipe
-//! (Annex B, an access unit delimiter before each frame, at the file's own pace) without
-//! decoding it, and each access unit goes to every viewer untouched. No decoder and no
-//! encoder run: the server's cost is reading the file and sending packets.
+//! H.264 files (local, or fetched over HTTP(S), HLS included) sent to viewers as they are:
+//! ffmpeg copies the file's H.264 to a pipe (Annex B, an access unit delimiter before each
+//! frame, at the file's own pace) without decoding it, and each access unit goes to every
+//! viewer untouched. No decoder and no encoder run: the server's cost is reading the file
+//! and sending packets.
 //!
 //! Not every H.264 file can be sent this way, and [`FfmpegH264Source::open`] checks the
 //! file's first seconds before it starts:

@@ -225,14 +225,17 @@ impl SourceSpec {
                 Ok(Box::new(FfmpegSource::open(&spec, &realtime)?))
             }
             SourceSpec::Url(url) => {
-                if let Some(h264) = self.open_h264(settings)? {
+                let lower = url.to_ascii_lowercase();
+                // RTSP's H.264 is read natively and decoded here; ffmpeg reads the rest.
+                if lower.starts_with("rtsp://")
+                    && let Some(h264) = self.open_h264(settings)?
+                {
                     let decoding = DecodingSource::new(h264)
                         .map_err(|e| SourceError::Open { spec: url.clone(), reason: e.to_string() })?;
                     return Ok(Box::new(decoding));
                 }
                 // A live protocol paces itself; reading it "in real time" on top only adds
                 // latency, and loses the frames still queued when the sender ends.
-                let lower = url.to_ascii_lowercase();
                 let live = LIVE_SCHEMES.iter().any(|scheme| lower.starts_with(scheme));
                 Ok(Box::new(FfmpegSource::open(url, &FfmpegOptions { realtime: !live, ..realtime })?))
             }
@@ -283,16 +286,21 @@ impl SourceSpec {
 
 impl SourceSpec {
     /// Opens the source as H.264 access units to send on as they are, when it delivers
-    /// H.264 that browsers can play (an `rtsp://` stream; a file without B-frames and with
-    /// frequent keyframes, see [`ffmpeg_h264`]) and `settings` ask for no change of size or
+    /// H.264 that browsers can play (an `rtsp://` stream; a file, local or over HTTP(S),
+    /// without B-frames and with frequent keyframes, see [`ffmpeg_h264`]) and `settings` ask for no change of size or
     /// rate. `Ok(None)` when it cannot: read it with [`SourceSpec::open`] instead.
     pub fn open_h264(&self, settings: &SourceSettings) -> Result<Option<Box<dyn EncodedSource>>, SourceError> {
         if *settings != SourceSettings::default() {
             return Ok(None);
         }
+        let scheme =
+            |prefix: &str| matches!(self, SourceSpec::Url(url) if url.to_ascii_lowercase().starts_with(prefix));
         let opened = match self {
-            SourceSpec::Url(url) if url.to_ascii_lowercase().starts_with("rtsp://") => {
+            SourceSpec::Url(url) if scheme("rtsp://") => {
                 RtspSource::open(url).map(|source| Box::new(source) as Box<dyn EncodedSource>)
+            }
+            SourceSpec::Url(url) if scheme("http://") || scheme("https://") => {
+                FfmpegH264Source::open(url).map(|source| Box::new(source) as _)
             }
             // A missing file is for `open` to report.
             SourceSpec::File(path) if path.is_file() => {
