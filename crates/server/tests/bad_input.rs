@@ -1,5 +1,6 @@
 //! Bad signalling input gets a 4xx that says what was wrong, and a viewer that is already
-//! watching keeps receiving frames throughout.
+//! watching keeps receiving frames throughout. Besides hand-picked cases, hundreds of
+//! offers mangled at random (from a fixed seed) go to both signalling endpoints.
 
 #![allow(clippy::unwrap_used)] // a failed unwrap is a failed test
 
@@ -94,6 +95,136 @@ async fn bad_offers_get_a_clear_4xx_while_a_viewer_keeps_playing() {
     assert_increasing(&frames);
     assert!(frames.len() >= 25, "the viewer got {} frames in a second", frames.len());
     assert_eq!(server.app.stats().viewers, 1, "no bad offer left a peer behind");
+    viewer.close().unwrap();
+    server.stop().await;
+}
+
+/// An offer shaped like Chromium's for a page that only receives: audio and video, every
+/// codec it supports, header extensions, RTX.
+const CHROME_OFFER: &str = include_str!("fixtures/chrome-offer.sdp");
+
+/// Values that break parsers: empty, signs, overflows, control characters, a long run.
+const ODD_VALUES: [&str; 10] =
+    ["", "0", "-1", "65536", "4294967296", "99999999999999999999999", "\u{0}", "\u{ff}\u{fe}", ":", "=="];
+
+/// Lines that are valid SDP keys with missing or odd values.
+const ODD_LINES: [&str; 14] = [
+    "m=video 0 UDP/TLS/RTP/SAVPF",
+    "m=video 9 UDP/TLS/RTP/SAVPF 96",
+    "a=rtpmap:96",
+    "a=fmtp:96",
+    "a=fmtp:97 apt=",
+    "a=ssrc-group:FID",
+    "a=ssrc:1 cname:",
+    "a=extmap:0 x",
+    "a=mid:",
+    "a=group:BUNDLE",
+    "a=fingerprint:sha-256",
+    "a=candidate:1 1 udp 1 127.0.0.1 9 typ host",
+    "a=simulcast:recv h;l",
+    "a=rid:h recv",
+];
+
+/// A small deterministic generator (xorshift), so a failing case can be found again.
+struct Mangler(u64);
+
+impl Mangler {
+    fn below(&mut self, n: usize) -> usize {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        (self.0 % n.max(1) as u64) as usize
+    }
+
+    /// `sdp` with one to three random changes: a line deleted, doubled, moved, cut short,
+    /// replaced by an odd one, or one of its fields replaced by an odd value.
+    fn mangle(&mut self, sdp: &str) -> String {
+        let mut lines: Vec<String> = sdp.lines().map(str::to_owned).collect();
+        for _ in 0..=self.below(3) {
+            let at = self.below(lines.len());
+            match self.below(6) {
+                0 => {
+                    lines.remove(at);
+                }
+                1 => lines.insert(at, lines[at].clone()),
+                2 => {
+                    let line = lines.remove(at);
+                    let to = self.below(lines.len());
+                    lines.insert(to, line);
+                }
+                3 => {
+                    let cut = self.below(lines[at].len());
+                    lines[at] = lines[at].chars().take(cut).collect();
+                }
+                4 => lines.insert(at, ODD_LINES[self.below(ODD_LINES.len())].to_owned()),
+                _ => {
+                    let mut fields: Vec<String> =
+                        lines[at].split([' ', ':', '/', '=', ';']).map(str::to_owned).collect();
+                    let field = self.below(fields.len());
+                    fields[field] = ODD_VALUES[self.below(ODD_VALUES.len())].to_owned();
+                    // The separators are lost; what matters is that the line is odd.
+                    lines[at] = fields.join(" ");
+                }
+            }
+            if lines.is_empty() {
+                break;
+            }
+        }
+        lines.join("\r\n") + "\r\n"
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mangled_offers_get_an_answer_or_a_4xx_and_never_disturb_a_viewer() {
+    let _lock = exclusive().await;
+    let server = TestServer::start().await;
+    let mut viewer = Viewer::connect(&server.url("/offer")).await.unwrap();
+    viewer.next_frame(Duration::from_secs(2)).await.expect("the viewer plays");
+    let http = reqwest::Client::builder().timeout(Duration::from_secs(10)).build().unwrap();
+
+    // Unmangled, the offer is answered on both endpoints.
+    let answered = http.post(server.url("/offer")).json(&json!({"sdp": CHROME_OFFER, "type": "offer"}));
+    assert_eq!(common::send(answered).await.status(), StatusCode::OK);
+    let answered = http.post(server.url("/whep")).header("content-type", "application/sdp").body(CHROME_OFFER);
+    let answered = common::send(answered).await;
+    assert_eq!(answered.status(), StatusCode::CREATED);
+    let mut sessions = vec![server.url(answered.headers()["location"].to_str().unwrap())];
+
+    let mut mangler = Mangler(0x5eed_cafe_f00d_d00d);
+    let mut outcomes = [0usize; 2];
+    for case in 0..400 {
+        let sdp = mangler.mangle(CHROME_OFFER);
+        let requests = [
+            ("/offer", http.post(server.url("/offer")).json(&json!({"sdp": sdp, "type": "offer"}))),
+            ("/whep", http.post(server.url("/whep")).header("content-type", "application/sdp").body(sdp.clone())),
+        ];
+        for (endpoint, request) in requests {
+            let response = request
+                .send()
+                .await
+                .unwrap_or_else(|error| panic!("case {case}: {endpoint} gave no answer ({error}) to:\n{sdp}"));
+            let status = response.status();
+            assert!(
+                status.is_success() || status.is_client_error(),
+                "case {case}: {endpoint} answered {status} to:\n{sdp}\n{}",
+                response.text().await.unwrap_or_default()
+            );
+            outcomes[usize::from(status.is_success())] += 1;
+            if let Some(location) = response.headers().get("location") {
+                sessions.push(server.url(location.to_str().unwrap()));
+            }
+        }
+    }
+    eprintln!("mangled offers: {} refused, {} answered", outcomes[0], outcomes[1]);
+    assert!(outcomes[0] > 0 && outcomes[1] > 0, "the mangling both broke offers and left some usable");
+
+    for session in sessions {
+        let status = common::send(http.delete(&session)).await.status();
+        assert_eq!(status, StatusCode::OK, "{session}");
+    }
+    let frames = viewer.frames_during(Duration::from_secs(1)).await;
+    assert_increasing(&frames);
+    assert!(frames.len() >= 25, "the viewer got {} frames in a second", frames.len());
     viewer.close().unwrap();
     server.stop().await;
 }
