@@ -1,18 +1,25 @@
 //! Bad signalling input gets a 4xx that says what was wrong, and a viewer that is already
 //! watching keeps receiving frames throughout. Besides hand-picked cases, hundreds of
-//! offers mangled at random (from a fixed seed) go to both signalling endpoints.
+//! offers mangled at random (from a fixed seed) go to both signalling endpoints, and
+//! thousands of mangled STUN, DTLS and SRTCP datagrams to the media port; nothing in the
+//! server may panic.
 
 #![allow(clippy::unwrap_used)] // a failed unwrap is a failed test
 
 mod common;
 
+use std::net::Ipv4Addr;
+use std::sync::Once;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use common::{TestServer, assert_increasing, exclusive};
 use reqwest::StatusCode;
 use serde_json::json;
-use str0m::Rtc;
+use str0m::change::SdpAnswer;
 use str0m::media::{Direction, MediaKind};
+use str0m::net::{Protocol, Receive};
+use str0m::{Candidate, Event, Input, Output, Rtc};
 use webgear_testkit::Viewer;
 
 /// A well-formed offer made by a real WebRTC stack, with the given transceivers.
@@ -125,6 +132,22 @@ const ODD_LINES: [&str; 14] = [
     "a=rid:h recv",
 ];
 
+/// How many panics this test process has seen, anywhere: the server runs in it, so a
+/// panic in a request handler or a peer driver is counted even when nothing else shows it
+/// (a driver that dies takes only its own peers along).
+fn panics_so_far() -> usize {
+    static PANICS: AtomicUsize = AtomicUsize::new(0);
+    static COUNTING: Once = Once::new();
+    COUNTING.call_once(|| {
+        let report = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            PANICS.fetch_add(1, Ordering::SeqCst);
+            report(info);
+        }));
+    });
+    PANICS.load(Ordering::SeqCst)
+}
+
 /// A small deterministic generator (xorshift), so a failing case can be found again.
 struct Mangler(u64);
 
@@ -177,6 +200,7 @@ impl Mangler {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mangled_offers_get_an_answer_or_a_4xx_and_never_disturb_a_viewer() {
     let _lock = exclusive().await;
+    let panics = panics_so_far();
     let server = TestServer::start().await;
     let mut viewer = Viewer::connect(&server.url("/offer")).await.unwrap();
     viewer.next_frame(Duration::from_secs(2)).await.expect("the viewer plays");
@@ -225,6 +249,106 @@ async fn mangled_offers_get_an_answer_or_a_4xx_and_never_disturb_a_viewer() {
     let frames = viewer.frames_during(Duration::from_secs(1)).await;
     assert_increasing(&frames);
     assert!(frames.len() >= 25, "the viewer got {} frames in a second", frames.len());
+    assert_eq!(panics_so_far(), panics, "nothing in the server panicked");
     viewer.close().unwrap();
     server.stop().await;
+}
+
+/// Connects a bare WebRTC session to the server from `socket` and drives it as a viewer
+/// would until it has sent RTCP (or `limit` passes). Returns the datagrams it sent (STUN
+/// checks, the DTLS handshake, SRTCP), to be mangled, and whether it connected.
+fn handshake_datagrams(mut rtc: Rtc, socket: &std::net::UdpSocket, limit: Duration) -> (Vec<Vec<u8>>, bool) {
+    let local = socket.local_addr().unwrap();
+    socket.set_read_timeout(Some(Duration::from_millis(2))).unwrap();
+    let mut sent = Vec::new();
+    let mut connected = false;
+    let mut buffer = vec![0u8; 2048];
+    let until = Instant::now() + limit;
+    let sent_rtcp = |sent: &Vec<Vec<u8>>| sent.iter().any(|datagram: &Vec<u8>| (128..192).contains(&datagram[0]));
+    while Instant::now() < until && !(connected && sent_rtcp(&sent)) {
+        rtc.handle_input(Input::Timeout(Instant::now())).unwrap();
+        while let Ok(output) = rtc.poll_output() {
+            match output {
+                Output::Transmit(transmit) => {
+                    socket.send_to(&transmit.contents, transmit.destination).unwrap();
+                    sent.push(transmit.contents.to_vec());
+                }
+                Output::Timeout(_) => break,
+                Output::Event(event) => connected |= matches!(event, Event::Connected),
+            }
+        }
+        if let Ok((len, source)) = socket.recv_from(&mut buffer)
+            && let Ok(contents) = buffer[..len].try_into()
+        {
+            let receive = Receive { proto: Protocol::Udp, source, destination: local, contents };
+            rtc.handle_input(Input::Receive(Instant::now(), receive)).unwrap();
+        }
+    }
+    (sent, connected)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mangled_stun_dtls_and_rtp_on_the_media_port_never_disturb_a_viewer() {
+    let _lock = exclusive().await;
+    let panics = panics_so_far();
+    let server = TestServer::start().await;
+    let (mut viewer, _) = server.playing_viewer().await;
+    let media = server.app.media_addrs()[0];
+
+    // A second session, connected by hand, so that mangled datagrams from its address
+    // reach a live peer's DTLS and SRTP, not only the lookup for an owner.
+    let socket = std::net::UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
+    let mut rtc = Rtc::builder().clear_codecs().enable_h264(true).build(Instant::now());
+    rtc.add_local_candidate(Candidate::host(socket.local_addr().unwrap(), Protocol::Udp).unwrap());
+    let mut change = rtc.sdp_api();
+    change.add_media(MediaKind::Video, Direction::RecvOnly, None, None, None);
+    let (offer, pending) = change.apply().unwrap();
+    let reply = http_offer(&server, &offer.to_sdp_string()).await;
+    rtc.sdp_api().accept_answer(pending, SdpAnswer::from_sdp_string(&reply).unwrap()).unwrap();
+
+    let flood = tokio::task::spawn_blocking(move || {
+        let (corpus, connected) = handshake_datagrams(rtc, &socket, Duration::from_secs(10));
+        assert!(connected, "the hand-driven session connected");
+        let kinds: Vec<u8> = corpus.iter().map(|datagram| datagram[0]).collect();
+        assert!(kinds.iter().any(|&first| first < 2), "STUN among {kinds:?}");
+        assert!(kinds.iter().any(|&first| (20..64).contains(&first)), "DTLS among {kinds:?}");
+        assert!(kinds.iter().any(|&first| (128..192).contains(&first)), "SRTCP among {kinds:?}");
+        let stranger = std::net::UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
+        let mut mangler = Mangler(0xdead_beef_0bad_f00d);
+        for round in 0..20_000 {
+            let mut datagram = corpus[mangler.below(corpus.len())].clone();
+            match mangler.below(4) {
+                0 => {
+                    let at = mangler.below(datagram.len());
+                    datagram[at] ^= 1 << mangler.below(8);
+                }
+                1 => datagram.truncate(mangler.below(datagram.len())),
+                2 => {
+                    // A length field (STUN's, an attribute's, a DTLS record's) made odd.
+                    let at = mangler.below(datagram.len().saturating_sub(1));
+                    datagram[at] = 0xff;
+                    datagram[at + 1] = mangler.below(256) as u8;
+                }
+                _ => datagram.extend((0..mangler.below(64)).map(|_| mangler.below(256) as u8)),
+            }
+            // Every other datagram from an address no session knows.
+            let from = if round % 2 == 0 { &socket } else { &stranger };
+            let _ = from.send_to(&datagram, media);
+        }
+    });
+    let seen = viewer.frames_during(Duration::from_secs(3)).await;
+    flood.await.unwrap();
+    assert!(seen.len() >= 60, "the viewer got {} frames in 3 s of mangled datagrams", seen.len());
+    common::assert_increasing(&seen);
+    let later = viewer.frames_during(Duration::from_secs(1)).await;
+    assert!(later.len() >= 25, "the viewer got {} frames in the second after", later.len());
+    assert_eq!(panics_so_far(), panics, "nothing in the server panicked");
+    server.stop().await;
+}
+
+/// Posts `sdp` to `/offer` and returns the answer's SDP.
+async fn http_offer(server: &TestServer, sdp: &str) -> String {
+    let request = reqwest::Client::new().post(server.url("/offer")).json(&json!({"sdp": sdp, "type": "offer"}));
+    let reply: serde_json::Value = common::send(request).await.json().await.unwrap();
+    reply["sdp"].as_str().unwrap().to_owned()
 }
