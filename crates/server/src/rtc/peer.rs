@@ -5,8 +5,14 @@
 //! str0m runs in RTP mode: the peer numbers and writes the shared payloads of each frame;
 //! str0m adds the headers, encrypts, answers NACKs from its send buffer and reports
 //! keyframe requests.
+//!
+//! A driver runs hundreds of peers on one task, so a panic in one session (a bug in the
+//! WebRTC stack that a viewer's packets found) would end them all. Every call into the
+//! session is therefore contained: a session that panics is dead from then on, is never
+//! touched again, and its driver drops it like any other dead peer.
 
 use std::net::SocketAddr;
+use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::time::{Duration, Instant};
 
 use str0m::change::{SdpAnswer, SdpOffer};
@@ -16,7 +22,7 @@ use str0m::media::{Frequency, MediaKind, Mid, Pt};
 use str0m::net::{Protocol, TcpType, Transmit};
 use str0m::rtp::{Extension, ExtensionMap, RtpWrite};
 use str0m::{Candidate, Event, IceConnectionState, Input, Output, Rtc, RtcError};
-use tracing::{Span, debug, debug_span};
+use tracing::{Span, debug, debug_span, error};
 
 use super::SessionId;
 use super::rtp_frame::RtpFrame;
@@ -108,6 +114,8 @@ pub(crate) struct Peer {
     wants_keyframe: bool,
     /// The extended sequence number of the next video packet.
     next_sequence: u64,
+    /// The session panicked: it is dead and never touched again.
+    broken: bool,
     span: Span,
 }
 
@@ -186,6 +194,7 @@ impl Peer {
             started: false,
             wants_keyframe: false,
             next_sequence: first_sequence_number(),
+            broken: false,
             span,
         };
         Ok((peer, answer))
@@ -200,30 +209,49 @@ impl Peer {
         &self.session
     }
 
+    /// Runs `work` on this peer unless its session has panicked before; a panic in it
+    /// marks the session dead instead of unwinding through the driver.
+    fn contained<T>(&mut self, work: impl FnOnce(&mut Self) -> T) -> Option<T> {
+        if self.broken {
+            return None;
+        }
+        match catch_unwind(AssertUnwindSafe(|| work(self))) {
+            Ok(value) => Some(value),
+            Err(_) => {
+                self.broken = true;
+                self.span.in_scope(|| error!("the WebRTC session panicked; dropping this viewer only"));
+                None
+            }
+        }
+    }
+
     /// Learns an address the viewer can be reached at (a trickled ICE candidate). As an
     /// ICE-lite peer it never checks them itself; they complete the session's view of the
     /// viewer.
     pub(crate) fn add_remote_candidate(&mut self, candidate: Candidate) {
-        self.rtc.add_remote_candidate(candidate);
+        self.contained(|peer| peer.rtc.add_remote_candidate(candidate));
     }
 
-    /// Whether a datagram from the network belongs to this peer.
+    /// Whether a datagram from the network belongs to this peer. One that makes the
+    /// session panic belongs to nobody.
     pub(crate) fn accepts(&self, datagram: &Input) -> bool {
-        self.rtc.accepts(datagram)
+        !self.broken && catch_unwind(AssertUnwindSafe(|| self.rtc.accepts(datagram))).unwrap_or(false)
     }
 
     /// Takes a datagram from the network (one this peer [accepts](Peer::accepts)).
     pub(crate) fn handle_datagram(&mut self, datagram: Input) {
-        self.handle_input(datagram);
+        self.contained(|peer| peer.handle_input(datagram));
     }
 
     pub(crate) fn handle_timeout(&mut self, now: Instant) {
-        if !self.connected && now.saturating_duration_since(self.created_at) > CONNECT_TIMEOUT {
-            self.span.in_scope(|| debug!("never connected; dropping"));
-            self.rtc.disconnect();
-            return;
-        }
-        self.handle_input(Input::Timeout(now));
+        self.contained(|peer| {
+            if !peer.connected && now.saturating_duration_since(peer.created_at) > CONNECT_TIMEOUT {
+                peer.span.in_scope(|| debug!("never connected; dropping"));
+                peer.rtc.disconnect();
+                return;
+            }
+            peer.handle_input(Input::Timeout(now));
+        });
     }
 
     fn handle_input(&mut self, input: Input) {
@@ -236,6 +264,10 @@ impl Peer {
     /// Sends one frame, unless the peer is not connected yet or is waiting for a keyframe
     /// and this is not one. Its packets are ready for the next [`Peer::poll`].
     pub(crate) fn send_frame(&mut self, rtp: &RtpFrame, metrics: &Metrics, now: Instant) {
+        self.contained(|peer| peer.write_frame(rtp, metrics, now));
+    }
+
+    fn write_frame(&mut self, rtp: &RtpFrame, metrics: &Metrics, now: Instant) {
         if !self.connected || !self.rtc.is_alive() {
             return;
         }
@@ -306,7 +338,11 @@ impl Peer {
     /// Drives the session until it has nothing more to do: each datagram to send goes to
     /// `transmit`. Returns when the peer next needs [`Peer::handle_timeout`], or `None`
     /// once it is dead.
-    pub(crate) fn poll(&mut self, mut transmit: impl FnMut(Transmit)) -> Option<Instant> {
+    pub(crate) fn poll(&mut self, transmit: impl FnMut(Transmit)) -> Option<Instant> {
+        self.contained(|peer| peer.drive(transmit)).flatten()
+    }
+
+    fn drive(&mut self, mut transmit: impl FnMut(Transmit)) -> Option<Instant> {
         while self.rtc.is_alive() {
             match self.rtc.poll_output() {
                 Ok(Output::Transmit(datagram)) => transmit(datagram),
@@ -347,15 +383,17 @@ impl Peer {
     /// Starts closing the session: the next [`Peer::poll`] sends RTCP BYE and a DTLS close
     /// alert, which tell the viewer at once.
     pub(crate) fn close(&mut self) {
-        if let Err(error) = self.rtc.close() {
-            self.span.in_scope(|| debug!(%error, "no clean close; disconnecting"));
-            self.rtc.disconnect();
-        }
+        self.contained(|peer| {
+            if let Err(error) = peer.rtc.close() {
+                peer.span.in_scope(|| debug!(%error, "no clean close; disconnecting"));
+                peer.rtc.disconnect();
+            }
+        });
     }
 
     /// Ends the session now, without waiting for anything still to be sent.
     pub(crate) fn abort(&mut self) {
-        self.rtc.disconnect();
+        self.contained(|peer| peer.rtc.disconnect());
     }
 }
 
@@ -480,5 +518,33 @@ mod tests {
         assert_eq!(received.data.len(), frame.encoded.data.len());
         assert_eq!(received.data[..], frame.encoded.data[..]);
         assert_eq!(received.time.rebase(Frequency::NINETY_KHZ).numer(), 3000);
+    }
+
+    #[test]
+    fn a_session_that_panics_is_dead_to_its_driver_and_never_touched_again() {
+        let (viewer_session, mut peer, now) = connected_pair();
+        drop(viewer_session);
+        assert!(peer.poll(|_| {}).is_some(), "alive before");
+        let touched = std::cell::Cell::new(0);
+        assert!(peer.contained(|_| panic!("a bug a viewer's packets found")).is_none());
+        assert!(peer.contained(|_| touched.set(touched.get() + 1)).is_none());
+        assert_eq!(touched.get(), 0, "a broken session is not run again");
+
+        // Every entry point the driver uses returns quietly, and polling says it is dead.
+        let encoded = EncodedFrame {
+            data: Arc::from(&[0, 0, 0, 1, 0x65, 1][..]),
+            keyframe: true,
+            width: 16,
+            height: 16,
+            captured_at: now,
+        };
+        let frame = StreamFrame { encoded, rtp_time: MediaTime::from_90khz(3000) };
+        let rtp = FramePacketizer::new().packetize(&frame).unwrap();
+        peer.send_frame(&rtp, &Metrics::default(), now);
+        peer.handle_timeout(now);
+        peer.close();
+        peer.abort();
+        assert!(!peer.accepts(&Input::Timeout(now)));
+        assert!(peer.poll(|_| panic!("a dead peer sends nothing")).is_none());
     }
 }
