@@ -333,6 +333,55 @@ async fn an_h264_file_over_http_passes_through_too() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_live_h264_stream_over_udp_passes_through_as_it_comes() {
+    let _lock = exclusive().await;
+    let camera = clip("udp-camera.mp4", CAMERA_H264);
+    let port = std::net::UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    // An encoder sending MPEG-TS over UDP, as hardware encoders and OBS do, the clip looped.
+    let _sender = Reaped(
+        Command::new("ffmpeg")
+            .args(["-loglevel", "error", "-re", "-stream_loop", "-1", "-i"])
+            .arg(&camera)
+            .args(["-c", "copy", "-f", "mpegts", &format!("udp://127.0.0.1:{port}?pkt_size=1316")])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("ffmpeg is installed"),
+    );
+    let server = unreduced_server_for(format!("udp://127.0.0.1:{port}").parse().unwrap()).await;
+    // The stream was checked before the server started; ffmpeg then studies it for a
+    // second before passing it on.
+    let flowing_by = Instant::now() + Duration::from_secs(10);
+    while server.app.stats().frames_passed_through == 0 {
+        assert!(Instant::now() < flowing_by, "the stream never flowed: {:?}", server.app.stats());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    let (mut viewer, first) = server.playing_viewer().await;
+    assert_eq!((first.width, first.height), (640, 360), "the stream's own pictures");
+    let frames = viewer.frames_during(Duration::from_secs(2)).await;
+    assert!(frames.len() >= 50, "{} frames in 2 s", frames.len());
+    // The loop starts the frame numbers again every 2 s; between restarts they increase.
+    let numbers: Vec<u16> = frames.iter().filter_map(|f| f.number).collect();
+    let restarts = numbers.windows(2).filter(|pair| pair[1] <= pair[0]).count();
+    assert!(restarts <= 1, "frames out of order: {numbers:?}");
+    let stats = server.app.stats();
+    assert_eq!(stats.encoders_running, 0, "no encoder while the stream plays: {stats:?}");
+    assert_eq!(stats.frames_encoded, 0, "{stats:?}");
+    server.stop().await;
+}
+
+/// A child process killed and reaped when dropped, also when a test fails.
+struct Reaped(Child);
+
+impl Drop for Reaped {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_h264_passthrough_off_a_file_is_encoded_and_a_joiner_starts_at_once() {
     let _lock = exclusive().await;
     let mut options = Options::default();

@@ -218,26 +218,35 @@ pub(super) struct Probed {
     pub(super) pixel_format: String,
 }
 
+/// The stream entries [`probe`] reads, for callers that ask ffprobe for more in one run.
+pub(super) const STREAM_ENTRIES: &str = "stream=width,height,avg_frame_rate,r_frame_rate,codec_name,pix_fmt";
+
 pub(super) fn probe(input: &str, input_options: &[String]) -> Result<Probed, SourceError> {
-    let entries = ["-show_entries", "stream=width,height,avg_frame_rate,r_frame_rate,codec_name,pix_fmt"];
-    let json = ffprobe(input, input_options, &entries)?;
-    let Some(stream) = json["streams"].get(0) else {
-        return Err(open_error(input, "it has no video stream".into()));
-    };
-    let side = |key: &str| stream[key].as_u64().and_then(|v| u32::try_from(v).ok()).unwrap_or(0);
-    let text = |key: &str| stream[key].as_str().unwrap_or_default().to_owned();
-    let rate = ["avg_frame_rate", "r_frame_rate"]
-        .into_iter()
-        .filter_map(|key| stream[key].as_str().and_then(parse_rate))
-        .next()
-        .unwrap_or(30.0);
-    Ok(Probed {
-        width: side("width"),
-        height: side("height"),
-        frame_rate: rate,
-        codec: text("codec_name"),
-        pixel_format: text("pix_fmt"),
-    })
+    let json = ffprobe(input, input_options, &["-show_entries", STREAM_ENTRIES])?;
+    Probed::from_json(input, &json)
+}
+
+impl Probed {
+    /// Reads the first stream of an ffprobe answer that showed [`STREAM_ENTRIES`].
+    pub(super) fn from_json(input: &str, json: &serde_json::Value) -> Result<Probed, SourceError> {
+        let Some(stream) = json["streams"].get(0) else {
+            return Err(open_error(input, "it has no video stream".into()));
+        };
+        let side = |key: &str| stream[key].as_u64().and_then(|v| u32::try_from(v).ok()).unwrap_or(0);
+        let text = |key: &str| stream[key].as_str().unwrap_or_default().to_owned();
+        let rate = ["avg_frame_rate", "r_frame_rate"]
+            .into_iter()
+            .filter_map(|key| stream[key].as_str().and_then(parse_rate))
+            .next()
+            .unwrap_or(30.0);
+        Ok(Probed {
+            width: side("width"),
+            height: side("height"),
+            frame_rate: rate,
+            codec: text("codec_name"),
+            pixel_format: text("pix_fmt"),
+        })
+    }
 }
 
 /// Runs ffprobe on the first video stream of `input` with `args` (what to show) and

@@ -1,11 +1,12 @@
-//! H.264 files (local, or fetched over HTTP(S), HLS included) sent to viewers as they are:
-//! ffmpeg copies the file's H.264 to a pipe (Annex B, an access unit delimiter before each
-//! frame, at the file's own pace) without decoding it, and each access unit goes to every
-//! viewer untouched. No decoder and no encoder run: the server's cost is reading the file
-//! and sending packets.
+//! H.264 read through ffmpeg and sent to viewers as it is: files (local, or fetched over
+//! HTTP(S), HLS included) and live network streams (`udp://`, `srt://`, `rtmp://`). ffmpeg
+//! copies the H.264 to a pipe (Annex B, an access unit delimiter before each frame; a file
+//! at its own pace, a live stream as it comes) without decoding it, and each access unit
+//! goes to every viewer untouched. No decoder and no encoder run: the server's cost is
+//! reading the input and sending packets.
 //!
-//! Not every H.264 file can be sent this way, and [`FfmpegH264Source::open`] checks the
-//! file's first seconds before it starts:
+//! Not every H.264 input can be sent this way, and [`FfmpegH264Source::open`] checks its
+//! first seconds before it starts:
 //! - no B-frames: WebRTC sends frames in the order they are shown, and a browser would
 //!   drop or stall on frames that refer to later ones;
 //! - 8-bit 4:2:0 pictures, the only kind browsers decode;
@@ -17,7 +18,7 @@
 
 use std::time::{Duration, Instant};
 
-use super::ffmpeg::{FfmpegChild, Probed, ffmpeg_reading, ffprobe, open_error, probe};
+use super::ffmpeg::{FfmpegChild, Probed, STREAM_ENTRIES, ffmpeg_reading, ffprobe, open_error};
 use super::{EncodedSource, SourceError};
 use crate::encode::EncodedFrame;
 
@@ -25,8 +26,16 @@ use crate::encode::EncodedFrame;
 /// sent as it is (an IP camera's usual keyframe interval).
 pub const MAX_KEYFRAME_INTERVAL: Duration = Duration::from_secs(2);
 
-/// How much of the file (from its start) is checked for B-frames and keyframe spacing.
+/// How much of a file (from its start) is checked for B-frames and keyframe spacing.
 const CHECKED_SPAN: &str = "%+10";
+
+/// How much of a live stream is checked: the time it delays the start.
+const CHECKED_SPAN_LIVE: &str = "%+5";
+
+/// How long ffmpeg studies a live stream before passing it on (its default, 5 s, would
+/// delay the start by that much and then send the 5 s it held in one burst). A second
+/// finds an H.264 stream's parameters; nothing is decoded.
+const LIVE_ANALYSIS: [&str; 2] = ["-analyzeduration", "1000000"];
 
 /// How much a keyframe interval may exceed [`MAX_KEYFRAME_INTERVAL`] by (timestamp
 /// rounding in containers).
@@ -44,8 +53,8 @@ const NAL_SPS: u8 = 7;
 const NAL_PPS: u8 = 8;
 const NAL_ACCESS_UNIT_DELIMITER: u8 = 9;
 
-/// A file's H.264 video, read in real time as access units (Annex B, SPS and PPS before
-/// each keyframe, no delimiters).
+/// H.264 video read in real time as access units (Annex B, SPS and PPS before each
+/// keyframe, no delimiters).
 #[derive(Debug)]
 pub struct FfmpegH264Source {
     child: FfmpegChild,
@@ -57,26 +66,33 @@ pub struct FfmpegH264Source {
 }
 
 impl FfmpegH264Source {
-    /// Checks that `file`'s video can go to browsers as it is and starts reading it.
-    /// [`SourceError::Unsupported`] says why not when it cannot.
-    pub fn open(file: &str) -> Result<Self, SourceError> {
-        let probed = probe(file, &[])?;
-        let checked = ffprobe(file, &[], &["-read_intervals", CHECKED_SPAN, "-show_entries", "packet=pts_time,flags"])?;
+    /// Checks that the video of `input` (a file or URL ffmpeg reads; `live` when it paces
+    /// itself, as a network stream does) can go to browsers as it is, and starts reading
+    /// it. [`SourceError::Unsupported`] says why not when it cannot.
+    pub fn open(input: &str, live: bool) -> Result<Self, SourceError> {
+        let (span, input_options) = if live {
+            (CHECKED_SPAN_LIVE, LIVE_ANALYSIS.map(str::to_owned).to_vec())
+        } else {
+            (CHECKED_SPAN, Vec::new())
+        };
+        let entries = format!("{STREAM_ENTRIES}:packet=pts_time,flags");
+        let checked = ffprobe(input, &input_options, &["-read_intervals", span, "-show_entries", &entries])?;
+        let probed = Probed::from_json(input, &checked)?;
         let packets: Vec<ProbedPacket> = checked["packets"]
             .as_array()
             .map(|packets| packets.iter().filter_map(ProbedPacket::from_json).collect())
             .unwrap_or_default();
         if let Some(reason) = why_not_sent_as_is(&probed, &packets) {
-            return Err(SourceError::Unsupported { spec: file.to_owned(), reason });
+            return Err(SourceError::Unsupported { spec: input.to_owned(), reason });
         }
         if probed.width == 0 || probed.height == 0 {
-            return Err(open_error(file, format!("ffprobe reported a {}x{} picture", probed.width, probed.height)));
+            return Err(open_error(input, format!("ffprobe reported a {}x{} picture", probed.width, probed.height)));
         }
-        let mut command = ffmpeg_reading(file, true, &[]);
+        let mut command = ffmpeg_reading(input, !live, &input_options);
         command.args(["-c:v", "copy", "-bsf:v", "h264_mp4toannexb,h264_metadata=aud=insert"]);
         command.args(["-flush_packets", "1", "-f", "h264", "pipe:1"]);
-        let child = FfmpegChild::spawn(file, command)?;
-        tracing::debug!(file, width = probed.width, height = probed.height, "ffmpeg copying H.264");
+        let child = FfmpegChild::spawn(input, command)?;
+        tracing::debug!(input, width = probed.width, height = probed.height, live, "ffmpeg copying H.264");
         Ok(FfmpegH264Source {
             child,
             units: AccessUnits::default(),

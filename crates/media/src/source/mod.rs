@@ -286,8 +286,9 @@ impl SourceSpec {
 
 impl SourceSpec {
     /// Opens the source as H.264 access units to send on as they are, when it delivers
-    /// H.264 that browsers can play (an `rtsp://` stream; a file, local or over HTTP(S),
-    /// without B-frames and with frequent keyframes, see [`ffmpeg_h264`]) and `settings` ask for no change of size or
+    /// H.264 that browsers can play (an `rtsp://` stream natively; through ffmpeg a file,
+    /// local or over HTTP(S), or a live `udp://`, `srt://` or `rtmp://` stream, without
+    /// B-frames and with frequent keyframes, see [`ffmpeg_h264`]) and `settings` ask for no change of size or
     /// rate. `Ok(None)` when it cannot: read it with [`SourceSpec::open`] instead.
     pub fn open_h264(&self, settings: &SourceSettings) -> Result<Option<Box<dyn EncodedSource>>, SourceError> {
         if *settings != SourceSettings::default() {
@@ -300,11 +301,14 @@ impl SourceSpec {
                 RtspSource::open(url).map(|source| Box::new(source) as Box<dyn EncodedSource>)
             }
             SourceSpec::Url(url) if scheme("http://") || scheme("https://") => {
-                FfmpegH264Source::open(url).map(|source| Box::new(source) as _)
+                FfmpegH264Source::open(url, false).map(|source| Box::new(source) as _)
+            }
+            SourceSpec::Url(url) if LIVE_SCHEMES.iter().any(|live| scheme(live)) => {
+                FfmpegH264Source::open(url, true).map(|source| Box::new(source) as _)
             }
             // A missing file is for `open` to report.
             SourceSpec::File(path) if path.is_file() => {
-                FfmpegH264Source::open(&path.display().to_string()).map(|source| Box::new(source) as _)
+                FfmpegH264Source::open(&path.display().to_string(), false).map(|source| Box::new(source) as _)
             }
             _ => return Ok(None),
         };
