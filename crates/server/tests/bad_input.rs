@@ -1,6 +1,7 @@
 //! Bad signalling input gets a 4xx that says what was wrong, and a viewer that is already
 //! watching keeps receiving frames throughout. Besides hand-picked cases, hundreds of
-//! offers mangled at random (from a fixed seed) go to both signalling endpoints, and
+//! offers and trickled candidates mangled at random (from a fixed seed) go to the
+//! signalling endpoints, and
 //! thousands of mangled STUN, DTLS and SRTCP datagrams to the media port; nothing in the
 //! server may panic.
 
@@ -110,6 +111,14 @@ async fn bad_offers_get_a_clear_4xx_while_a_viewer_keeps_playing() {
 /// codec it supports, header extensions, RTX.
 const CHROME_OFFER: &str = include_str!("fixtures/chrome-offer.sdp");
 
+/// A WHEP client's trickled candidates (RFC 8840): host, TCP and reflexive, then the end.
+const TRICKLED_CANDIDATES: &str = "a=ice-ufrag:Zp3q\r\na=ice-pwd:8bcdXa6ceMc5lp0dNnO0jbFv\r\n\
+    m=audio 9 UDP/TLS/RTP/SAVPF 0\r\na=mid:0\r\n\
+    a=candidate:1 1 udp 2122260223 192.168.1.20 54321 typ host generation 0\r\n\
+    a=candidate:2 1 tcp 1518280447 192.168.1.20 9 typ host tcptype active\r\n\
+    a=candidate:3 1 udp 1686052607 203.0.113.7 54321 typ srflx raddr 192.168.1.20 rport 54321\r\n\
+    a=end-of-candidates\r\n";
+
 /// Values that break parsers: empty, signs, overflows, control characters, a long run.
 const ODD_VALUES: [&str; 10] =
     ["", "0", "-1", "65536", "4294967296", "99999999999999999999999", "\u{0}", "\u{ff}\u{fe}", ":", "=="];
@@ -213,6 +222,8 @@ async fn mangled_offers_get_an_answer_or_a_4xx_and_never_disturb_a_viewer() {
     let answered = common::send(answered).await;
     assert_eq!(answered.status(), StatusCode::CREATED);
     let mut sessions = vec![server.url(answered.headers()["location"].to_str().unwrap())];
+    let trickle = http.patch(&sessions[0]).header("content-type", "application/trickle-ice-sdpfrag");
+    assert_eq!(common::send(trickle.body(TRICKLED_CANDIDATES)).await.status(), StatusCode::NO_CONTENT);
 
     let mut mangler = Mangler(0x5eed_cafe_f00d_d00d);
     let mut outcomes = [0usize; 2];
@@ -238,6 +249,18 @@ async fn mangled_offers_get_an_answer_or_a_4xx_and_never_disturb_a_viewer() {
                 sessions.push(server.url(location.to_str().unwrap()));
             }
         }
+        // Trickled candidates for the newest session, mangled the same way.
+        let fragment = mangler.mangle(TRICKLED_CANDIDATES);
+        let session = sessions.last().unwrap();
+        let trickle =
+            http.patch(session).header("content-type", "application/trickle-ice-sdpfrag").body(fragment.clone());
+        let response =
+            trickle.send().await.unwrap_or_else(|error| panic!("case {case}: no answer ({error}) to:\n{fragment}"));
+        let status = response.status();
+        assert!(
+            status.is_success() || status.is_client_error(),
+            "case {case}: PATCH answered {status} to:\n{fragment}"
+        );
     }
     eprintln!("mangled offers: {} refused, {} answered", outcomes[0], outcomes[1]);
     assert!(outcomes[0] > 0 && outcomes[1] > 0, "the mangling both broke offers and left some usable");
