@@ -1,9 +1,10 @@
 //! A stream: one capture thread that reads the source, applies the transforms, encodes
 //! once, and publishes each encoded frame to every subscriber (the peer driver).
 //!
-//! A source that already delivers H.264 and needs no transform ([`StreamInput::H264`], an
-//! RTSP camera or a suitable file) is passed through: its access units are published as they are and no
-//! encoder runs, except to draw "The End" or "No Input" when the source is gone.
+//! A source that already delivers H.264 and needs no transform ([`StreamInput::H264`]: an
+//! RTSP camera, a suitable file or network stream) is passed through: its access units
+//! are published as they are and no encoder runs, except to draw "The End" or "No Input"
+//! when the source is gone.
 //!
 //! The stream clock is the capture time: a frame's RTP timestamp is the time since the
 //! stream started, at 90 kHz, so pauses and dropped frames never make the clock drift.

@@ -57,10 +57,20 @@ const CAMERA_H264: &[&str] =
 /// tables, 4:2:0).
 const MJPEG: &[&str] = &["-c:v", "mjpeg", "-q:v", "3", "-huffman", "default", "-pix_fmt", "yuvj420p"];
 
+/// A child process killed and reaped when dropped, also when a test fails.
+struct Reaped(Child);
+
+impl Drop for Reaped {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// GStreamer's RTSP server on loopback, serving a clip's H.264 in real time to every
 /// client. Stopped when dropped.
 struct RtspServer {
-    child: Child,
+    _child: Reaped,
     url: String,
 }
 
@@ -80,18 +90,11 @@ impl RtspServer {
         let mut line = String::new();
         BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
         let port: u16 = line.trim().parse().unwrap_or_else(|_| panic!("the RTSP server printed its port: {line:?}"));
-        RtspServer { child, url: format!("rtsp://127.0.0.1:{port}/stream") }
+        RtspServer { _child: Reaped(child), url: format!("rtsp://127.0.0.1:{port}/stream") }
     }
 
     fn port(&self) -> u16 {
         self.url.split(':').nth(2).and_then(|rest| rest.split('/').next()).unwrap().parse().unwrap()
-    }
-}
-
-impl Drop for RtspServer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 
@@ -369,16 +372,6 @@ async fn a_live_h264_stream_over_udp_passes_through_as_it_comes() {
     assert_eq!(stats.encoders_running, 0, "no encoder while the stream plays: {stats:?}");
     assert_eq!(stats.frames_encoded, 0, "{stats:?}");
     server.stop().await;
-}
-
-/// A child process killed and reaped when dropped, also when a test fails.
-struct Reaped(Child);
-
-impl Drop for Reaped {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

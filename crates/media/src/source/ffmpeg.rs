@@ -1,7 +1,7 @@
 //! Sources read through the `ffmpeg` program: video files of any container and codec,
 //! network streams (RTSP, HTTP, HLS) and image sequences. ffmpeg runs as a child process
 //! that writes raw I420 frames to a pipe; `ffprobe` tells the picture size and rate first.
-//! ([`super::ffmpeg_h264`] runs the same kind of child to copy H.264 files undecoded.)
+//! ([`super::ffmpeg_h264`] runs the same kind of child to copy H.264 undecoded.)
 //!
 //! The child is always reaped: when the stream ends, when it fails, and when the source
 //! is stopped or dropped. What ffmpeg says on stderr is kept and quoted in errors.

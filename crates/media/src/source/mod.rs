@@ -199,6 +199,18 @@ pub struct SourceSettings {
 /// Network stream schemes whose sender sets the pace (unlike a file fetched over HTTP).
 const LIVE_SCHEMES: [&str; 5] = ["rtsp://", "rtsps://", "rtmp://", "udp://", "srt://"];
 
+/// Whether `url` is a live stream, whose sender sets the pace: reading it "in real time"
+/// on top would only add latency, and lose the frames still queued when the sender ends.
+fn paces_itself(url: &str) -> bool {
+    let lower = url.to_ascii_lowercase();
+    LIVE_SCHEMES.iter().any(|scheme| lower.starts_with(scheme))
+}
+
+/// Whether `url` is read natively by [`RtspSource`].
+fn is_rtsp(url: &str) -> bool {
+    url.to_ascii_lowercase().starts_with("rtsp://")
+}
+
 /// URL schemes read as network streams.
 const STREAM_SCHEMES: [&str; 7] = ["rtsp://", "rtsps://", "rtmp://", "http://", "https://", "udp://", "srt://"];
 
@@ -225,19 +237,16 @@ impl SourceSpec {
                 Ok(Box::new(FfmpegSource::open(&spec, &realtime)?))
             }
             SourceSpec::Url(url) => {
-                let lower = url.to_ascii_lowercase();
                 // RTSP's H.264 is read natively and decoded here; ffmpeg reads the rest.
-                if lower.starts_with("rtsp://")
+                if is_rtsp(url)
                     && let Some(h264) = self.open_h264(settings)?
                 {
                     let decoding = DecodingSource::new(h264)
                         .map_err(|e| SourceError::Open { spec: url.clone(), reason: e.to_string() })?;
                     return Ok(Box::new(decoding));
                 }
-                // A live protocol paces itself; reading it "in real time" on top only adds
-                // latency, and loses the frames still queued when the sender ends.
-                let live = LIVE_SCHEMES.iter().any(|scheme| lower.starts_with(scheme));
-                Ok(Box::new(FfmpegSource::open(url, &FfmpegOptions { realtime: !live, ..realtime })?))
+                let options = FfmpegOptions { realtime: !paces_itself(url), ..realtime };
+                Ok(Box::new(FfmpegSource::open(url, &options)?))
             }
             SourceSpec::Camera(device) => {
                 let spec = device.display().to_string();
@@ -288,24 +297,18 @@ impl SourceSpec {
     /// Opens the source as H.264 access units to send on as they are, when it delivers
     /// H.264 that browsers can play (an `rtsp://` stream natively; through ffmpeg a file,
     /// local or over HTTP(S), or a live `udp://`, `srt://` or `rtmp://` stream, without
-    /// B-frames and with frequent keyframes, see [`ffmpeg_h264`]) and `settings` ask for no change of size or
-    /// rate. `Ok(None)` when it cannot: read it with [`SourceSpec::open`] instead.
+    /// B-frames and with frequent keyframes, see [`ffmpeg_h264`]) and `settings` ask for
+    /// no change of size or rate. `Ok(None)` when it cannot: read it with
+    /// [`SourceSpec::open`] instead.
     pub fn open_h264(&self, settings: &SourceSettings) -> Result<Option<Box<dyn EncodedSource>>, SourceError> {
         if *settings != SourceSettings::default() {
             return Ok(None);
         }
-        let scheme =
-            |prefix: &str| matches!(self, SourceSpec::Url(url) if url.to_ascii_lowercase().starts_with(prefix));
         let opened = match self {
-            SourceSpec::Url(url) if scheme("rtsp://") => {
+            SourceSpec::Url(url) if is_rtsp(url) => {
                 RtspSource::open(url).map(|source| Box::new(source) as Box<dyn EncodedSource>)
             }
-            SourceSpec::Url(url) if scheme("http://") || scheme("https://") => {
-                FfmpegH264Source::open(url, false).map(|source| Box::new(source) as _)
-            }
-            SourceSpec::Url(url) if LIVE_SCHEMES.iter().any(|live| scheme(live)) => {
-                FfmpegH264Source::open(url, true).map(|source| Box::new(source) as _)
-            }
+            SourceSpec::Url(url) => FfmpegH264Source::open(url, paces_itself(url)).map(|source| Box::new(source) as _),
             // A missing file is for `open` to report.
             SourceSpec::File(path) if path.is_file() => {
                 FfmpegH264Source::open(&path.display().to_string(), false).map(|source| Box::new(source) as _)
