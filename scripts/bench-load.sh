@@ -137,12 +137,14 @@ def cell(value, spec):
 
 print()
 print("| server | viewers | at full rate | fps min / p50 | loss max | first frame p50 / p95 "
-      "| CPU (one core) | CPU s per viewer-s | CPU ms per frame | RSS | capture→send p50 / p99 | load generator CPU |")
+      "| CPU (one core) | CPU s per viewer-s | CPU ms per frame | RSS | capture→send p50 / p99 (last viewer p99) | load generator CPU |")
 print("|---|---:|---:|---|---:|---|---:|---:|---:|---:|---|---:|")
 for name, survived, s in rows:
     note = "" if survived else " (died)"
     latency = "-" if s["capture_to_send_ms_p50"] is None else \
         f"≤ {s['capture_to_send_ms_p50']:g} / ≤ {s['capture_to_send_ms_p99']:g} ms"
+    if s.get("capture_to_last_send_ms_p99") is not None:
+        latency += f" (last ≤ {s['capture_to_last_send_ms_p99']:g})"
     print(f"| {name}{note} | {s['viewers']} | {s['full_rate']} | {s['fps_min']:.1f} / {s['fps_p50']:.1f} "
           f"| {s['loss_max']:.2f}% | {s['first_frame_ms_p50']:.0f} / {s['first_frame_ms_p95']:.0f} ms "
           f"| {cell(s['server_cpu_percent'], '.1f')}% | {cell(s['server_cpu_per_viewer_second'], '.4f')} "

@@ -39,9 +39,12 @@ pub(crate) struct Metrics {
     pub(crate) offers_refused: Counter,
     /// Transforming and encoding one frame, in the capture thread.
     pub(crate) encode_seconds: Histogram,
-    /// From a frame's capture to the moment its packets for every viewer were handed to
-    /// the network.
+    /// From a frame's capture to the moment its packets for a viewer were handed to the
+    /// network: once per viewer and frame.
     pub(crate) capture_to_send_seconds: Histogram,
+    /// The same wait for the last viewer a peer driver served the frame to: once per frame
+    /// and driver (with viewers).
+    pub(crate) capture_to_last_send_seconds: Histogram,
     registry: Registry,
 }
 
@@ -63,6 +66,7 @@ impl Default for Metrics {
             offers_refused: Counter::default(),
             encode_seconds: latency(),
             capture_to_send_seconds: latency(),
+            capture_to_last_send_seconds: latency(),
             registry: Registry::with_prefix("webgear"),
         };
         metrics.register_all();
@@ -124,8 +128,13 @@ impl Metrics {
             ("encode", "Time to transform and encode one frame", &self.encode_seconds),
             (
                 "capture_to_send",
-                "Time from a frame's capture until its packets for every viewer were sent",
+                "Time from a frame's capture until its packets for a viewer were sent, once per viewer and frame",
                 &self.capture_to_send_seconds,
+            ),
+            (
+                "capture_to_last_send",
+                "Time from a frame's capture until the last viewer of a peer driver (one per core) was sent it",
+                &self.capture_to_last_send_seconds,
             ),
         ];
         for (name, help, histogram) in histograms {

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use common::{TestServer, builder, exclusive};
+use common::{TestServer, builder, exclusive, frames_during_together};
 use webgear_rtc::Options;
 use webgear_testkit::load::{Reception, Window, watch};
 use webgear_testkit::{Endpoint, Viewer};
@@ -65,8 +65,8 @@ async fn metrics_report_viewers_frames_bytes_and_stage_timings() {
     assert!(reply.headers()["content-type"].to_str().unwrap().starts_with("application/openmetrics-text"));
     let text = reply.text().await.unwrap();
     assert!(text.ends_with("# EOF\n"), "{text}");
-    let samples = samples(&text);
-    let value = |name: &str| *samples.get(name).unwrap_or_else(|| panic!("no {name} in\n{text}"));
+    let first = samples(&text);
+    let value = |name: &str| *first.get(name).unwrap_or_else(|| panic!("no {name} in\n{text}"));
     assert_eq!(value("webgear_viewers"), 1.0);
     assert_eq!(value("webgear_encoders_running"), 1.0);
     // Encoded since the viewer came, a little over a second ago.
@@ -76,12 +76,27 @@ async fn metrics_report_viewers_frames_bytes_and_stage_timings() {
     assert!(value("webgear_encode_seconds_count") >= 25.0, "{text}");
     assert!(value("webgear_capture_to_send_seconds_count") >= 25.0, "{text}");
     // A bucket at the 15 ms target, so its quantile can be read against it.
-    assert!(samples.contains_key("webgear_capture_to_send_seconds_bucket{le=\"0.015\"}"), "{text}");
+    assert!(first.contains_key("webgear_capture_to_send_seconds_bucket{le=\"0.015\"}"), "{text}");
     assert!(value("webgear_capture_to_send_seconds_sum") > 0.0, "{text}");
+    // With one viewer, its wait is the last viewer's: drivers without viewers observe none.
+    // (A driver may be between the two observations as the page is made.)
+    let last_sends = value("webgear_capture_to_last_send_seconds_count");
+    assert!(last_sends >= 25.0 && (value("webgear_capture_to_send_seconds_count") - last_sends).abs() <= 1.0, "{text}");
     assert_eq!(value("webgear_offers_refused_total"), 0.0);
     // Sending one viewer its frames is work, but far from all of a driver's time.
     let busy = value("webgear_drivers_busy_ratio");
     assert!(busy > 0.0 && busy < 0.5, "{text}");
+
+    // With three viewers, each frame sent to each of them is one observation of its wait.
+    let (second, _) = server.playing_viewer().await;
+    let (third, _) = server.playing_viewer().await;
+    let read = || async { samples(&reqwest::get(server.url("/metrics")).await.unwrap().text().await.unwrap()) };
+    let before = read().await;
+    frames_during_together(vec![viewer, second, third], Duration::from_secs(1)).await;
+    let after = read().await;
+    let grew = |name: &str| after[name] - before[name];
+    let (sent, waits) = (grew("webgear_frames_sent_total"), grew("webgear_capture_to_send_seconds_count"));
+    assert!(sent >= 75.0 && (sent - waits).abs() <= 3.0, "{sent} frames sent, {waits} waits observed");
     server.stop().await;
 
     let mut options = Options::default();

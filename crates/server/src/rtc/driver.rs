@@ -356,15 +356,24 @@ impl Driver {
         } else {
             self.recent.clear();
         }
+        // Each peer's packets leave as soon as they are made, while its session is still
+        // in the cache, so a viewer waits only for the viewers served before it.
         let now = Instant::now();
-        for slot in self.peers.values_mut() {
-            slot.peer.send_frame(&rtp, &self.metrics, now);
-        }
+        let captured_at = frame.encoded.captured_at;
+        let mut last_wait = None;
         let ids: Vec<PeerId> = self.peers.keys().copied().collect();
         for id in ids {
+            let sent = self.peers.get_mut(&id).is_some_and(|slot| slot.peer.send_frame(&rtp, &self.metrics, now));
             self.flush(id).await;
+            if sent {
+                let wait = captured_at.elapsed();
+                Metrics::observe(&self.metrics.capture_to_send_seconds, wait);
+                last_wait = Some(wait);
+            }
         }
-        Metrics::observe(&self.metrics.capture_to_send_seconds, frame.encoded.captured_at.elapsed());
+        if let Some(wait) = last_wait {
+            Metrics::observe(&self.metrics.capture_to_last_send_seconds, wait);
+        }
     }
 
     async fn route(&mut self, datagram: Datagram) {

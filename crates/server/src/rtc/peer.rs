@@ -262,26 +262,27 @@ impl Peer {
     }
 
     /// Sends one frame, unless the peer is not connected yet or is waiting for a keyframe
-    /// and this is not one. Its packets are ready for the next [`Peer::poll`].
-    pub(crate) fn send_frame(&mut self, rtp: &RtpFrame, metrics: &Metrics, now: Instant) {
-        self.contained(|peer| peer.write_frame(rtp, metrics, now));
+    /// and this is not one; returns whether it did. Its packets are ready for the next
+    /// [`Peer::poll`].
+    pub(crate) fn send_frame(&mut self, rtp: &RtpFrame, metrics: &Metrics, now: Instant) -> bool {
+        self.contained(|peer| peer.write_frame(rtp, metrics, now)).unwrap_or(false)
     }
 
-    fn write_frame(&mut self, rtp: &RtpFrame, metrics: &Metrics, now: Instant) {
+    fn write_frame(&mut self, rtp: &RtpFrame, metrics: &Metrics, now: Instant) -> bool {
         if !self.connected || !self.rtc.is_alive() {
-            return;
+            return false;
         }
         let frame = &rtp.frame;
         if self.waiting_for_keyframe {
             if !frame.encoded.keyframe {
                 metrics.frames_skipped.inc();
-                return;
+                return false;
             }
             self.waiting_for_keyframe = false;
         }
         let mut api = self.rtc.direct_api();
         let Some(stream) = api.stream_tx_by_mid(self.video.mid, None) else {
-            return;
+            return false;
         };
         // The RTP clock wraps at 32 bits, as RTP timestamps do.
         let time = frame.rtp_time.rebase(Frequency::NINETY_KHZ).numer() as u32;
@@ -305,6 +306,7 @@ impl Peer {
         self.handle_input(Input::Timeout(now));
         self.started = true;
         metrics.frames_sent.inc();
+        true
     }
 
     /// Starts a viewer that has just connected from `recent` (the stream's last keyframe
@@ -317,7 +319,9 @@ impl Peer {
         if self.started || !self.connected || !first.frame.encoded.keyframe {
             return false;
         }
-        recent.iter().for_each(|frame| self.send_frame(frame, metrics, now));
+        recent.iter().for_each(|frame| {
+            self.send_frame(frame, metrics, now);
+        });
         if self.started && !self.waiting_for_keyframe {
             self.wants_keyframe = false;
         }

@@ -55,7 +55,7 @@ struct Args {
     /// The server's process id, to read its CPU time and memory from /proc.
     #[arg(long)]
     server_pid: Option<u32>,
-    /// Read the server's capture-to-send histogram from `<url>/metrics`.
+    /// Read the server's capture-to-send histograms from `<url>/metrics`.
     #[arg(long)]
     metrics: bool,
 }
@@ -65,6 +65,7 @@ struct Args {
 struct Reading {
     server: Option<ProcessSample>,
     capture_to_send: Vec<(f64, f64)>,
+    capture_to_last_send: Vec<(f64, f64)>,
     /// This process.
     load_generator: Option<ProcessSample>,
 }
@@ -99,8 +100,11 @@ struct Summary {
     server_rss_mib: Option<f64>,
     /// The load generator's own CPU over the window, as a share of one core.
     load_generator_cpu_percent: Option<f64>,
+    /// Over every frame sent to every viewer.
     capture_to_send_ms_p50: Option<f64>,
     capture_to_send_ms_p99: Option<f64>,
+    /// Over the last viewer each peer driver sent a frame to.
+    capture_to_last_send_ms_p99: Option<f64>,
     first_error: Option<String>,
 }
 
@@ -156,6 +160,9 @@ async fn main() {
     if let (Some(p50), Some(p99)) = (summary.capture_to_send_ms_p50, summary.capture_to_send_ms_p99) {
         println!("capture to send: p50 <= {p50:.1} ms, p99 <= {p99:.1} ms");
     }
+    if let Some(p99) = summary.capture_to_last_send_ms_p99 {
+        println!("capture to send to a driver's last viewer: p99 <= {p99:.1} ms");
+    }
     if let Some(error) = &summary.first_error {
         println!("first error: {error}");
     }
@@ -194,15 +201,16 @@ const LAST_READING_BEFORE_END: Duration = Duration::from_millis(200);
 async fn read_machine(url: String, pid: Option<u32>, metrics: bool, window: Window) -> [Reading; 2] {
     let metrics_url = format!("{}/metrics", url.trim_end_matches('/'));
     let read = || async {
-        let capture_to_send = if metrics {
+        let text = if metrics {
             let text = async { reqwest::get(&metrics_url).await?.text().await };
-            histogram_buckets(&text.await.unwrap_or_default(), "webgear_capture_to_send_seconds")
+            text.await.unwrap_or_default()
         } else {
-            Vec::new()
+            String::new()
         };
         Reading {
             server: pid.and_then(|pid| ProcessSample::of(pid).ok()),
-            capture_to_send,
+            capture_to_send: histogram_buckets(&text, "webgear_capture_to_send_seconds"),
+            capture_to_last_send: histogram_buckets(&text, "webgear_capture_to_last_send_seconds"),
             load_generator: ProcessSample::of(std::process::id()).ok(),
         }
     };
@@ -226,8 +234,9 @@ fn summarise(
         a.zip(b).map(|(a, b)| (b.cpu_seconds - a.cpu_seconds) * seconds / read_over)
     };
     let cpu = cpu_between(start.server, end.server);
-    let latency_ms =
-        |q: f64| quantile_between(&start.capture_to_send, &end.capture_to_send, q).map(|seconds| seconds * 1000.0);
+    let latency_ms = |histogram: fn(&Reading) -> &Vec<(f64, f64)>, q: f64| {
+        quantile_between(histogram(start), histogram(end), q).map(|seconds| seconds * 1000.0)
+    };
     let mut fps: Vec<f64> = reports.iter().map(|r| r.fps).collect();
     let mut loss: Vec<f64> = reports.iter().map(|r| r.loss * 100.0).collect();
     let mut first_frame: Vec<f64> =
@@ -256,8 +265,9 @@ fn summarise(
         server_rss_mib: end.server.map(|p| p.rss_bytes as f64 / (1024.0 * 1024.0)),
         load_generator_cpu_percent: cpu_between(start.load_generator, end.load_generator)
             .map(|cpu| cpu / seconds * 100.0),
-        capture_to_send_ms_p50: latency_ms(0.5),
-        capture_to_send_ms_p99: latency_ms(0.99),
+        capture_to_send_ms_p50: latency_ms(|reading| &reading.capture_to_send, 0.5),
+        capture_to_send_ms_p99: latency_ms(|reading| &reading.capture_to_send, 0.99),
+        capture_to_last_send_ms_p99: latency_ms(|reading| &reading.capture_to_last_send, 0.99),
         first_error: errors.into_iter().next(),
     }
 }
