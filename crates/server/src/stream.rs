@@ -55,6 +55,10 @@ pub(crate) struct StreamFrame {
     pub(crate) encoded: EncodedFrame,
     /// Capture time since the stream started, at 90 kHz.
     pub(crate) rtp_time: MediaTime,
+    /// Whether the stream's encoder made this frame, and so makes a keyframe soon when a
+    /// viewer asks for one. A source's H.264 passed through has keyframes only when the
+    /// source makes them.
+    pub(crate) keyframes_on_request: bool,
 }
 
 /// Asks the stream's encoder for a keyframe. Cheap to clone; requests are coalesced.
@@ -404,7 +408,7 @@ impl Capture {
                 *last_size = Some((access_unit.width, access_unit.height));
             }
             self.metrics.frames_passed_through.inc();
-            self.publish(access_unit);
+            self.publish(access_unit, false);
         }
     }
 
@@ -472,12 +476,13 @@ impl Capture {
             self.metrics.keyframes_encoded.inc();
             debug!(forced = force_keyframe, bytes = encoded.data.len(), "keyframe");
         }
-        self.publish(encoded);
+        self.publish(encoded, true);
         Ok(())
     }
 
-    /// Hands one encoded frame to every subscriber, timestamped on the stream clock.
-    fn publish(&mut self, encoded: EncodedFrame) {
+    /// Hands one encoded frame to every subscriber, timestamped on the stream clock;
+    /// `keyframes_on_request` when the stream's encoder made it.
+    fn publish(&mut self, encoded: EncodedFrame, keyframes_on_request: bool) {
         if self.clock.reset_requested.swap(false, Ordering::Relaxed) {
             debug!("stream clock reset");
             self.clock_start = Instant::now();
@@ -491,7 +496,7 @@ impl Capture {
         let since_start = encoded.captured_at.saturating_duration_since(self.clock_start);
         let rtp_time = MediaTime::from_90khz((since_start.as_micros() * 9 / 100) as u64);
         // Sending fails only when nobody is subscribed, which is not an error.
-        let _ = self.frames.send(StreamFrame { encoded, rtp_time });
+        let _ = self.frames.send(StreamFrame { encoded, rtp_time, keyframes_on_request });
     }
 
     /// Whether anyone watches the frame just read; counts it as unwatched if not. Passing

@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{TestServer, exclusive, scratch_dir};
+use common::{TestServer, exclusive, frames_during_together, scratch_dir};
 use webgear_media::source::TestPattern;
 use webgear_rtc::{Error, Options, SourceSpec, WebGearRtc};
 use webgear_testkit::DecodedFrame;
@@ -322,6 +322,32 @@ async fn an_h264_file_with_frequent_keyframes_passes_through_to_viewers_with_no_
     let high = &["-c:v", "libx264", "-preset", "veryfast", "-profile:v", "high", "-bf", "0", "-g", "15"];
     let server = unreduced_server_for(SourceSpec::File(clip("high-profile.mp4", high))).await;
     assert_passes_through_to_the_end(&server).await;
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_viewer_joining_a_passed_through_file_between_keyframes_starts_from_the_last_one() {
+    let _lock = exclusive().await;
+    // Keyframes at frames 0 and 45, 1.5 s apart.
+    let keyframes = &["-c:v", "libx264", "-preset", "ultrafast", "-bf", "0", "-g", "45", "-pix_fmt", "yuv420p"];
+    let server = unreduced_server_for(SourceSpec::File(clip("keyframe-every-45.mp4", keyframes))).await;
+    let (mut watching, _) = server.playing_viewer().await;
+    // Well past the last keyframe: further than the few frames kept for joiners when an
+    // encoder could make them a keyframe instead.
+    let mut latest = 0;
+    while latest < 20 {
+        latest = watching.next_frame(Duration::from_secs(2)).await.and_then(|frame| frame.number).unwrap();
+    }
+
+    let (joiner, first) = server.playing_viewer().await;
+    assert_eq!(first.number, Some(0), "the joiner started from the last keyframe, not the next (frame 45)");
+    // It went through the frames since at once and now sees what the other viewer sees.
+    let together = frames_during_together(vec![watching, joiner], Duration::from_millis(300)).await;
+    let last_numbers: Vec<Option<u16>> =
+        together.iter().map(|(_, frames)| frames.iter().rev().find_map(|frame| frame.number)).collect();
+    let (a, b) = (last_numbers[0].unwrap(), last_numbers[1].unwrap());
+    assert!(a.abs_diff(b) <= 1, "the viewers show frames {a} and {b}");
+    assert_eq!(server.app.stats().encoders_running, 0);
     server.stop().await;
 }
 

@@ -10,8 +10,10 @@
 //! - no B-frames: WebRTC sends frames in the order they are shown, and a browser would
 //!   drop or stall on frames that refer to later ones;
 //! - 8-bit 4:2:0 pictures, the only kind browsers decode;
-//! - a keyframe at least every [`MAX_KEYFRAME_INTERVAL`]: a viewer who joins cannot ask
-//!   the file for a keyframe, so it waits for the file's next one.
+//! - a keyframe at least every [`MAX_KEYFRAME_INTERVAL`]: nobody can ask the file for a
+//!   keyframe, so a joining viewer is sent the last one and every frame since at once (the
+//!   longer the interval, the larger that burst), and a viewer that loses data beyond
+//!   retransmission waits for the next one.
 //!
 //! When one fails, `open` answers [`SourceError::Unsupported`] with the reason, and the
 //! file is decoded and encoded like any other.
@@ -22,8 +24,9 @@ use super::ffmpeg::{FfmpegChild, Probed, STREAM_ENTRIES, ffmpeg_reading, ffprobe
 use super::{EncodedSource, SourceError};
 use crate::encode::EncodedFrame;
 
-/// The longest wait for a keyframe a file may impose on a joining viewer and still be
-/// sent as it is (an IP camera's usual keyframe interval).
+/// The longest keyframe interval a file may have and still be sent as it is (an IP
+/// camera's usual one): the most video a joining viewer is sent at once, and the longest
+/// a viewer that lost data waits for a picture.
 pub const MAX_KEYFRAME_INTERVAL: Duration = Duration::from_secs(2);
 
 /// How much of a file (from its start) is checked for B-frames and keyframe spacing.
@@ -178,8 +181,8 @@ fn why_not_sent_as_is(stream: &Probed, packets: &[ProbedPacket]) -> Option<Strin
     let allowed = MAX_KEYFRAME_INTERVAL.as_secs_f64();
     (longest_wait > allowed + INTERVAL_TOLERANCE).then(|| {
         format!(
-            "its keyframes come up to {longest_wait:.1} s apart, and a joining viewer would wait that long \
-             for a picture (sending a file as it is needs one at least every {allowed} s)"
+            "its keyframes come up to {longest_wait:.1} s apart, and a viewer that lost data would wait that \
+             long for a picture (sending a file as it is needs one at least every {allowed} s)"
         )
     })
 }

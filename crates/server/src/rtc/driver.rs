@@ -35,10 +35,16 @@ pub(super) const DATAGRAM_QUEUE: usize = 4096;
 /// The largest datagram read; WebRTC keeps packets under the path MTU.
 const MAX_DATAGRAM: usize = 2048;
 
-/// The most frames kept since the last keyframe for viewers that connect meanwhile (a
-/// quarter of a second at 30 fps). A viewer joining later than that waits for a keyframe
-/// made for it instead of being sent a long backlog.
+/// The most frames kept since the last keyframe for viewers that connect meanwhile, when
+/// the stream's encoder makes keyframes on request (a quarter of a second at 30 fps). A
+/// viewer joining later than that gets a keyframe made for it instead of a long backlog.
 const RECENT_FRAMES: usize = 8;
+
+/// The same for a source's H.264 passed through, which has keyframes only when the source
+/// makes them: its whole group of pictures, up to 10 s at 30 fps, so that a viewer joining
+/// between keyframes starts at once instead of waiting for the next. It catches up through
+/// them in a moment (see [`Peer::start_from`]).
+const RECENT_FRAMES_PASSED_THROUGH: usize = 300;
 
 /// How long the driver sleeps when no peer has a deadline.
 const IDLE_WAKE: Duration = Duration::from_secs(1);
@@ -144,10 +150,11 @@ pub(crate) struct Driver {
     keyframes: KeyframeRequests,
     metrics: Arc<Metrics>,
     outgoing: Vec<Transmit>,
-    /// The last keyframe and the frames since, while there are at most [`RECENT_FRAMES`]:
-    /// a viewer connecting now starts from them at once. Joins come in bursts (a page
-    /// shared, a reconnect wave), and each would otherwise wait for the next forced
-    /// keyframe, which the encoder makes at most every 250 ms.
+    /// The last keyframe and the frames since, while there are at most [`RECENT_FRAMES`]
+    /// (or [`RECENT_FRAMES_PASSED_THROUGH`]): a viewer connecting now starts from them at
+    /// once. Joins come in bursts (a page shared, a reconnect wave), and each would
+    /// otherwise wait for the next forced keyframe, which the encoder makes at most every
+    /// 250 ms, or for a passed-through source's next keyframe.
     recent: Vec<RtpFrame>,
     /// Cuts each frame into RTP payloads once, for all of this driver's peers.
     packetizer: FramePacketizer,
@@ -351,7 +358,8 @@ impl Driver {
         if frame.encoded.keyframe {
             self.recent.clear();
         }
-        if frame.encoded.keyframe || (!self.recent.is_empty() && self.recent.len() < RECENT_FRAMES) {
+        let kept = if frame.keyframes_on_request { RECENT_FRAMES } else { RECENT_FRAMES_PASSED_THROUGH };
+        if frame.encoded.keyframe || (!self.recent.is_empty() && self.recent.len() < kept) {
             self.recent.push(rtp.clone());
         } else {
             self.recent.clear();
@@ -546,7 +554,7 @@ mod tests {
             height: 16,
             captured_at: Instant::now(),
         };
-        StreamFrame { encoded, rtp_time: MediaTime::from_90khz(u64::from(number) * 3000) }
+        StreamFrame { encoded, rtp_time: MediaTime::from_90khz(u64::from(number) * 3000), keyframes_on_request: true }
     }
 
     #[tokio::test]

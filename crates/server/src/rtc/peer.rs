@@ -27,6 +27,7 @@ use tracing::{Span, debug, debug_span, error};
 use super::SessionId;
 use super::rtp_frame::RtpFrame;
 use crate::stats::Metrics;
+use crate::stream::StreamFrame;
 
 /// A peer that has not completed ICE and DTLS by then is dropped.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
@@ -35,6 +36,15 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
 /// far beyond any loss a viewer recovers from by NACK instead of a keyframe, and room for
 /// a large keyframe. str0m's default (1000) held most of a viewer's memory.
 const SEND_BUFFER_PACKETS: usize = 256;
+
+/// How far apart (at 90 kHz: 1 ms) the frames a joiner starts from are stamped; see
+/// [`Peer::start_from`].
+const CATCH_UP_SPACING: u32 = 90;
+
+/// A frame's RTP time. The RTP clock wraps at 32 bits, as RTP timestamps do.
+fn rtp_time(frame: &StreamFrame) -> u32 {
+    frame.rtp_time.rebase(Frequency::NINETY_KHZ).numer() as u32
+}
 
 /// str0m's usual RTP header extensions (Chrome's) without transport-wide sequence numbers.
 /// Those exist for transport-wide congestion control feedback, which a viewer would then
@@ -265,10 +275,12 @@ impl Peer {
     /// and this is not one; returns whether it did. Its packets are ready for the next
     /// [`Peer::poll`].
     pub(crate) fn send_frame(&mut self, rtp: &RtpFrame, metrics: &Metrics, now: Instant) -> bool {
-        self.contained(|peer| peer.write_frame(rtp, metrics, now)).unwrap_or(false)
+        let time = rtp_time(&rtp.frame);
+        self.contained(|peer| peer.write_frame(rtp, time, metrics, now)).unwrap_or(false)
     }
 
-    fn write_frame(&mut self, rtp: &RtpFrame, metrics: &Metrics, now: Instant) -> bool {
+    /// Writes one frame stamped `time` (RTP, 90 kHz).
+    fn write_frame(&mut self, rtp: &RtpFrame, time: u32, metrics: &Metrics, now: Instant) -> bool {
         if !self.connected || !self.rtc.is_alive() {
             return false;
         }
@@ -284,8 +296,6 @@ impl Peer {
         let Some(stream) = api.stream_tx_by_mid(self.video.mid, None) else {
             return false;
         };
-        // The RTP clock wraps at 32 bits, as RTP timestamps do.
-        let time = frame.rtp_time.rebase(Frequency::NINETY_KHZ).numer() as u32;
         let last = rtp.payloads.len().saturating_sub(1);
         for (index, payload) in rtp.payloads.iter().enumerate() {
             let write = RtpWrite::new(
@@ -312,16 +322,23 @@ impl Peer {
     /// Starts a viewer that has just connected from `recent` (the stream's last keyframe
     /// and the frames since), instead of waiting for a keyframe made for it. Returns
     /// whether it did; if so the viewer no longer wants a keyframe.
+    ///
+    /// The frames are stamped [`CATCH_UP_SPACING`] apart, ending at the newest one's own
+    /// time: a player decodes them at once and shows the newest, then goes on live. With
+    /// their own times a player would play them out at the stream's pace and stay as far
+    /// behind the stream as the oldest of them, for good.
     pub(crate) fn start_from(&mut self, recent: &[RtpFrame], metrics: &Metrics, now: Instant) -> bool {
-        let Some(first) = recent.first() else {
+        let (Some(first), Some(newest)) = (recent.first(), recent.last()) else {
             return false;
         };
         if self.started || !self.connected || !first.frame.encoded.keyframe {
             return false;
         }
-        recent.iter().for_each(|frame| {
-            self.send_frame(frame, metrics, now);
-        });
+        let newest_time = rtp_time(&newest.frame);
+        for (frame, older) in recent.iter().zip((0..recent.len()).rev()) {
+            let time = newest_time.wrapping_sub(CATCH_UP_SPACING.wrapping_mul(older as u32));
+            self.contained(|peer| peer.write_frame(frame, time, metrics, now));
+        }
         if self.started && !self.waiting_for_keyframe {
             self.wants_keyframe = false;
         }
@@ -434,13 +451,12 @@ mod tests {
     use std::sync::Arc;
     use std::time::{Duration, Instant};
 
-    use str0m::media::{Direction, MediaTime};
+    use str0m::media::{Direction, MediaData, MediaTime};
     use str0m::net::Receive;
     use webgear_media::encode::EncodedFrame;
 
     use super::*;
     use crate::rtc::rtp_frame::FramePacketizer;
-    use crate::stream::StreamFrame;
 
     const SERVER: SocketAddr = SocketAddr::new(std::net::IpAddr::V4(Ipv4Addr::LOCALHOST), 5000);
     const VIEWER: SocketAddr = SocketAddr::new(std::net::IpAddr::V4(Ipv4Addr::LOCALHOST), 6000);
@@ -451,6 +467,26 @@ mod tests {
             now,
             Receive { proto: Protocol::Udp, source: transmit.source, destination: transmit.destination, contents },
         )
+    }
+
+    /// A frame of the stream at `time` (90 kHz), captured `now`.
+    fn stream_frame(data: Vec<u8>, keyframe: bool, time: u64, now: Instant) -> StreamFrame {
+        let encoded = EncodedFrame { data: Arc::from(data), keyframe, width: 16, height: 16, captured_at: now };
+        StreamFrame { encoded, rtp_time: MediaTime::from_90khz(time), keyframes_on_request: true }
+    }
+
+    /// Delivers `sent` to the viewer and returns the frames it reassembled.
+    fn deliver(viewer: &mut Rtc, sent: &[Transmit], now: Instant) -> Vec<MediaData> {
+        sent.iter().for_each(|transmit| viewer.handle_input(receive(now, transmit)).unwrap());
+        std::iter::from_fn(|| match viewer.poll_output().unwrap() {
+            Output::Timeout(_) => None,
+            other => Some(other),
+        })
+        .filter_map(|output| match output {
+            Output::Event(Event::MediaData(data)) => Some(data),
+            _ => None,
+        })
+        .collect()
     }
 
     /// A viewer's str0m session and a peer answering it, connected through memory with a
@@ -493,8 +529,7 @@ mod tests {
         // An IDR slice of 5000 bytes: several packets.
         let mut data = vec![0, 0, 0, 1, 0x65];
         data.extend((0..5000u32).map(|i| (i % 251) as u8 | 1));
-        let encoded = EncodedFrame { data: Arc::from(data), keyframe: true, width: 16, height: 16, captured_at: now };
-        let frame = StreamFrame { encoded, rtp_time: MediaTime::from_90khz(3000) };
+        let frame = stream_frame(data, true, 3000, now);
         let rtp = FramePacketizer::new().packetize(&frame).unwrap();
         assert!(rtp.payloads.len() > 2);
 
@@ -509,16 +544,7 @@ mod tests {
             rtp.payloads.len()
         );
 
-        sent.iter().for_each(|transmit| viewer.handle_input(receive(now, transmit)).unwrap());
-        let received = std::iter::from_fn(|| match viewer.poll_output().unwrap() {
-            Output::Timeout(_) => None,
-            other => Some(other),
-        })
-        .find_map(|output| match output {
-            Output::Event(Event::MediaData(data)) => Some(data),
-            _ => None,
-        });
-        let received = received.expect("the viewer reassembled the frame");
+        let received = deliver(&mut viewer, &sent, now).pop().expect("the viewer reassembled the frame");
         assert_eq!(received.data.len(), frame.encoded.data.len());
         assert_eq!(received.data[..], frame.encoded.data[..]);
         assert_eq!(received.time.rebase(Frequency::NINETY_KHZ).numer(), 3000);
@@ -535,20 +561,42 @@ mod tests {
         assert_eq!(touched.get(), 0, "a broken session is not run again");
 
         // Every entry point the driver uses returns quietly, and polling says it is dead.
-        let encoded = EncodedFrame {
-            data: Arc::from(&[0, 0, 0, 1, 0x65, 1][..]),
-            keyframe: true,
-            width: 16,
-            height: 16,
-            captured_at: now,
-        };
-        let frame = StreamFrame { encoded, rtp_time: MediaTime::from_90khz(3000) };
-        let rtp = FramePacketizer::new().packetize(&frame).unwrap();
+        let rtp = FramePacketizer::new().packetize(&stream_frame(vec![0, 0, 0, 1, 0x65, 1], true, 3000, now)).unwrap();
         peer.send_frame(&rtp, &Metrics::default(), now);
         peer.handle_timeout(now);
         peer.close();
         peer.abort();
         assert!(!peer.accepts(&Input::Timeout(now)));
         assert!(peer.poll(|_| panic!("a dead peer sends nothing")).is_none());
+    }
+
+    #[test]
+    fn a_joiner_gets_the_frames_since_the_keyframe_stamped_close_together_then_live_ones() {
+        let (mut viewer, mut peer, now) = connected_pair();
+        let mut packetizer = FramePacketizer::new();
+        // A keyframe and three frames since, a frame (3000 at 90 kHz) apart.
+        let recent: Vec<RtpFrame> = (0..4u8)
+            .map(|n| {
+                let data = vec![0, 0, 0, 1, if n == 0 { 0x65 } else { 0x41 }, n + 1];
+                packetizer.packetize(&stream_frame(data, n == 0, 3000 * u64::from(n + 1), now)).unwrap()
+            })
+            .collect();
+        let metrics = Metrics::default();
+        assert!(peer.start_from(&recent, &metrics, now));
+        let mut sent = Vec::new();
+        peer.poll(|transmit| sent.push(transmit)).unwrap();
+        let times = |frames: Vec<MediaData>| -> Vec<u64> {
+            frames.iter().map(|frame| frame.time.rebase(Frequency::NINETY_KHZ).numer()).collect()
+        };
+        // 1 ms apart, ending at the newest frame's own time: the viewer shows it at once
+        // rather than playing the others out first.
+        assert_eq!(times(deliver(&mut viewer, &sent, now)), [11_730, 11_820, 11_910, 12_000]);
+
+        // Then the stream goes on at its own times.
+        let live = packetizer.packetize(&stream_frame(vec![0, 0, 0, 1, 0x41, 9], false, 15_000, now)).unwrap();
+        assert!(peer.send_frame(&live, &metrics, now));
+        let mut sent = Vec::new();
+        peer.poll(|transmit| sent.push(transmit)).unwrap();
+        assert_eq!(times(deliver(&mut viewer, &sent, now)), [15_000]);
     }
 }
