@@ -441,7 +441,9 @@ impl Driver {
         let outgoing = &mut self.outgoing;
         let mut deadline = slot.peer.poll(|transmit| outgoing.push(transmit));
         // A connection completes while polling: start the viewer at once if it can be.
-        if deadline.is_some() && slot.peer.start_from(&self.recent, &self.metrics, Instant::now()) {
+        if deadline.is_some()
+            && slot.peer.start_from(&self.recent, &self.metrics, Instant::now(), |transmit| outgoing.push(transmit))
+        {
             deadline = slot.peer.poll(|transmit| outgoing.push(transmit));
         }
         if slot.peer.take_keyframe_wish() {

@@ -327,7 +327,16 @@ impl Peer {
     /// time: a player decodes them at once and shows the newest, then goes on live. With
     /// their own times a player would play them out at the stream's pace and stay as far
     /// behind the stream as the oldest of them, for good.
-    pub(crate) fn start_from(&mut self, recent: &[RtpFrame], metrics: &Metrics, now: Instant) -> bool {
+    ///
+    /// Each frame's packets go to `transmit` as soon as it is written: seconds of frames
+    /// written at once would leave the session's send queue that large for good.
+    pub(crate) fn start_from(
+        &mut self,
+        recent: &[RtpFrame],
+        metrics: &Metrics,
+        now: Instant,
+        mut transmit: impl FnMut(Transmit),
+    ) -> bool {
         let (Some(first), Some(newest)) = (recent.first(), recent.last()) else {
             return false;
         };
@@ -338,6 +347,7 @@ impl Peer {
         for (frame, older) in recent.iter().zip((0..recent.len()).rev()) {
             let time = newest_time.wrapping_sub(CATCH_UP_SPACING.wrapping_mul(older as u32));
             self.contained(|peer| peer.write_frame(frame, time, metrics, now));
+            self.poll(&mut transmit);
         }
         if self.started && !self.waiting_for_keyframe {
             self.wants_keyframe = false;
@@ -582,9 +592,8 @@ mod tests {
             })
             .collect();
         let metrics = Metrics::default();
-        assert!(peer.start_from(&recent, &metrics, now));
         let mut sent = Vec::new();
-        peer.poll(|transmit| sent.push(transmit)).unwrap();
+        assert!(peer.start_from(&recent, &metrics, now, |transmit| sent.push(transmit)));
         let times = |frames: Vec<MediaData>| -> Vec<u64> {
             frames.iter().map(|frame| frame.time.rebase(Frequency::NINETY_KHZ).numer()).collect()
         };
