@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use common::{TestServer, exclusive, frames_during_together, scratch_dir};
 use webgear_media::source::TestPattern;
 use webgear_rtc::{Error, Options, SourceSpec, WebGearRtc};
-use webgear_testkit::DecodedFrame;
+use webgear_testkit::{DecodedFrame, Viewer};
 
 const FRAMES: u64 = 60;
 
@@ -325,19 +325,27 @@ async fn an_h264_file_with_frequent_keyframes_passes_through_to_viewers_with_no_
     server.stop().await;
 }
 
+/// ffmpeg output options for H.264 that passes through, with keyframes at frames 0 and
+/// 45 (1.5 s apart).
+const KEYFRAME_EVERY_45: &[&str] =
+    &["-c:v", "libx264", "-preset", "ultrafast", "-bf", "0", "-g", "45", "-pix_fmt", "yuv420p"];
+
+/// Plays `viewer` up to frame 20: well past the keyframe at 0, further than the few frames
+/// kept for joiners when an encoder could make them a keyframe instead.
+async fn play_past_frame_20(viewer: &mut Viewer) -> u16 {
+    let mut latest = 0;
+    while latest < 20 {
+        latest = viewer.next_frame(Duration::from_secs(2)).await.and_then(|frame| frame.number).unwrap();
+    }
+    latest
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_viewer_joining_a_passed_through_file_between_keyframes_starts_from_the_last_one() {
     let _lock = exclusive().await;
-    // Keyframes at frames 0 and 45, 1.5 s apart.
-    let keyframes = &["-c:v", "libx264", "-preset", "ultrafast", "-bf", "0", "-g", "45", "-pix_fmt", "yuv420p"];
-    let server = unreduced_server_for(SourceSpec::File(clip("keyframe-every-45.mp4", keyframes))).await;
+    let server = unreduced_server_for(SourceSpec::File(clip("keyframe-every-45.mp4", KEYFRAME_EVERY_45))).await;
     let (mut watching, _) = server.playing_viewer().await;
-    // Well past the last keyframe: further than the few frames kept for joiners when an
-    // encoder could make them a keyframe instead.
-    let mut latest = 0;
-    while latest < 20 {
-        latest = watching.next_frame(Duration::from_secs(2)).await.and_then(|frame| frame.number).unwrap();
-    }
+    play_past_frame_20(&mut watching).await;
 
     let (joiner, first) = server.playing_viewer().await;
     assert_eq!(first.number, Some(0), "the joiner started from the last keyframe, not the next (frame 45)");
@@ -347,6 +355,32 @@ async fn a_viewer_joining_a_passed_through_file_between_keyframes_starts_from_th
         together.iter().map(|(_, frames)| frames.iter().rev().find_map(|frame| frame.number)).collect();
     let (a, b) = (last_numbers[0].unwrap(), last_numbers[1].unwrap());
     assert!(a.abs_diff(b) <= 1, "the viewers show frames {a} and {b}");
+    assert_eq!(server.app.stats().encoders_running, 0);
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_viewer_of_a_passed_through_file_that_lost_data_starts_again_from_the_last_keyframe() {
+    let _lock = exclusive().await;
+    let server = unreduced_server_for(SourceSpec::File(clip("keyframe-every-45.mp4", KEYFRAME_EVERY_45))).await;
+    let (mut viewer, _) = server.playing_viewer().await;
+    let latest = play_past_frame_20(&mut viewer).await;
+
+    // As a decoder that lost data beyond retransmission does; the file cannot be asked for
+    // a keyframe, and the next is frame 45.
+    viewer.request_keyframe();
+    let mut numbers = Vec::new();
+    while let Some(frame) = viewer.next_frame(Duration::from_millis(500)).await {
+        numbers.extend(frame.number);
+        if numbers.len() >= 30 {
+            break;
+        }
+    }
+    let restart = numbers.iter().position(|&number| number == 0);
+    let restart = restart.unwrap_or_else(|| panic!("no frame 0 after the request, after {latest}: {numbers:?}"));
+    let again = &numbers[restart..];
+    assert!(again.windows(2).all(|pair| pair[0] < pair[1]), "from the keyframe on in order: {numbers:?}");
+    assert!(again.last() > Some(&latest), "and on to the live frames: {numbers:?}");
     assert_eq!(server.app.stats().encoders_running, 0);
     server.stop().await;
 }

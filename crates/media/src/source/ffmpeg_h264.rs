@@ -11,9 +11,9 @@
 //!   drop or stall on frames that refer to later ones;
 //! - 8-bit 4:2:0 pictures, the only kind browsers decode;
 //! - a keyframe at least every [`MAX_KEYFRAME_INTERVAL`]: nobody can ask the file for a
-//!   keyframe, so a joining viewer is sent the last one and every frame since at once (the
-//!   longer the interval, the larger that burst), and a viewer that loses data beyond
-//!   retransmission waits for the next one.
+//!   keyframe, so a viewer that joins, or loses data beyond retransmission, is sent the
+//!   last one and every frame since at once; the longer the interval, the larger that
+//!   burst.
 //!
 //! When one fails, `open` answers [`SourceError::Unsupported`] with the reason, and the
 //! file is decoded and encoded like any other.
@@ -25,8 +25,8 @@ use super::{EncodedSource, SourceError};
 use crate::encode::EncodedFrame;
 
 /// The longest keyframe interval a file may have and still be sent as it is (an IP
-/// camera's usual one): the most video a joining viewer is sent at once, and the longest
-/// a viewer that lost data waits for a picture.
+/// camera's usual one): the most video a viewer that joins, or loses data, is sent at
+/// once.
 pub const MAX_KEYFRAME_INTERVAL: Duration = Duration::from_secs(2);
 
 /// How much of a file (from its start) is checked for B-frames and keyframe spacing.
@@ -173,16 +173,16 @@ fn why_not_sent_as_is(stream: &Probed, packets: &[ProbedPacket]) -> Option<Strin
     let (Some(first), Some(last)) = (keyframes.first(), packets.last()) else {
         return Some("no keyframe in its first seconds".into());
     };
-    let longest_wait = keyframes
+    let longest_interval = keyframes
         .windows(2)
         .map(|pair| pair[1] - pair[0])
         .chain([first - packets[0].shown_at, last.shown_at - keyframes[keyframes.len() - 1]])
         .fold(0.0, f64::max);
     let allowed = MAX_KEYFRAME_INTERVAL.as_secs_f64();
-    (longest_wait > allowed + INTERVAL_TOLERANCE).then(|| {
+    (longest_interval > allowed + INTERVAL_TOLERANCE).then(|| {
         format!(
-            "its keyframes come up to {longest_wait:.1} s apart, and a viewer that lost data would wait that \
-             long for a picture (sending a file as it is needs one at least every {allowed} s)"
+            "its keyframes come up to {longest_interval:.1} s apart, and a viewer joining or losing data would \
+             be sent that much video at once (sending a file as it is needs one at least every {allowed} s)"
         )
     })
 }

@@ -447,8 +447,16 @@ impl Driver {
             deadline = slot.peer.poll(|transmit| outgoing.push(transmit));
         }
         if slot.peer.take_keyframe_wish() {
-            // The encoder coalesces requests.
+            // The encoder coalesces requests. A source passed through cannot make a
+            // keyframe: the viewer gets the last one and the frames since again.
             self.keyframes.request();
+            let passed_through = self.recent.first().is_some_and(|frame| !frame.frame.keyframes_on_request);
+            if passed_through
+                && deadline.is_some()
+                && slot.peer.replay(&self.recent, &self.metrics, Instant::now(), |transmit| outgoing.push(transmit))
+            {
+                deadline = slot.peer.poll(|transmit| outgoing.push(transmit));
+            }
         }
         self.deadlines.remove(&(slot.deadline, id));
         match deadline {

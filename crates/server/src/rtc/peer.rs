@@ -41,6 +41,10 @@ const SEND_BUFFER_PACKETS: usize = 256;
 /// [`Peer::start_from`].
 const CATCH_UP_SPACING: u32 = 90;
 
+/// The shortest time between two [`Peer::replay`]s to one viewer: a viewer on a bad link
+/// asks again and again, and each answer is a burst of video.
+const REPLAY_INTERVAL: Duration = Duration::from_secs(1);
+
 /// A frame's RTP time. The RTP clock wraps at 32 bits, as RTP timestamps do.
 fn rtp_time(frame: &StreamFrame) -> u32 {
     frame.rtp_time.rebase(Frequency::NINETY_KHZ).numer() as u32
@@ -117,9 +121,12 @@ pub(crate) struct Peer {
     connected: bool,
     /// Delta frames are useless until the viewer has a keyframe: skip them.
     waiting_for_keyframe: bool,
-    /// Whether any frame has been sent yet: until then the viewer can start from frames
-    /// the stream sent before it connected.
-    started: bool,
+    /// The RTP time of the last frame sent; `None` until the first, and until then the
+    /// viewer can start from frames the stream sent before it connected.
+    last_sent_time: Option<u32>,
+    /// When the viewer was last sent the frames since a keyframe again (see
+    /// [`Peer::replay`]).
+    last_replay: Option<Instant>,
     /// Whether to ask the encoder for a keyframe on this peer's behalf.
     wants_keyframe: bool,
     /// The extended sequence number of the next video packet.
@@ -201,7 +208,8 @@ impl Peer {
             created_at: now,
             connected: false,
             waiting_for_keyframe: true,
-            started: false,
+            last_sent_time: None,
+            last_replay: None,
             wants_keyframe: false,
             next_sequence: first_sequence_number(),
             broken: false,
@@ -314,7 +322,7 @@ impl Peer {
         // queue snapshot is taken then); without this the frame would wait for the peer's
         // next timeout, which a busy driver serves last.
         self.handle_input(Input::Timeout(now));
-        self.started = true;
+        self.last_sent_time = Some(time);
         metrics.frames_sent.inc();
         true
     }
@@ -340,7 +348,7 @@ impl Peer {
         let (Some(first), Some(newest)) = (recent.first(), recent.last()) else {
             return false;
         };
-        if self.started || !self.connected || !first.frame.encoded.keyframe {
+        if self.last_sent_time.is_some() || !self.connected || !first.frame.encoded.keyframe {
             return false;
         }
         let newest_time = rtp_time(&newest.frame);
@@ -349,10 +357,43 @@ impl Peer {
             self.contained(|peer| peer.write_frame(frame, time, metrics, now));
             self.poll(&mut transmit);
         }
-        if self.started && !self.waiting_for_keyframe {
+        let started = self.last_sent_time.is_some();
+        if started && !self.waiting_for_keyframe {
             self.wants_keyframe = false;
         }
-        self.started
+        started
+    }
+
+    /// Sends a viewer that asked for a keyframe (it lost data that retransmission could not
+    /// bring back) the stream's last keyframe and the frames since again, for a stream
+    /// that cannot make a keyframe for it (a source's H.264 passed through). Returns
+    /// whether it did; at most once per [`REPLAY_INTERVAL`].
+    ///
+    /// They are stamped one RTP tick apart after the last frame sent, well before the
+    /// next (a frame is 3000 ticks at 30 fps): the viewer decodes from the keyframe up to
+    /// the newest frame at once and plays on, instead of showing broken pictures until
+    /// the source's next keyframe.
+    pub(crate) fn replay(
+        &mut self,
+        recent: &[RtpFrame],
+        metrics: &Metrics,
+        now: Instant,
+        mut transmit: impl FnMut(Transmit),
+    ) -> bool {
+        let (Some(last_time), Some(first)) = (self.last_sent_time, recent.first()) else {
+            return false;
+        };
+        let replayed_lately = self.last_replay.is_some_and(|at| now.saturating_duration_since(at) < REPLAY_INTERVAL);
+        if replayed_lately || !first.frame.encoded.keyframe {
+            return false;
+        }
+        self.last_replay = Some(now);
+        self.span.in_scope(|| debug!(frames = recent.len(), "sending the frames since the last keyframe again"));
+        for (frame, tick) in recent.iter().zip(1u32..) {
+            self.contained(|peer| peer.write_frame(frame, last_time.wrapping_add(tick), metrics, now));
+            self.poll(&mut transmit);
+        }
+        true
     }
 
     /// Skip everything up to the next keyframe, and ask for one: the viewer missed data.
@@ -580,32 +621,57 @@ mod tests {
         assert!(peer.poll(|_| panic!("a dead peer sends nothing")).is_none());
     }
 
-    #[test]
-    fn a_joiner_gets_the_frames_since_the_keyframe_stamped_close_together_then_live_ones() {
-        let (mut viewer, mut peer, now) = connected_pair();
-        let mut packetizer = FramePacketizer::new();
-        // A keyframe and three frames since, a frame (3000 at 90 kHz) apart.
-        let recent: Vec<RtpFrame> = (0..4u8)
+    /// A keyframe and the frames since, `count` in all, a frame (3000 at 90 kHz) apart from
+    /// 3000 on.
+    fn keyframe_and_frames_since(packetizer: &mut FramePacketizer, count: u8, now: Instant) -> Vec<RtpFrame> {
+        (0..count)
             .map(|n| {
                 let data = vec![0, 0, 0, 1, if n == 0 { 0x65 } else { 0x41 }, n + 1];
                 packetizer.packetize(&stream_frame(data, n == 0, 3000 * u64::from(n + 1), now)).unwrap()
             })
-            .collect();
+            .collect()
+    }
+
+    fn rtp_times(frames: &[MediaData]) -> Vec<u64> {
+        frames.iter().map(|frame| frame.time.rebase(Frequency::NINETY_KHZ).numer()).collect()
+    }
+
+    #[test]
+    fn a_joiner_gets_the_frames_since_the_keyframe_stamped_close_together_then_live_ones() {
+        let (mut viewer, mut peer, now) = connected_pair();
+        let mut packetizer = FramePacketizer::new();
+        let recent = keyframe_and_frames_since(&mut packetizer, 4, now);
         let metrics = Metrics::default();
         let mut sent = Vec::new();
         assert!(peer.start_from(&recent, &metrics, now, |transmit| sent.push(transmit)));
-        let times = |frames: Vec<MediaData>| -> Vec<u64> {
-            frames.iter().map(|frame| frame.time.rebase(Frequency::NINETY_KHZ).numer()).collect()
-        };
         // 1 ms apart, ending at the newest frame's own time: the viewer shows it at once
         // rather than playing the others out first.
-        assert_eq!(times(deliver(&mut viewer, &sent, now)), [11_730, 11_820, 11_910, 12_000]);
+        assert_eq!(rtp_times(&deliver(&mut viewer, &sent, now)), [11_730, 11_820, 11_910, 12_000]);
 
         // Then the stream goes on at its own times.
         let live = packetizer.packetize(&stream_frame(vec![0, 0, 0, 1, 0x41, 9], false, 15_000, now)).unwrap();
         assert!(peer.send_frame(&live, &metrics, now));
         let mut sent = Vec::new();
         peer.poll(|transmit| sent.push(transmit)).unwrap();
-        assert_eq!(times(deliver(&mut viewer, &sent, now)), [15_000]);
+        assert_eq!(rtp_times(&deliver(&mut viewer, &sent, now)), [15_000]);
+    }
+
+    #[test]
+    fn a_viewer_that_lost_data_gets_the_frames_since_the_keyframe_again_just_after_the_last() {
+        let (mut viewer, mut peer, now) = connected_pair();
+        let metrics = Metrics::default();
+        let recent = keyframe_and_frames_since(&mut FramePacketizer::new(), 5, now);
+        assert!(!peer.replay(&recent, &metrics, now, |_| {}), "nothing sent yet: a joiner starts instead");
+        let mut sent = Vec::new();
+        assert!(peer.start_from(&recent, &metrics, now, |transmit| sent.push(transmit)));
+        assert_eq!(deliver(&mut viewer, &sent, now).len(), 5);
+
+        let mut sent = Vec::new();
+        assert!(peer.replay(&recent, &metrics, now, |transmit| sent.push(transmit)));
+        // One tick apart after the last frame sent (15000), long before the next (18000).
+        assert_eq!(rtp_times(&deliver(&mut viewer, &sent, now)), [15_001, 15_002, 15_003, 15_004, 15_005]);
+        let later = now + REPLAY_INTERVAL / 2;
+        assert!(!peer.replay(&recent, &metrics, later, |_| {}), "a burst at most once per interval");
+        assert!(peer.replay(&recent, &metrics, now + REPLAY_INTERVAL, |_| {}));
     }
 }
