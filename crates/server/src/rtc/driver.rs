@@ -22,8 +22,9 @@ use tracing::{debug, info, trace, warn};
 
 use super::SessionId;
 use super::peer::{Peer, PeerId};
+use super::recent::RecentFrames;
 use super::router::{DriverIndex, Router};
-use super::rtp_frame::{FramePacketizer, RtpFrame};
+use super::rtp_frame::FramePacketizer;
 use super::socket::{MediaSocket, segment_runs};
 use crate::stats::Metrics;
 use crate::stream::{KeyframeRequests, StreamFrame};
@@ -34,17 +35,6 @@ pub(super) const DATAGRAM_QUEUE: usize = 4096;
 
 /// The largest datagram read; WebRTC keeps packets under the path MTU.
 const MAX_DATAGRAM: usize = 2048;
-
-/// The most frames kept since the last keyframe for viewers that connect meanwhile, when
-/// the stream's encoder makes keyframes on request (a quarter of a second at 30 fps). A
-/// viewer joining later than that gets a keyframe made for it instead of a long backlog.
-const RECENT_FRAMES: usize = 8;
-
-/// The same for a source's H.264 passed through, which has keyframes only when the source
-/// makes them: its whole group of pictures, up to 10 s at 30 fps, so that a viewer joining
-/// between keyframes starts at once instead of waiting for the next. It catches up through
-/// them in a moment (see [`Peer::start_from`]).
-const RECENT_FRAMES_PASSED_THROUGH: usize = 300;
 
 /// How long the driver sleeps when no peer has a deadline.
 const IDLE_WAKE: Duration = Duration::from_secs(1);
@@ -150,12 +140,8 @@ pub(crate) struct Driver {
     keyframes: KeyframeRequests,
     metrics: Arc<Metrics>,
     outgoing: Vec<Transmit>,
-    /// The last keyframe and the frames since, while there are at most [`RECENT_FRAMES`]
-    /// (or [`RECENT_FRAMES_PASSED_THROUGH`]): a viewer connecting now starts from them at
-    /// once. Joins come in bursts (a page shared, a reconnect wave), and each would
-    /// otherwise wait for the next forced keyframe, which the encoder makes at most every
-    /// 250 ms, or for a passed-through source's next keyframe.
-    recent: Vec<RtpFrame>,
+    /// What a viewer connecting now starts from.
+    recent: RecentFrames,
     /// Cuts each frame into RTP payloads once, for all of this driver's peers.
     packetizer: FramePacketizer,
     /// Where a run of packets to one viewer is put together for one segmented send.
@@ -183,7 +169,7 @@ impl Driver {
             keyframes,
             metrics,
             outgoing: Vec::new(),
-            recent: Vec::new(),
+            recent: RecentFrames::default(),
             packetizer: FramePacketizer::new(),
             segments: Vec::new(),
         }
@@ -355,15 +341,7 @@ impl Driver {
                 return;
             }
         };
-        if frame.encoded.keyframe {
-            self.recent.clear();
-        }
-        let kept = if frame.keyframes_on_request { RECENT_FRAMES } else { RECENT_FRAMES_PASSED_THROUGH };
-        if frame.encoded.keyframe || (!self.recent.is_empty() && self.recent.len() < kept) {
-            self.recent.push(rtp.clone());
-        } else {
-            self.recent.clear();
-        }
+        self.recent.record(&rtp);
         // Each peer's packets leave as soon as they are made, while its session is still
         // in the cache, so a viewer waits only for the viewers served before it.
         let now = Instant::now();
@@ -442,7 +420,9 @@ impl Driver {
         let mut deadline = slot.peer.poll(|transmit| outgoing.push(transmit));
         // A connection completes while polling: start the viewer at once if it can be.
         if deadline.is_some()
-            && slot.peer.start_from(&self.recent, &self.metrics, Instant::now(), |transmit| outgoing.push(transmit))
+            && slot.peer.start_from(self.recent.frames(), &self.metrics, Instant::now(), |transmit| {
+                outgoing.push(transmit);
+            })
         {
             deadline = slot.peer.poll(|transmit| outgoing.push(transmit));
         }
@@ -450,10 +430,11 @@ impl Driver {
             // The encoder coalesces requests. A source passed through cannot make a
             // keyframe: the viewer gets the last one and the frames since again.
             self.keyframes.request();
-            let passed_through = self.recent.first().is_some_and(|frame| !frame.frame.keyframes_on_request);
-            if passed_through
+            if self.recent.passed_through()
                 && deadline.is_some()
-                && slot.peer.replay(&self.recent, &self.metrics, Instant::now(), |transmit| outgoing.push(transmit))
+                && slot.peer.replay(self.recent.frames(), &self.metrics, Instant::now(), |transmit| {
+                    outgoing.push(transmit);
+                })
             {
                 deadline = slot.peer.poll(|transmit| outgoing.push(transmit));
             }

@@ -21,6 +21,7 @@ use tracing::debug;
 mod driver;
 mod net;
 mod peer;
+mod recent;
 mod router;
 mod rtp_frame;
 mod socket;

@@ -36,6 +36,13 @@ pub(crate) struct FramePacketizer {
     payload_size: usize,
 }
 
+impl RtpFrame {
+    /// The bytes of all its payloads.
+    pub(crate) fn payload_bytes(&self) -> usize {
+        self.payloads.iter().map(|payload| payload.len()).sum()
+    }
+}
+
 impl FramePacketizer {
     pub(crate) fn new() -> Self {
         let datagram = RtcConfig::new().mtu();

@@ -1,0 +1,140 @@
+//! The frames a viewer joining now starts from: the stream's last keyframe and the frames
+//! since, within limits. Joins come in bursts (a page shared, a reconnect wave), and each
+//! joiner would otherwise wait for a keyframe: one forced from the encoder (at most every
+//! 250 ms, and sent to every viewer), or a passed-through source's next one. A viewer of a
+//! passed-through source that lost data is sent them again (see `Peer::replay`).
+
+use super::rtp_frame::RtpFrame;
+
+/// The most frames kept when the stream's encoder makes keyframes on request (a quarter of
+/// a second at 30 fps). A viewer joining later than that gets a keyframe made for it
+/// instead of a long backlog.
+const ENCODED_FRAMES: usize = 8;
+
+/// The most frames kept of a source's H.264 passed through, which has keyframes only when
+/// the source makes them: its whole group of pictures, up to 10 s at 30 fps.
+const PASSED_THROUGH_FRAMES: usize = 300;
+
+/// The most RTP payload bytes kept of a source passed through: a joiner is sent them all
+/// at once, and each peer driver holds them.
+const PASSED_THROUGH_BYTES: usize = 8 << 20;
+
+/// The last keyframe and the frames since, while they stay within the limits; nothing
+/// from the moment they do not until the next keyframe.
+#[derive(Debug, Default)]
+pub(super) struct RecentFrames {
+    frames: Vec<RtpFrame>,
+    payload_bytes: usize,
+}
+
+impl RecentFrames {
+    /// Takes note of the frame just sent to the viewers.
+    pub(super) fn record(&mut self, rtp: &RtpFrame) {
+        let keyframe = rtp.frame.encoded.keyframe;
+        if keyframe {
+            self.clear();
+        } else if self.frames.is_empty() {
+            return;
+        }
+        let (max_frames, max_bytes) = if rtp.frame.keyframes_on_request {
+            (ENCODED_FRAMES, usize::MAX)
+        } else {
+            (PASSED_THROUGH_FRAMES, PASSED_THROUGH_BYTES)
+        };
+        let payload_bytes = self.payload_bytes + rtp.payload_bytes();
+        // A keyframe is kept whatever its size: nobody could start without it.
+        if keyframe || (self.frames.len() < max_frames && payload_bytes <= max_bytes) {
+            self.frames.push(rtp.clone());
+            self.payload_bytes = payload_bytes;
+        } else {
+            self.clear();
+        }
+    }
+
+    /// Forgets every frame: viewers joining now wait for the next keyframe.
+    pub(super) fn clear(&mut self) {
+        self.frames.clear();
+        self.payload_bytes = 0;
+    }
+
+    /// The keyframe first, then the frames since; empty when there are none to start from.
+    pub(super) fn frames(&self) -> &[RtpFrame] {
+        &self.frames
+    }
+
+    /// Whether the frames kept are a source's own, passed through: it cannot be asked for
+    /// a keyframe.
+    pub(super) fn passed_through(&self) -> bool {
+        self.frames.first().is_some_and(|rtp| !rtp.frame.keyframes_on_request)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::time::Instant;
+
+    use str0m::media::MediaTime;
+    use webgear_media::EncodedFrame;
+
+    use super::*;
+    use crate::stream::StreamFrame;
+
+    /// A frame of `payload_bytes` in one payload.
+    fn frame(keyframe: bool, keyframes_on_request: bool, payload_bytes: usize) -> RtpFrame {
+        let encoded = EncodedFrame {
+            data: Arc::from([0u8].as_slice()),
+            keyframe,
+            width: 16,
+            height: 16,
+            captured_at: Instant::now(),
+        };
+        let frame = StreamFrame { encoded, rtp_time: MediaTime::from_90khz(0), keyframes_on_request };
+        RtpFrame { frame, payloads: Arc::from([Arc::from(vec![0u8; payload_bytes])]) }
+    }
+
+    #[test]
+    fn nothing_is_kept_before_a_keyframe_and_a_keyframe_starts_afresh() {
+        let mut recent = RecentFrames::default();
+        recent.record(&frame(false, true, 100));
+        assert!(recent.frames().is_empty());
+        recent.record(&frame(true, true, 100));
+        recent.record(&frame(false, true, 100));
+        assert_eq!(recent.frames().len(), 2);
+        recent.record(&frame(true, true, 100));
+        assert_eq!(recent.frames().len(), 1);
+        assert!(recent.frames()[0].frame.encoded.keyframe);
+        assert!(!recent.passed_through());
+    }
+
+    #[test]
+    fn a_few_encoded_frames_are_kept_then_none_until_the_next_keyframe() {
+        let mut recent = RecentFrames::default();
+        (0..ENCODED_FRAMES).for_each(|n| recent.record(&frame(n == 0, true, 100)));
+        assert_eq!(recent.frames().len(), ENCODED_FRAMES);
+        recent.record(&frame(false, true, 100));
+        assert!(recent.frames().is_empty(), "a joiner now gets a keyframe made for it");
+        recent.record(&frame(false, true, 100));
+        assert!(recent.frames().is_empty());
+    }
+
+    #[test]
+    fn a_passed_through_group_of_pictures_is_kept_up_to_its_frame_and_byte_limits() {
+        let mut recent = RecentFrames::default();
+        (0..PASSED_THROUGH_FRAMES).for_each(|n| recent.record(&frame(n == 0, false, 1000)));
+        assert_eq!(recent.frames().len(), PASSED_THROUGH_FRAMES);
+        assert!(recent.passed_through());
+        recent.record(&frame(false, false, 1000));
+        assert!(recent.frames().is_empty());
+
+        let large = PASSED_THROUGH_BYTES / 4;
+        recent.record(&frame(true, false, large));
+        (0..3).for_each(|_| recent.record(&frame(false, false, large)));
+        assert_eq!(recent.frames().len(), 4, "exactly at the byte limit");
+        recent.record(&frame(false, false, 1));
+        assert!(recent.frames().is_empty(), "past it");
+        // A keyframe alone is kept whatever its size.
+        recent.record(&frame(true, false, 2 * PASSED_THROUGH_BYTES));
+        assert_eq!(recent.frames().len(), 1);
+    }
+}
