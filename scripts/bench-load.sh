@@ -7,6 +7,7 @@
 #   VIDGEAR_COUNTS= ./scripts/bench-load.sh              # webgear-rtc alone
 #   FULL_RECEPTION=1 ./scripts/bench-load.sh             # viewers decrypt through the WebRTC stack
 #   PASS_THROUGH=1 ./scripts/bench-load.sh               # a clip webgear-rtc sends as it is
+#   DECODE=4 ./scripts/bench-load.sh                     # 4 of the viewers decode every picture
 #
 # Both servers stream the same clip (1280x720, 30 fps, H.264 at ~1.5 Mbit/s, made here with
 # ffmpeg), unreduced (webgear-rtc re-encodes it at the clip's 1.5 Mbit/s; with
@@ -33,6 +34,7 @@ counts=("$@")
 read -r -a vidgear_counts <<<"${VIDGEAR_COUNTS-1 4 10 25}"
 load_flags=(--headers-only)
 [ -z "${FULL_RECEPTION:-}" ] || load_flags=()
+[ -z "${DECODE:-}" ] || load_flags+=(--decode "$DECODE")
 
 clip="$work/clip-720p30.mp4"
 b_frames=()

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use common::{TestServer, builder, exclusive, frames_during_together};
 use webgear_rtc::Options;
-use webgear_testkit::load::{Reception, Window, watch};
+use webgear_testkit::load::{Reception, Window, watch, watch_decoding};
 use webgear_testkit::{Endpoint, Viewer};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -107,7 +107,7 @@ async fn metrics_report_viewers_frames_bytes_and_stage_timings() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn light_viewers_measure_full_rate_no_loss_and_their_first_frame() {
+async fn load_viewers_measure_full_rate_no_loss_and_their_first_frame() {
     let _lock = exclusive().await;
     let server = TestServer::start().await;
     let start = Instant::now() + Duration::from_secs(1);
@@ -122,12 +122,23 @@ async fn light_viewers_measure_full_rate_no_loss_and_their_first_frame() {
         .take(8)
         .map(|(endpoint, reception)| tokio::spawn(async move { watch(&endpoint, window, reception).await }))
         .collect();
+    // And viewers that decode every picture, as the load generator's `--decode` runs.
+    let decoding: Vec<_> = endpoints
+        .iter()
+        .cloned()
+        .map(|endpoint| tokio::spawn(async move { watch_decoding(&endpoint, window).await }))
+        .collect();
     for viewer in viewers {
         let report = viewer.await.unwrap().unwrap();
         // The stream is 30 fps: frames are told by the marker bit, not packets.
         assert!((25.0..=35.0).contains(&report.fps) && report.loss < 0.01, "{report:?}");
         assert!(report.first_frame.is_some_and(|d| d < Duration::from_secs(1)), "{report:?}");
         assert!(report.bytes > 100_000, "{report:?}");
+    }
+    for viewer in decoding {
+        let report = viewer.await.unwrap().unwrap();
+        assert!((25.0..=35.0).contains(&report.fps), "{report:?}");
+        assert!(report.first_picture.is_some_and(|d| d < Duration::from_secs(1)), "{report:?}");
     }
     server.stop().await;
 }

@@ -7,6 +7,10 @@
 //! With [`Reception::HeadersOnly`] a viewer counts RTP from its clear header and skips the
 //! WebRTC stack's receive path (SRTP decryption, retransmission requests), so one machine
 //! can hold more viewers while still seeing every packet the server sends.
+//!
+//! [`watch_decoding`] is the other kind: a viewer that decodes every picture, as a player
+//! does, at the cost of a decoder. A few among many light viewers check that what the
+//! light ones count is also what a player could show.
 
 use std::collections::HashSet;
 use std::io::IoSliceMut;
@@ -19,7 +23,7 @@ use str0m::{Event, Input, Output, Rtc};
 use tokio::io::Interest;
 use tokio::net::UdpSocket;
 
-use crate::viewer::{Endpoint, Negotiated, ViewerError, negotiate};
+use crate::viewer::{Endpoint, Negotiated, Viewer, ViewerError, negotiate};
 
 /// How a load viewer takes in the media.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -51,6 +55,17 @@ pub struct LoadReport {
     /// RTP payload and header bytes received during the window (with
     /// [`Reception::HeadersOnly`], whole SRTP packets, authentication tag included).
     pub bytes: u64,
+}
+
+/// What a viewer that decodes every picture saw.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct DecodedReport {
+    /// From posting the offer to the first picture decoded.
+    pub first_picture: Option<Duration>,
+    /// Pictures decoded during the measuring window.
+    pub pictures: u64,
+    /// Pictures decoded per second over the measuring window.
+    pub fps: f64,
 }
 
 /// When a load test measures: viewers connect before `start` and are measured until `end`.
@@ -251,6 +266,30 @@ impl Tally {
             bytes: self.bytes,
         }
     }
+}
+
+/// Connects a viewer that decodes every picture (OpenH264, in a thread of its own) to
+/// `endpoint`, and counts the pictures it decodes until the window ends. A WHEP viewer then
+/// ends its session with `DELETE`.
+pub async fn watch_decoding(endpoint: &Endpoint, window: Window) -> Result<DecodedReport, ViewerError> {
+    let offered_at = Instant::now();
+    let mut viewer = Viewer::connect_to(endpoint).await?;
+    let mut first_picture = None;
+    let mut pictures = 0;
+    while let Some(left) = window.end.checked_duration_since(Instant::now()) {
+        let Some(picture) = viewer.next_frame(left).await else {
+            break;
+        };
+        first_picture.get_or_insert(picture.arrived_at.saturating_duration_since(offered_at));
+        pictures += u64::from(picture.arrived_at >= window.start);
+    }
+    if let Some(session) = viewer.session() {
+        let _ = session.end().await;
+    }
+    // Stopping joins the viewer's thread, which ends within one of its loop's turns.
+    let _ = tokio::task::spawn_blocking(move || viewer.close()).await;
+    let seconds = window.end.saturating_duration_since(window.start).as_secs_f64();
+    Ok(DecodedReport { first_picture, pictures, fps: pictures as f64 / seconds.max(f64::EPSILON) })
 }
 
 /// The value at fraction `at` of `values` (0: the smallest, 0.5: the median, 1: the

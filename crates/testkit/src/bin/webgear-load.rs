@@ -8,13 +8,15 @@
 //! reports the server's CPU per viewer-second and memory per viewer over the window, and
 //! with `--metrics` the server's capture-to-send latency from its `/metrics`. It always
 //! reports its own CPU over the window: on the server's machine, what it took from it.
+//! With `--decode N`, N of the viewers (spread through the joins) decode every picture
+//! as a player does, and report what they decoded.
 
 use std::time::{Duration, Instant};
 
 use clap::Parser;
 use serde::Serialize;
 use webgear_testkit::Endpoint;
-use webgear_testkit::load::{LoadReport, Reception, Window, percentile, watch};
+use webgear_testkit::load::{DecodedReport, LoadReport, Reception, Window, percentile, watch, watch_decoding};
 use webgear_testkit::server_side::{ProcessSample, histogram_buckets, quantile_between};
 
 #[derive(Parser)]
@@ -49,6 +51,11 @@ struct Args {
     /// again, so loss is what the network lost.
     #[arg(long)]
     headers_only: bool,
+    /// Of the viewers, this many (spread through the joins) decode every picture with
+    /// OpenH264, as a player does, each at the cost of a decoder on this machine; they
+    /// report the pictures they decoded per second and when they showed the first.
+    #[arg(long, default_value_t = 0)]
+    decode: usize,
     /// Print one JSON line with the summary as well.
     #[arg(long)]
     json: bool,
@@ -76,8 +83,10 @@ struct Summary {
     viewers: usize,
     connected: usize,
     failed: usize,
-    /// Viewers at `full_fps` or more with under 0.5% loss.
+    /// Viewers at `full_fps` or more with under 0.5% loss (decoding viewers: pictures
+    /// decoded per second).
     full_rate: usize,
+    /// From here to `megabits_per_second`, the light viewers only.
     fps_min: f64,
     fps_p50: f64,
     loss_p50: f64,
@@ -105,6 +114,12 @@ struct Summary {
     capture_to_send_ms_p99: Option<f64>,
     /// Over the last viewer each peer driver sent a frame to.
     capture_to_last_send_ms_p99: Option<f64>,
+    /// Viewers that decoded every picture (`--decode`), and what they decoded.
+    decoding: usize,
+    decoded_fps_min: Option<f64>,
+    decoded_fps_p50: Option<f64>,
+    first_picture_ms_p50: Option<f64>,
+    first_picture_ms_p95: Option<f64>,
     first_error: Option<String>,
 }
 
@@ -121,23 +136,22 @@ async fn main() {
     let window = schedule.window;
     let reception = if args.headers_only { Reception::HeadersOnly } else { Reception::Full };
     let readings = tokio::spawn(read_machine(args.url.clone(), args.server_pid, args.metrics, window));
-    let mut tasks = Vec::with_capacity(args.viewers);
+    let mut light = Vec::with_capacity(args.viewers);
+    let mut decoding = Vec::with_capacity(args.decode);
     for index in 0..args.viewers {
         tokio::time::sleep_until(tokio::time::Instant::from_std(schedule.join_time(index))).await;
         let endpoint = endpoint.clone();
-        tasks.push(tokio::spawn(async move { watch(&endpoint, window, reception).await.map_err(|e| e.to_string()) }));
-    }
-    let mut reports = Vec::new();
-    let mut errors = Vec::new();
-    for task in tasks {
-        match task.await {
-            Ok(Ok(report)) => reports.push(report),
-            Ok(Err(error)) => errors.push(error),
-            Err(error) => errors.push(error.to_string()),
+        if schedule.decodes(index) {
+            decoding.push(tokio::spawn(async move { watch_decoding(&endpoint, window).await }));
+        } else {
+            light.push(tokio::spawn(async move { watch(&endpoint, window, reception).await }));
         }
     }
+    let mut errors = Vec::new();
+    let reports = outcomes(light, &mut errors).await;
+    let decoded = outcomes(decoding, &mut errors).await;
     let readings = readings.await.unwrap_or_default();
-    let summary = summarise(&args, &reports, errors, window, &readings);
+    let summary = summarise(&args, &reports, &decoded, errors, window, &readings);
     println!(
         "{} viewers: {} connected, {} failed; {} at >= {} fps with < 0.5% loss",
         summary.viewers, summary.connected, summary.failed, summary.full_rate, args.full_fps
@@ -163,6 +177,15 @@ async fn main() {
     if let Some(p99) = summary.capture_to_last_send_ms_p99 {
         println!("capture to send to a driver's last viewer: p99 <= {p99:.1} ms");
     }
+    if let (Some(fps_min), Some(fps_p50), Some(first_p50), Some(first_p95)) =
+        (summary.decoded_fps_min, summary.decoded_fps_p50, summary.first_picture_ms_p50, summary.first_picture_ms_p95)
+    {
+        println!(
+            "decoded by {} viewers: fps min {fps_min:.1}, p50 {fps_p50:.1}; first picture p50 {first_p50:.0} ms, \
+             p95 {first_p95:.0} ms",
+            summary.decoding
+        );
+    }
     if let Some(error) = &summary.first_error {
         println!("first error: {error}");
     }
@@ -171,11 +194,30 @@ async fn main() {
     }
 }
 
-/// When the viewers join (evenly spaced, `--ramp` a second from the first) and when they
-/// are measured (`--settle` seconds after the last join, for `--seconds`).
+/// What each viewer's task ended with; the errors go to `errors`.
+async fn outcomes<T>(
+    tasks: Vec<tokio::task::JoinHandle<Result<T, webgear_testkit::ViewerError>>>,
+    errors: &mut Vec<String>,
+) -> Vec<T> {
+    let mut reports = Vec::with_capacity(tasks.len());
+    for task in tasks {
+        match task.await {
+            Ok(Ok(report)) => reports.push(report),
+            Ok(Err(error)) => errors.push(error.to_string()),
+            Err(error) => errors.push(error.to_string()),
+        }
+    }
+    reports
+}
+
+/// When the viewers join (evenly spaced, `--ramp` a second from the first), which of them
+/// decode (`--decode`, spread through the joins), and when they are measured (`--settle`
+/// seconds after the last join, for `--seconds`).
 struct Schedule {
     first_join: Instant,
     interval: Duration,
+    viewers: usize,
+    decoding: usize,
     window: Window,
 }
 
@@ -184,7 +226,18 @@ impl Schedule {
         let interval = Duration::from_secs_f64(1.0 / args.ramp.max(0.1));
         let last_join = first_join + interval * u32::try_from(args.viewers.saturating_sub(1)).unwrap_or(u32::MAX);
         let start = last_join + Duration::from_secs_f64(args.settle);
-        Schedule { first_join, interval, window: Window { start, end: start + Duration::from_secs_f64(args.seconds) } }
+        Schedule {
+            first_join,
+            interval,
+            viewers: args.viewers,
+            decoding: args.decode.min(args.viewers),
+            window: Window { start, end: start + Duration::from_secs_f64(args.seconds) },
+        }
+    }
+
+    /// Whether viewer `index` (from 0) decodes: `decoding` of the viewers do, evenly spread.
+    fn decodes(&self, index: usize) -> bool {
+        index * self.decoding % self.viewers.max(1) < self.decoding
     }
 
     /// When viewer `index` (from 0) joins.
@@ -223,6 +276,7 @@ async fn read_machine(url: String, pid: Option<u32>, metrics: bool, window: Wind
 fn summarise(
     args: &Args,
     reports: &[LoadReport],
+    decoded: &[DecodedReport],
     errors: Vec<String>,
     window: Window,
     [start, end]: &[Reading; 2],
@@ -243,11 +297,17 @@ fn summarise(
         reports.iter().filter_map(|r| r.first_frame).map(|d| d.as_secs_f64() * 1000.0).collect();
     let bytes: u64 = reports.iter().map(|r| r.bytes).sum();
     let frames_per_second: f64 = fps.iter().sum();
+    let connected = reports.len() + decoded.len();
+    let mut decoded_fps: Vec<f64> = decoded.iter().map(|d| d.fps).collect();
+    let mut first_picture: Vec<f64> =
+        decoded.iter().filter_map(|d| d.first_picture).map(|d| d.as_secs_f64() * 1000.0).collect();
+    let decoded_percentile = |values: &mut Vec<f64>, at: f64| (!values.is_empty()).then(|| percentile(values, at));
     Summary {
         viewers: args.viewers,
-        connected: reports.len(),
+        connected,
         failed: errors.len(),
-        full_rate: reports.iter().filter(|r| r.fps >= args.full_fps && r.loss < 0.005).count(),
+        full_rate: reports.iter().filter(|r| r.fps >= args.full_fps && r.loss < 0.005).count()
+            + decoded.iter().filter(|d| d.fps >= args.full_fps).count(),
         fps_min: percentile(&mut fps, 0.0),
         fps_p50: percentile(&mut fps, 0.5),
         loss_p50: percentile(&mut loss, 0.5),
@@ -260,7 +320,7 @@ fn summarise(
         server_cpu_ms_per_frame: cpu
             .filter(|_| frames_per_second > 0.0)
             .map(|cpu| cpu * 1000.0 / (frames_per_second * seconds)),
-        server_cpu_per_viewer_second: cpu.map(|cpu| cpu / (seconds * reports.len().max(1) as f64)),
+        server_cpu_per_viewer_second: cpu.map(|cpu| cpu / (seconds * connected.max(1) as f64)),
         server_cpu_percent: cpu.map(|cpu| cpu / seconds * 100.0),
         server_rss_mib: end.server.map(|p| p.rss_bytes as f64 / (1024.0 * 1024.0)),
         load_generator_cpu_percent: cpu_between(start.load_generator, end.load_generator)
@@ -268,6 +328,11 @@ fn summarise(
         capture_to_send_ms_p50: latency_ms(|reading| &reading.capture_to_send, 0.5),
         capture_to_send_ms_p99: latency_ms(|reading| &reading.capture_to_send, 0.99),
         capture_to_last_send_ms_p99: latency_ms(|reading| &reading.capture_to_last_send, 0.99),
+        decoding: decoded.len(),
+        decoded_fps_min: decoded_percentile(&mut decoded_fps, 0.0),
+        decoded_fps_p50: decoded_percentile(&mut decoded_fps, 0.5),
+        first_picture_ms_p50: decoded_percentile(&mut first_picture, 0.5),
+        first_picture_ms_p95: decoded_percentile(&mut first_picture, 0.95),
         first_error: errors.into_iter().next(),
     }
 }
@@ -286,5 +351,19 @@ mod tests {
         assert_eq!(schedule.join_time(99), now + Duration::from_millis(1980));
         assert_eq!(schedule.window.start, schedule.join_time(99) + Duration::from_secs(3));
         assert_eq!(schedule.window.end, schedule.window.start + Duration::from_secs(10));
+    }
+
+    #[test]
+    fn the_decoding_viewers_are_as_many_as_asked_and_spread_through_the_joins() {
+        for (viewers, decode) in [(1000, 10), (7, 3), (4, 2), (5, 5), (3, 9), (10, 0), (1, 1)] {
+            let args =
+                Args::parse_from(["webgear-load", "--viewers", &viewers.to_string(), "--decode", &decode.to_string()]);
+            let schedule = Schedule::new(Instant::now(), &args);
+            let decoding: Vec<usize> = (0..viewers).filter(|&index| schedule.decodes(index)).collect();
+            assert_eq!(decoding.len(), decode.min(viewers), "{viewers} viewers, {decode} decoding: {decoding:?}");
+            if viewers == 1000 {
+                assert_eq!(decoding, (0..10).map(|n| n * 100).collect::<Vec<_>>());
+            }
+        }
     }
 }
