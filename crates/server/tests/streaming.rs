@@ -73,7 +73,7 @@ async fn a_late_joiner_sees_a_picture_within_a_second() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_viewer_joining_soon_after_a_keyframe_starts_from_it_without_asking_for_another() {
     let _lock = exclusive().await;
-    // At 5 fps the frames kept since a keyframe (8) span 1.6 s: room for a join anywhere.
+    // At 5 fps the frames kept since a keyframe (30) span 6 s: room for a join anywhere.
     let server = TestServer::start_with(builder(options(json!({"framerate": 5})))).await;
     let (_early, first) = server.playing_viewer().await;
     assert!(first.keyframe);
@@ -88,6 +88,36 @@ async fn a_viewer_joining_soon_after_a_keyframe_starts_from_it_without_asking_fo
     assert_increasing(&frames);
     assert!(frames.len() >= 4, "the late viewer decoded {} frames", frames.len());
     assert_eq!(server.app.stats().keyframe_requests, requests_before, "the late viewer asked for a keyframe");
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wave_of_joins_starts_from_the_frames_kept_without_forcing_keyframes_on_everyone() {
+    let _lock = exclusive().await;
+    // At 15 fps the frames kept since a keyframe (30) span 2 s.
+    let server = TestServer::start_with(builder(options(json!({"framerate": 15})))).await;
+    let (_early, first) = server.playing_viewer().await;
+    assert!(first.keyframe);
+    let keyframes_before = server.app.stats().keyframes_encoded;
+    // Well past a handful of frames, as a wave of joins goes on.
+    tokio::time::sleep(Duration::from_millis(700)).await;
+
+    let offer_url = server.url("/offer");
+    let joins: Vec<_> = (0..4)
+        .map(|_| {
+            let offer_url = offer_url.clone();
+            tokio::spawn(async move {
+                let mut viewer = webgear_testkit::Viewer::connect(&offer_url).await.unwrap();
+                viewer.next_frame(Duration::from_secs(2)).await.expect("a picture within 2 s of joining")
+            })
+        })
+        .collect();
+    for join in joins {
+        let start = join.await.unwrap();
+        assert_eq!(start.number, first.number, "each joiner starts from the keyframe the first one started from");
+    }
+    // A keyframe forced for a joiner would have gone to every viewer.
+    assert_eq!(server.app.stats().keyframes_encoded, keyframes_before);
     server.stop().await;
 }
 
