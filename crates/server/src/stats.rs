@@ -105,7 +105,7 @@ impl Metrics {
             ("keyframes_encoded", "Keyframes encoded", &self.keyframes_encoded),
             (
                 "keyframe_requests",
-                "Keyframe requests (joins, PLI, FIR, recovery); one keyframe may serve several",
+                "Keyframe requests (joins, PLI, FIR, recovery); one keyframe may serve several, and a viewer may be sent the last keyframe and the frames since again instead",
                 &self.keyframe_requests,
             ),
             ("frames_sent", "Frames handed to viewers, once per viewer", &self.frames_sent),
@@ -210,7 +210,8 @@ pub struct Stats {
     /// Keyframes among the frames encoded.
     pub keyframes_encoded: u64,
     /// Keyframe requests received (joins, PLI, FIR, recovery); several may be served by
-    /// one keyframe.
+    /// one keyframe, and a viewer may be sent the last keyframe and the frames since
+    /// again instead.
     pub keyframe_requests: u64,
     /// Frames handed to viewers, counted once per viewer.
     pub frames_sent: u64,

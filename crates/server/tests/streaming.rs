@@ -195,6 +195,33 @@ async fn a_picture_loss_indication_brings_a_keyframe() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_picture_loss_soon_after_a_keyframe_is_answered_with_the_frames_since_not_a_new_one() {
+    let _lock = exclusive().await;
+    // At 15 fps the frames kept since a keyframe (30) span 2 s.
+    let server = TestServer::start_with(builder(options(json!({"framerate": 15})))).await;
+    let (mut viewer, first) = server.playing_viewer().await;
+    assert!(first.keyframe);
+    let encoded_before = server.app.stats().keyframes_encoded;
+    let latest = viewer.frames_during(Duration::from_millis(500)).await.last().and_then(|f| f.number).unwrap();
+
+    viewer.request_keyframe();
+    let mut after = Vec::new();
+    while let Some(frame) = viewer.next_frame(Duration::from_millis(500)).await {
+        after.push(frame);
+        if after.len() >= 15 {
+            break;
+        }
+    }
+    let again = after.iter().position(|f| f.keyframe).unwrap_or_else(|| panic!("no keyframe after the PLI: {after:?}"));
+    assert_eq!(after[again].number, first.number, "the keyframe sent again");
+    assert_increasing(&after[again..]);
+    assert!(after.last().and_then(|f| f.number) > Some(latest), "and on to the live frames");
+    // A keyframe made for one viewer would have gone to every viewer.
+    assert_eq!(server.app.stats().keyframes_encoded, encoded_before);
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stalled_viewer_slows_nobody_and_recovers_with_a_keyframe() {
     let _lock = exclusive().await;
     let server = TestServer::start().await;

@@ -427,16 +427,19 @@ impl Driver {
             deadline = slot.peer.poll(|transmit| outgoing.push(transmit));
         }
         if slot.peer.take_keyframe_wish() {
-            // The encoder coalesces requests. A source passed through cannot make a
-            // keyframe: the viewer gets the last one and the frames since again.
-            self.keyframes.request();
-            if self.recent.passed_through()
-                && deadline.is_some()
+            // A keyframe made for one viewer goes to all of them: while the last one and
+            // the frames since are kept, the viewer gets those (again) instead. Otherwise
+            // the encoder makes one (it coalesces requests); a source passed through
+            // cannot, and the viewer waits for the source's next.
+            if deadline.is_some()
                 && slot.peer.replay(self.recent.frames(), &self.metrics, Instant::now(), |transmit| {
                     outgoing.push(transmit);
                 })
             {
+                self.metrics.keyframe_requests.inc();
                 deadline = slot.peer.poll(|transmit| outgoing.push(transmit));
+            } else {
+                self.keyframes.request();
             }
         }
         self.deadlines.remove(&(slot.deadline, id));

@@ -365,14 +365,14 @@ impl Peer {
     }
 
     /// Sends a viewer that asked for a keyframe (it lost data that retransmission could not
-    /// bring back) the stream's last keyframe and the frames since again, for a stream
-    /// that cannot make a keyframe for it (a source's H.264 passed through). Returns
-    /// whether it did; at most once per [`REPLAY_INTERVAL`].
+    /// bring back) the stream's last keyframe and the frames since again, instead of a
+    /// keyframe made for it, which would go to every viewer, or which a source passed
+    /// through cannot make at all. Returns whether it did; at most once per
+    /// [`REPLAY_INTERVAL`].
     ///
     /// They are stamped one RTP tick apart after the last frame sent, well before the
     /// next (a frame is 3000 ticks at 30 fps): the viewer decodes from the keyframe up to
-    /// the newest frame at once and plays on, instead of showing broken pictures until
-    /// the source's next keyframe.
+    /// the newest frame at once and plays on.
     pub(crate) fn replay(
         &mut self,
         recent: &[RtpFrame],

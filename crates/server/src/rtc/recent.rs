@@ -1,8 +1,8 @@
 //! The frames a viewer joining now starts from: the stream's last keyframe and the frames
 //! since, within limits. Joins come in bursts (a page shared, a reconnect wave), and each
 //! joiner would otherwise wait for a keyframe: one forced from the encoder (at most every
-//! 250 ms, and sent to every viewer), or a passed-through source's next one. A viewer of a
-//! passed-through source that lost data is sent them again (see `Peer::replay`).
+//! 250 ms, and sent to every viewer), or a passed-through source's next one. A viewer that
+//! lost data is sent them again (see `Peer::replay`).
 
 use super::rtp_frame::RtpFrame;
 
@@ -64,12 +64,6 @@ impl RecentFrames {
     pub(super) fn frames(&self) -> &[RtpFrame] {
         &self.frames
     }
-
-    /// Whether the frames kept are a source's own, passed through: it cannot be asked for
-    /// a keyframe.
-    pub(super) fn passed_through(&self) -> bool {
-        self.frames.first().is_some_and(|rtp| !rtp.frame.keyframes_on_request)
-    }
 }
 
 #[cfg(test)]
@@ -107,7 +101,6 @@ mod tests {
         recent.record(&frame(true, true, 100));
         assert_eq!(recent.frames().len(), 1);
         assert!(recent.frames()[0].frame.encoded.keyframe);
-        assert!(!recent.passed_through());
     }
 
     #[test]
@@ -126,7 +119,6 @@ mod tests {
         let mut recent = RecentFrames::default();
         (0..PASSED_THROUGH_FRAMES).for_each(|n| recent.record(&frame(n == 0, false, 1000)));
         assert_eq!(recent.frames().len(), PASSED_THROUGH_FRAMES);
-        assert!(recent.passed_through());
         recent.record(&frame(false, false, 1000));
         assert!(recent.frames().is_empty());
 
