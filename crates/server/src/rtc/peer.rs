@@ -335,15 +335,12 @@ impl Peer {
     /// time: a player decodes them at once and shows the newest, then goes on live. With
     /// their own times a player would play them out at the stream's pace and stay as far
     /// behind the stream as the oldest of them, for good.
-    ///
-    /// Each frame's packets go to `transmit` as soon as it is written: seconds of frames
-    /// written at once would leave the session's send queue that large for good.
     pub(crate) fn start_from(
         &mut self,
         recent: &[RtpFrame],
         metrics: &Metrics,
         now: Instant,
-        mut transmit: impl FnMut(Transmit),
+        transmit: impl FnMut(Transmit),
     ) -> bool {
         let (Some(first), Some(newest)) = (recent.first(), recent.last()) else {
             return false;
@@ -351,12 +348,9 @@ impl Peer {
         if self.last_sent_time.is_some() || !self.connected || !first.frame.encoded.keyframe {
             return false;
         }
-        let newest_time = rtp_time(&newest.frame);
-        for (frame, older) in recent.iter().zip((0..recent.len()).rev()) {
-            let time = newest_time.wrapping_sub(CATCH_UP_SPACING.wrapping_mul(older as u32));
-            self.contained(|peer| peer.write_frame(frame, time, metrics, now));
-            self.poll(&mut transmit);
-        }
+        let span = CATCH_UP_SPACING.wrapping_mul(recent.len() as u32 - 1);
+        let first_time = rtp_time(&newest.frame).wrapping_sub(span);
+        self.write_burst(recent, first_time, CATCH_UP_SPACING, metrics, now, transmit);
         let started = self.last_sent_time.is_some();
         if started && !self.waiting_for_keyframe {
             self.wants_keyframe = false;
@@ -378,7 +372,7 @@ impl Peer {
         recent: &[RtpFrame],
         metrics: &Metrics,
         now: Instant,
-        mut transmit: impl FnMut(Transmit),
+        transmit: impl FnMut(Transmit),
     ) -> bool {
         let (Some(last_time), Some(first)) = (self.last_sent_time, recent.first()) else {
             return false;
@@ -389,11 +383,27 @@ impl Peer {
         }
         self.last_replay = Some(now);
         self.span.in_scope(|| debug!(frames = recent.len(), "sending the frames since the last keyframe again"));
-        for (frame, tick) in recent.iter().zip(1u32..) {
-            self.contained(|peer| peer.write_frame(frame, last_time.wrapping_add(tick), metrics, now));
+        self.write_burst(recent, last_time.wrapping_add(1), 1, metrics, now, transmit);
+        true
+    }
+
+    /// Writes `frames` stamped `spacing` RTP ticks apart from `first_time`. Each frame's
+    /// packets go to `transmit` as soon as it is written: seconds of frames written at
+    /// once would leave the session's send queue that large for good.
+    fn write_burst(
+        &mut self,
+        frames: &[RtpFrame],
+        first_time: u32,
+        spacing: u32,
+        metrics: &Metrics,
+        now: Instant,
+        mut transmit: impl FnMut(Transmit),
+    ) {
+        for (frame, index) in frames.iter().zip(0u32..) {
+            let time = first_time.wrapping_add(spacing.wrapping_mul(index));
+            self.contained(|peer| peer.write_frame(frame, time, metrics, now));
             self.poll(&mut transmit);
         }
-        true
     }
 
     /// Skip everything up to the next keyframe, and ask for one: the viewer missed data.
