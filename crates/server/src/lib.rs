@@ -34,6 +34,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use tracing::info;
+use webgear_media::source::OpenedSource;
 use webgear_media::transform::{FrameSizeReducer, TransformError};
 
 mod ice;
@@ -220,11 +221,16 @@ impl Builder {
                     && !self.options.grayscale()
                     && !self.options.stabilize;
                 let open = move || -> Result<StreamInput, SourceError> {
-                    if pass_through && let Some(h264) = spec.open_h264(&settings)? {
-                        info!(source = %spec, "passing the source's H.264 through: no encoder runs");
-                        return Ok(StreamInput::H264(h264));
+                    if !pass_through {
+                        return Ok(StreamInput::Frames(spec.open(&settings)?));
                     }
-                    Ok(StreamInput::Frames(spec.open(&settings)?))
+                    match spec.open_preferring_h264(&settings)? {
+                        OpenedSource::H264(h264) => {
+                            info!(source = %spec, "passing the source's H.264 through: no encoder runs");
+                            Ok(StreamInput::H264(h264))
+                        }
+                        OpenedSource::Frames(frames) => Ok(StreamInput::Frames(frames)),
+                    }
                 };
                 let opened = open()?;
                 if may_come_back {

@@ -251,6 +251,8 @@ async fn a_source_that_cannot_be_opened_fails_at_start_naming_it_and_why() {
         (SourceSpec::File(broken.clone()), "Invalid data"),
         (SourceSpec::File(scratch_dir().join("missing.mp4")), "no such file"),
         ("http://127.0.0.1:9/nothing.mp4".parse().unwrap(), "Connection refused"),
+        // Received through a relay: its failure, not the reader's complaint of no input.
+        ("rtmp://127.0.0.1:9/live".parse().unwrap(), "Connection refused"),
     ] {
         let name = source.to_string();
         let error = WebGearRtc::builder().source(source).options(options.clone()).build().await.unwrap_err();
@@ -395,23 +397,46 @@ async fn an_h264_file_over_http_passes_through_too() {
     http.abort();
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_live_h264_stream_over_udp_passes_through_as_it_comes() {
-    let _lock = exclusive().await;
-    let camera = clip("udp-camera.mp4", CAMERA_H264);
-    let port = std::net::UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    // An encoder sending MPEG-TS over UDP, as hardware encoders and OBS do, the clip looped.
-    let _sender = Reaped(
+/// An encoder sending `clip` in real time, looped, to `url` (in the ffmpeg output
+/// `format`, with `options` after it), as live encoders do.
+fn live_sender(clip: &Path, format: &str, options: &[&str], url: &str) -> Reaped {
+    Reaped(
         Command::new("ffmpeg")
             .args(["-loglevel", "error", "-re", "-stream_loop", "-1", "-i"])
-            .arg(&camera)
-            .args(["-c", "copy", "-f", "mpegts", &format!("udp://127.0.0.1:{port}?pkt_size=1316")])
+            .arg(clip)
+            .args(["-c", "copy", "-f", format])
+            .args(options)
+            .arg(url)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .spawn()
             .expect("ffmpeg is installed"),
-    );
-    let server = unreduced_server_for(format!("udp://127.0.0.1:{port}").parse().unwrap()).await;
+    )
+}
+
+fn free_udp_port() -> u16 {
+    std::net::UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+fn free_tcp_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// Waits until something listens on TCP `port` (read from the kernel's table: connecting
+/// to look would use up a sender that takes one caller).
+fn wait_for_tcp_listener(port: u16) {
+    let listening = format!(":{port:04X} 00000000:0000 0A");
+    let ready_by = Instant::now() + Duration::from_secs(10);
+    while !std::fs::read_to_string("/proc/net/tcp").unwrap().contains(&listening) {
+        assert!(Instant::now() < ready_by, "nothing listens on TCP port {port}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Waits until the server passes the source's frames on, then checks that a viewer gets
+/// the stream's own 640x360 pictures, 2 s of them in order (the looped clip restarts its
+/// numbers every 2 s), with no encoder running.
+async fn assert_live_stream_passes_through(server: &TestServer) {
     // The stream was checked before the server started; ffmpeg then studies it for a
     // second before passing it on.
     let flowing_by = Instant::now() + Duration::from_secs(10);
@@ -419,18 +444,73 @@ async fn a_live_h264_stream_over_udp_passes_through_as_it_comes() {
         assert!(Instant::now() < flowing_by, "the stream never flowed: {:?}", server.app.stats());
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-
     let (mut viewer, first) = server.playing_viewer().await;
     assert_eq!((first.width, first.height), (640, 360), "the stream's own pictures");
-    let frames = viewer.frames_during(Duration::from_secs(2)).await;
-    assert!(frames.len() >= 50, "{} frames in 2 s", frames.len());
-    // The loop starts the frame numbers again every 2 s; between restarts they increase.
-    let numbers: Vec<u16> = frames.iter().filter_map(|f| f.number).collect();
-    let restarts = numbers.windows(2).filter(|pair| pair[1] <= pair[0]).count();
-    assert!(restarts <= 1, "frames out of order: {numbers:?}");
+    assert_live_frames_in_order(&mut viewer).await;
     let stats = server.app.stats();
     assert_eq!(stats.encoders_running, 0, "no encoder while the stream plays: {stats:?}");
     assert_eq!(stats.frames_encoded, 0, "{stats:?}");
+}
+
+/// Two seconds of a looped live clip: 50 frames or more, their numbers increasing but
+/// where the loop starts again (once at most).
+async fn assert_live_frames_in_order(viewer: &mut Viewer) {
+    let frames = viewer.frames_during(Duration::from_secs(2)).await;
+    assert!(frames.len() >= 50, "{} frames in 2 s", frames.len());
+    let numbers: Vec<u16> = frames.iter().filter_map(|f| f.number).collect();
+    let restarts = numbers.windows(2).filter(|pair| pair[1] <= pair[0]).count();
+    assert!(restarts <= 1, "frames out of order: {numbers:?}");
+}
+
+/// Whether an ffmpeg still reads `url` (the relay receiving a live stream).
+fn reading(url: &str) -> bool {
+    let out = Command::new("pgrep").args(["-f", "--", &format!("-i {url}")]).output().unwrap();
+    !out.stdout.is_empty()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_live_h264_stream_over_udp_passes_through_as_it_comes() {
+    let _lock = exclusive().await;
+    let camera = clip("udp-camera.mp4", CAMERA_H264);
+    let port = free_udp_port();
+    // MPEG-TS over UDP, as hardware encoders and OBS send it.
+    let _sender = live_sender(&camera, "mpegts", &[], &format!("udp://127.0.0.1:{port}?pkt_size=1316"));
+    let server = unreduced_server_for(format!("udp://127.0.0.1:{port}").parse().unwrap()).await;
+    assert_live_stream_passes_through(&server).await;
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_live_srt_stream_from_a_sender_taking_one_caller_passes_through_on_one_connection() {
+    let _lock = exclusive().await;
+    let camera = clip("srt-camera.mp4", CAMERA_H264);
+    let port = free_udp_port();
+    // An encoder in SRT listener mode (as OBS offers): it serves one caller and stops when
+    // that caller leaves, so checking the stream and reading it must share a connection.
+    let mut sender = live_sender(&camera, "mpegts", &[], &format!("srt://127.0.0.1:{port}?mode=listener"));
+    let url = format!("srt://127.0.0.1:{port}");
+    let server = unreduced_server_for(url.parse().unwrap()).await;
+    assert_live_stream_passes_through(&server).await;
+    assert_eq!(sender.0.try_wait().unwrap(), None, "the sender still sends");
+    server.stop().await;
+    assert!(!reading(&url), "the ffmpeg receiving the stream outlived the server");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_live_rtmp_stream_with_b_frames_from_a_sender_taking_one_caller_is_encoded_on_one_connection() {
+    let _lock = exclusive().await;
+    let path = clip("rtmp-b-frames.mp4", &["-c:v", "libx264", "-preset", "ultrafast", "-bf", "2", "-g", "15"]);
+    let port = free_tcp_port();
+    // `-listen 1`: the sender is the RTMP server, for one client. The check finds B-frames,
+    // so the stream is decoded and encoded, read from the connection the check used.
+    let _sender = live_sender(&path, "flv", &["-listen", "1"], &format!("rtmp://127.0.0.1:{port}/live/cam"));
+    wait_for_tcp_listener(port);
+    let server = unreduced_server_for(format!("rtmp://127.0.0.1:{port}/live/cam").parse().unwrap()).await;
+    let (mut viewer, first) = server.playing_viewer().await;
+    assert_eq!((first.width, first.height), (640, 360));
+    assert_live_frames_in_order(&mut viewer).await;
+    let stats = server.app.stats();
+    assert_eq!((stats.encoders_running, stats.frames_passed_through), (1, 0), "{stats:?}");
     server.stop().await;
 }
 

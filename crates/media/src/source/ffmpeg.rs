@@ -1,6 +1,7 @@
 //! Sources read through the `ffmpeg` program: video files of any container and codec,
-//! network streams (RTSP, HTTP, HLS) and image sequences. ffmpeg runs as a child process
-//! that writes raw I420 frames to a pipe; `ffprobe` tells the picture size and rate first.
+//! network streams (RTSP, HTTP, HLS, and live SRT, RTMP and UDP received once by a
+//! [`LiveRelay`]) and image sequences. ffmpeg runs as a child process that writes raw I420
+//! frames to a pipe; `ffprobe` tells the picture size and rate first.
 //! ([`super::ffmpeg_h264`] runs the same kind of child to copy H.264 undecoded.)
 //!
 //! The child is always reaped: when the stream ends, when it fails, and when the source
@@ -13,6 +14,7 @@ use std::sync::{Arc, Mutex};
 use std::thread::{self, JoinHandle};
 use std::time::Instant;
 
+use super::relay::{LiveRelay, RELAYED_INPUT};
 use super::{FrameSource, SourceError};
 use crate::frame::{Frame, PixelFormat};
 
@@ -46,21 +48,27 @@ pub struct FfmpegSource {
 impl FfmpegSource {
     /// Probes `input` and starts decoding it.
     pub fn open(input: &str, options: &FfmpegOptions) -> Result<FfmpegSource, SourceError> {
-        let probed = probe(input, &options.input_options)?;
+        FfmpegSource::open_input(FfmpegInput::direct(input, &options.input_options), options)
+    }
+
+    /// Probes `input` and starts decoding it, with `options` but their `input_options`
+    /// (`input` has its own).
+    pub(super) fn open_input(input: FfmpegInput, options: &FfmpegOptions) -> Result<FfmpegSource, SourceError> {
+        let probed = probe(&input)?;
         let (width, height) = options.resolution.unwrap_or((probed.width, probed.height));
         let frame_rate = options.framerate.unwrap_or(probed.frame_rate);
         if width == 0 || height == 0 {
-            return Err(open_error(input, format!("ffprobe reported a {width}x{height} picture")));
+            return Err(open_error(input.spec(), format!("ffprobe reported a {width}x{height} picture")));
         }
 
-        let mut command = ffmpeg_reading(input, options.realtime, &options.input_options);
+        let mut command = ffmpeg_reading(&input, options.realtime);
         command.args(["-vf", &format!("scale={width}:{height}")]);
         if let Some(rate) = options.framerate {
             command.args(["-r", &rate.to_string()]);
         }
         command.args(["-f", "rawvideo", "-pix_fmt", "yuv420p", "pipe:1"]);
-        let child = FfmpegChild::spawn(input, command)?;
-        tracing::debug!(input, width, height, frame_rate, "ffmpeg started");
+        let child = FfmpegChild::spawn(&input, command)?;
+        tracing::debug!(input = input.spec(), width, height, frame_rate, "ffmpeg started");
         Ok(FfmpegSource { child, width, height, frame_rate })
     }
 
@@ -99,16 +107,73 @@ impl FrameSource for FfmpegSource {
     }
 }
 
+/// What ffmpeg or ffprobe reads: a file or URL that each program opens itself, or a live
+/// stream received once by a [`LiveRelay`] and piped to each in turn.
+#[derive(Debug, Clone)]
+pub(super) enum FfmpegInput {
+    Direct {
+        spec: String,
+        /// Options that go before `-i`.
+        options: Vec<String>,
+    },
+    Relayed(Arc<LiveRelay>),
+}
+
+impl FfmpegInput {
+    pub(super) fn direct(spec: &str, options: &[String]) -> FfmpegInput {
+        FfmpegInput::Direct { spec: spec.to_owned(), options: options.to_vec() }
+    }
+
+    /// The input as the user wrote it, for messages.
+    pub(super) fn spec(&self) -> &str {
+        match self {
+            FfmpegInput::Direct { spec, .. } => spec,
+            FfmpegInput::Relayed(relay) => relay.url(),
+        }
+    }
+
+    /// Adds the options and the `-i` that make a program read this input.
+    fn add_to(&self, command: &mut Command) {
+        match self {
+            FfmpegInput::Direct { spec, options } => command.args(options).arg("-i").arg(spec),
+            FfmpegInput::Relayed(_) => command.args(RELAYED_INPUT).args(["-i", "pipe:0"]),
+        };
+    }
+
+    /// Starts `command` (running `program`), a relayed stream fed to its standard input.
+    fn spawn(&self, program: &'static str, command: &mut Command) -> Result<Child, SourceError> {
+        let relay = match self {
+            FfmpegInput::Direct { .. } => None,
+            FfmpegInput::Relayed(relay) => Some(relay),
+        };
+        command.stdin(if relay.is_some() { Stdio::piped() } else { Stdio::null() });
+        let mut child = command.spawn().map_err(|error| program_error(program, self.spec(), error))?;
+        if let (Some(relay), Some(stdin)) = (relay, child.stdin.take()) {
+            relay.feed(stdin);
+        }
+        Ok(child)
+    }
+
+    /// Why the relay feeding this input stopped, once it has and if it failed: the cause
+    /// when a program reading it finds its input cut short.
+    fn relay_failure(&self) -> Option<SourceError> {
+        match self {
+            FfmpegInput::Direct { .. } => None,
+            FfmpegInput::Relayed(relay) => relay.failure(),
+        }
+    }
+}
+
 /// An `ffmpeg` command reading the first video stream of `input` (at its own pace when
 /// `realtime`), without audio or subtitles; the caller adds the output.
-pub(super) fn ffmpeg_reading(input: &str, realtime: bool, input_options: &[String]) -> Command {
+pub(super) fn ffmpeg_reading(input: &FfmpegInput, realtime: bool) -> Command {
     let mut command = Command::new("ffmpeg");
     command.args(["-hide_banner", "-loglevel", "error", "-nostdin"]);
     if realtime {
         command.arg("-re");
     }
-    command.args(input_options);
-    command.args(["-i", input, "-map", "0:v:0", "-an", "-sn", "-dn"]);
+    input.add_to(&mut command);
+    command.args(["-map", "0:v:0", "-an", "-sn", "-dn"]);
     command
 }
 
@@ -116,25 +181,22 @@ pub(super) fn ffmpeg_reading(input: &str, realtime: bool, input_options: &[Strin
 /// The child is reaped when stopped or dropped.
 #[derive(Debug)]
 pub(super) struct FfmpegChild {
-    input: String,
+    input: FfmpegInput,
     child: Child,
-    stdout: ChildStdout,
+    /// `None` once taken by [`FfmpegChild::take_output`].
+    stdout: Option<ChildStdout>,
     stderr: Arc<Mutex<VecDeque<String>>>,
     stderr_reader: Option<JoinHandle<()>>,
 }
 
 impl FfmpegChild {
-    /// Starts `command` for `input`, its output piped.
-    pub(super) fn spawn(input: &str, mut command: Command) -> Result<FfmpegChild, SourceError> {
-        let mut child = command
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .map_err(|error| program_error("ffmpeg", input, error))?;
+    /// Starts `command` reading `input`, its output piped.
+    pub(super) fn spawn(input: &FfmpegInput, mut command: Command) -> Result<FfmpegChild, SourceError> {
+        command.stdout(Stdio::piped()).stderr(Stdio::piped());
+        let mut child = input.spawn("ffmpeg", &mut command)?;
         let (Some(stdout), Some(stderr)) = (child.stdout.take(), child.stderr.take()) else {
             reap(&mut child);
-            return Err(open_error(input, "ffmpeg's output pipes were not created".into()));
+            return Err(open_error(input.spec(), "ffmpeg's output pipes were not created".into()));
         };
         let lines = Arc::new(Mutex::new(VecDeque::new()));
         let kept = lines.clone();
@@ -151,31 +213,46 @@ impl FfmpegChild {
             })
             .map_err(|error| {
                 reap(&mut child);
-                open_error(input, format!("could not start a thread: {error}"))
+                open_error(input.spec(), format!("could not start a thread: {error}"))
             })?;
-        Ok(FfmpegChild { input: input.to_owned(), child, stdout, stderr: lines, stderr_reader: Some(stderr_reader) })
+        Ok(FfmpegChild {
+            input: input.clone(),
+            child,
+            stdout: Some(stdout),
+            stderr: lines,
+            stderr_reader: Some(stderr_reader),
+        })
+    }
+
+    /// Takes ffmpeg's output pipe, for a reader of its own.
+    pub(super) fn take_output(&mut self) -> Option<ChildStdout> {
+        self.stdout.take()
     }
 
     /// Reads what ffmpeg wrote next into `buffer`; 0 once the pipe has closed.
     pub(super) fn read(&mut self, buffer: &mut [u8]) -> Result<usize, SourceError> {
+        let Some(stdout) = &mut self.stdout else { return Ok(0) };
         loop {
-            match self.stdout.read(buffer) {
+            match stdout.read(buffer) {
                 Ok(n) => return Ok(n),
                 Err(error) if error.kind() == io::ErrorKind::Interrupted => {}
-                Err(error) => return Err(read_error(&self.input, error.to_string())),
+                Err(error) => return Err(read_error(self.input.spec(), error.to_string())),
             }
         }
     }
 
     /// After the pipe closed: `Ok` when ffmpeg exited cleanly (the input ended), the
-    /// failure in ffmpeg's words otherwise.
+    /// failure in ffmpeg's words otherwise, or the relay's when it fed ffmpeg and failed.
     pub(super) fn finish(&mut self) -> Result<(), SourceError> {
-        let status = self.child.wait().map_err(|error| read_error(&self.input, error.to_string()))?;
+        let status = self.child.wait().map_err(|error| read_error(self.input.spec(), error.to_string()))?;
+        if let Some(failure) = self.input.relay_failure() {
+            return Err(failure);
+        }
         if status.success() {
             return Ok(());
         }
         let said = self.stderr_tail();
-        Err(read_error(&self.input, format!("ffmpeg stopped ({status}): {said}")))
+        Err(read_error(self.input.spec(), format!("ffmpeg stopped ({status}): {said}")))
     }
 
     pub(super) fn stop(&mut self) {
@@ -221,9 +298,9 @@ pub(super) struct Probed {
 /// The stream entries [`probe`] reads, for callers that ask ffprobe for more in one run.
 pub(super) const STREAM_ENTRIES: &str = "stream=width,height,avg_frame_rate,r_frame_rate,codec_name,pix_fmt";
 
-pub(super) fn probe(input: &str, input_options: &[String]) -> Result<Probed, SourceError> {
-    let json = ffprobe(input, input_options, &["-show_entries", STREAM_ENTRIES])?;
-    Probed::from_json(input, &json)
+pub(super) fn probe(input: &FfmpegInput) -> Result<Probed, SourceError> {
+    let json = ffprobe(input, &["-show_entries", STREAM_ENTRIES])?;
+    Probed::from_json(input.spec(), &json)
 }
 
 impl Probed {
@@ -251,12 +328,21 @@ impl Probed {
 
 /// Runs ffprobe on the first video stream of `input` with `args` (what to show) and
 /// returns its JSON answer.
-pub(super) fn ffprobe(input: &str, input_options: &[String], args: &[&str]) -> Result<serde_json::Value, SourceError> {
+pub(super) fn ffprobe(input: &FfmpegInput, args: &[&str]) -> Result<serde_json::Value, SourceError> {
     let mut command = Command::new("ffprobe");
-    command.args(["-v", "error", "-select_streams", "v:0"]);
-    command.args(input_options);
-    command.args(args).args(["-of", "json", input]);
-    let output = command.stdin(Stdio::null()).output().map_err(|error| program_error("ffprobe", input, error))?;
+    command.args(["-v", "error", "-select_streams", "v:0"]).args(args).args(["-of", "json"]);
+    input.add_to(&mut command);
+    command.stdout(Stdio::piped()).stderr(Stdio::piped());
+    let output = input
+        .spawn("ffprobe", &mut command)?
+        .wait_with_output()
+        .map_err(|error| program_error("ffprobe", input.spec(), error))?;
+    if !output.status.success()
+        && let Some(failure) = input.relay_failure()
+    {
+        return Err(failure);
+    }
+    let input = input.spec();
     if !output.status.success() {
         let said = String::from_utf8_lossy(&output.stderr).trim().replace('\n', "; ");
         return Err(open_error(

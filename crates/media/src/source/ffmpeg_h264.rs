@@ -20,7 +20,7 @@
 
 use std::time::{Duration, Instant};
 
-use super::ffmpeg::{FfmpegChild, Probed, STREAM_ENTRIES, ffmpeg_reading, ffprobe, open_error};
+use super::ffmpeg::{FfmpegChild, FfmpegInput, Probed, STREAM_ENTRIES, ffmpeg_reading, ffprobe, open_error};
 use super::{EncodedSource, SourceError};
 use crate::encode::EncodedFrame;
 
@@ -38,7 +38,7 @@ const CHECKED_SPAN_LIVE: &str = "%+5";
 /// How long ffmpeg studies a live stream before passing it on (its default, 5 s, would
 /// delay the start by that much and then send the 5 s it held in one burst). A second
 /// finds an H.264 stream's parameters; nothing is decoded.
-const LIVE_ANALYSIS: [&str; 2] = ["-analyzeduration", "1000000"];
+pub(super) const LIVE_ANALYSIS: [&str; 2] = ["-analyzeduration", "1000000"];
 
 /// How much a keyframe interval may exceed [`MAX_KEYFRAME_INTERVAL`] by (timestamp
 /// rounding in containers).
@@ -73,29 +73,38 @@ impl FfmpegH264Source {
     /// itself, as a network stream does) can go to browsers as it is, and starts reading
     /// it. [`SourceError::Unsupported`] says why not when it cannot.
     pub fn open(input: &str, live: bool) -> Result<Self, SourceError> {
-        let (span, input_options) = if live {
-            (CHECKED_SPAN_LIVE, LIVE_ANALYSIS.map(str::to_owned).to_vec())
-        } else {
-            (CHECKED_SPAN, Vec::new())
-        };
+        let input_options = if live { LIVE_ANALYSIS.map(str::to_owned).to_vec() } else { Vec::new() };
+        FfmpegH264Source::open_input(FfmpegInput::direct(input, &input_options), live)
+    }
+
+    /// [`FfmpegH264Source::open`] for an input that may be relayed.
+    pub(super) fn open_input(input: FfmpegInput, live: bool) -> Result<Self, SourceError> {
+        let span = if live { CHECKED_SPAN_LIVE } else { CHECKED_SPAN };
         let entries = format!("{STREAM_ENTRIES}:packet=pts_time,flags");
-        let checked = ffprobe(input, &input_options, &["-read_intervals", span, "-show_entries", &entries])?;
-        let probed = Probed::from_json(input, &checked)?;
+        let checked = ffprobe(&input, &["-read_intervals", span, "-show_entries", &entries])?;
+        let probed = Probed::from_json(input.spec(), &checked)?;
         let packets: Vec<ProbedPacket> = checked["packets"]
             .as_array()
             .map(|packets| packets.iter().filter_map(ProbedPacket::from_json).collect())
             .unwrap_or_default();
         if let Some(reason) = why_not_sent_as_is(&probed, &packets) {
-            return Err(SourceError::Unsupported { spec: input.to_owned(), reason });
+            return Err(SourceError::Unsupported { spec: input.spec().to_owned(), reason });
         }
         if probed.width == 0 || probed.height == 0 {
-            return Err(open_error(input, format!("ffprobe reported a {}x{} picture", probed.width, probed.height)));
+            let size = format!("ffprobe reported a {}x{} picture", probed.width, probed.height);
+            return Err(open_error(input.spec(), size));
         }
-        let mut command = ffmpeg_reading(input, !live, &input_options);
+        let mut command = ffmpeg_reading(&input, !live);
         command.args(["-c:v", "copy", "-bsf:v", "h264_mp4toannexb,h264_metadata=aud=insert"]);
         command.args(["-flush_packets", "1", "-f", "h264", "pipe:1"]);
-        let child = FfmpegChild::spawn(input, command)?;
-        tracing::debug!(input, width = probed.width, height = probed.height, live, "ffmpeg copying H.264");
+        let child = FfmpegChild::spawn(&input, command)?;
+        tracing::debug!(
+            input = input.spec(),
+            width = probed.width,
+            height = probed.height,
+            live,
+            "ffmpeg copying H.264"
+        );
         Ok(FfmpegH264Source {
             child,
             units: AccessUnits::default(),

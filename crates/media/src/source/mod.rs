@@ -7,15 +7,19 @@
 use std::fmt;
 use std::path::PathBuf;
 use std::str::FromStr;
+use std::sync::Arc;
 
 use tracing::info;
 
 use crate::decode::DecodingSource;
 use crate::encode::EncodedFrame;
 use crate::frame::Frame;
+use ffmpeg::FfmpegInput;
+use relay::LiveRelay;
 
 pub mod ffmpeg;
 pub mod ffmpeg_h264;
+mod relay;
 pub mod rtsp;
 pub mod test_pattern;
 #[cfg(all(feature = "v4l2", target_os = "linux"))]
@@ -174,7 +178,8 @@ pub enum SourceSpec {
     File(PathBuf),
     /// A network stream: `rtsp://`, `rtsps://`, `rtmp://`, `http(s)://` (files, HLS), `udp://`,
     /// `srt://`. `rtsp://` streams carrying H.264 are read natively ([`RtspSource`]), the
-    /// rest through ffmpeg.
+    /// rest through ffmpeg; a live `srt://`, `rtmp://` or `udp://` stream over one
+    /// connection, received by a `LiveRelay`.
     Url(String),
     /// Numbered images (`frames/%04d.png`) or a glob (`frames/*.png`).
     ImageSequence(String),
@@ -206,6 +211,17 @@ fn paces_itself(url: &str) -> bool {
     LIVE_SCHEMES.iter().any(|scheme| lower.starts_with(scheme))
 }
 
+/// Live stream schemes whose senders may take a single caller (SRT and RTMP in listener
+/// mode), or keep no packets for a second one (UDP): received once through a
+/// [`LiveRelay`] however many programs read them.
+const RELAYED_SCHEMES: [&str; 3] = ["rtmp://", "udp://", "srt://"];
+
+/// Whether `url` is received once, through a [`LiveRelay`].
+fn is_relayed(url: &str) -> bool {
+    let lower = url.to_ascii_lowercase();
+    RELAYED_SCHEMES.iter().any(|scheme| lower.starts_with(scheme))
+}
+
 /// Whether `url` is read natively by [`RtspSource`].
 fn is_rtsp(url: &str) -> bool {
     url.to_ascii_lowercase().starts_with("rtsp://")
@@ -214,9 +230,49 @@ fn is_rtsp(url: &str) -> bool {
 /// URL schemes read as network streams.
 const STREAM_SCHEMES: [&str; 7] = ["rtsp://", "rtsps://", "rtmp://", "http://", "https://", "udp://", "srt://"];
 
+/// A source opened by [`SourceSpec::open_preferring_h264`].
+pub enum OpenedSource {
+    /// H.264 access units to send on as they are.
+    H264(Box<dyn EncodedSource>),
+    /// Raw frames, to encode.
+    Frames(Box<dyn FrameSource>),
+}
+
+impl fmt::Debug for OpenedSource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            OpenedSource::H264(_) => "OpenedSource::H264",
+            OpenedSource::Frames(_) => "OpenedSource::Frames",
+        })
+    }
+}
+
 impl SourceSpec {
+    /// Opens the source as H.264 to send on as it is when it can be
+    /// ([`SourceSpec::open_h264`]), as frames otherwise ([`SourceSpec::open`]). A live
+    /// stream is connected to once for both.
+    pub fn open_preferring_h264(&self, settings: &SourceSettings) -> Result<OpenedSource, SourceError> {
+        let relay = match self {
+            SourceSpec::Url(url) if is_relayed(url) => Some(LiveRelay::connect(url)?),
+            _ => None,
+        };
+        if let Some(h264) = self.open_h264_from(settings, relay.clone())? {
+            return Ok(OpenedSource::H264(h264));
+        }
+        Ok(OpenedSource::Frames(self.open_from(settings, relay)?))
+    }
+
     /// Opens the source for reading, with the size and rate `settings` ask for.
     pub fn open(&self, settings: &SourceSettings) -> Result<Box<dyn FrameSource>, SourceError> {
+        self.open_from(settings, None)
+    }
+
+    /// [`SourceSpec::open`], reading a relayed live stream from `relay` when given.
+    fn open_from(
+        &self,
+        settings: &SourceSettings,
+        relay: Option<Arc<LiveRelay>>,
+    ) -> Result<Box<dyn FrameSource>, SourceError> {
         let realtime = FfmpegOptions {
             realtime: true,
             resolution: settings.resolution,
@@ -246,6 +302,10 @@ impl SourceSpec {
                     return Ok(Box::new(decoding));
                 }
                 let options = FfmpegOptions { realtime: !paces_itself(url), ..realtime };
+                if is_relayed(url) {
+                    let relay = relay.map_or_else(|| LiveRelay::connect(url), Ok)?;
+                    return Ok(Box::new(FfmpegSource::open_input(FfmpegInput::Relayed(relay), &options)?));
+                }
                 Ok(Box::new(FfmpegSource::open(url, &options)?))
             }
             SourceSpec::Camera(device) => {
@@ -301,12 +361,25 @@ impl SourceSpec {
     /// no change of size or rate. `Ok(None)` when it cannot: read it with
     /// [`SourceSpec::open`] instead.
     pub fn open_h264(&self, settings: &SourceSettings) -> Result<Option<Box<dyn EncodedSource>>, SourceError> {
+        self.open_h264_from(settings, None)
+    }
+
+    /// [`SourceSpec::open_h264`], reading a relayed live stream from `relay` when given.
+    fn open_h264_from(
+        &self,
+        settings: &SourceSettings,
+        relay: Option<Arc<LiveRelay>>,
+    ) -> Result<Option<Box<dyn EncodedSource>>, SourceError> {
         if *settings != SourceSettings::default() {
             return Ok(None);
         }
         let opened = match self {
             SourceSpec::Url(url) if is_rtsp(url) => {
                 RtspSource::open(url).map(|source| Box::new(source) as Box<dyn EncodedSource>)
+            }
+            SourceSpec::Url(url) if is_relayed(url) => {
+                let relay = relay.map_or_else(|| LiveRelay::connect(url), Ok)?;
+                FfmpegH264Source::open_input(FfmpegInput::Relayed(relay), true).map(|source| Box::new(source) as _)
             }
             SourceSpec::Url(url) => FfmpegH264Source::open(url, paces_itself(url)).map(|source| Box::new(source) as _),
             // A missing file is for `open` to report.

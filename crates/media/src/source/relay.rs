@@ -1,0 +1,200 @@
+//! One connection to a live sender, shared by the programs that read it in turn.
+//!
+//! A sender in listener mode (an SRT or RTMP encoder waiting for a caller, as OBS and
+//! `ffmpeg -listen 1` do) serves one caller and stops when that caller leaves. Opening a
+//! live stream takes several programs one after another: ffprobe checks it (its size, and
+//! whether its H.264 can go to viewers as it is), then ffmpeg reads it. Each connecting
+//! on its own, the sender would end with the first, and the stream with it. So a live
+//! stream read through ffmpeg is received once, by a [`LiveRelay`]: an ffmpeg that copies
+//! its video, undecoded, into NUT (ffmpeg's own container, which carries any codec and can
+//! be joined at any of its syncpoints, at most a few tens of kilobytes apart). The programs
+//! that check and read the stream take it from a pipe, one at a time: each starts with
+//! NUT's headers and the data since the last syncpoint, then gets what arrives.
+
+use std::io::{self, Read, Write};
+use std::process::{ChildStdin, ChildStdout};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, mpsc};
+use std::thread;
+
+use super::SourceError;
+use super::ffmpeg::{FfmpegChild, FfmpegInput, ffmpeg_reading, open_error};
+use super::ffmpeg_h264::LIVE_ANALYSIS;
+
+/// The options a relayed stream is read with: NUT, from standard input.
+pub(super) const RELAYED_INPUT: [&str; 2] = ["-f", "nut"];
+
+/// NUT's syncpoint start code (NUT specification, "startcodes").
+const SYNCPOINT: [u8; 8] = 0x4E4B_E4AD_EECA_4569_u64.to_be_bytes();
+
+/// Bytes asked of the relay's pipe per read.
+const READ_SIZE: usize = 64 * 1024;
+
+/// A live stream received once and handed to one reader at a time. The relay's ffmpeg
+/// stops when the relay is dropped, that is when the last reader holding it has gone.
+#[derive(Debug)]
+pub(super) struct LiveRelay {
+    url: String,
+    /// The relay's ffmpeg, its output taken by the relay thread.
+    child: Mutex<FfmpegChild>,
+    /// Readers for the relay thread to feed, each replacing the one before.
+    readers: mpsc::Sender<ChildStdin>,
+    /// Set once the relay's ffmpeg has closed its output, before the last reader's input
+    /// closes.
+    ended: Arc<AtomicBool>,
+}
+
+impl LiveRelay {
+    /// Connects to the live stream at `url` and starts receiving its first video stream.
+    pub(super) fn connect(url: &str) -> Result<Arc<LiveRelay>, SourceError> {
+        let input = FfmpegInput::direct(url, &LIVE_ANALYSIS.map(str::to_owned));
+        let mut command = ffmpeg_reading(&input, false);
+        command.args(["-c:v", "copy", "-flush_packets", "1", "-f", "nut", "pipe:1"]);
+        let mut child = FfmpegChild::spawn(&input, command)?;
+        let output = child.take_output().ok_or_else(|| open_error(url, "ffmpeg's output pipe was taken".into()))?;
+        let (readers, waiting) = mpsc::channel();
+        let ended = Arc::new(AtomicBool::new(false));
+        let relay_ended = ended.clone();
+        thread::Builder::new()
+            .name("ffmpeg-relay".into())
+            .spawn(move || relay(output, &waiting, &relay_ended))
+            .map_err(|error| open_error(url, format!("could not start a thread: {error}")))?;
+        Ok(Arc::new(LiveRelay { url: url.to_owned(), child: Mutex::new(child), readers, ended }))
+    }
+
+    /// The stream's URL, as the user wrote it.
+    pub(super) fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// Makes `input` the reader the stream goes to, from the last syncpoint on (the reader
+    /// before it, if any, gets no more and sees its input end).
+    pub(super) fn feed(&self, input: ChildStdin) {
+        // The relay thread outlives every sender of this channel.
+        let _ = self.readers.send(input);
+    }
+
+    /// Why the relay's ffmpeg stopped, once it has and if it failed (it could not connect,
+    /// or the sender broke off). A reader whose input ended reports this rather than its
+    /// own complaint about a stream cut short.
+    pub(super) fn failure(&self) -> Option<SourceError> {
+        if !self.ended.load(Ordering::Acquire) {
+            return None;
+        }
+        let mut child = self.child.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        child.finish().err()
+    }
+}
+
+/// The relay thread: copies the relay's output to the current reader, keeping what a new
+/// reader starts with.
+fn relay(mut output: ChildStdout, waiting: &mpsc::Receiver<ChildStdin>, ended: &AtomicBool) {
+    let mut joining = JoinPoint::default();
+    let mut reader: Option<ChildStdin> = None;
+    let mut buffer = vec![0; READ_SIZE];
+    loop {
+        while let Ok(next) = waiting.try_recv() {
+            reader = joining.start(next);
+        }
+        let read = match output.read(&mut buffer) {
+            Ok(0) => break,
+            Ok(read) => read,
+            Err(error) if error.kind() == io::ErrorKind::Interrupted => continue,
+            Err(_) => break,
+        };
+        let data = &buffer[..read];
+        joining.push(data);
+        if let Some(input) = &mut reader
+            && input.write_all(data).is_err()
+        {
+            // That reader has gone (ffprobe stops once it has seen enough).
+            reader = None;
+        }
+    }
+    ended.store(true, Ordering::Release);
+    drop(reader);
+    // A reader that comes after the end gets what was kept, then the end, and goes on to
+    // report the relay's failure or the stream's end.
+    for next in waiting {
+        joining.start(next);
+    }
+}
+
+/// What a reader joining the stream starts with: NUT's headers (everything before the
+/// first syncpoint) and the data since the last syncpoint.
+#[derive(Debug, Default)]
+struct JoinPoint {
+    headers: Vec<u8>,
+    /// `None` until the first syncpoint.
+    since_syncpoint: Option<Vec<u8>>,
+}
+
+impl JoinPoint {
+    fn push(&mut self, data: &[u8]) {
+        match &mut self.since_syncpoint {
+            Some(kept) => {
+                // A syncpoint may start in the bytes kept before this data.
+                let search_from = kept.len().saturating_sub(SYNCPOINT.len() - 1);
+                kept.extend_from_slice(data);
+                keep_from_last_syncpoint(kept, search_from);
+            }
+            None => {
+                self.headers.extend_from_slice(data);
+                let first = self.headers.windows(SYNCPOINT.len()).position(|window| window == SYNCPOINT);
+                if let Some(at) = first {
+                    let mut kept = self.headers.split_off(at);
+                    keep_from_last_syncpoint(&mut kept, 0);
+                    self.since_syncpoint = Some(kept);
+                }
+            }
+        }
+    }
+
+    /// Writes the join point to `input`; gives it back unless it has already gone.
+    fn start<W: Write>(&self, mut input: W) -> Option<W> {
+        let since = self.since_syncpoint.as_deref().unwrap_or_default();
+        (input.write_all(&self.headers).is_ok() && input.write_all(since).is_ok()).then_some(input)
+    }
+}
+
+/// Drops what comes before the last syncpoint that starts at `search_from` or later.
+fn keep_from_last_syncpoint(kept: &mut Vec<u8>, search_from: usize) {
+    let last = kept[search_from..].windows(SYNCPOINT.len()).rposition(|window| window == SYNCPOINT);
+    if let Some(at) = last {
+        kept.drain(..search_from + at);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn joined_after(chunks: &[&[u8]]) -> Vec<u8> {
+        let mut joining = JoinPoint::default();
+        for chunk in chunks {
+            joining.push(chunk);
+        }
+        joining.start(Vec::new()).unwrap()
+    }
+
+    #[test]
+    fn a_reader_starts_with_the_headers_and_the_data_since_the_last_syncpoint() {
+        let stream =
+            [b"headers".as_slice(), &SYNCPOINT, b"first", &SYNCPOINT, b"second", &SYNCPOINT, b"third"].concat();
+        let expected = [b"headers".as_slice(), &SYNCPOINT, b"third"].concat();
+        assert_eq!(joined_after(&[&stream]), expected);
+        // However the pipe cuts the stream, start codes included.
+        for cut in 1..stream.len() {
+            let (a, b) = stream.split_at(cut);
+            assert_eq!(joined_after(&[a, b]), expected, "cut at {cut}");
+        }
+        let one_byte_at_a_time: Vec<&[u8]> = stream.chunks(1).collect();
+        assert_eq!(joined_after(&one_byte_at_a_time), expected);
+    }
+
+    #[test]
+    fn before_the_first_syncpoint_a_reader_gets_everything_so_far() {
+        assert_eq!(joined_after(&[b"head", b"ers"]), b"headers");
+        assert_eq!(joined_after(&[]), b"");
+    }
+}
