@@ -255,8 +255,13 @@ impl FfmpegChild {
         Err(read_error(self.input.spec(), format!("ffmpeg stopped ({status}): {said}")))
     }
 
+    /// Stops ffmpeg, and the relay feeding it if any: a sender that takes one caller is
+    /// free for the next connection at once.
     pub(super) fn stop(&mut self) {
         reap(&mut self.child);
+        if let FfmpegInput::Relayed(relay) = &self.input {
+            relay.stop();
+        }
     }
 
     /// What ffmpeg has said on stderr lately.

@@ -74,6 +74,11 @@ impl LiveRelay {
         let _ = self.readers.send(input);
     }
 
+    /// Stops receiving the stream.
+    pub(super) fn stop(&self) {
+        self.child.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).stop();
+    }
+
     /// Why the relay's ffmpeg stopped, once it has and if it failed (it could not connect,
     /// or the sender broke off). A reader whose input ended reports this rather than its
     /// own complaint about a stream cut short.
