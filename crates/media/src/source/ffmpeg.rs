@@ -1,6 +1,6 @@
 //! Sources read through the `ffmpeg` program: video files of any container and codec,
 //! network streams (RTSP, HTTP, HLS, and live SRT, RTMP and UDP received once by a
-//! [`LiveRelay`]) and image sequences. ffmpeg runs as a child process that writes raw I420
+//! relay) and image sequences. ffmpeg runs as a child process that writes raw I420
 //! frames to a pipe; `ffprobe` tells the picture size and rate first.
 //! ([`super::ffmpeg_h264`] runs the same kind of child to copy H.264 undecoded.)
 //!
