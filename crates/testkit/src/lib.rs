@@ -9,17 +9,22 @@
 //! - [`Browser`]: headless Chromium driven over WebDriver, to prove the default page plays.
 //! - [`TurnServer`]: a real TURN server (coturn) on loopback.
 //! - [`NatLab`]: a real 1:1 NAT (a network namespace behind iptables DNAT).
+//! - [`PacketLoss`]: packets from a UDP port dropped at random by the kernel, as on a lossy
+//!   link.
 //! - [`server_side`]: a server process's CPU and memory, and its histograms' quantiles.
 
 mod browser;
 pub mod load;
+mod loss;
 mod nat;
 pub mod server_side;
+mod system;
 mod turn;
 mod viewer;
 mod wire;
 
 pub use browser::{Browser, BrowserError};
+pub use loss::PacketLoss;
 pub use nat::NatLab;
 pub use turn::{TurnAuth, TurnServer};
 pub use viewer::{DecodedFrame, Endpoint, Viewer, ViewerError, WhepSession};

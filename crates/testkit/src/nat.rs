@@ -9,9 +9,10 @@
 use std::fs::File;
 use std::io;
 use std::net::{Ipv4Addr, UdpSocket};
-use std::process::Command;
 
 use nix::sched::{CloneFlags, setns};
+
+use crate::system::{run, words};
 
 /// The namespace, links and NAT rule of one lab.
 #[derive(Debug)]
@@ -100,25 +101,5 @@ impl NatLab {
 impl Drop for NatLab {
     fn drop(&mut self) {
         self.teardown();
-    }
-}
-
-fn words(args: &[&str]) -> Vec<String> {
-    args.iter().map(|s| (*s).to_owned()).collect()
-}
-
-fn run(program: &str, args: &[String]) -> io::Result<()> {
-    let output = Command::new(program)
-        .args(args)
-        .output()
-        .map_err(|error| io::Error::new(error.kind(), format!("could not run {program}: {error}")))?;
-    if output.status.success() {
-        Ok(())
-    } else {
-        Err(io::Error::other(format!(
-            "{program} {} failed: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&output.stderr).trim()
-        )))
     }
 }
