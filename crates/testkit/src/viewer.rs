@@ -305,6 +305,11 @@ pub(crate) async fn negotiate(
     negotiate_on(endpoint, UdpSocket::bind((local_ip, 0))?, rtp_mode, protocol).await
 }
 
+/// Video packets a viewer holds back while it waits for lost ones to be sent again. str0m
+/// asks for at least as many as the largest keyframe is split over (a 720p keyframe is 50
+/// or more; its default, 30, is less); a browser holds thousands.
+const REORDERING_PACKETS: usize = 1000;
+
 /// [`negotiate`] with a UDP socket already bound (for TCP, its address names the active
 /// candidate's IP).
 async fn negotiate_on(
@@ -315,7 +320,12 @@ async fn negotiate_on(
 ) -> Result<Negotiated, ViewerError> {
     let signalling = |reason: String| ViewerError::Signalling { url: endpoint.url().to_owned(), reason };
     let local_ip = socket.local_addr()?.ip();
-    let mut rtc = Rtc::builder().clear_codecs().enable_h264(true).set_rtp_mode(rtp_mode).build(Instant::now());
+    let mut rtc = Rtc::builder()
+        .clear_codecs()
+        .enable_h264(true)
+        .set_rtp_mode(rtp_mode)
+        .set_reordering_size_video(REORDERING_PACKETS)
+        .build(Instant::now());
     let (local, candidate) = if protocol == Protocol::Tcp {
         // Active TCP candidates name port 9: the real port is the connection's own.
         let local = SocketAddr::new(local_ip, 9);
