@@ -7,51 +7,17 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{TestServer, exclusive, frames_during_together, scratch_dir};
-use webgear_media::source::TestPattern;
+use common::{CAMERA_H264, FRAMES, TestServer, clip, exclusive, frames_during_together, make_media, scratch_dir};
 use webgear_rtc::{Error, Options, SourceSpec, WebGearRtc};
 use webgear_testkit::{DecodedFrame, Viewer};
 
-const FRAMES: u64 = 60;
-
-/// Encodes `FRAMES` test-pattern frames (640x360, 30 fps) with ffmpeg into `output`, using
-/// the given ffmpeg output options.
-fn make_media(output: &Path, output_options: &[&str]) {
-    let pattern = TestPattern::new(640, 360, 30);
-    let mut ffmpeg = Command::new("ffmpeg")
-        .args(["-hide_banner", "-loglevel", "error", "-y", "-f", "rawvideo", "-pix_fmt", "yuv420p"])
-        .args(["-s", "640x360", "-r", "30", "-i", "pipe:0"])
-        .args(output_options)
-        .arg(output)
-        .stdin(Stdio::piped())
-        .spawn()
-        .expect("ffmpeg is installed");
-    let mut stdin = ffmpeg.stdin.take().unwrap();
-    for number in 0..FRAMES {
-        stdin.write_all(pattern.render(number, Instant::now()).as_bytes()).unwrap();
-    }
-    drop(stdin);
-    assert!(ffmpeg.wait().unwrap().success(), "ffmpeg made {}", output.display());
-}
-
-fn clip(name: &str, output_options: &[&str]) -> PathBuf {
-    let path = scratch_dir().join(name);
-    make_media(&path, output_options);
-    path
-}
-
 /// ffmpeg output options for an H.264 clip.
 const H264: &[&str] = &["-c:v", "libx264", "-preset", "ultrafast", "-pix_fmt", "yuv420p"];
-
-/// ffmpeg output options for H.264 as an IP camera sends it: constrained baseline, a
-/// keyframe every half second.
-const CAMERA_H264: &[&str] =
-    &["-c:v", "libx264", "-preset", "ultrafast", "-profile:v", "baseline", "-g", "15", "-pix_fmt", "yuv420p"];
 
 /// ffmpeg output options for Motion JPEG as RTP carries it (RFC 2435: the standard Huffman
 /// tables, 4:2:0).

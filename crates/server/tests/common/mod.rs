@@ -3,13 +3,16 @@
 
 #![allow(dead_code, unreachable_pub, clippy::unwrap_used)]
 
+use std::io::Write;
 use std::net::{Ipv4Addr, SocketAddr};
-use std::time::Duration;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
 
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use tokio::sync::{Mutex, MutexGuard};
 
+use webgear_media::source::TestPattern;
 use webgear_rtc::{Builder, Options, SourceSpec, WebGearRtc};
 use webgear_testkit::{DecodedFrame, Viewer};
 
@@ -58,6 +61,20 @@ impl TestServer {
 pub async fn exclusive() -> MutexGuard<'static, ()> {
     static LOCK: Mutex<()> = Mutex::const_new(());
     LOCK.lock().await
+}
+
+/// Whether this test may change the machine's network (namespaces, iptables rules): as
+/// root, yes. CI runs as root; elsewhere a test that needs it says so (naming `what` it
+/// needs root for) and is skipped rather than failed.
+pub fn may_change_the_network(what: &str) -> bool {
+    let root = std::fs::read_to_string("/proc/self/status").is_ok_and(|status| {
+        status.lines().any(|line| line.starts_with("Uid:") && line.split_whitespace().nth(1) == Some("0"))
+    });
+    if !root && std::env::var("CI").as_deref() != Ok("true") {
+        eprintln!("skipped: {what} needs root");
+        return false;
+    }
+    true
 }
 
 /// Asserts that frames carry strictly increasing frame numbers.
@@ -134,3 +151,44 @@ pub fn builder(mut options: Options) -> Builder {
     }
     WebGearRtc::builder().source(SourceSpec::TestPattern).options(options)
 }
+
+/// Frames in a clip made by [`clip`]: two seconds at 30 fps.
+pub const FRAMES: u64 = 60;
+
+/// Encodes `FRAMES` test-pattern frames (640x360, 30 fps) with ffmpeg into `output`, using
+/// the given ffmpeg output options.
+pub fn make_media(output: &Path, output_options: &[&str]) {
+    make_frames(output, FRAMES, output_options);
+}
+
+/// Encodes `frames` test-pattern frames (640x360, 30 fps) with ffmpeg into `output`, using
+/// the given ffmpeg output options.
+pub fn make_frames(output: &Path, frames: u64, output_options: &[&str]) {
+    let pattern = TestPattern::new(640, 360, 30);
+    let mut ffmpeg = Command::new("ffmpeg")
+        .args(["-hide_banner", "-loglevel", "error", "-y", "-f", "rawvideo", "-pix_fmt", "yuv420p"])
+        .args(["-s", "640x360", "-r", "30", "-i", "pipe:0"])
+        .args(output_options)
+        .arg(output)
+        .stdin(Stdio::piped())
+        .spawn()
+        .expect("ffmpeg is installed");
+    let mut stdin = ffmpeg.stdin.take().unwrap();
+    for number in 0..frames {
+        stdin.write_all(pattern.render(number, Instant::now()).as_bytes()).unwrap();
+    }
+    drop(stdin);
+    assert!(ffmpeg.wait().unwrap().success(), "ffmpeg made {}", output.display());
+}
+
+/// A clip made by [`make_media`] in a fresh scratch folder.
+pub fn clip(name: &str, output_options: &[&str]) -> PathBuf {
+    let path = scratch_dir().join(name);
+    make_media(&path, output_options);
+    path
+}
+
+/// ffmpeg output options for H.264 as an IP camera sends it: constrained baseline, a
+/// keyframe every half second.
+pub const CAMERA_H264: &[&str] =
+    &["-c:v", "libx264", "-preset", "ultrafast", "-profile:v", "baseline", "-g", "15", "-pix_fmt", "yuv420p"];
