@@ -359,7 +359,9 @@ impl SourceSpec {
     /// local or over HTTP(S), or a live `udp://`, `srt://` or `rtmp://` stream, without
     /// B-frames and with frequent keyframes, see [`ffmpeg_h264`]) and `settings` ask for
     /// no change of size or rate. `Ok(None)` when it cannot: read it with
-    /// [`SourceSpec::open`] instead.
+    /// [`SourceSpec::open`] instead, or call [`SourceSpec::open_preferring_h264`] for both,
+    /// which connects to a live stream only once (a sender taking one caller would refuse
+    /// the second connection).
     pub fn open_h264(&self, settings: &SourceSettings) -> Result<Option<Box<dyn EncodedSource>>, SourceError> {
         self.open_h264_from(settings, None)
     }
