@@ -10,16 +10,14 @@ mod common;
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use common::{CAMERA_H264, TestServer, builder, exclusive, make_frames, may_change_the_network, scratch_dir};
+use common::{
+    CAMERA_H264, TestServer, builder, exclusive, free_udp_port, make_frames, may_change_the_network, scratch_dir,
+};
 use webgear_rtc::{Options, SourceSpec, WebGearRtc};
 use webgear_testkit::{DecodedFrame, PacketLoss, Viewer};
 
 /// The share of the server's packets the link drops.
 const LOSS: f64 = 0.15;
-
-fn free_udp_port() -> u16 {
-    std::net::UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
 
 /// Asserts that `frames` hold at least 90% of the source's frames from the first to the
 /// last (with resends refused beyond str0m's default share, runs kept as few as 76%: each frame

@@ -12,7 +12,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{CAMERA_H264, FRAMES, TestServer, clip, exclusive, frames_during_together, make_media, scratch_dir};
+use common::{
+    CAMERA_H264, FRAMES, TestServer, clip, exclusive, frames_during_together, free_udp_port, make_media, scratch_dir,
+};
 use webgear_rtc::{Error, Options, SourceSpec, WebGearRtc};
 use webgear_testkit::{DecodedFrame, Viewer};
 
@@ -378,10 +380,6 @@ fn live_sender(clip: &Path, format: &str, options: &[&str], url: &str) -> Reaped
             .spawn()
             .expect("ffmpeg is installed"),
     )
-}
-
-fn free_udp_port() -> u16 {
-    std::net::UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
 fn free_tcp_port() -> u16 {
