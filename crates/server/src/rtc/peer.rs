@@ -173,7 +173,6 @@ impl Peer {
             // BUNDLE transport: players that offer audio first (most WHEP players) would
             // otherwise get the ICE candidates on a rejected section and never connect.
             .enable_opus(true, false)
-            .set_send_buffer_video(SEND_BUFFER_PACKETS)
             .set_extension_map(extensions_without_congestion_feedback())
             .build(now);
         for &addr in config.public_addrs.iter().chain(&config.host_addrs) {
@@ -209,9 +208,11 @@ impl Peer {
             .find_map(|mid| Some(VideoTrack { mid, pt: h264_payload_type(&rtc, mid)? }))
             .ok_or(OfferError::NoH264)?;
 
+        // The video we send has its stream from the answer on; its resend buffer is set
+        // here whole (size, age and share), replacing the one str0m made.
         let mut api = rtc.direct_api();
         let Some(stream) = api.stream_tx_by_mid(video.mid, None) else {
-            return Err(OfferError::NoH264);
+            return Err(OfferError::NoVideo);
         };
         stream.set_rtx_cache(SEND_BUFFER_PACKETS, RESEND_WINDOW, Some(MAX_RESEND_SHARE));
 
