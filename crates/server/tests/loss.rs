@@ -10,14 +10,23 @@ mod common;
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use common::{
-    CAMERA_H264, TestServer, builder, exclusive, free_udp_port, make_frames, may_change_the_network, scratch_dir,
-};
+use common::{CAMERA_H264, TestServer, exclusive, free_udp_port, make_frames, may_change_the_network, scratch_dir};
 use webgear_rtc::{Options, SourceSpec, WebGearRtc};
 use webgear_testkit::{DecodedFrame, PacketLoss, Viewer};
 
 /// The share of the server's packets the link drops.
 const LOSS: f64 = 0.15;
+
+/// A server for `source` with frames left at their size (H.264 may pass through), its
+/// media on a UDP port of its own, which it returns: the port the loss is made on.
+async fn unreduced_server_on_free_port(source: SourceSpec) -> (TestServer, u16) {
+    let port = free_udp_port();
+    let mut options = Options::default();
+    options.frame_size_reduction = 0;
+    options.custom_data_location = Some(scratch_dir());
+    let builder = WebGearRtc::builder().source(source).options(options).udp_port(port);
+    (TestServer::start_with(builder).await, port)
+}
 
 /// Asserts that `frames` hold at least 90% of the source's frames from the first to the
 /// last (with resends refused beyond str0m's default share, runs kept as few as 76%: each frame
@@ -39,10 +48,7 @@ async fn a_viewer_losing_15_percent_of_the_packets_still_gets_nearly_every_frame
         return;
     }
     let _lock = exclusive().await;
-    let port = free_udp_port();
-    let mut options = Options::default();
-    options.frame_size_reduction = 0;
-    let server = TestServer::start_with(builder(options).udp_port(port)).await;
+    let (server, port) = unreduced_server_on_free_port(SourceSpec::TestPattern).await;
     let (mut viewer, _) = server.playing_viewer().await;
     let keyframes = server.app.stats().keyframes_encoded;
 
@@ -62,16 +68,11 @@ async fn a_viewer_joining_a_passed_through_stream_over_a_lossy_link_gets_nearly_
         return;
     }
     let _lock = exclusive().await;
-    let port = free_udp_port();
-    let mut options = Options::default();
-    options.frame_size_reduction = 0;
-    options.custom_data_location = Some(scratch_dir());
     // Ten seconds, a keyframe every 15 frames: a joiner starts with up to 14 frames sent
     // at once.
     let path = scratch_dir().join("lossy-camera.mp4");
     make_frames(&path, 300, CAMERA_H264);
-    let camera = SourceSpec::File(path);
-    let server = TestServer::start_with(WebGearRtc::builder().source(camera).options(options).udp_port(port)).await;
+    let (server, port) = unreduced_server_on_free_port(SourceSpec::File(path)).await;
     let (mut watching, _) = server.playing_viewer().await;
     while watching.next_frame(Duration::from_secs(2)).await.and_then(|frame| frame.number).unwrap() < 20 {}
 

@@ -75,9 +75,15 @@ async fn serve_over_http(file: &Path) -> (String, tokio::task::JoinHandle<()>) {
 }
 
 async fn server_for(source: SourceSpec) -> TestServer {
+    server_with(source, |options| options.frame_size_reduction = 50).await
+}
+
+/// A server for `source` with the default options, changed by `change`, its data files in
+/// a fresh folder.
+async fn server_with(source: SourceSpec, change: impl FnOnce(&mut Options)) -> TestServer {
     let mut options = Options::default();
-    options.frame_size_reduction = 50;
     options.custom_data_location = Some(scratch_dir());
+    change(&mut options);
     TestServer::start_with(WebGearRtc::builder().source(source).options(options)).await
 }
 
@@ -109,11 +115,11 @@ async fn an_h264_mp4_file_plays_in_order_to_the_end() {
 async fn a_file_is_scaled_to_the_resolution_option() {
     let _lock = exclusive().await;
     let path = clip("clip.mkv", &["-c:v", "ffv1"]);
-    let mut options = Options::default();
-    options.frame_size_reduction = 0;
-    options.resolution = Some((480, 270));
-    options.custom_data_location = Some(scratch_dir());
-    let server = TestServer::start_with(WebGearRtc::builder().source(SourceSpec::File(path)).options(options)).await;
+    let server = server_with(SourceSpec::File(path), |options| {
+        options.frame_size_reduction = 0;
+        options.resolution = Some((480, 270));
+    })
+    .await;
     let (_viewer, first) = server.playing_viewer().await;
     assert_eq!((first.width, first.height), (480, 270));
     assert!(first.number.is_some(), "the scaled picture keeps its frame code");
@@ -159,11 +165,7 @@ async fn in_infinite_mode_a_network_stream_that_drops_shows_no_input_then_resume
     let _lock = exclusive().await;
     let (url, http) = serve_over_http(&clip("clip.mp4", H264)).await;
 
-    let mut options = Options::default();
-    options.enable_infinite_frames = true;
-    options.custom_data_location = Some(scratch_dir());
-    let source: SourceSpec = url.parse().unwrap();
-    let server = TestServer::start_with(WebGearRtc::builder().source(source).options(options)).await;
+    let server = server_with(url.parse().unwrap(), |options| options.enable_infinite_frames = true).await;
     let (mut viewer, _) = server.playing_viewer().await;
 
     // The 2 s stream ends; "No Input" fills in until the reconnect (after a second) plays
@@ -247,10 +249,7 @@ async fn the_ffmpeg_child_is_reaped_when_the_server_stops_mid_stream() {
 
 /// A server for `source` with frames left at their size: H.264 may pass through.
 async fn unreduced_server_for(source: SourceSpec) -> TestServer {
-    let mut options = Options::default();
-    options.frame_size_reduction = 0;
-    options.custom_data_location = Some(scratch_dir());
-    TestServer::start_with(WebGearRtc::builder().source(source).options(options)).await
+    server_with(source, |options| options.frame_size_reduction = 0).await
 }
 
 /// Plays a stream whose H.264 passes through to its end and checks that no encoder ran
@@ -500,11 +499,7 @@ async fn in_infinite_mode_a_live_rtmp_sender_that_stops_and_comes_back_plays_aga
     let url = format!("rtmp://127.0.0.1:{port}/live/cam");
     let sender = live_sender(&camera, "flv", &["-listen", "1"], &url);
     wait_for_tcp_listener(port);
-    let mut options = Options::default();
-    options.enable_infinite_frames = true;
-    options.custom_data_location = Some(scratch_dir());
-    let source: SourceSpec = url.parse().unwrap();
-    let server = TestServer::start_with(WebGearRtc::builder().source(source).options(options)).await;
+    let server = server_with(url.parse().unwrap(), |options| options.enable_infinite_frames = true).await;
     let (mut viewer, _) = server.playing_viewer().await;
     next_frame_numbered(&mut viewer, true).await;
 
@@ -523,13 +518,13 @@ async fn in_infinite_mode_a_live_rtmp_sender_that_stops_and_comes_back_plays_aga
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_h264_passthrough_off_a_file_is_encoded_and_a_joiner_starts_at_once() {
     let _lock = exclusive().await;
-    let mut options = Options::default();
-    options.frame_size_reduction = 0;
-    options.h264_passthrough = false;
-    options.custom_data_location = Some(scratch_dir());
     // A keyframe only at the start: passed through, a joiner would wait for the end.
     let path = clip("long-gop.mp4", &["-c:v", "libx264", "-preset", "ultrafast", "-bf", "0", "-g", "600"]);
-    let server = TestServer::start_with(WebGearRtc::builder().source(SourceSpec::File(path)).options(options)).await;
+    let server = server_with(SourceSpec::File(path), |options| {
+        options.frame_size_reduction = 0;
+        options.h264_passthrough = false;
+    })
+    .await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     let (_viewer, first) = server.playing_viewer().await;
     assert_eq!((first.width, first.height), (640, 360));
@@ -572,12 +567,11 @@ async fn an_rtsp_stream_is_decoded_and_encoded_again_when_frames_must_shrink() {
 async fn in_infinite_mode_an_rtsp_camera_that_drops_shows_no_input_then_passes_through_again() {
     let _lock = exclusive().await;
     let camera = RtspServer::start(&clip("camera.mp4", CAMERA_H264), 0);
-    let mut options = Options::default();
-    options.frame_size_reduction = 0;
-    options.enable_infinite_frames = true;
-    options.custom_data_location = Some(scratch_dir());
-    let source: SourceSpec = camera.url.parse().unwrap();
-    let server = TestServer::start_with(WebGearRtc::builder().source(source).options(options)).await;
+    let server = server_with(camera.url.parse().unwrap(), |options| {
+        options.frame_size_reduction = 0;
+        options.enable_infinite_frames = true;
+    })
+    .await;
     let (mut viewer, _) = server.playing_viewer().await;
 
     // The camera goes away for good mid-stream: "No Input" from an encoder started for it.
