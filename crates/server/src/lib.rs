@@ -409,7 +409,8 @@ impl WebGearRtc {
         self.inner.rtc.shutdown().await;
         let stream = self.inner.stream.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).take();
         if let Some(mut stream) = stream {
-            // Joining the capture thread blocks for at most one frame.
+            // Joining the capture thread waits for the source's next frame: at most one
+            // frame interval, or until a live source that went silent is given up as stalled.
             let _ = tokio::task::spawn_blocking(move || stream.stop()).await;
         }
     }

@@ -445,6 +445,25 @@ async fn a_live_h264_stream_over_udp_passes_through_as_it_comes() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_live_udp_stream_whose_sender_goes_silent_ends_and_frees_its_ffmpeg() {
+    let _lock = exclusive().await;
+    let camera = clip("udp-camera.mp4", CAMERA_H264);
+    let port = free_udp_port();
+    let url = format!("udp://127.0.0.1:{port}");
+    let sender = live_sender(&camera, "mpegts", &[], &format!("{url}?pkt_size=1316"));
+    let server = unreduced_server_for(url.parse().unwrap()).await;
+    let (mut viewer, _) = server.playing_viewer().await;
+    next_frame_numbered(&mut viewer, true).await;
+
+    // UDP has no goodbye: the sender just stops. The stream fails as stalled and ends
+    // with "The End", and the ffmpeg receiving it is stopped.
+    drop(sender);
+    next_frame_numbered(&mut viewer, false).await;
+    assert!(!reading(&url), "the ffmpeg receiving the silent stream still runs");
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_live_srt_stream_from_a_sender_taking_one_caller_passes_through_on_one_connection() {
     let _lock = exclusive().await;
     let camera = clip("srt-camera.mp4", CAMERA_H264);
@@ -478,7 +497,8 @@ async fn a_live_rtmp_stream_with_b_frames_from_a_sender_taking_one_caller_is_enc
     server.stop().await;
 }
 
-/// The viewer's next frame with a number (the source's) or without ("No Input"), within 15 s.
+/// The viewer's next frame with a number (the source's) or without ("No Input", "The End"), within
+/// 15 s.
 async fn next_frame_numbered(viewer: &mut Viewer, numbered: bool) -> DecodedFrame {
     let by = Instant::now() + Duration::from_secs(15);
     while Instant::now() < by {

@@ -8,6 +8,7 @@ use std::fmt;
 use std::path::PathBuf;
 use std::str::FromStr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use tracing::info;
 
@@ -200,6 +201,11 @@ pub struct SourceSettings {
     /// Deliver this many frames per second.
     pub framerate: Option<f64>,
 }
+
+/// A live stream that delivers nothing for this long, once it has started, has failed: a
+/// sender that went silent without closing (UDP has no close; a stalled camera) would
+/// otherwise freeze every viewer on its last picture for good.
+const LIVE_STALL_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Network stream schemes whose sender sets the pace (unlike a file fetched over HTTP).
 const LIVE_SCHEMES: [&str; 5] = ["rtsp://", "rtsps://", "rtmp://", "udp://", "srt://"];

@@ -10,16 +10,21 @@
 //! be joined at any of its syncpoints, at most a few tens of kilobytes apart). The programs
 //! that check and read the stream take it from a pipe, one at a time: each starts with
 //! NUT's headers and the data since the last syncpoint, then gets what arrives.
+//!
+//! A stream that has started and then brings nothing for [`LIVE_STALL_TIMEOUT`] has
+//! failed (a UDP sender that stopped says nothing; a connection can hang): the relay's
+//! ffmpeg is stopped, its readers see their input end, and they report the stall.
 
 use std::io::{self, Read, Write};
 use std::process::{ChildStdin, ChildStdout};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, mpsc};
+use std::sync::{Arc, Mutex, Weak, mpsc};
 use std::thread;
+use std::time::{Duration, Instant};
 
-use super::SourceError;
 use super::ffmpeg::{FfmpegChild, FfmpegInput, ffmpeg_reading, open_error};
 use super::ffmpeg_h264::LIVE_ANALYSIS;
+use super::{LIVE_STALL_TIMEOUT, SourceError};
 
 /// The options a relayed stream is read with: NUT, from standard input.
 pub(super) const RELAYED_INPUT: [&str; 2] = ["-f", "nut"];
@@ -29,6 +34,9 @@ const SYNCPOINT: [u8; 8] = 0x4E4B_E4AD_EECA_4569_u64.to_be_bytes();
 
 /// Bytes asked of the relay's pipe per read.
 const READ_SIZE: usize = 64 * 1024;
+
+/// How often the watchdog looks for a stall.
+const STALL_CHECK_INTERVAL: Duration = Duration::from_millis(250);
 
 /// A live stream received once and handed to one reader at a time. The relay's ffmpeg
 /// stops when the relay is dropped, that is when the last reader holding it has gone.
@@ -42,24 +50,43 @@ pub(super) struct LiveRelay {
     /// Set once the relay's ffmpeg has closed its output, before the last reader's input
     /// closes.
     ended: Arc<AtomicBool>,
+    /// When the relay thread last received data; `None` before the stream started.
+    last_data: Arc<Mutex<Option<Instant>>>,
+    /// Set when the watchdog stopped a stream that had stalled.
+    stalled: AtomicBool,
 }
 
 impl LiveRelay {
     /// Connects to the live stream at `url` and starts receiving its first video stream.
     pub(super) fn connect(url: &str) -> Result<Arc<LiveRelay>, SourceError> {
         let input = FfmpegInput::direct(url, &LIVE_ANALYSIS.map(str::to_owned));
-        let mut command = ffmpeg_reading(&input, false);
+        let mut command = ffmpeg_reading(&input, false, &[]);
         command.args(["-c:v", "copy", "-flush_packets", "1", "-f", "nut", "pipe:1"]);
         let mut child = FfmpegChild::spawn(&input, command)?;
         let output = child.take_output().ok_or_else(|| open_error(url, "ffmpeg's output pipe was taken".into()))?;
         let (readers, waiting) = mpsc::channel();
         let ended = Arc::new(AtomicBool::new(false));
-        let relay_ended = ended.clone();
+        let last_data = Arc::new(Mutex::new(None));
+        let (relay_ended, relay_last_data) = (ended.clone(), last_data.clone());
+        let thread_error = |error: io::Error| open_error(url, format!("could not start a thread: {error}"));
         thread::Builder::new()
             .name("ffmpeg-relay".into())
-            .spawn(move || relay(output, &waiting, &relay_ended))
-            .map_err(|error| open_error(url, format!("could not start a thread: {error}")))?;
-        Ok(Arc::new(LiveRelay { url: url.to_owned(), child: Mutex::new(child), readers, ended }))
+            .spawn(move || relay(output, &waiting, &relay_ended, &relay_last_data))
+            .map_err(thread_error)?;
+        let relay = Arc::new(LiveRelay {
+            url: url.to_owned(),
+            child: Mutex::new(child),
+            readers,
+            ended,
+            last_data,
+            stalled: AtomicBool::new(false),
+        });
+        let watched = Arc::downgrade(&relay);
+        thread::Builder::new()
+            .name("ffmpeg-relay-watchdog".into())
+            .spawn(move || watch_for_stall(&watched))
+            .map_err(thread_error)?;
+        Ok(relay)
     }
 
     /// The stream's URL, as the user wrote it.
@@ -86,14 +113,42 @@ impl LiveRelay {
         if !self.ended.load(Ordering::Acquire) {
             return None;
         }
+        if self.stalled.load(Ordering::Acquire) {
+            let reason = format!("no data came for {} s", LIVE_STALL_TIMEOUT.as_secs());
+            return Some(SourceError::Read { spec: self.url.clone(), reason });
+        }
         let mut child = self.child.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         child.finish().err()
     }
 }
 
+/// The watchdog thread: stops the relay's ffmpeg once the stream, having started, brings
+/// nothing for [`LIVE_STALL_TIMEOUT`]. Ends with the relay, or with its stream.
+fn watch_for_stall(relay: &Weak<LiveRelay>) {
+    loop {
+        thread::sleep(STALL_CHECK_INTERVAL);
+        let Some(relay) = relay.upgrade() else { return };
+        if relay.ended.load(Ordering::Acquire) {
+            return;
+        }
+        let last_data = *relay.last_data.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        if last_data.is_some_and(|at| at.elapsed() >= LIVE_STALL_TIMEOUT) {
+            tracing::warn!(source = relay.url, "the live stream brought nothing for {LIVE_STALL_TIMEOUT:?}");
+            relay.stalled.store(true, Ordering::Release);
+            relay.stop();
+            return;
+        }
+    }
+}
+
 /// The relay thread: copies the relay's output to the current reader, keeping what a new
-/// reader starts with.
-fn relay(mut output: ChildStdout, waiting: &mpsc::Receiver<ChildStdin>, ended: &AtomicBool) {
+/// reader starts with, and notes when data last came.
+fn relay(
+    mut output: ChildStdout,
+    waiting: &mpsc::Receiver<ChildStdin>,
+    ended: &AtomicBool,
+    last_data: &Mutex<Option<Instant>>,
+) {
     let mut joining = JoinPoint::default();
     let mut reader: Option<ChildStdin> = None;
     let mut buffer = vec![0; READ_SIZE];
@@ -107,6 +162,7 @@ fn relay(mut output: ChildStdout, waiting: &mpsc::Receiver<ChildStdin>, ended: &
             Err(error) if error.kind() == io::ErrorKind::Interrupted => continue,
             Err(_) => break,
         };
+        *last_data.lock().unwrap_or_else(|poisoned| poisoned.into_inner()) = Some(Instant::now());
         let data = &buffer[..read];
         joining.push(data);
         if let Some(input) = &mut reader

@@ -18,14 +18,11 @@ use tokio::sync::oneshot;
 use tracing::{debug, warn};
 use url::Url;
 
-use super::{EncodedSource, SourceError};
+use super::{EncodedSource, LIVE_STALL_TIMEOUT, SourceError};
 use crate::encode::EncodedFrame;
 
 /// How long connecting, describing, setting up and starting to play may take.
 const OPEN_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// A stream that delivers no frame for this long has failed.
-const STALL_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Access units `read` may fall behind by. Beyond it, frames are dropped up to the next
 /// keyframe: a live source is better late-free than complete.
@@ -177,7 +174,7 @@ impl Reader {
             loop {
                 let item = tokio::select! {
                     _ = &mut cancelled => return,
-                    item = tokio::time::timeout(STALL_TIMEOUT, demuxed.next()) => item,
+                    item = tokio::time::timeout(LIVE_STALL_TIMEOUT, demuxed.next()) => item,
                 };
                 let video = match item {
                     Ok(Some(Ok(CodecItem::VideoFrame(video)))) if video.stream_id() == stream_index => video,
@@ -193,7 +190,7 @@ impl Reader {
                         debug!(source = %self.spec, "the RTSP stream ended");
                         return;
                     }
-                    Err(_) => return self.fail(format!("no frame for {STALL_TIMEOUT:?}")),
+                    Err(_) => return self.fail(format!("no frame for {LIVE_STALL_TIMEOUT:?}")),
                 };
                 let size = match demuxed.streams()[stream_index].parameters() {
                     Some(ParametersRef::Video(parameters)) => parameters.pixel_dimensions(),
