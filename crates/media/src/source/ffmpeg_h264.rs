@@ -94,7 +94,7 @@ impl FfmpegH264Source {
             let size = format!("ffprobe reported a {}x{} picture", probed.width, probed.height);
             return Err(open_error(input.spec(), size));
         }
-        let mut command = ffmpeg_reading(&input, !live);
+        let mut command = ffmpeg_reading(&input, !live, &[]);
         command.args(["-c:v", "copy", "-bsf:v", "h264_mp4toannexb,h264_metadata=aud=insert"]);
         command.args(["-flush_packets", "1", "-f", "h264", "pipe:1"]);
         let child = FfmpegChild::spawn(&input, command)?;
