@@ -5,12 +5,24 @@
 //! - `webgear-probe hold --url ... --viewers 10 --seconds 10 [--server-pid PID]`: holds N
 //!   viewers, reports each one's decoded frame rate and, given the server's pid, the
 //!   server's CPU use over the same window.
+//! - `webgear-probe latency --url ... --send-to udp://127.0.0.1:5000?pkt_size=1316`:
+//!   glass-to-glass latency of a live stream. It draws the test pattern in real time (each
+//!   picture's number coded in it), has ffmpeg encode it (x264, tuned for low latency) and
+//!   send it to `--send-to`, where the server reads its source; a decoding viewer then
+//!   reports, for every picture, the time from its drawing to its decoding, both clocks
+//!   being this process's.
 
 #![allow(clippy::unwrap_used)] // a measuring tool: failing loudly is the right answer
 
-use std::time::Duration;
+use std::io::Write;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::{Duration, Instant};
 
 use clap::{Parser, Subcommand};
+use webgear_media::source::{FrameCode, FrameSource, TestPattern};
 use webgear_testkit::Viewer;
 use webgear_testkit::load::percentile;
 use webgear_testkit::server_side::ProcessSample;
@@ -42,6 +54,23 @@ enum Mode {
         #[arg(long)]
         server_pid: Option<u32>,
     },
+    /// Glass-to-glass latency of a live stream this probe draws, encodes and sends.
+    Latency {
+        /// Where ffmpeg sends the stream, for the server to read it from there.
+        #[arg(long)]
+        send_to: String,
+        /// ffmpeg's container for it.
+        #[arg(long, default_value = "mpegts")]
+        format: String,
+        /// The window measured, after the viewer has played for `--settle` seconds.
+        #[arg(long, default_value_t = 10)]
+        seconds: u64,
+        #[arg(long, default_value_t = 3)]
+        settle: u64,
+        /// How long the server may take to start playing the stream.
+        #[arg(long, default_value_t = 30)]
+        wait: u64,
+    },
 }
 
 #[tokio::main]
@@ -51,6 +80,9 @@ async fn main() {
     match args.command {
         Mode::Joins { count } => joins(&offer_url, count).await,
         Mode::Hold { viewers, seconds, server_pid } => hold(&offer_url, viewers, seconds, server_pid).await,
+        Mode::Latency { send_to, format, seconds, settle, wait } => {
+            latency(&offer_url, &LiveSender::start(&send_to, &format), seconds, settle, wait).await;
+        }
     }
 }
 
@@ -104,4 +136,94 @@ async fn hold(offer_url: &str, count: usize, seconds: u64, server_pid: Option<u3
         let share = (after - before) / window.as_secs_f64() * 100.0;
         println!("server CPU with {count} viewers: {share:.1}% of one core");
     }
+}
+
+/// The picture size and rate [`LiveSender`] draws.
+const SENT_SIZE: (u32, u32) = (1280, 720);
+const SENT_RATE: u32 = 30;
+
+/// How many numbers a picture's code tells apart (they wrap after that).
+const CODED_NUMBERS: usize = 1 << FrameCode::BITS;
+
+/// Draws the test pattern in real time and pipes it to an ffmpeg that encodes it as a live
+/// encoder would (x264 without B-frames or lookahead, a keyframe every 2 s, 1.5 Mbit/s) and
+/// sends it on. Remembers when each picture was drawn, by the number coded in it.
+struct LiveSender {
+    drawn_at: Arc<Mutex<Vec<Option<Instant>>>>,
+    stop: Arc<AtomicBool>,
+    ffmpeg: Child,
+}
+
+impl LiveSender {
+    fn start(url: &str, format: &str) -> LiveSender {
+        let (width, height) = SENT_SIZE;
+        let mut ffmpeg = Command::new("ffmpeg")
+            .args(["-loglevel", "error", "-f", "rawvideo", "-pix_fmt", "yuv420p"])
+            .args(["-s", &format!("{width}x{height}"), "-r", &SENT_RATE.to_string(), "-i", "pipe:0"])
+            .args(["-c:v", "libx264", "-preset", "veryfast", "-tune", "zerolatency", "-g", "60"])
+            .args(["-b:v", "1500k", "-maxrate", "1500k", "-bufsize", "1500k", "-pix_fmt", "yuv420p"])
+            .args(["-flush_packets", "1", "-f", format, url])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("ffmpeg is installed");
+        let mut encoder_input = ffmpeg.stdin.take().unwrap();
+        let drawn_at = Arc::new(Mutex::new(vec![None; CODED_NUMBERS]));
+        let stop = Arc::new(AtomicBool::new(false));
+        let (drawn, stopped) = (Arc::clone(&drawn_at), Arc::clone(&stop));
+        thread::spawn(move || {
+            let mut pattern = TestPattern::new(width, height, SENT_RATE);
+            for number in 0usize.. {
+                let frame = pattern.read().unwrap().unwrap();
+                drawn.lock().unwrap()[number % CODED_NUMBERS] = Some(Instant::now());
+                if stopped.load(Ordering::Relaxed) || encoder_input.write_all(frame.data()).is_err() {
+                    break;
+                }
+            }
+        });
+        LiveSender { drawn_at, stop, ffmpeg }
+    }
+
+    /// When the picture coded `number` was drawn.
+    fn drawn_at(&self, number: u16) -> Option<Instant> {
+        self.drawn_at.lock().unwrap()[usize::from(number)]
+    }
+}
+
+impl Drop for LiveSender {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        let _ = self.ffmpeg.kill();
+        let _ = self.ffmpeg.wait();
+    }
+}
+
+async fn latency(offer_url: &str, sender: &LiveSender, seconds: u64, settle: u64, wait: u64) {
+    let give_up_at = Instant::now() + Duration::from_secs(wait);
+    let mut viewer = loop {
+        assert!(Instant::now() < give_up_at, "the server did not play the stream within {wait} s");
+        if let Ok(mut viewer) = Viewer::connect(offer_url).await
+            && viewer.next_frame(Duration::from_secs(5)).await.is_some()
+        {
+            break viewer;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    viewer.frames_during(Duration::from_secs(settle)).await;
+    let frames = viewer.frames_during(Duration::from_secs(seconds)).await;
+    let mut millis: Vec<f64> = frames
+        .iter()
+        .filter_map(|frame| Some((frame.arrived_at - sender.drawn_at(frame.number?)?).as_secs_f64() * 1000.0))
+        .collect();
+    assert!(!millis.is_empty(), "no picture carried a frame number this probe drew");
+    println!(
+        "glass to glass over {seconds} s: {} pictures ({:.1} a second), drawn to decoded p50 {:.0} ms, p95 {:.0} ms, \
+         min {:.0} ms, max {:.0} ms",
+        millis.len(),
+        millis.len() as f64 / seconds as f64,
+        percentile(&mut millis, 0.5),
+        percentile(&mut millis, 0.95),
+        percentile(&mut millis, 0.0),
+        percentile(&mut millis, 1.0),
+    );
 }
