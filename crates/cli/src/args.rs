@@ -111,7 +111,8 @@ pub(crate) struct Args {
     #[arg(long, default_value_t = Options::default().smoothing_radius, help_heading = "Stream")]
     smoothing_radius: u32,
 
-    /// When the source ends or fails, keep streaming a blank "No Input" frame.
+    /// When the source ends or fails, keep streaming a blank "No Input" frame while a
+    /// network stream or camera is reopened (one not there yet at start is waited for).
     #[arg(long, help_heading = "Stream")]
     enable_infinite_frames: bool,
 

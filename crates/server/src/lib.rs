@@ -33,7 +33,7 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
-use tracing::info;
+use tracing::{info, warn};
 use webgear_media::source::OpenedSource;
 use webgear_media::transform::{FrameSizeReducer, TransformError};
 
@@ -232,13 +232,22 @@ impl Builder {
                         OpenedSource::Frames(frames) => Ok(StreamInput::Frames(frames)),
                     }
                 };
-                let opened = open()?;
+                let opened = match open() {
+                    Ok(opened) => Some(opened),
+                    // In infinite mode a camera or stream that is not there yet (an encoder
+                    // started after the server) is waited for, as one that went away is.
+                    Err(error) if may_come_back && self.options.infinite_frames() => {
+                        warn!(%error, "the source cannot be opened yet: \"No Input\" plays until it can");
+                        None
+                    }
+                    Err(error) => return Err(error.into()),
+                };
                 if may_come_back {
                     reopen = Some(Arc::new(open));
                 }
                 opened
             }
-            SourceChoice::Custom(stream) => StreamInput::Frames(stream),
+            SourceChoice::Custom(stream) => Some(StreamInput::Frames(stream)),
         };
         let metrics = Arc::new(Metrics::default());
         let stream_settings = StreamSettings {

@@ -23,7 +23,9 @@ pub struct Options {
     /// `500.html`. Default false.
     pub logging: bool,
     /// When the source ends or fails, keep streaming a blank "No Input" frame instead of
-    /// ending. Default false; always on with `enable_live_broadcast`.
+    /// ending; a network stream or camera is opened again in the background, and one that
+    /// cannot be opened at start is waited for the same way. Default false; always on with
+    /// `enable_live_broadcast`.
     pub enable_infinite_frames: bool,
     /// A live broadcast: viewers come and go, the stream never ends, and
     /// `/close_connection` answers `DISABLED`. Every viewer always receives the full

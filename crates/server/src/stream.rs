@@ -173,20 +173,22 @@ pub(crate) struct VideoStream {
 
 impl VideoStream {
     /// Starts the capture thread. Raw frames need an encoder: `start` fails if it cannot
-    /// be created.
+    /// be created. Without an `input` (a source that could not be opened yet, in infinite
+    /// mode) "No Input" plays while `settings.reopen` tries to open it.
     pub(crate) fn start(
-        input: StreamInput,
+        input: Option<StreamInput>,
         reducer: FrameSizeReducer,
         settings: StreamSettings,
         metrics: Arc<Metrics>,
     ) -> Result<Self, StreamError> {
-        let frame_rate = input.frame_rate().filter(|rate| *rate >= 1.0).unwrap_or(30.0);
+        let frame_rate = input.as_ref().and_then(StreamInput::frame_rate).filter(|rate| *rate >= 1.0).unwrap_or(30.0);
         let encoder_config = H264EncoderConfig { bitrate_bps: settings.bitrate, frame_rate: frame_rate as f32 };
         // Counted from here, so the encoder is visible as soon as `start` returns, and until
-        // the thread ends however it ends (or fails to start).
+        // the thread ends however it ends (or fails to start). "No Input" frames start one
+        // when they need it.
         let encoder = match input {
-            StreamInput::Frames(_) => Some(RunningEncoder::new(encoder_config, &metrics)?),
-            StreamInput::H264(_) => None,
+            Some(StreamInput::Frames(_)) => Some(RunningEncoder::new(encoder_config, &metrics)?),
+            Some(StreamInput::H264(_)) | None => None,
         };
         let (frames, _) = broadcast::channel(FANOUT_CAPACITY);
         let keyframes = KeyframeRequests::new(metrics.clone());
@@ -306,7 +308,9 @@ struct Capture {
 }
 
 impl Capture {
-    fn run(&mut self, mut input: StreamInput) {
+    /// Plays `input`, then (in infinite mode) "No Input" until the source is back, and so
+    /// on; without an `input`, starts with "No Input".
+    fn run(&mut self, mut input: Option<StreamInput>) {
         if !self.settings.start_delay.is_zero() {
             debug!(delay = ?self.settings.start_delay, "waiting before reading the source");
             let start_at = Instant::now() + self.settings.start_delay;
@@ -317,36 +321,39 @@ impl Capture {
         }
         let mut last_size = None;
         loop {
-            let played = match &mut input {
-                StreamInput::Frames(source) => self.play_frames(source.as_mut(), &mut last_size),
-                StreamInput::H264(source) => {
-                    self.pass_through(source.as_mut(), &mut last_size);
-                    Ok(())
+            if let Some(mut playing) = input.take() {
+                let played = match &mut playing {
+                    StreamInput::Frames(source) => self.play_frames(source.as_mut(), &mut last_size),
+                    StreamInput::H264(source) => {
+                        self.pass_through(source.as_mut(), &mut last_size);
+                        Ok(())
+                    }
+                };
+                playing.stop();
+                if let Err(error) = played {
+                    warn!(%error, "stopping the stream");
+                    return;
                 }
-            };
-            input.stop();
-            if let Err(error) = played {
-                warn!(%error, "stopping the stream");
-                return;
-            }
-            if self.stopping() {
-                return;
+                if self.stopping() {
+                    return;
+                }
+                if !self.settings.infinite {
+                    let (width, height) = last_size.unwrap_or(BLANK_SIZE);
+                    let picture = blank_frame(width, height, THE_END, Instant::now());
+                    if let Err(error) = self.publish_picture(&picture, true) {
+                        warn!(%error, "could not send the last frame");
+                    }
+                    return;
+                }
             }
             let (width, height) = last_size.unwrap_or(BLANK_SIZE);
-            if !self.settings.infinite {
-                let picture = blank_frame(width, height, THE_END, Instant::now());
-                if let Err(error) = self.publish_picture(&picture, true) {
-                    warn!(%error, "could not send the last frame");
-                }
-                return;
-            }
             match self.no_input_until_reopened(width, height) {
                 Ok(Some(reopened)) => {
                     if matches!(reopened, StreamInput::H264(_)) {
                         // Passed through again: the blank frames' encoder is not needed.
                         self.encoder = None;
                     }
-                    input = reopened;
+                    input = Some(reopened);
                 }
                 Ok(None) => return,
                 Err(error) => {

@@ -536,6 +536,29 @@ async fn in_infinite_mode_a_live_rtmp_sender_that_stops_and_comes_back_plays_aga
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn in_infinite_mode_a_live_stream_not_there_yet_is_waited_for() {
+    let _lock = exclusive().await;
+    let camera = clip("rtmp-camera.mp4", CAMERA_H264);
+    let port = free_tcp_port();
+    let url = format!("rtmp://127.0.0.1:{port}/live/cam");
+    // The server starts before the encoder, so its first connection is refused: it
+    // starts all the same, playing "No Input", and the stream plays once it is there.
+    // (Decoded and encoded, so that the stream needs no seconds-long passthrough check.)
+    let server = server_with(url.parse().unwrap(), |options| {
+        options.enable_infinite_frames = true;
+        options.h264_passthrough = false;
+    })
+    .await;
+    let (mut viewer, _) = server.playing_viewer().await;
+    next_frame_numbered(&mut viewer, false).await;
+    let _sender = live_sender(&camera, "flv", &["-listen", "1"], &url);
+    wait_for_tcp_listener(port);
+    next_frame_numbered(&mut viewer, true).await;
+    assert_live_frames_in_order(&mut viewer).await;
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_h264_passthrough_off_a_file_is_encoded_and_a_joiner_starts_at_once() {
     let _lock = exclusive().await;
     // A keyframe only at the start: passed through, a joiner would wait for the end.
