@@ -251,6 +251,11 @@ impl FfmpegChild {
         }
     }
 
+    /// The input as the user wrote it, for messages.
+    pub(super) fn spec(&self) -> &str {
+        self.input.spec()
+    }
+
     /// After the pipe closed: `Ok` when ffmpeg exited cleanly (the input ended), the
     /// failure in ffmpeg's words otherwise, or the relay's when it fed ffmpeg and failed.
     pub(super) fn finish(&mut self) -> Result<(), SourceError> {

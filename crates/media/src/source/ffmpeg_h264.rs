@@ -1,9 +1,12 @@
 //! H.264 read through ffmpeg and sent to viewers as it is: files (local, or fetched over
 //! HTTP(S), HLS included) and live network streams (`udp://`, `srt://`, `rtmp://`). ffmpeg
-//! copies the H.264 to a pipe (Annex B, an access unit delimiter before each frame; a file
-//! at its own pace, a live stream as it comes) without decoding it, and each access unit
-//! goes to every viewer untouched. No decoder and no encoder run: the server's cost is
-//! reading the input and sending packets.
+//! copies the H.264 to a pipe without decoding it (a file at its own pace, a live stream as
+//! it comes), and each access unit goes to every viewer untouched, in Annex B. No decoder
+//! and no encoder run: the server's cost is reading the input and sending packets.
+//!
+//! ffmpeg writes FLV, where each frame is a tag that gives its length: a frame is passed
+//! on as soon as its tag is complete. (In a raw Annex B stream a frame ends only where the
+//! next one starts, which held every frame back by a frame interval, ~33 ms at 30 fps.)
 //!
 //! Not every H.264 input can be sent this way, and [`FfmpegH264Source::open`] checks its
 //! first seconds before it starts:
@@ -20,7 +23,9 @@
 
 use std::time::{Duration, Instant};
 
-use super::ffmpeg::{FfmpegChild, FfmpegInput, Probed, STREAM_ENTRIES, ffmpeg_reading, ffprobe, open_error};
+use super::ffmpeg::{
+    FfmpegChild, FfmpegInput, Probed, STREAM_ENTRIES, ffmpeg_reading, ffprobe, open_error, read_error,
+};
 use super::{EncodedSource, SourceError};
 use crate::encode::EncodedFrame;
 
@@ -47,8 +52,21 @@ const INTERVAL_TOLERANCE: f64 = 0.01;
 /// Bytes asked of the pipe per read.
 const READ_SIZE: usize = 64 * 1024;
 
-/// Bytes at the start of `pending` that may hold the delimiter opening it.
-const OPENING_DELIMITER: usize = 4;
+/// FLV's file header (signature, version, flags, header size) and the size of the tag
+/// before the first, which is zero (FLV specification, version 10, annex E).
+const FLV_HEADER: usize = 9 + 4;
+/// A tag's header (type, data size, timestamp, stream id) and, after its data, its size.
+const FLV_TAG_HEADER: usize = 11;
+const FLV_TAG_TRAILER: usize = 4;
+/// The tag type of video.
+const FLV_VIDEO_TAG: u8 = 9;
+/// The codec id of H.264 (AVC) in a video tag's first byte.
+const FLV_AVC: u8 = 7;
+/// A video tag's header: frame type and codec, packet type, composition time.
+const FLV_AVC_HEADER: usize = 5;
+/// AVC packet types: the decoder configuration record, and frames.
+const FLV_AVC_CONFIGURATION: u8 = 0;
+const FLV_AVC_FRAME: u8 = 1;
 
 /// NAL unit types (ITU-T H.264, table 7-1).
 const NAL_IDR_SLICE: u8 = 5;
@@ -61,7 +79,7 @@ const NAL_ACCESS_UNIT_DELIMITER: u8 = 9;
 #[derive(Debug)]
 pub struct FfmpegH264Source {
     child: FfmpegChild,
-    units: AccessUnits,
+    units: FlvAccessUnits,
     buffer: Vec<u8>,
     width: u32,
     height: u32,
@@ -95,8 +113,8 @@ impl FfmpegH264Source {
             return Err(open_error(input.spec(), size));
         }
         let mut command = ffmpeg_reading(&input, !live, &[]);
-        command.args(["-c:v", "copy", "-bsf:v", "h264_mp4toannexb,h264_metadata=aud=insert"]);
-        command.args(["-flush_packets", "1", "-f", "h264", "pipe:1"]);
+        command.args(["-c:v", "copy", "-flush_packets", "1"]);
+        command.args(["-flvflags", "no_sequence_end+no_metadata+no_duration_filesize", "-f", "flv", "pipe:1"]);
         let child = FfmpegChild::spawn(&input, command)?;
         tracing::debug!(
             input = input.spec(),
@@ -107,7 +125,7 @@ impl FfmpegH264Source {
         );
         Ok(FfmpegH264Source {
             child,
-            units: AccessUnits::default(),
+            units: FlvAccessUnits::default(),
             buffer: vec![0; READ_SIZE],
             width: probed.width,
             height: probed.height,
@@ -129,13 +147,15 @@ impl FfmpegH264Source {
 impl EncodedSource for FfmpegH264Source {
     fn read(&mut self) -> Result<Option<EncodedFrame>, SourceError> {
         loop {
-            if let Some(unit) = self.units.next_unit() {
+            let unit = self.units.next_unit().map_err(|reason| read_error(self.child.spec(), reason))?;
+            if let Some(unit) = unit {
                 return Ok(Some(self.frame(unit)));
             }
             let read = self.child.read(&mut self.buffer)?;
             if read == 0 {
+                // A tag cut short by the end is no frame.
                 self.child.finish()?;
-                return Ok(self.units.last_unit().map(|unit| self.frame(unit)));
+                return Ok(None);
             }
             self.units.push(&self.buffer[..read]);
         }
@@ -205,54 +225,112 @@ struct AccessUnit {
     keyframe: bool,
 }
 
-/// Cuts an Annex B byte stream into access units at its access unit delimiters, which
-/// are dropped (they would cost every viewer a packet per frame). A keyframe without its
-/// own SPS and PPS gets the latest ones seen, so that a viewer can start from any keyframe.
-#[derive(Debug, Default)]
-struct AccessUnits {
-    /// Bytes received and not yet returned.
+/// Reads the FLV ffmpeg writes, tag by tag, into access units: every frame's NAL units
+/// with 4-byte start codes, its delimiters dropped (they would cost every viewer a packet
+/// per frame). A keyframe without its own SPS and PPS gets the latest ones seen (in the
+/// decoder configuration or in a frame), so that a viewer can start from any keyframe.
+#[derive(Debug)]
+struct FlvAccessUnits {
+    /// Bytes received and not yet read.
     pending: Vec<u8>,
-    /// How far past the start of `pending` no delimiter has been found.
-    searched: usize,
+    header_read: bool,
+    /// Bytes in each NAL unit's length prefix, from the decoder configuration.
+    length_size: usize,
     last_sps: Option<Vec<u8>>,
     last_pps: Option<Vec<u8>>,
 }
 
-impl AccessUnits {
+impl Default for FlvAccessUnits {
+    fn default() -> Self {
+        FlvAccessUnits { pending: Vec::new(), header_read: false, length_size: 4, last_sps: None, last_pps: None }
+    }
+}
+
+impl FlvAccessUnits {
     fn push(&mut self, bytes: &[u8]) {
         self.pending.extend_from_slice(bytes);
     }
 
-    /// The next complete access unit: one that a following delimiter has closed.
-    fn next_unit(&mut self) -> Option<AccessUnit> {
+    /// The next access unit whose tag is complete; `Err` names what is not FLV or H.264.
+    fn next_unit(&mut self) -> Result<Option<AccessUnit>, String> {
+        if !self.header_read {
+            if self.pending.len() < FLV_HEADER {
+                return Ok(None);
+            }
+            if !self.pending.starts_with(b"FLV") {
+                return Err("ffmpeg's output is not FLV".into());
+            }
+            self.pending.drain(..FLV_HEADER);
+            self.header_read = true;
+        }
         loop {
-            // The delimiter opening `pending` is no boundary: look past its start code.
-            let Some(boundary) = find_delimiter(&self.pending, self.searched.max(OPENING_DELIMITER)) else {
-                // A start code may straddle what has come and what is to come.
-                self.searched = self.pending.len().saturating_sub(4);
-                return None;
-            };
-            let bytes: Vec<u8> = self.pending.drain(..boundary).collect();
-            self.searched = 0;
-            if let Some(unit) = self.assemble(&bytes) {
-                return Some(unit);
+            let Some(header) = self.pending.get(..FLV_TAG_HEADER) else { return Ok(None) };
+            let (tag_type, size) = (header[0] & 0x1f, be_number(&header[1..4]));
+            let tag_end = FLV_TAG_HEADER + size + FLV_TAG_TRAILER;
+            if self.pending.len() < tag_end {
+                return Ok(None);
+            }
+            let tag: Vec<u8> = self.pending.drain(..tag_end).collect();
+            let data = &tag[FLV_TAG_HEADER..FLV_TAG_HEADER + size];
+            if tag_type != FLV_VIDEO_TAG || data.len() < FLV_AVC_HEADER {
+                continue;
+            }
+            if data[0] & 0x0f != FLV_AVC {
+                return Err(format!("ffmpeg's FLV carries video codec {}, not H.264", data[0] & 0x0f));
+            }
+            let body = &data[FLV_AVC_HEADER..];
+            match data[1] {
+                FLV_AVC_CONFIGURATION => self.configure(body),
+                FLV_AVC_FRAME => {
+                    let units = length_prefixed_units(body, self.length_size);
+                    if let Some(unit) = self.assemble(&units) {
+                        return Ok(Some(unit));
+                    }
+                }
+                _ => {}
             }
         }
     }
 
-    /// Whatever is left once the stream has ended: its last access unit.
-    fn last_unit(&mut self) -> Option<AccessUnit> {
-        let bytes = std::mem::take(&mut self.pending);
-        self.searched = 0;
-        self.assemble(&bytes)
+    /// Takes the NAL unit length size and the first SPS and PPS from an AVC decoder
+    /// configuration record (ISO/IEC 14496-15, 5.3.3.1). A malformed one changes nothing
+    /// it does not reach.
+    fn configure(&mut self, record: &[u8]) {
+        let Some(&[_, _, _, _, length_size, sps_count]) = record.get(..6) else { return };
+        self.length_size = usize::from(length_size & 0x03) + 1;
+        let mut at = 6;
+        let next_set = |at: &mut usize| -> Option<Vec<u8>> {
+            let length = be_number(record.get(*at..*at + 2)?);
+            let set = record.get(*at + 2..*at + 2 + length)?.to_vec();
+            *at += 2 + length;
+            Some(set)
+        };
+        for index in 0..sps_count & 0x1f {
+            match next_set(&mut at) {
+                Some(sps) if index == 0 => self.last_sps = Some(sps),
+                Some(_) => {}
+                None => return,
+            }
+        }
+        let Some(&pps_count) = record.get(at) else { return };
+        at += 1;
+        for index in 0..pps_count {
+            match next_set(&mut at) {
+                Some(pps) if index == 0 => self.last_pps = Some(pps),
+                Some(_) => {}
+                None => return,
+            }
+        }
     }
 
-    /// An access unit from its bytes, `None` when it holds nothing but delimiters.
-    fn assemble(&mut self, bytes: &[u8]) -> Option<AccessUnit> {
-        let units: Vec<&[u8]> = nal_units(bytes).filter(|unit| nal_type(unit) != NAL_ACCESS_UNIT_DELIMITER).collect();
+    /// An access unit from a frame's NAL units, `None` when it holds nothing but
+    /// delimiters.
+    fn assemble(&mut self, units: &[&[u8]]) -> Option<AccessUnit> {
+        let units: Vec<&[u8]> =
+            units.iter().copied().filter(|unit| nal_type(unit) != NAL_ACCESS_UNIT_DELIMITER).collect();
         let has = |kind: u8| units.iter().any(|unit| nal_type(unit) == kind);
         let keyframe = has(NAL_IDR_SLICE);
-        let mut data = Vec::with_capacity(bytes.len() + 64);
+        let mut data = Vec::with_capacity(units.iter().map(|unit| unit.len() + 4).sum::<usize>() + 64);
         if keyframe && !has(NAL_SPS) && !has(NAL_PPS) {
             for parameter_set in [&self.last_sps, &self.last_pps].into_iter().flatten() {
                 data.extend_from_slice(&[0, 0, 0, 1]);
@@ -272,33 +350,28 @@ impl AccessUnits {
     }
 }
 
+/// A big-endian unsigned number.
+fn be_number(bytes: &[u8]) -> usize {
+    bytes.iter().fold(0, |number, byte| number << 8 | usize::from(*byte))
+}
+
 fn nal_type(unit: &[u8]) -> u8 {
     unit.first().map_or(0, |header| header & 0x1f)
 }
 
-/// Where the start code of the first access unit delimiter at or after `from` begins
-/// (its leading zero byte included when it is a 4-byte start code).
-fn find_delimiter(data: &[u8], from: usize) -> Option<usize> {
-    let found =
-        data.get(from..)?.windows(4).position(|w| w[..3] == [0, 0, 1] && w[3] & 0x1f == NAL_ACCESS_UNIT_DELIMITER)?;
-    let at = from + found;
-    Some(if at > 0 && data[at - 1] == 0 { at - 1 } else { at })
-}
-
-/// The NAL units of Annex B data, without start codes or trailing zero bytes.
-fn nal_units(data: &[u8]) -> impl Iterator<Item = &[u8]> {
-    let starts: Vec<usize> =
-        data.windows(3).enumerate().filter(|(_, w)| *w == [0, 0, 1]).map(|(at, _)| at + 3).collect();
-    let ends: Vec<usize> = starts.iter().skip(1).map(|next| next - 3).chain([data.len()]).collect();
-    starts
-        .into_iter()
-        .zip(ends)
-        .map(|(start, end)| {
-            let unit = &data[start..end];
-            let kept = unit.iter().rposition(|byte| *byte != 0).map_or(0, |last| last + 1);
-            &unit[..kept]
-        })
-        .filter(|unit| !unit.is_empty())
+/// The NAL units of a frame whose units each follow their length in `length_size` bytes;
+/// a unit running past the end is dropped with the rest.
+fn length_prefixed_units(mut data: &[u8], length_size: usize) -> Vec<&[u8]> {
+    let mut units = Vec::new();
+    while let Some(prefix) = data.get(..length_size) {
+        let length = be_number(prefix);
+        let Some(unit) = data.get(length_size..length_size + length) else { break };
+        if !unit.is_empty() {
+            units.push(unit);
+        }
+        data = &data[length_size + length..];
+    }
+    units
 }
 
 #[cfg(test)]
@@ -307,87 +380,131 @@ mod tests {
 
     use super::*;
 
-    const LONG: &[u8] = &[0, 0, 0, 1];
-    const SHORT: &[u8] = &[0, 0, 1];
     const AUD: &[u8] = &[0x09, 0xf0];
     const SPS: &[u8] = &[0x67, 0x42, 0xc0, 0x1e];
     const PPS: &[u8] = &[0x68, 0xce, 0x3c, 0x80];
     const IDR: &[u8] = &[0x65, 0x88, 0x84, 0x00, 0x21];
     const SLICE: &[u8] = &[0x41, 0x9a, 0x02];
+    const NEW_SPS: &[u8] = &[0x67, 0x42, 0xc0, 0x1f];
 
-    /// Annex B bytes: each NAL unit after its start code.
-    fn annex_b(units: &[(&[u8], &[u8])]) -> Vec<u8> {
-        units.iter().flat_map(|(start_code, unit)| [*start_code, *unit].concat()).collect()
+    /// An FLV file: its header, then `tags`.
+    fn flv(tags: &[Vec<u8>]) -> Vec<u8> {
+        [b"FLV\x01\x01\0\0\0\x09\0\0\0\0".as_slice(), &tags.concat()].concat()
+    }
+
+    /// A tag: its header (type, size, a zero timestamp and stream id), data and size.
+    fn tag(tag_type: u8, data: &[u8]) -> Vec<u8> {
+        let size = (data.len() as u32).to_be_bytes();
+        let total = (11 + data.len() as u32).to_be_bytes();
+        [&[tag_type, size[1], size[2], size[3], 0, 0, 0, 0, 0, 0, 0], data, &total].concat()
+    }
+
+    /// The decoder configuration record's tag, NAL units' lengths in `length_size` bytes.
+    fn configuration(sps: &[u8], pps: &[u8], length_size: u8) -> Vec<u8> {
+        let record = [
+            &[1, sps[1], sps[2], sps[3], 0xfc | (length_size - 1), 0xe1],
+            (sps.len() as u16).to_be_bytes().as_slice(),
+            sps,
+            &[1],
+            &(pps.len() as u16).to_be_bytes(),
+            pps,
+        ]
+        .concat();
+        tag(FLV_VIDEO_TAG, &[&[0x17, FLV_AVC_CONFIGURATION, 0, 0, 0], record.as_slice()].concat())
+    }
+
+    /// A frame's tag: `units` after their lengths in `length_size` bytes.
+    fn frame(units: &[&[u8]], length_size: usize) -> Vec<u8> {
+        let mut data = vec![0x27, FLV_AVC_FRAME, 0, 0, 0];
+        for unit in units {
+            data.extend_from_slice(&(unit.len() as u32).to_be_bytes()[4 - length_size..]);
+            data.extend_from_slice(unit);
+        }
+        tag(FLV_VIDEO_TAG, &data)
     }
 
     /// An access unit as it should come out: 4-byte start codes, no delimiter.
     fn unit(units: &[&[u8]], keyframe: bool) -> AccessUnit {
-        AccessUnit { data: units.iter().flat_map(|unit| [LONG, *unit].concat()).collect(), keyframe }
+        AccessUnit { data: units.iter().flat_map(|unit| [&[0, 0, 0, 1], *unit].concat()).collect(), keyframe }
     }
 
-    /// Feeds `bytes` in chunks of `chunk` bytes and collects every access unit, the last
-    /// one included.
-    fn split(bytes: &[u8], chunk: usize) -> Vec<AccessUnit> {
-        let mut units = AccessUnits::default();
+    /// Feeds `bytes` in chunks of `chunk` bytes and collects every access unit.
+    fn units_of(bytes: &[u8], chunk: usize) -> Vec<AccessUnit> {
+        let mut units = FlvAccessUnits::default();
         let mut found = Vec::new();
         for piece in bytes.chunks(chunk) {
             units.push(piece);
-            found.extend(std::iter::from_fn(|| units.next_unit()));
+            while let Some(unit) = units.next_unit().unwrap() {
+                found.push(unit);
+            }
         }
-        found.extend(units.last_unit());
         found
     }
 
     #[test]
-    fn a_stream_splits_at_its_delimiters_however_it_arrives() {
-        let bytes = annex_b(&[
-            (LONG, AUD),
-            (LONG, SPS),
-            (LONG, PPS),
-            (SHORT, IDR),
-            (SHORT, AUD),
-            (SHORT, SLICE),
-            (LONG, AUD),
-            (LONG, SLICE),
+    fn frames_come_out_of_their_tags_however_the_pipe_cuts_them() {
+        let bytes = flv(&[
+            tag(18, b"onMetaData"),
+            configuration(SPS, PPS, 4),
+            frame(&[AUD, SPS, PPS, IDR], 4),
+            tag(8, b"audio"),
+            frame(&[AUD, SLICE], 4),
+            frame(&[SLICE], 4),
         ]);
         let expected = [unit(&[SPS, PPS, IDR], true), unit(&[SLICE], false), unit(&[SLICE], false)];
-        for chunk in [1, 2, 3, 5, 7, bytes.len()] {
-            assert_eq!(split(&bytes, chunk), expected, "read {chunk} bytes at a time");
+        for chunk in [1, 2, 3, 5, 7, 11, bytes.len()] {
+            assert_eq!(units_of(&bytes, chunk), expected, "read {chunk} bytes at a time");
         }
     }
 
     #[test]
-    fn a_unit_is_returned_only_once_the_next_delimiter_closes_it() {
-        let mut units = AccessUnits::default();
-        units.push(&annex_b(&[(LONG, AUD), (LONG, SPS), (LONG, PPS), (LONG, IDR)]));
-        assert_eq!(units.next_unit(), None);
-        units.push(&annex_b(&[(LONG, AUD)]));
-        assert_eq!(units.next_unit(), Some(unit(&[SPS, PPS, IDR], true)));
-        assert_eq!(units.next_unit(), None);
-        assert_eq!(units.last_unit(), None, "a lone delimiter is no frame");
+    fn a_frame_is_passed_on_as_soon_as_its_tag_is_complete() {
+        let mut units = FlvAccessUnits::default();
+        let first = frame(&[IDR], 4);
+        units.push(&flv(&[configuration(SPS, PPS, 4)]));
+        units.push(&first[..first.len() - 1]);
+        assert_eq!(units.next_unit(), Ok(None), "its tag's last byte is still to come");
+        units.push(&first[first.len() - 1..]);
+        assert_eq!(units.next_unit(), Ok(Some(unit(&[SPS, PPS, IDR], true))), "no need to wait for the next frame");
+        assert_eq!(units.next_unit(), Ok(None));
     }
 
     #[test]
     fn a_keyframe_without_parameter_sets_gets_the_latest_ones() {
-        let bytes = annex_b(&[
-            (LONG, AUD),
-            (LONG, SPS),
-            (LONG, PPS),
-            (LONG, IDR),
-            (LONG, AUD),
-            (LONG, SLICE),
-            (LONG, AUD),
-            (LONG, IDR),
+        let bytes = flv(&[
+            configuration(SPS, PPS, 4),
+            frame(&[IDR], 4),
+            frame(&[SLICE], 4),
+            frame(&[NEW_SPS, PPS, IDR], 4),
+            frame(&[IDR], 4),
         ]);
-        let units = split(&bytes, 4);
-        assert_eq!(units.len(), 3);
-        assert_eq!(units[2], unit(&[SPS, PPS, IDR], true));
+        let units = units_of(&bytes, 4);
+        assert_eq!(units[0], unit(&[SPS, PPS, IDR], true), "from the decoder configuration");
+        assert_eq!(units[1], unit(&[SLICE], false), "only keyframes get them");
+        assert_eq!(units[3], unit(&[NEW_SPS, PPS, IDR], true), "the latest, sent in a frame");
     }
 
     #[test]
-    fn trailing_zero_bytes_are_not_part_of_a_unit() {
-        let bytes = annex_b(&[(LONG, AUD), (LONG, SLICE), (&[0, 0], &[]), (LONG, AUD), (SHORT, SLICE)]);
-        assert_eq!(split(&bytes, 3), [unit(&[SLICE], false), unit(&[SLICE], false)]);
+    fn nal_unit_lengths_may_take_fewer_bytes() {
+        let bytes = flv(&[configuration(SPS, PPS, 2), frame(&[IDR], 2), frame(&[AUD, SLICE], 2)]);
+        assert_eq!(units_of(&bytes, 3), [unit(&[SPS, PPS, IDR], true), unit(&[SLICE], false)]);
+    }
+
+    #[test]
+    fn what_is_not_flv_or_h264_is_named_and_a_cut_unit_dropped() {
+        let mut not_flv = FlvAccessUnits::default();
+        not_flv.push(&[0, 0, 0, 1, 0x09, 0xf0, 0, 0, 0, 1, 0x65, 0x88, 0x84]);
+        assert_eq!(not_flv.next_unit(), Err("ffmpeg's output is not FLV".into()));
+
+        let mut vp6 = FlvAccessUnits::default();
+        vp6.push(&flv(&[tag(FLV_VIDEO_TAG, &[0x14, 1, 0, 0, 0, 1, 2, 3])]));
+        assert_eq!(vp6.next_unit(), Err("ffmpeg's FLV carries video codec 4, not H.264".into()));
+
+        // A length running past the tag's end: that unit and what follows are dropped.
+        let mut cut = frame(&[SLICE, IDR], 4);
+        let last_length_at = 11 + 5 + 4 + SLICE.len() + 3;
+        cut[last_length_at] = 200;
+        assert_eq!(units_of(&flv(&[cut]), 5), [unit(&[SLICE], false)]);
     }
 
     fn h264_stream() -> Probed {
