@@ -464,6 +464,28 @@ async fn a_live_udp_stream_whose_sender_goes_silent_ends_and_frees_its_ffmpeg() 
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_live_stream_waiting_for_the_server_to_read_it_is_not_taken_for_stalled() {
+    let _lock = exclusive().await;
+    // 8 Mbit/s (x264 pads to a constant rate), so that the pipes between the programs
+    // fill within the delay and the relay waits on its reader.
+    let constant_rate =
+        ["-b:v", "8M", "-minrate", "8M", "-maxrate", "8M", "-bufsize", "1M", "-x264-params", "nal-hrd=cbr"];
+    let camera = clip("rtmp-camera-8m.mp4", &[CAMERA_H264, &constant_rate].concat());
+    let port = free_tcp_port();
+    let url = format!("rtmp://127.0.0.1:{port}/live/cam");
+    let _sender = live_sender(&camera, "flv", &["-listen", "1"], &url);
+    wait_for_tcp_listener(port);
+    // vidgear's `time_delay`: the stream is opened, then not read for longer than a
+    // silent stream is given. Data waiting to be read is no silence.
+    let server = server_with(url.parse().unwrap(), |options| options.time_delay = Duration::from_secs(8)).await;
+    let mut viewer = Viewer::connect(&server.url("/offer")).await.unwrap();
+    // Stalled, it would end with "The End" and no numbered picture would follow.
+    next_frame_numbered(&mut viewer, true).await;
+    assert_live_frames_in_order(&mut viewer).await;
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_live_srt_stream_from_a_sender_taking_one_caller_passes_through_on_one_connection() {
     let _lock = exclusive().await;
     let camera = clip("srt-camera.mp4", CAMERA_H264);

@@ -50,8 +50,10 @@ pub(super) struct LiveRelay {
     /// Set once the relay's ffmpeg has closed its output, before the last reader's input
     /// closes.
     ended: Arc<AtomicBool>,
-    /// When the relay thread last received data; `None` before the stream started.
-    last_data: Arc<Mutex<Option<Instant>>>,
+    /// Since when the relay thread has been waiting for more of a stream that has
+    /// started; `None` while it passes data on (a reader slow to take it is no stall),
+    /// and before the stream started.
+    waiting_since: Arc<Mutex<Option<Instant>>>,
     /// Set when the watchdog stopped a stream that had stalled.
     stalled: AtomicBool,
 }
@@ -66,19 +68,19 @@ impl LiveRelay {
         let output = child.take_output().ok_or_else(|| open_error(url, "ffmpeg's output pipe was taken".into()))?;
         let (readers, waiting) = mpsc::channel();
         let ended = Arc::new(AtomicBool::new(false));
-        let last_data = Arc::new(Mutex::new(None));
-        let (relay_ended, relay_last_data) = (ended.clone(), last_data.clone());
+        let waiting_since = Arc::new(Mutex::new(None));
+        let (relay_ended, relay_waiting_since) = (ended.clone(), waiting_since.clone());
         let thread_error = |error: io::Error| open_error(url, format!("could not start a thread: {error}"));
         thread::Builder::new()
             .name("ffmpeg-relay".into())
-            .spawn(move || relay(output, &waiting, &relay_ended, &relay_last_data))
+            .spawn(move || relay(output, &waiting, &relay_ended, &relay_waiting_since))
             .map_err(thread_error)?;
         let relay = Arc::new(LiveRelay {
             url: url.to_owned(),
             child: Mutex::new(child),
             readers,
             ended,
-            last_data,
+            waiting_since,
             stalled: AtomicBool::new(false),
         });
         let watched = Arc::downgrade(&relay);
@@ -131,8 +133,8 @@ fn watch_for_stall(relay: &Weak<LiveRelay>) {
         if relay.ended.load(Ordering::Acquire) {
             return;
         }
-        let last_data = *relay.last_data.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        if last_data.is_some_and(|at| at.elapsed() >= LIVE_STALL_TIMEOUT) {
+        let waiting_since = *relay.waiting_since.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        if waiting_since.is_some_and(|since| since.elapsed() >= LIVE_STALL_TIMEOUT) {
             tracing::warn!(source = relay.url, "the live stream brought nothing for {LIVE_STALL_TIMEOUT:?}");
             relay.stalled.store(true, Ordering::Release);
             relay.stop();
@@ -142,13 +144,17 @@ fn watch_for_stall(relay: &Weak<LiveRelay>) {
 }
 
 /// The relay thread: copies the relay's output to the current reader, keeping what a new
-/// reader starts with, and notes when data last came.
+/// reader starts with, and notes since when it has been waiting for data.
 fn relay(
     mut output: ChildStdout,
     waiting: &mpsc::Receiver<ChildStdin>,
     ended: &AtomicBool,
-    last_data: &Mutex<Option<Instant>>,
+    waiting_since: &Mutex<Option<Instant>>,
 ) {
+    let set_waiting_since = |since: Option<Instant>| {
+        *waiting_since.lock().unwrap_or_else(|poisoned| poisoned.into_inner()) = since;
+    };
+    let mut started = false;
     let mut joining = JoinPoint::default();
     let mut reader: Option<ChildStdin> = None;
     let mut buffer = vec![0; READ_SIZE];
@@ -156,13 +162,17 @@ fn relay(
         while let Ok(next) = waiting.try_recv() {
             reader = joining.start(next);
         }
+        if started {
+            set_waiting_since(Some(Instant::now()));
+        }
         let read = match output.read(&mut buffer) {
             Ok(0) => break,
             Ok(read) => read,
             Err(error) if error.kind() == io::ErrorKind::Interrupted => continue,
             Err(_) => break,
         };
-        *last_data.lock().unwrap_or_else(|poisoned| poisoned.into_inner()) = Some(Instant::now());
+        set_waiting_since(None);
+        started = true;
         let data = &buffer[..read];
         joining.push(data);
         if let Some(input) = &mut reader
