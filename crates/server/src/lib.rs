@@ -32,6 +32,7 @@ use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use tracing::{info, warn};
 use webgear_media::source::OpenedSource;
@@ -56,7 +57,7 @@ use ice::IceConfig;
 pub use ice::MissingTurnCredentials;
 use rtc::{RtcServer, RtcSettings};
 use stats::Metrics;
-use stream::{StreamClock, StreamInput, StreamSettings, VideoStream};
+use stream::{StreamClock, StreamInput, StreamSettings, StreamStart, VideoStream};
 use web::{DataFiles, Templates};
 
 /// Why the server could not be built.
@@ -232,22 +233,21 @@ impl Builder {
                         OpenedSource::Frames(frames) => Ok(StreamInput::Frames(frames)),
                     }
                 };
-                let opened = match open() {
-                    Ok(opened) => Some(opened),
+                let open: stream::Reopen = Arc::new(open);
+                let start = if may_come_back && self.options.infinite_frames() {
                     // In infinite mode a camera or stream that is not there yet (an encoder
-                    // started after the server) is waited for, as one that went away is.
-                    Err(error) if may_come_back && self.options.infinite_frames() => {
-                        warn!(%error, "the source cannot be opened yet: \"No Input\" plays until it can");
-                        None
-                    }
-                    Err(error) => return Err(error.into()),
+                    // started after the server, a UDP sender not sending yet) is waited for
+                    // while "No Input" plays, as one that went away is.
+                    open_or_wait(open.clone())?
+                } else {
+                    StreamStart::Playing(open()?)
                 };
                 if may_come_back {
-                    reopen = Some(Arc::new(open));
+                    reopen = Some(open);
                 }
-                opened
+                start
             }
-            SourceChoice::Custom(stream) => Some(StreamInput::Frames(stream)),
+            SourceChoice::Custom(stream) => StreamStart::Playing(StreamInput::Frames(stream)),
         };
         let metrics = Arc::new(Metrics::default());
         let stream_settings = StreamSettings {
@@ -283,6 +283,28 @@ impl Builder {
                 options: self.options,
             }),
         })
+    }
+}
+
+/// How long an infinite-mode start waits for its source to open before it goes on with
+/// "No Input" and lets the opening finish in the background: longer than a source that is
+/// there takes (a live stream's passthrough check reads 5 s of it).
+const FIRST_OPEN_WAIT: Duration = Duration::from_secs(10);
+
+/// Opens the source for an infinite-mode stream, waiting up to [`FIRST_OPEN_WAIT`]. A
+/// source that cannot be opened, or is still opening then, does not stop the start.
+fn open_or_wait(open: stream::Reopen) -> Result<StreamStart, Error> {
+    let pending = stream::open_in_background(open).map_err(StreamError::Thread)?;
+    match pending.recv_timeout(FIRST_OPEN_WAIT) {
+        Ok(Ok(input)) => Ok(StreamStart::Playing(input)),
+        Ok(Err(error)) => {
+            warn!(%error, "the source cannot be opened yet: \"No Input\" plays until it can");
+            Ok(StreamStart::Gone)
+        }
+        Err(_) => {
+            warn!("the source is still opening after {FIRST_OPEN_WAIT:?}: \"No Input\" plays until it has");
+            Ok(StreamStart::Opening(pending))
+        }
     }
 }
 

@@ -87,8 +87,8 @@ pub enum StreamError {
     /// The encoder could not be created.
     #[error(transparent)]
     Encoder(#[from] EncoderError),
-    /// The capture thread could not be started.
-    #[error("could not start the capture thread: {0}")]
+    /// A thread of the stream (capturing, or opening the source) could not be started.
+    #[error("could not start a thread for the stream: {0}")]
     Thread(#[source] std::io::Error),
 }
 
@@ -118,6 +118,32 @@ impl StreamInput {
 
 /// Opens the stream's source again after it ended or failed: network streams reconnect.
 pub(crate) type Reopen = Arc<dyn Fn() -> Result<StreamInput, SourceError> + Send + Sync>;
+
+/// An opening of the source under way on a thread of its own: its result, once it has one.
+pub(crate) type PendingOpen = mpsc::Receiver<Result<StreamInput, SourceError>>;
+
+/// Opens the source on a thread of its own, so that a source slow to open (a live stream
+/// whose sender has not started) holds up nobody.
+pub(crate) fn open_in_background(open: Reopen) -> std::io::Result<PendingOpen> {
+    let (done, result) = mpsc::channel();
+    thread::Builder::new().name("webgear-open".into()).spawn(move || {
+        // Nobody listening means the stream stopped meanwhile.
+        let _ = done.send(open());
+    })?;
+    Ok(result)
+}
+
+/// What a stream starts with.
+pub(crate) enum StreamStart {
+    /// The source, opened.
+    Playing(StreamInput),
+    /// In infinite mode, a source still opening: "No Input" plays until it has opened, or
+    /// failed and is opened again.
+    Opening(PendingOpen),
+    /// In infinite mode, a source that could not be opened: "No Input" plays while it is
+    /// opened again.
+    Gone,
+}
 
 /// How a stream treats its frames, beyond the size reduction.
 #[derive(Clone, Default)]
@@ -173,22 +199,25 @@ pub(crate) struct VideoStream {
 
 impl VideoStream {
     /// Starts the capture thread. Raw frames need an encoder: `start` fails if it cannot
-    /// be created. Without an `input` (a source that could not be opened yet, in infinite
-    /// mode) "No Input" plays while `settings.reopen` tries to open it.
+    /// be created.
     pub(crate) fn start(
-        input: Option<StreamInput>,
+        start: StreamStart,
         reducer: FrameSizeReducer,
         settings: StreamSettings,
         metrics: Arc<Metrics>,
     ) -> Result<Self, StreamError> {
-        let frame_rate = input.as_ref().and_then(StreamInput::frame_rate).filter(|rate| *rate >= 1.0).unwrap_or(30.0);
+        let input_rate = match &start {
+            StreamStart::Playing(input) => input.frame_rate(),
+            StreamStart::Opening(_) | StreamStart::Gone => None,
+        };
+        let frame_rate = input_rate.filter(|rate| *rate >= 1.0).unwrap_or(30.0);
         let encoder_config = H264EncoderConfig { bitrate_bps: settings.bitrate, frame_rate: frame_rate as f32 };
         // Counted from here, so the encoder is visible as soon as `start` returns, and until
         // the thread ends however it ends (or fails to start). "No Input" frames start one
         // when they need it.
-        let encoder = match input {
-            Some(StreamInput::Frames(_)) => Some(RunningEncoder::new(encoder_config, &metrics)?),
-            Some(StreamInput::H264(_)) | None => None,
+        let encoder = match start {
+            StreamStart::Playing(StreamInput::Frames(_)) => Some(RunningEncoder::new(encoder_config, &metrics)?),
+            _ => None,
         };
         let (frames, _) = broadcast::channel(FANOUT_CAPACITY);
         let keyframes = KeyframeRequests::new(metrics.clone());
@@ -213,7 +242,7 @@ impl VideoStream {
         };
         let thread = thread::Builder::new()
             .name("webgear-capture".into())
-            .spawn(move || capture.run(input))
+            .spawn(move || capture.run(start))
             .map_err(StreamError::Thread)?;
         Ok(VideoStream { frames, keyframes, clock, stop, thread: Some(thread) })
     }
@@ -308,9 +337,14 @@ struct Capture {
 }
 
 impl Capture {
-    /// Plays `input`, then (in infinite mode) "No Input" until the source is back, and so
-    /// on; without an `input`, starts with "No Input".
-    fn run(&mut self, mut input: Option<StreamInput>) {
+    /// Plays the source, then (in infinite mode) "No Input" until the source is back, and
+    /// so on; a stream starting without its source starts with "No Input".
+    fn run(&mut self, start: StreamStart) {
+        let (mut input, mut opening) = match start {
+            StreamStart::Playing(input) => (Some(input), None),
+            StreamStart::Opening(pending) => (None, Some(pending)),
+            StreamStart::Gone => (None, None),
+        };
         if !self.settings.start_delay.is_zero() {
             debug!(delay = ?self.settings.start_delay, "waiting before reading the source");
             let start_at = Instant::now() + self.settings.start_delay;
@@ -347,7 +381,7 @@ impl Capture {
                 }
             }
             let (width, height) = last_size.unwrap_or(BLANK_SIZE);
-            match self.no_input_until_reopened(width, height) {
+            match self.no_input_until_reopened(width, height, opening.take()) {
                 Ok(Some(reopened)) => {
                     if matches!(reopened, StreamInput::H264(_)) {
                         // Passed through again: the blank frames' encoder is not needed.
@@ -421,13 +455,19 @@ impl Capture {
 
     /// Streams "No Input" frames at the source's pace while the source is gone. A source
     /// that can be opened again (a network stream) is retried in the background, waiting
-    /// twice as long after each failure; once it opens, it is returned and streaming
-    /// resumes for every viewer. `Ok(None)` when the stream stops first.
-    fn no_input_until_reopened(&mut self, width: u32, height: u32) -> Result<Option<StreamInput>, EncoderError> {
+    /// twice as long after each failure (`opening` is an attempt already under way); once
+    /// it opens, it is returned and streaming resumes for every viewer. `Ok(None)` when the
+    /// stream stops first.
+    fn no_input_until_reopened(
+        &mut self,
+        width: u32,
+        height: u32,
+        opening: Option<PendingOpen>,
+    ) -> Result<Option<StreamInput>, EncoderError> {
         info!("streaming \"{NO_INPUT}\" frames while the source is gone");
         let mut backoff = FIRST_RETRY;
         let mut next_attempt = Instant::now() + backoff;
-        let mut attempt: Option<mpsc::Receiver<Result<StreamInput, SourceError>>> = None;
+        let mut attempt = opening;
         let mut next_frame = Instant::now();
         while !self.stopping() {
             if let Some(pending) = &attempt {
@@ -448,13 +488,8 @@ impl Capture {
             } else if let Some(reopen) = self.settings.reopen.clone()
                 && Instant::now() >= next_attempt
             {
-                let (done, result) = mpsc::channel();
-                let spawned = thread::Builder::new().name("webgear-reopen".into()).spawn(move || {
-                    // Nobody listening means the stream stopped meanwhile.
-                    let _ = done.send(reopen());
-                });
-                match spawned {
-                    Ok(_) => attempt = Some(result),
+                match open_in_background(reopen) {
+                    Ok(pending) => attempt = Some(pending),
                     Err(error) => warn!(%error, "could not start a thread to reopen the source"),
                 }
             }

@@ -581,6 +581,27 @@ async fn in_infinite_mode_a_live_stream_not_there_yet_is_waited_for() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn in_infinite_mode_a_udp_stream_not_sent_yet_does_not_hold_up_the_start() {
+    let _lock = exclusive().await;
+    let camera = clip("udp-camera.mp4", CAMERA_H264);
+    let port = free_udp_port();
+    let url = format!("udp://127.0.0.1:{port}");
+    // Opening a UDP stream waits for its first packets, which do not come: the server
+    // starts all the same, with "No Input", and plays the stream once it is sent.
+    let server = server_with(url.parse().unwrap(), |options| {
+        options.enable_infinite_frames = true;
+        options.h264_passthrough = false;
+    })
+    .await;
+    let (mut viewer, _) = server.playing_viewer().await;
+    next_frame_numbered(&mut viewer, false).await;
+    let _sender = live_sender(&camera, "mpegts", &[], &format!("{url}?pkt_size=1316"));
+    next_frame_numbered(&mut viewer, true).await;
+    assert_live_frames_in_order(&mut viewer).await;
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_h264_passthrough_off_a_file_is_encoded_and_a_joiner_starts_at_once() {
     let _lock = exclusive().await;
     // A keyframe only at the start: passed through, a joiner would wait for the end.
