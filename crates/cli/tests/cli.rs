@@ -1,6 +1,7 @@
 //! The `webgear-rtc` binary as a user runs it: options reach the stream, bad flags and
-//! sources fail with a clear message, and SIGINT/SIGTERM shut down cleanly with a viewer
-//! connected.
+//! sources fail with a clear message (a live stream nobody sends, after 30 s), SIGINT and
+//! SIGTERM shut down cleanly with a viewer connected, and a killed server leaves no ffmpeg
+//! behind for long.
 
 #![allow(clippy::unwrap_used)] // a failed unwrap is a failed test
 
@@ -231,4 +232,89 @@ fn the_log_names_every_address_the_page_is_reachable_at() {
     }
     server.signal("TERM");
     assert!(server.wait(Duration::from_secs(10)).success());
+}
+
+/// A live UDP stream on loopback that nobody sends to.
+fn silent_udp_stream() -> String {
+    format!("udp://127.0.0.1:{}", webgear_testkit::free_udp_port())
+}
+
+/// The server started on `stream`, its standard error going to `stderr`.
+fn server_receiving(stream: &str, stderr: Stdio) -> Child {
+    Command::new(BIN)
+        .args(["--port", "0", "--source", stream])
+        .env("HOME", scratch_home())
+        .env("NO_COLOR", "1")
+        .stdout(Stdio::null())
+        .stderr(stderr)
+        .spawn()
+        .unwrap()
+}
+
+/// The ffmpeg processes whose command line mentions `stream`.
+fn ffmpegs_receiving(stream: &str) -> Vec<u32> {
+    let entries = std::fs::read_dir("/proc").unwrap().filter_map(Result::ok);
+    entries
+        .filter_map(|entry| entry.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            let Ok(cmdline) = std::fs::read(format!("/proc/{pid}/cmdline")) else { return false };
+            let mut args = cmdline.split(|&byte| byte == 0).map(String::from_utf8_lossy);
+            args.next().is_some_and(|program| program.ends_with("ffmpeg")) && args.any(|arg| arg.contains(stream))
+        })
+        .collect()
+}
+
+/// Stops what a failed test left behind.
+fn kill_ffmpegs_receiving(stream: &str) {
+    for pid in ffmpegs_receiving(stream) {
+        let _ = Command::new("kill").arg(pid.to_string()).status();
+    }
+}
+
+/// Polls `done` every 100 ms until it holds or `limit` has passed; whether it held.
+fn holds_within(limit: Duration, mut done: impl FnMut() -> bool) -> bool {
+    let started = Instant::now();
+    while !done() {
+        if started.elapsed() > limit {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    true
+}
+
+#[test]
+fn a_udp_stream_nobody_sends_fails_the_start_after_30_s_naming_it() {
+    let stream = silent_udp_stream();
+    let mut child = server_receiving(&stream, Stdio::piped());
+    let mut stderr = child.stderr.take().unwrap();
+    let said = std::thread::spawn(move || {
+        let mut text = String::new();
+        std::io::Read::read_to_string(&mut stderr, &mut text).map(|_| text)
+    });
+    let ended = holds_within(Duration::from_secs(60), || child.try_wait().unwrap().is_some());
+    if !ended {
+        let _ = child.kill();
+        kill_ffmpegs_receiving(&stream);
+        panic!("the server still waited for {stream} after 60 s");
+    }
+    assert!(!child.wait().unwrap().success());
+    let stderr = said.join().unwrap().unwrap();
+    assert!(stderr.contains(&stream) && stderr.contains("no data came in 30 s"), "{stderr}");
+    assert!(ffmpegs_receiving(&stream).is_empty(), "its ffmpeg is gone");
+}
+
+#[test]
+fn a_killed_server_leaves_no_ffmpeg_holding_its_udp_port() {
+    let stream = silent_udp_stream();
+    let mut child = server_receiving(&stream, Stdio::null());
+    let relay_started = holds_within(Duration::from_secs(10), || !ffmpegs_receiving(&stream).is_empty());
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(relay_started, "an ffmpeg receives {stream}");
+    // Nobody is left to stop the ffmpeg receiving the stream, and it would only notice
+    // that its output has gone when it next writes, which never comes.
+    let relay_ended = holds_within(Duration::from_secs(60), || ffmpegs_receiving(&stream).is_empty());
+    kill_ffmpegs_receiving(&stream);
+    assert!(relay_ended, "the ffmpeg receiving {stream} outlived the server by a minute");
 }

@@ -10,9 +10,9 @@ mod common;
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use common::{CAMERA_H264, TestServer, exclusive, free_udp_port, make_frames, may_change_the_network, scratch_dir};
+use common::{CAMERA_H264, TestServer, exclusive, make_frames, may_change_the_network, scratch_dir};
 use webgear_rtc::{Options, SourceSpec, WebGearRtc};
-use webgear_testkit::{DecodedFrame, PacketLoss, Viewer};
+use webgear_testkit::{DecodedFrame, PacketLoss, Viewer, free_udp_port};
 
 /// The share of the server's packets the link drops.
 const LOSS: f64 = 0.15;

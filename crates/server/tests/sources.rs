@@ -12,11 +12,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{
-    CAMERA_H264, FRAMES, TestServer, clip, exclusive, frames_during_together, free_udp_port, make_media, scratch_dir,
-};
+use common::{CAMERA_H264, FRAMES, TestServer, clip, exclusive, frames_during_together, make_media, scratch_dir};
 use webgear_rtc::{Error, Options, SourceSpec, WebGearRtc};
-use webgear_testkit::{DecodedFrame, Viewer};
+use webgear_testkit::{DecodedFrame, Viewer, free_udp_port};
 
 /// ffmpeg output options for an H.264 clip.
 const H264: &[&str] = &["-c:v", "libx264", "-preset", "ultrafast", "-pix_fmt", "yuv420p"];

@@ -28,3 +28,12 @@ pub use loss::PacketLoss;
 pub use nat::NatLab;
 pub use turn::{TurnAuth, TurnServer};
 pub use viewer::{DecodedFrame, Endpoint, Viewer, ViewerError, WhepSession};
+
+/// A UDP port on loopback that nothing listens on now.
+///
+/// # Panics
+/// If no UDP port can be bound on loopback.
+pub fn free_udp_port() -> u16 {
+    let socket = std::net::UdpSocket::bind("127.0.0.1:0").expect("a UDP port on loopback");
+    socket.local_addr().expect("a bound socket's address").port()
+}

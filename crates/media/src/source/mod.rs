@@ -207,6 +207,12 @@ pub struct SourceSettings {
 /// otherwise freeze every viewer on its last picture for good.
 const LIVE_STALL_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// A live stream received through ffmpeg that brings nothing this long after connecting
+/// has failed (nobody sends to the UDP port; no caller comes to an SRT or RTMP listener):
+/// the 30 s OpenCV's ffmpeg backend, which vidgear reads streams with, gives a stream to
+/// open.
+const LIVE_FIRST_DATA_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// Network stream schemes whose sender sets the pace (unlike a file fetched over HTTP).
 const LIVE_SCHEMES: [&str; 5] = ["rtsp://", "rtsps://", "rtmp://", "udp://", "srt://"];
 

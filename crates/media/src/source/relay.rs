@@ -12,19 +12,21 @@
 //! NUT's headers and the data since the last syncpoint, then gets what arrives.
 //!
 //! A stream that has started and then brings nothing for [`LIVE_STALL_TIMEOUT`] has
-//! failed (a UDP sender that stopped says nothing; a connection can hang): the relay's
-//! ffmpeg is stopped, its readers see their input end, and they report the stall.
+//! failed (a UDP sender that stopped says nothing; a connection can hang), and so has one
+//! that brings nothing in its first [`LIVE_FIRST_DATA_TIMEOUT`] (nobody sends to the UDP
+//! port; no caller comes to a listener): the relay's ffmpeg is stopped, its readers see
+//! their input end, and they report why.
 
 use std::io::{self, Read, Write};
 use std::process::{ChildStdin, ChildStdout};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, Weak, mpsc};
+use std::sync::{Arc, Mutex, OnceLock, Weak, mpsc};
 use std::thread;
 use std::time::{Duration, Instant};
 
 use super::ffmpeg::{FfmpegChild, FfmpegInput, ffmpeg_reading, open_error};
 use super::ffmpeg_h264::LIVE_ANALYSIS;
-use super::{LIVE_STALL_TIMEOUT, SourceError};
+use super::{LIVE_FIRST_DATA_TIMEOUT, LIVE_STALL_TIMEOUT, SourceError};
 
 /// The options a relayed stream is read with: NUT, from standard input.
 pub(super) const RELAYED_INPUT: [&str; 2] = ["-f", "nut"];
@@ -38,6 +40,24 @@ const READ_SIZE: usize = 64 * 1024;
 /// How often the watchdog looks for a stall.
 const STALL_CHECK_INTERVAL: Duration = Duration::from_millis(250);
 
+/// ffmpeg's own read timeout for a relayed `udp://` stream, a little longer than the
+/// watchdog's wait for the first data. If this process dies without stopping the relay
+/// (SIGKILL), the relay's ffmpeg would notice only at its next write, which never comes
+/// while nobody sends: it would hold the UDP port for good, and a restarted server could
+/// not bind it.
+const UDP_SELF_TIMEOUT: Duration = Duration::from_secs(LIVE_FIRST_DATA_TIMEOUT.as_secs() + 5);
+
+/// What the relay thread is waiting for, and since when.
+#[derive(Debug, Clone, Copy)]
+enum Awaiting {
+    /// The stream's first data, since connecting.
+    FirstData(Instant),
+    /// More of a stream that has started.
+    MoreData(Instant),
+    /// Nothing: it is passing data on (a reader slow to take it is no stall).
+    Nothing,
+}
+
 /// A live stream received once and handed to one reader at a time. The relay's ffmpeg
 /// stops when the relay is dropped, that is when the last reader holding it has gone.
 #[derive(Debug)]
@@ -50,38 +70,40 @@ pub(super) struct LiveRelay {
     /// Set once the relay's ffmpeg has closed its output, before the last reader's input
     /// closes.
     ended: Arc<AtomicBool>,
-    /// Since when the relay thread has been waiting for more of a stream that has
-    /// started; `None` while it passes data on (a reader slow to take it is no stall),
-    /// and before the stream started.
-    waiting_since: Arc<Mutex<Option<Instant>>>,
-    /// Set when the watchdog stopped a stream that had stalled.
-    stalled: AtomicBool,
+    /// What the relay thread is waiting for, for the watchdog.
+    awaiting: Arc<Mutex<Awaiting>>,
+    /// Why the watchdog gave up on the stream, once it has.
+    given_up: OnceLock<String>,
 }
 
 impl LiveRelay {
     /// Connects to the live stream at `url` and starts receiving its first video stream.
     pub(super) fn connect(url: &str) -> Result<Arc<LiveRelay>, SourceError> {
-        let input = FfmpegInput::direct(url, &LIVE_ANALYSIS.map(str::to_owned));
+        let mut options = LIVE_ANALYSIS.map(str::to_owned).to_vec();
+        if url.starts_with("udp://") {
+            options.extend(["-timeout".to_owned(), UDP_SELF_TIMEOUT.as_micros().to_string()]);
+        }
+        let input = FfmpegInput::direct(url, &options);
         let mut command = ffmpeg_reading(&input, false, &[]);
         command.args(["-c:v", "copy", "-flush_packets", "1", "-f", "nut", "pipe:1"]);
         let mut child = FfmpegChild::spawn(&input, command)?;
         let output = child.take_output().ok_or_else(|| open_error(url, "ffmpeg's output pipe was taken".into()))?;
         let (readers, waiting) = mpsc::channel();
         let ended = Arc::new(AtomicBool::new(false));
-        let waiting_since = Arc::new(Mutex::new(None));
-        let (relay_ended, relay_waiting_since) = (ended.clone(), waiting_since.clone());
+        let awaiting = Arc::new(Mutex::new(Awaiting::FirstData(Instant::now())));
+        let (relay_ended, relay_awaiting) = (ended.clone(), awaiting.clone());
         let thread_error = |error: io::Error| open_error(url, format!("could not start a thread: {error}"));
         thread::Builder::new()
             .name("ffmpeg-relay".into())
-            .spawn(move || relay(output, &waiting, &relay_ended, &relay_waiting_since))
+            .spawn(move || relay(output, &waiting, &relay_ended, &relay_awaiting))
             .map_err(thread_error)?;
         let relay = Arc::new(LiveRelay {
             url: url.to_owned(),
             child: Mutex::new(child),
             readers,
             ended,
-            waiting_since,
-            stalled: AtomicBool::new(false),
+            awaiting,
+            given_up: OnceLock::new(),
         });
         let watched = Arc::downgrade(&relay);
         thread::Builder::new()
@@ -115,17 +137,17 @@ impl LiveRelay {
         if !self.ended.load(Ordering::Acquire) {
             return None;
         }
-        if self.stalled.load(Ordering::Acquire) {
-            let reason = format!("no data came for {} s", LIVE_STALL_TIMEOUT.as_secs());
-            return Some(SourceError::Read { spec: self.url.clone(), reason });
+        if let Some(reason) = self.given_up.get() {
+            return Some(SourceError::Read { spec: self.url.clone(), reason: reason.clone() });
         }
         let mut child = self.child.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         child.finish().err()
     }
 }
 
-/// The watchdog thread: stops the relay's ffmpeg once the stream, having started, brings
-/// nothing for [`LIVE_STALL_TIMEOUT`]. Ends with the relay, or with its stream.
+/// The watchdog thread: stops the relay's ffmpeg once the stream brings nothing in its
+/// first [`LIVE_FIRST_DATA_TIMEOUT`], or, having started, for [`LIVE_STALL_TIMEOUT`].
+/// Ends with the relay, or with its stream.
 fn watch_for_stall(relay: &Weak<LiveRelay>) {
     loop {
         thread::sleep(STALL_CHECK_INTERVAL);
@@ -133,26 +155,34 @@ fn watch_for_stall(relay: &Weak<LiveRelay>) {
         if relay.ended.load(Ordering::Acquire) {
             return;
         }
-        let waiting_since = *relay.waiting_since.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        if waiting_since.is_some_and(|since| since.elapsed() >= LIVE_STALL_TIMEOUT) {
-            tracing::warn!(source = relay.url, "the live stream brought nothing for {LIVE_STALL_TIMEOUT:?}");
-            relay.stalled.store(true, Ordering::Release);
-            relay.stop();
-            return;
-        }
+        let awaiting = *relay.awaiting.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let reason = match awaiting {
+            Awaiting::FirstData(since) if since.elapsed() >= LIVE_FIRST_DATA_TIMEOUT => format!(
+                "no data came in {} s (is the sender sending to this address?)",
+                LIVE_FIRST_DATA_TIMEOUT.as_secs()
+            ),
+            Awaiting::MoreData(since) if since.elapsed() >= LIVE_STALL_TIMEOUT => {
+                format!("no data came for {} s", LIVE_STALL_TIMEOUT.as_secs())
+            }
+            _ => continue,
+        };
+        tracing::warn!(source = relay.url, "giving up on the live stream: {reason}");
+        let _ = relay.given_up.set(reason);
+        relay.stop();
+        return;
     }
 }
 
 /// The relay thread: copies the relay's output to the current reader, keeping what a new
-/// reader starts with, and notes since when it has been waiting for data.
+/// reader starts with, and notes what it is waiting for.
 fn relay(
     mut output: ChildStdout,
     waiting: &mpsc::Receiver<ChildStdin>,
     ended: &AtomicBool,
-    waiting_since: &Mutex<Option<Instant>>,
+    awaiting: &Mutex<Awaiting>,
 ) {
-    let set_waiting_since = |since: Option<Instant>| {
-        *waiting_since.lock().unwrap_or_else(|poisoned| poisoned.into_inner()) = since;
+    let set_awaiting = |now: Awaiting| {
+        *awaiting.lock().unwrap_or_else(|poisoned| poisoned.into_inner()) = now;
     };
     let mut started = false;
     let mut joining = JoinPoint::default();
@@ -163,7 +193,7 @@ fn relay(
             reader = joining.start(next);
         }
         if started {
-            set_waiting_since(Some(Instant::now()));
+            set_awaiting(Awaiting::MoreData(Instant::now()));
         }
         let read = match output.read(&mut buffer) {
             Ok(0) => break,
@@ -171,7 +201,7 @@ fn relay(
             Err(error) if error.kind() == io::ErrorKind::Interrupted => continue,
             Err(_) => break,
         };
-        set_waiting_since(None);
+        set_awaiting(Awaiting::Nothing);
         started = true;
         let data = &buffer[..read];
         joining.push(data);

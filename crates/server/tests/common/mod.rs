@@ -63,11 +63,6 @@ pub async fn exclusive() -> MutexGuard<'static, ()> {
     LOCK.lock().await
 }
 
-/// A UDP port nothing listens on now.
-pub fn free_udp_port() -> u16 {
-    std::net::UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
 /// Whether this test may change the machine's network (namespaces, iptables rules): as
 /// root, yes. CI runs as root; elsewhere a test that needs it says so (naming `what` it
 /// needs root for) and is skipped rather than failed.
