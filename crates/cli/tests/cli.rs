@@ -305,16 +305,23 @@ fn a_udp_stream_nobody_sends_fails_the_start_after_30_s_naming_it() {
 }
 
 #[test]
-fn a_killed_server_leaves_no_ffmpeg_holding_its_udp_port() {
-    let stream = silent_udp_stream();
-    let mut child = server_receiving(&stream, Stdio::null());
-    let relay_started = holds_within(Duration::from_secs(10), || !ffmpegs_receiving(&stream).is_empty());
-    child.kill().unwrap();
-    child.wait().unwrap();
-    assert!(relay_started, "an ffmpeg receives {stream}");
+fn a_killed_server_leaves_no_ffmpeg_holding_its_port() {
+    let udp = silent_udp_stream();
+    let srt_listener = format!("srt://127.0.0.1:{}?mode=listener", webgear_testkit::free_udp_port());
+    let streams = [udp, srt_listener];
+    let mut servers: Vec<Child> = streams.iter().map(|stream| server_receiving(stream, Stdio::null())).collect();
+    let relays_started =
+        holds_within(Duration::from_secs(10), || streams.iter().all(|stream| !ffmpegs_receiving(stream).is_empty()));
+    for server in &mut servers {
+        server.kill().unwrap();
+        server.wait().unwrap();
+    }
+    assert!(relays_started, "an ffmpeg receives each of {streams:?}");
     // Nobody is left to stop the ffmpeg receiving the stream, and it would only notice
     // that its output has gone when it next writes, which never comes.
-    let relay_ended = holds_within(Duration::from_secs(60), || ffmpegs_receiving(&stream).is_empty());
-    kill_ffmpegs_receiving(&stream);
-    assert!(relay_ended, "the ffmpeg receiving {stream} outlived the server by a minute");
+    let relays_ended =
+        holds_within(Duration::from_secs(60), || streams.iter().all(|stream| ffmpegs_receiving(stream).is_empty()));
+    let left: Vec<&String> = streams.iter().filter(|stream| !ffmpegs_receiving(stream).is_empty()).collect();
+    streams.iter().for_each(|stream| kill_ffmpegs_receiving(stream));
+    assert!(relays_ended, "the ffmpeg receiving {left:?} outlived the server by a minute");
 }

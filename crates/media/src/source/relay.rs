@@ -40,12 +40,12 @@ const READ_SIZE: usize = 64 * 1024;
 /// How often the watchdog looks for a stall.
 const STALL_CHECK_INTERVAL: Duration = Duration::from_millis(250);
 
-/// ffmpeg's own read timeout for a relayed `udp://` stream, a little longer than the
-/// watchdog's wait for the first data. If this process dies without stopping the relay
-/// (SIGKILL), the relay's ffmpeg would notice only at its next write, which never comes
-/// while nobody sends: it would hold the UDP port for good, and a restarted server could
-/// not bind it.
-const UDP_SELF_TIMEOUT: Duration = Duration::from_secs(LIVE_FIRST_DATA_TIMEOUT.as_secs() + 5);
+/// How long the relay's ffmpeg itself waits for a `udp://` stream's data or an SRT
+/// listener's caller: a little longer than the watchdog's wait for the first data. If
+/// this process dies without stopping the relay (SIGKILL), the relay's ffmpeg would notice
+/// only at its next write, which never comes while nobody sends: it would hold the port
+/// for good, and a restarted server could not bind it.
+const SELF_TIMEOUT: Duration = Duration::from_secs(LIVE_FIRST_DATA_TIMEOUT.as_secs() + 5);
 
 /// What the relay thread is waiting for, and since when.
 #[derive(Debug, Clone, Copy)]
@@ -80,8 +80,16 @@ impl LiveRelay {
     /// Connects to the live stream at `url` and starts receiving its first video stream.
     pub(super) fn connect(url: &str) -> Result<Arc<LiveRelay>, SourceError> {
         let mut options = LIVE_ANALYSIS.map(str::to_owned).to_vec();
-        if url.starts_with("udp://") {
-            options.extend(["-timeout".to_owned(), UDP_SELF_TIMEOUT.as_micros().to_string()]);
+        // ffmpeg's option for it, per protocol (a URL's own options still win).
+        let self_timeout = if url.starts_with("udp://") {
+            Some("-timeout")
+        } else if url.starts_with("srt://") {
+            Some("-listen_timeout")
+        } else {
+            None
+        };
+        if let Some(option) = self_timeout {
+            options.extend([option.to_owned(), SELF_TIMEOUT.as_micros().to_string()]);
         }
         let input = FfmpegInput::direct(url, &options);
         let mut command = ffmpeg_reading(&input, false, &[]);
