@@ -325,3 +325,17 @@ fn a_killed_server_leaves_no_ffmpeg_holding_its_port() {
     streams.iter().for_each(|stream| kill_ffmpegs_receiving(stream));
     assert!(relays_ended, "the ffmpeg receiving {left:?} outlived the server by a minute");
 }
+
+#[tokio::test]
+async fn stopping_while_a_live_stream_is_still_awaited_leaves_no_ffmpeg() {
+    let srt_listener = format!("srt://127.0.0.1:{}?mode=listener", webgear_testkit::free_udp_port());
+    // In infinite mode the server starts without the stream, its opening still waiting for
+    // a caller in the background.
+    let server = Server::start(&["--enable-infinite-frames", "--source", &srt_listener]);
+    assert!(!ffmpegs_receiving(&srt_listener).is_empty(), "an ffmpeg listens at {srt_listener}");
+    server.signal("TERM");
+    assert!(server.wait(Duration::from_secs(10)).success());
+    let left = ffmpegs_receiving(&srt_listener);
+    kill_ffmpegs_receiving(&srt_listener);
+    assert!(left.is_empty(), "the ffmpeg listening at {srt_listener} outlived the server");
+}

@@ -35,7 +35,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tracing::{info, warn};
-use webgear_media::source::OpenedSource;
+use webgear_media::source::{LiveConnections, OpenedSource};
 use webgear_media::transform::{FrameSizeReducer, TransformError};
 
 mod ice;
@@ -208,12 +208,14 @@ impl Builder {
         let static_dirs = folders.into_iter().map(|folder| (folder.url_path, folder.dir)).collect();
 
         let mut reopen: Option<stream::Reopen> = None;
+        let connections = LiveConnections::default();
         let source = match source {
             SourceChoice::Spec(spec) => {
                 info!(source = %spec, "opening source");
                 // Network streams drop and cameras get unplugged; both are worth reopening.
                 let may_come_back = matches!(spec, SourceSpec::Url(_) | SourceSpec::Camera(_));
                 let mut settings = SourceSettings::default();
+                settings.connections = connections.clone();
                 settings.resolution = self.options.resolution;
                 settings.framerate = self.options.framerate;
                 // H.264 from the source goes to viewers untouched unless frames must change.
@@ -257,6 +259,7 @@ impl Builder {
             start_delay: self.options.time_delay,
             bitrate: self.options.bitrate,
             reopen: reopen.filter(|_| self.options.infinite_frames()),
+            connections,
         };
         let stream = VideoStream::start(source, reducer, stream_settings, metrics.clone())?;
         let settings = RtcSettings {
@@ -441,7 +444,8 @@ impl WebGearRtc {
         let stream = self.inner.stream.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).take();
         if let Some(mut stream) = stream {
             // Joining the capture thread waits for the source's next frame: at most one
-            // frame interval, or until a live source that went silent is given up as stalled.
+            // frame interval. Live streams read through ffmpeg are closed first, so one that
+            // went silent does not hold it up; an RTSP stream may, until given up as stalled.
             let _ = tokio::task::spawn_blocking(move || stream.stop()).await;
         }
     }

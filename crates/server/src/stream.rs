@@ -26,6 +26,7 @@ use str0m::media::MediaTime;
 use tokio::sync::broadcast;
 use tracing::{debug, info, warn};
 use webgear_media::I420Frame;
+use webgear_media::source::LiveConnections;
 use webgear_media::transform::stabilize::Stabilizer;
 use webgear_media::transform::{FrameSizeReducer, NO_INPUT, THE_END, blank_frame, make_grayscale};
 use webgear_media::{
@@ -160,6 +161,9 @@ pub(crate) struct StreamSettings {
     pub(crate) bitrate: u32,
     /// In infinite mode, how to get the source back once it is gone.
     pub(crate) reopen: Option<Reopen>,
+    /// The live streams the source connects to (through its settings), closed when the
+    /// stream stops.
+    pub(crate) connections: LiveConnections,
 }
 
 impl std::fmt::Debug for StreamSettings {
@@ -171,6 +175,7 @@ impl std::fmt::Debug for StreamSettings {
             .field("start_delay", &self.start_delay)
             .field("bitrate", &self.bitrate)
             .field("reopens", &self.reopen.is_some())
+            .field("connections", &self.connections)
             .finish()
     }
 }
@@ -194,6 +199,7 @@ pub(crate) struct VideoStream {
     keyframes: KeyframeRequests,
     clock: StreamClock,
     stop: Arc<AtomicBool>,
+    connections: LiveConnections,
     thread: Option<JoinHandle<()>>,
 }
 
@@ -222,6 +228,7 @@ impl VideoStream {
         let (frames, _) = broadcast::channel(FANOUT_CAPACITY);
         let keyframes = KeyframeRequests::new(metrics.clone());
         let stop = Arc::new(AtomicBool::new(false));
+        let connections = settings.connections.clone();
         let clock = StreamClock::default();
         let mut capture = Capture {
             reducer,
@@ -244,7 +251,7 @@ impl VideoStream {
             .name("webgear-capture".into())
             .spawn(move || capture.run(start))
             .map_err(StreamError::Thread)?;
-        Ok(VideoStream { frames, keyframes, clock, stop, thread: Some(thread) })
+        Ok(VideoStream { frames, keyframes, clock, stop, connections, thread: Some(thread) })
     }
 
     /// A new receiver of every frame encoded from now on.
@@ -263,6 +270,9 @@ impl VideoStream {
     /// Stops the capture thread and waits for it to finish its current frame.
     pub(crate) fn stop(&mut self) {
         self.stop.store(true, Ordering::Relaxed);
+        // A live stream still being opened (its sender not there yet) or stalled would
+        // otherwise keep its ffmpeg, and maybe the capture thread, waiting.
+        self.connections.close_all();
         if let Some(thread) = self.thread.take()
             && thread.join().is_err()
         {

@@ -16,6 +16,7 @@ use crate::decode::DecodingSource;
 use crate::encode::EncodedFrame;
 use crate::frame::Frame;
 use ffmpeg::FfmpegInput;
+pub use relay::LiveConnections;
 use relay::LiveRelay;
 
 pub mod ffmpeg;
@@ -192,7 +193,8 @@ pub enum SourceSpec {
     Screen(Option<String>),
 }
 
-/// vidgear's source tweaks that apply to every kind of source.
+/// vidgear's source tweaks that apply to every kind of source, and the live connections
+/// made for the source.
 #[derive(Debug, Clone, Default, PartialEq)]
 #[non_exhaustive]
 pub struct SourceSettings {
@@ -200,6 +202,17 @@ pub struct SourceSettings {
     pub resolution: Option<(u32, u32)>,
     /// Deliver this many frames per second.
     pub framerate: Option<f64>,
+    /// The live streams opened with these settings connect to, for closing them all when
+    /// the source is no longer wanted (a clone of the settings shares them).
+    pub connections: LiveConnections,
+}
+
+impl SourceSettings {
+    /// Whether the frames delivered differ from the source's own (then its H.264 cannot
+    /// be sent on as it is).
+    fn changes_frames(&self) -> bool {
+        self.resolution.is_some() || self.framerate.is_some()
+    }
 }
 
 /// A live stream that delivers nothing for this long, once it has started, has failed: a
@@ -265,7 +278,7 @@ impl SourceSpec {
     /// stream is connected to once for both.
     pub fn open_preferring_h264(&self, settings: &SourceSettings) -> Result<OpenedSource, SourceError> {
         let relay = match self {
-            SourceSpec::Url(url) if is_relayed(url) => Some(LiveRelay::connect(url)?),
+            SourceSpec::Url(url) if is_relayed(url) => Some(LiveRelay::connect(url, &settings.connections)?),
             _ => None,
         };
         if let Some(h264) = self.open_h264_from(settings, relay.clone())? {
@@ -315,7 +328,7 @@ impl SourceSpec {
                 }
                 let options = FfmpegOptions { realtime: !paces_itself(url), ..realtime };
                 if is_relayed(url) {
-                    let relay = relay.map_or_else(|| LiveRelay::connect(url), Ok)?;
+                    let relay = relay.map_or_else(|| LiveRelay::connect(url, &settings.connections), Ok)?;
                     return Ok(Box::new(FfmpegSource::open_input(FfmpegInput::Relayed(relay), &options)?));
                 }
                 Ok(Box::new(FfmpegSource::open(url, &options)?))
@@ -384,7 +397,7 @@ impl SourceSpec {
         settings: &SourceSettings,
         relay: Option<Arc<LiveRelay>>,
     ) -> Result<Option<Box<dyn EncodedSource>>, SourceError> {
-        if *settings != SourceSettings::default() {
+        if settings.changes_frames() {
             return Ok(None);
         }
         let opened = match self {
@@ -392,7 +405,7 @@ impl SourceSpec {
                 RtspSource::open(url).map(|source| Box::new(source) as Box<dyn EncodedSource>)
             }
             SourceSpec::Url(url) if is_relayed(url) => {
-                let relay = relay.map_or_else(|| LiveRelay::connect(url), Ok)?;
+                let relay = relay.map_or_else(|| LiveRelay::connect(url, &settings.connections), Ok)?;
                 FfmpegH264Source::open_input(FfmpegInput::Relayed(relay), true).map(|source| Box::new(source) as _)
             }
             SourceSpec::Url(url) => FfmpegH264Source::open(url, paces_itself(url)).map(|source| Box::new(source) as _),

@@ -76,9 +76,55 @@ pub(super) struct LiveRelay {
     given_up: OnceLock<String>,
 }
 
+/// The live streams connected to for one source (see [`SourceSettings`]), which whoever
+/// stops using the source can close from another thread, openings still in progress
+/// included: a sender not there yet would otherwise keep the receiving ffmpeg waiting
+/// after the stream stopped (holding its port), and a reader blocked on a stalled stream
+/// would keep its thread waiting for the stall to be noticed. Clones share one set.
+///
+/// [`SourceSettings`]: super::SourceSettings
+#[derive(Debug, Clone, Default)]
+pub struct LiveConnections(Arc<Mutex<Connections>>);
+
+#[derive(Debug, Default)]
+struct Connections {
+    closed: bool,
+    relays: Vec<Weak<LiveRelay>>,
+}
+
+impl LiveConnections {
+    /// Closes every live stream connected to, and any connected to from now on: their
+    /// readers see their input end.
+    pub fn close_all(&self) {
+        let mut connections = self.0.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        connections.closed = true;
+        for relay in connections.relays.drain(..).filter_map(|relay| relay.upgrade()) {
+            relay.stop();
+        }
+    }
+
+    fn add(&self, relay: &Arc<LiveRelay>) {
+        let mut connections = self.0.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        if connections.closed {
+            relay.stop();
+            return;
+        }
+        connections.relays.retain(|kept| kept.strong_count() > 0);
+        connections.relays.push(Arc::downgrade(relay));
+    }
+}
+
+/// Settings holding the same set of connections are equal.
+impl PartialEq for LiveConnections {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+    }
+}
+
 impl LiveRelay {
-    /// Connects to the live stream at `url` and starts receiving its first video stream.
-    pub(super) fn connect(url: &str) -> Result<Arc<LiveRelay>, SourceError> {
+    /// Connects to the live stream at `url` and starts receiving its first video stream;
+    /// the connection joins `connections`.
+    pub(super) fn connect(url: &str, connections: &LiveConnections) -> Result<Arc<LiveRelay>, SourceError> {
         let mut options = LIVE_ANALYSIS.map(str::to_owned).to_vec();
         // ffmpeg's option for it, per protocol (a URL's own options still win).
         let self_timeout = if url.starts_with("udp://") {
@@ -118,6 +164,7 @@ impl LiveRelay {
             .name("ffmpeg-relay-watchdog".into())
             .spawn(move || watch_for_stall(&watched))
             .map_err(thread_error)?;
+        connections.add(&relay);
         Ok(relay)
     }
 

@@ -309,7 +309,7 @@ mod tests {
     }
 
     fn settings(resolution: Option<(u32, u32)>, framerate: Option<f64>) -> SourceSettings {
-        SourceSettings { resolution, framerate }
+        SourceSettings { resolution, framerate, ..SourceSettings::default() }
     }
 
     #[test]
