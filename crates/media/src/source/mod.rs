@@ -195,7 +195,7 @@ pub enum SourceSpec {
 
 /// vidgear's source tweaks that apply to every kind of source, and the live connections
 /// made for the source.
-#[derive(Debug, Clone, Default, PartialEq)]
+#[derive(Debug, Clone, Default)]
 #[non_exhaustive]
 pub struct SourceSettings {
     /// Deliver frames of this size (scaled by the source).

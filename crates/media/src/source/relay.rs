@@ -15,7 +15,8 @@
 //! failed (a UDP sender that stopped says nothing; a connection can hang), and so has one
 //! that brings nothing in its first [`LIVE_FIRST_DATA_TIMEOUT`] (nobody sends to the UDP
 //! port; no caller comes to a listener): the relay's ffmpeg is stopped, its readers see
-//! their input end, and they report why.
+//! their input end, and they report why. Every relay joins its source's
+//! [`LiveConnections`], which the stream closes when it stops.
 
 use std::io::{self, Read, Write};
 use std::process::{ChildStdin, ChildStdout};
@@ -111,13 +112,6 @@ impl LiveConnections {
         }
         connections.relays.retain(|kept| kept.strong_count() > 0);
         connections.relays.push(Arc::downgrade(relay));
-    }
-}
-
-/// Settings holding the same set of connections are equal.
-impl PartialEq for LiveConnections {
-    fn eq(&self, other: &Self) -> bool {
-        Arc::ptr_eq(&self.0, &other.0)
     }
 }
 
