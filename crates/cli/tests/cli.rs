@@ -10,7 +10,7 @@ use std::process::{Child, Command, Output, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use webgear_testkit::Viewer;
+use webgear_testkit::{Viewer, ffmpegs_reading};
 
 const BIN: &str = env!("CARGO_BIN_EXE_webgear-rtc");
 
@@ -251,22 +251,9 @@ fn server_receiving(stream: &str, stderr: Stdio) -> Child {
         .unwrap()
 }
 
-/// The ffmpeg processes whose command line mentions `stream`.
-fn ffmpegs_receiving(stream: &str) -> Vec<u32> {
-    let entries = std::fs::read_dir("/proc").unwrap().filter_map(Result::ok);
-    entries
-        .filter_map(|entry| entry.file_name().to_str()?.parse::<u32>().ok())
-        .filter(|pid| {
-            let Ok(cmdline) = std::fs::read(format!("/proc/{pid}/cmdline")) else { return false };
-            let mut args = cmdline.split(|&byte| byte == 0).map(String::from_utf8_lossy);
-            args.next().is_some_and(|program| program.ends_with("ffmpeg")) && args.any(|arg| arg.contains(stream))
-        })
-        .collect()
-}
-
 /// Stops what a failed test left behind.
-fn kill_ffmpegs_receiving(stream: &str) {
-    for pid in ffmpegs_receiving(stream) {
+fn kill_ffmpegs_reading(stream: &str) {
+    for pid in ffmpegs_reading(stream) {
         let _ = Command::new("kill").arg(pid.to_string()).status();
     }
 }
@@ -295,13 +282,13 @@ fn a_udp_stream_nobody_sends_fails_the_start_after_30_s_naming_it() {
     let ended = holds_within(Duration::from_secs(60), || child.try_wait().unwrap().is_some());
     if !ended {
         let _ = child.kill();
-        kill_ffmpegs_receiving(&stream);
+        kill_ffmpegs_reading(&stream);
         panic!("the server still waited for {stream} after 60 s");
     }
     assert!(!child.wait().unwrap().success());
     let stderr = said.join().unwrap().unwrap();
     assert!(stderr.contains(&stream) && stderr.contains("no data came in 30 s"), "{stderr}");
-    assert!(ffmpegs_receiving(&stream).is_empty(), "its ffmpeg is gone");
+    assert!(ffmpegs_reading(&stream).is_empty(), "its ffmpeg is gone");
 }
 
 #[test]
@@ -311,7 +298,7 @@ fn a_killed_server_leaves_no_ffmpeg_holding_its_port() {
     let streams = [udp, srt_listener];
     let mut servers: Vec<Child> = streams.iter().map(|stream| server_receiving(stream, Stdio::null())).collect();
     let relays_started =
-        holds_within(Duration::from_secs(10), || streams.iter().all(|stream| !ffmpegs_receiving(stream).is_empty()));
+        holds_within(Duration::from_secs(10), || streams.iter().all(|stream| !ffmpegs_reading(stream).is_empty()));
     for server in &mut servers {
         server.kill().unwrap();
         server.wait().unwrap();
@@ -320,9 +307,9 @@ fn a_killed_server_leaves_no_ffmpeg_holding_its_port() {
     // Nobody is left to stop the ffmpeg receiving the stream, and it would only notice
     // that its output has gone when it next writes, which never comes.
     let relays_ended =
-        holds_within(Duration::from_secs(60), || streams.iter().all(|stream| ffmpegs_receiving(stream).is_empty()));
-    let left: Vec<&String> = streams.iter().filter(|stream| !ffmpegs_receiving(stream).is_empty()).collect();
-    streams.iter().for_each(|stream| kill_ffmpegs_receiving(stream));
+        holds_within(Duration::from_secs(60), || streams.iter().all(|stream| ffmpegs_reading(stream).is_empty()));
+    let left: Vec<&String> = streams.iter().filter(|stream| !ffmpegs_reading(stream).is_empty()).collect();
+    streams.iter().for_each(|stream| kill_ffmpegs_reading(stream));
     assert!(relays_ended, "the ffmpeg receiving {left:?} outlived the server by a minute");
 }
 
@@ -332,10 +319,10 @@ async fn stopping_while_a_live_stream_is_still_awaited_leaves_no_ffmpeg() {
     // In infinite mode the server starts without the stream, its opening still waiting for
     // a caller in the background.
     let server = Server::start(&["--enable-infinite-frames", "--source", &srt_listener]);
-    assert!(!ffmpegs_receiving(&srt_listener).is_empty(), "an ffmpeg listens at {srt_listener}");
+    assert!(!ffmpegs_reading(&srt_listener).is_empty(), "an ffmpeg listens at {srt_listener}");
     server.signal("TERM");
     assert!(server.wait(Duration::from_secs(10)).success());
-    let left = ffmpegs_receiving(&srt_listener);
-    kill_ffmpegs_receiving(&srt_listener);
+    let left = ffmpegs_reading(&srt_listener);
+    kill_ffmpegs_reading(&srt_listener);
     assert!(left.is_empty(), "the ffmpeg listening at {srt_listener} outlived the server");
 }

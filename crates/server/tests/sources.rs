@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use common::{CAMERA_H264, FRAMES, TestServer, clip, exclusive, frames_during_together, make_media, scratch_dir};
 use webgear_rtc::{Error, Options, SourceSpec, WebGearRtc};
-use webgear_testkit::{DecodedFrame, Viewer, free_udp_port};
+use webgear_testkit::{DecodedFrame, Viewer, ffmpegs_reading, free_udp_port};
 
 /// ffmpeg output options for an H.264 clip.
 const H264: &[&str] = &["-c:v", "libx264", "-preset", "ultrafast", "-pix_fmt", "yuv420p"];
@@ -424,12 +424,6 @@ async fn assert_live_frames_in_order(viewer: &mut Viewer) {
     assert!(numbers.windows(2).all(in_order), "frames out of order: {numbers:?}");
 }
 
-/// Whether an ffmpeg still reads `url` (the relay receiving a live stream).
-fn reading(url: &str) -> bool {
-    let out = Command::new("pgrep").args(["-f", "--", &format!("-i {url}")]).output().unwrap();
-    !out.stdout.is_empty()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_live_h264_stream_over_udp_passes_through_as_it_comes() {
     let _lock = exclusive().await;
@@ -452,12 +446,13 @@ async fn a_live_udp_stream_whose_sender_goes_silent_ends_and_frees_its_ffmpeg() 
     let server = unreduced_server_for(url.parse().unwrap()).await;
     let (mut viewer, _) = server.playing_viewer().await;
     next_frame_numbered(&mut viewer, true).await;
+    assert!(!ffmpegs_reading(&url).is_empty(), "an ffmpeg receives the stream");
 
     // UDP has no goodbye: the sender just stops. The stream fails as stalled and ends
     // with "The End", and the ffmpeg receiving it is stopped.
     drop(sender);
     next_frame_numbered(&mut viewer, false).await;
-    assert!(!reading(&url), "the ffmpeg receiving the silent stream still runs");
+    assert!(ffmpegs_reading(&url).is_empty(), "the ffmpeg receiving the silent stream still runs");
     server.stop().await;
 }
 
@@ -495,8 +490,9 @@ async fn a_live_srt_stream_from_a_sender_taking_one_caller_passes_through_on_one
     let server = unreduced_server_for(url.parse().unwrap()).await;
     assert_live_stream_passes_through(&server).await;
     assert_eq!(sender.0.try_wait().unwrap(), None, "the sender still sends");
+    assert!(!ffmpegs_reading(&url).is_empty(), "an ffmpeg receives the stream");
     server.stop().await;
-    assert!(!reading(&url), "the ffmpeg receiving the stream outlived the server");
+    assert!(ffmpegs_reading(&url).is_empty(), "the ffmpeg receiving the stream outlived the server");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -561,31 +557,30 @@ async fn in_infinite_mode_a_live_stream_not_there_yet_is_waited_for() {
     let camera = clip("rtmp-camera.mp4", CAMERA_H264);
     let port = free_tcp_port();
     let url = format!("rtmp://127.0.0.1:{port}/live/cam");
-    // The server starts before the encoder, so its first connection is refused: it
-    // starts all the same, playing "No Input", and the stream plays once it is there.
-    // (Decoded and encoded, so that the stream needs no seconds-long passthrough check.)
-    let server = server_with(url.parse().unwrap(), |options| {
-        options.enable_infinite_frames = true;
-        options.h264_passthrough = false;
+    // The server starts before the encoder, so its first connection is refused.
+    plays_once_sent_in_infinite_mode(&url, || {
+        let sender = live_sender(&camera, "flv", &["-listen", "1"], &url);
+        wait_for_tcp_listener(port);
+        sender
     })
     .await;
-    let (mut viewer, _) = server.playing_viewer().await;
-    next_frame_numbered(&mut viewer, false).await;
-    let _sender = live_sender(&camera, "flv", &["-listen", "1"], &url);
-    wait_for_tcp_listener(port);
-    next_frame_numbered(&mut viewer, true).await;
-    assert_live_frames_in_order(&mut viewer).await;
-    server.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn in_infinite_mode_a_udp_stream_not_sent_yet_does_not_hold_up_the_start() {
     let _lock = exclusive().await;
     let camera = clip("udp-camera.mp4", CAMERA_H264);
-    let port = free_udp_port();
-    let url = format!("udp://127.0.0.1:{port}");
-    // Opening a UDP stream waits for its first packets, which do not come: the server
-    // starts all the same, with "No Input", and plays the stream once it is sent.
+    let url = format!("udp://127.0.0.1:{}", free_udp_port());
+    // Opening a UDP stream waits for its first packets, which do not come yet.
+    plays_once_sent_in_infinite_mode(&url, || live_sender(&camera, "mpegts", &[], &format!("{url}?pkt_size=1316")))
+        .await;
+}
+
+/// In infinite mode, a server whose live stream at `url` is not there yet starts all the
+/// same, playing "No Input" to a viewer, which then gets the stream once `send` has
+/// started sending it. (Decoded and encoded, so that the stream needs no seconds-long
+/// passthrough check.)
+async fn plays_once_sent_in_infinite_mode(url: &str, send: impl FnOnce() -> Reaped) {
     let server = server_with(url.parse().unwrap(), |options| {
         options.enable_infinite_frames = true;
         options.h264_passthrough = false;
@@ -593,7 +588,7 @@ async fn in_infinite_mode_a_udp_stream_not_sent_yet_does_not_hold_up_the_start()
     .await;
     let (mut viewer, _) = server.playing_viewer().await;
     next_frame_numbered(&mut viewer, false).await;
-    let _sender = live_sender(&camera, "mpegts", &[], &format!("{url}?pkt_size=1316"));
+    let _sender = send();
     next_frame_numbered(&mut viewer, true).await;
     assert_live_frames_in_order(&mut viewer).await;
     server.stop().await;

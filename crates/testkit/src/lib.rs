@@ -37,3 +37,18 @@ pub fn free_udp_port() -> u16 {
     let socket = std::net::UdpSocket::bind("127.0.0.1:0").expect("a UDP port on loopback");
     socket.local_addr().expect("a bound socket's address").port()
 }
+
+/// The ffmpeg processes on this machine reading `input` (given as `-i input`): how tests
+/// see that the ffmpeg receiving a live stream has gone.
+pub fn ffmpegs_reading(input: &str) -> Vec<u32> {
+    let Ok(entries) = std::fs::read_dir("/proc") else { return Vec::new() };
+    entries
+        .filter_map(|entry| entry.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            let Ok(cmdline) = std::fs::read(format!("/proc/{pid}/cmdline")) else { return false };
+            let args: Vec<&[u8]> = cmdline.split(|&byte| byte == 0).collect();
+            args.first().is_some_and(|program| program.ends_with(b"ffmpeg"))
+                && args.windows(2).any(|pair| pair[0] == b"-i" && pair[1] == input.as_bytes())
+        })
+        .collect()
+}
