@@ -21,15 +21,7 @@ port="${PORT:-8767}"
 udp_port="${UDP_PORT:-5767}"
 seconds="${SECONDS_MEASURED:-10}"
 
-server=""
-stop_server() {
-  if [ -n "$server" ]; then
-    kill -TERM "$server" 2>/dev/null || true
-    wait "$server" 2>/dev/null || true
-    server=""
-  fi
-}
-trap stop_server EXIT
+source scripts/server-process.sh
 
 for mode in "passed through" "transcoded"; do
   flags=()

@@ -48,15 +48,7 @@ if [ ! -s "$clip" ]; then
     "${b_frames[@]}" -b:v 1500k -maxrate 1500k -bufsize 3000k -g 60 -pix_fmt yuv420p "$clip"
 fi
 
-server=""
-stop_server() {
-  if [ -n "$server" ]; then
-    kill -TERM "$server" 2>/dev/null || true
-    wait "$server" 2>/dev/null || true
-    server=""
-  fi
-}
-trap stop_server EXIT
+source scripts/server-process.sh
 
 wait_for_page() {
   for _ in $(seq 100); do
