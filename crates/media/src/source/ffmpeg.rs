@@ -66,7 +66,7 @@ impl FfmpegSource {
         if let Some(rate) = options.framerate {
             command.args(["-r", &rate.to_string()]);
         }
-        command.args(["-f", "rawvideo", "-pix_fmt", "yuv420p", "pipe:1"]);
+        command.args(RAW_FRAMES_AT_ONCE).args(["-f", "rawvideo", "-pix_fmt", "yuv420p", "pipe:1"]);
         let child = FfmpegChild::spawn(&input, command)?;
         tracing::debug!(input = input.spec(), width, height, frame_rate, "ffmpeg started");
         Ok(FfmpegSource { child, width, height, frame_rate })
@@ -168,9 +168,16 @@ impl FfmpegInput {
 /// frame threading, decodes several frames at once and holds each back until the frames
 /// after it have arrived: on two cores 70–120 ms more glass-to-glass latency for a live
 /// stream, and more CPU, measured (`BENCHMARKS.md`). Slice threading adds no delay; it
-/// still spreads a picture made of several slices over the cores. The encoder behind it
-/// runs on one thread too.
+/// still spreads a picture made of several slices over the cores. (The raw frames it
+/// writes need [`RAW_FRAMES_AT_ONCE`] too.)
 const LOW_DELAY_DECODING: [&str; 2] = ["-thread_type", "slice"];
+
+/// Output options for raw frames written as soon as they are decoded. ffmpeg "encodes"
+/// raw video with frame threads by default, which holds each frame back until the next
+/// ones are decoded: a live stream decoded and encoded again reached the viewer 67 ms
+/// later on two cores, measured (`BENCHMARKS.md`). Copying a frame out needs no second
+/// thread, and costs no more CPU on one.
+const RAW_FRAMES_AT_ONCE: [&str; 2] = ["-threads", "1"];
 
 /// An `ffmpeg` command reading the first video stream of `input` (at its own pace when
 /// `realtime`), without audio or subtitles, with `options` before the input's own; the
