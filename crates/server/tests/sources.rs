@@ -12,7 +12,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{CAMERA_H264, FRAMES, TestServer, clip, exclusive, frames_during_together, make_media, scratch_dir};
+use common::{
+    CAMERA_H264, FRAMES, TestServer, clip, exclusive, frames_during_together, make_frames, make_media, scratch_dir,
+};
 use webgear_rtc::{Error, Options, SourceSpec, WebGearRtc};
 use webgear_testkit::{DecodedFrame, Viewer, ffmpegs_reading, free_udp_port};
 
@@ -433,6 +435,28 @@ async fn a_live_h264_stream_over_udp_passes_through_as_it_comes() {
     let _sender = live_sender(&camera, "mpegts", &[], &format!("udp://127.0.0.1:{port}?pkt_size=1316"));
     let server = unreduced_server_for(format!("udp://127.0.0.1:{port}").parse().unwrap()).await;
     assert_live_stream_passes_through(&server).await;
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_live_stream_joined_seconds_before_its_next_keyframe_plays_once_one_comes() {
+    let _lock = exclusive().await;
+    // A keyframe every 4 s, and only keyframes carry the picture size in MPEG-TS.
+    let path = scratch_dir().join("udp-rare-keyframes.mp4");
+    let rare_keyframes = ["-c:v", "libx264", "-preset", "ultrafast", "-g", "120", "-sc_threshold", "0"];
+    make_frames(&path, 120, &rare_keyframes);
+    let port = free_udp_port();
+    let _sender = live_sender(&path, "mpegts", &[], &format!("udp://127.0.0.1:{port}?pkt_size=1316"));
+    // Joined a second after a keyframe: the receiving ffmpeg's first study of the stream
+    // (a second) finds no picture size, and it gave up, failing the start.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let server = unreduced_server_for(format!("udp://127.0.0.1:{port}").parse().unwrap()).await;
+    // Its decoding may also start between keyframes, and wait for the next.
+    let mut viewer = Viewer::connect(&server.url("/offer")).await.unwrap();
+    let first = viewer.next_frame(Duration::from_secs(10)).await.expect("a picture once a keyframe came");
+    assert_eq!((first.width, first.height), (640, 360), "the stream's own pictures");
+    let frames = viewer.frames_during(Duration::from_secs(2)).await;
+    assert!(frames.len() >= 50, "{} frames in 2 s", frames.len());
     server.stop().await;
 }
 

@@ -43,7 +43,7 @@ const CHECKED_SPAN_LIVE: &str = "%+5";
 /// How long ffmpeg studies a live stream before passing it on (its default, 5 s, would
 /// delay the start by that much and then send the 5 s it held in one burst). A second
 /// finds an H.264 stream's parameters; nothing is decoded.
-pub(super) const LIVE_ANALYSIS: [&str; 2] = ["-analyzeduration", "1000000"];
+const LIVE_ANALYSIS: [&str; 2] = ["-analyzeduration", "1000000"];
 
 /// How much a keyframe interval may exceed [`MAX_KEYFRAME_INTERVAL`] by (timestamp
 /// rounding in containers).

@@ -11,6 +11,12 @@
 //! that check and read the stream take it from a pipe, one at a time: each starts with
 //! NUT's headers and the data since the last syncpoint, then gets what arrives.
 //!
+//! The relay's ffmpeg studies the stream before passing it on, and must find its picture
+//! size in that time: in MPEG-TS (UDP, SRT) only a keyframe's parameter sets tell it, so a
+//! stream joined between keyframes spaced further apart than the study lasts (an encoder's
+//! default is often 8 s) gives nothing to go on. ffmpeg then gives up; the relay connects
+//! again, studying longer each time ([`STUDY_TIMES`]).
+//!
 //! A stream that has started and then brings nothing for [`LIVE_STALL_TIMEOUT`] has
 //! failed (a UDP sender that stopped says nothing; a connection can hang), and so has one
 //! that brings nothing in its first [`LIVE_FIRST_DATA_TIMEOUT`] (nobody sends to the UDP
@@ -26,7 +32,6 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use super::ffmpeg::{FfmpegChild, FfmpegInput, ffmpeg_reading, open_error};
-use super::ffmpeg_h264::LIVE_ANALYSIS;
 use super::{LIVE_FIRST_DATA_TIMEOUT, LIVE_STALL_TIMEOUT, SourceError};
 
 /// The options a relayed stream is read with: NUT, from standard input.
@@ -34,6 +39,18 @@ pub(super) const RELAYED_INPUT: [&str; 2] = ["-f", "nut"];
 
 /// NUT's syncpoint start code (NUT specification, "startcodes").
 const SYNCPOINT: [u8; 8] = 0x4E4B_E4AD_EECA_4569_u64.to_be_bytes();
+
+/// How long the relay's ffmpeg studies the stream (ffmpeg's `analyzeduration`) at each
+/// try: a second finds an H.264 stream's parameters when they come in it, and a longer
+/// study delays every start (over MPEG-TS ffmpeg reads for the whole time). Each failed try
+/// costs its time; the last covers a keyframe every 10 s.
+const STUDY_TIMES: [Duration; 3] = [Duration::from_secs(1), Duration::from_secs(4), Duration::from_secs(12)];
+
+/// What ffmpeg says when its study of a stream ended without the picture size.
+const SIZE_NOT_FOUND: &str = "dimensions not set";
+
+/// How often a connection being made looks whether the stream has started.
+const START_CHECK_INTERVAL: Duration = Duration::from_millis(20);
 
 /// Bytes asked of the relay's pipe per read.
 const READ_SIZE: usize = 64 * 1024;
@@ -117,9 +134,39 @@ impl LiveConnections {
 
 impl LiveRelay {
     /// Connects to the live stream at `url` and starts receiving its first video stream;
-    /// the connection joins `connections`.
+    /// the connection joins `connections`. Returns once the stream has started, or the
+    /// connection has failed (its readers report why), connecting again while ffmpeg could
+    /// not find the stream's picture size ([`STUDY_TIMES`]).
     pub(super) fn connect(url: &str, connections: &LiveConnections) -> Result<Arc<LiveRelay>, SourceError> {
-        let mut options = LIVE_ANALYSIS.map(str::to_owned).to_vec();
+        let mut relay = LiveRelay::connect_studying(url, connections, STUDY_TIMES[0])?;
+        for pair in STUDY_TIMES.windows(2) {
+            if !relay.size_not_found() {
+                break;
+            }
+            tracing::info!(source = url, studied = ?pair[0], "no picture size in the stream yet: studying it longer");
+            relay = LiveRelay::connect_studying(url, connections, pair[1])?;
+        }
+        Ok(relay)
+    }
+
+    /// Waits until the stream has started or the relay has ended; then whether it ended
+    /// because ffmpeg found no picture size.
+    fn size_not_found(&self) -> bool {
+        while !self.ended.load(Ordering::Acquire)
+            && matches!(*self.awaiting.lock().unwrap_or_else(|poisoned| poisoned.into_inner()), Awaiting::FirstData(_))
+        {
+            thread::sleep(START_CHECK_INTERVAL);
+        }
+        matches!(self.failure(), Some(SourceError::Read { reason, .. }) if reason.contains(SIZE_NOT_FOUND))
+    }
+
+    /// [`LiveRelay::connect`], once, with ffmpeg studying the stream for `study_time`.
+    fn connect_studying(
+        url: &str,
+        connections: &LiveConnections,
+        study_time: Duration,
+    ) -> Result<Arc<LiveRelay>, SourceError> {
+        let mut options = vec!["-analyzeduration".to_owned(), study_time.as_micros().to_string()];
         // ffmpeg's option for it, per protocol (a URL's own options still win).
         let self_timeout = if url.starts_with("udp://") {
             Some("-timeout")
