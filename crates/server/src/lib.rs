@@ -233,6 +233,10 @@ impl Builder {
                             Ok(StreamInput::H264(h264))
                         }
                         OpenedSource::Frames(frames) => Ok(StreamInput::Frames(frames)),
+                        OpenedSource::FramesUntilH264(frames, h264) => {
+                            info!(source = %spec, "decoding and encoding the live stream while its H.264 is checked");
+                            Ok(StreamInput::FramesUntilH264(frames, h264))
+                        }
                     }
                 };
                 let open: stream::Reopen = Arc::new(open);
@@ -291,7 +295,8 @@ impl Builder {
 
 /// How long an infinite-mode start waits for its source to open before it goes on with
 /// "No Input" and lets the opening finish in the background: longer than a source that is
-/// there takes (a live stream's passthrough check reads 5 s of it).
+/// there takes (a live stream whose picture size comes only with its keyframes may take
+/// a few seconds).
 const FIRST_OPEN_WAIT: Duration = Duration::from_secs(10);
 
 /// Opens the source for an infinite-mode stream, waiting up to [`FIRST_OPEN_WAIT`]. A

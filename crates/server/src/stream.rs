@@ -4,7 +4,8 @@
 //! A source that already delivers H.264 and needs no transform ([`StreamInput::H264`]: an
 //! RTSP camera, a suitable file or network stream) is passed through: its access units
 //! are published as they are and no encoder runs, except to draw "The End" or "No Input"
-//! when the source is gone.
+//! when the source is gone. A live stream plays decoded and encoded while its H.264 is
+//! checked ([`StreamInput::FramesUntilH264`]), then passes through from a keyframe on.
 //!
 //! The stream clock is the capture time: a frame's RTP timestamp is the time since the
 //! stream started, at 90 kHz, so pauses and dropped frames never make the clock drift.
@@ -26,7 +27,7 @@ use str0m::media::MediaTime;
 use tokio::sync::broadcast;
 use tracing::{debug, info, warn};
 use webgear_media::I420Frame;
-use webgear_media::source::LiveConnections;
+use webgear_media::source::{LiveConnections, PendingH264};
 use webgear_media::transform::stabilize::Stabilizer;
 use webgear_media::transform::{FrameSizeReducer, NO_INPUT, THE_END, blank_frame, make_grayscale};
 use webgear_media::{
@@ -99,19 +100,21 @@ pub(crate) enum StreamInput {
     Frames(Box<dyn FrameSource>),
     /// H.264 access units, sent on as they are.
     H264(Box<dyn EncodedSource>),
+    /// Raw frames, encoded until the source's H.264 is ready to be sent on as it is.
+    FramesUntilH264(Box<dyn FrameSource>, PendingH264),
 }
 
 impl StreamInput {
     fn frame_rate(&self) -> Option<f64> {
         match self {
-            StreamInput::Frames(source) => source.frame_rate(),
+            StreamInput::Frames(source) | StreamInput::FramesUntilH264(source, _) => source.frame_rate(),
             StreamInput::H264(source) => source.frame_rate(),
         }
     }
 
     fn stop(&mut self) {
         match self {
-            StreamInput::Frames(source) => source.stop(),
+            StreamInput::Frames(source) | StreamInput::FramesUntilH264(source, _) => source.stop(),
             StreamInput::H264(source) => source.stop(),
         }
     }
@@ -222,7 +225,9 @@ impl VideoStream {
         // the thread ends however it ends (or fails to start). "No Input" frames start one
         // when they need it.
         let encoder = match start {
-            StreamStart::Playing(StreamInput::Frames(_)) => Some(RunningEncoder::new(encoder_config, &metrics)?),
+            StreamStart::Playing(StreamInput::Frames(_) | StreamInput::FramesUntilH264(..)) => {
+                Some(RunningEncoder::new(encoder_config, &metrics)?)
+            }
             _ => None,
         };
         let (frames, _) = broadcast::channel(FANOUT_CAPACITY);
@@ -367,11 +372,27 @@ impl Capture {
         loop {
             if let Some(mut playing) = input.take() {
                 let played = match &mut playing {
-                    StreamInput::Frames(source) => self.play_frames(source.as_mut(), &mut last_size),
+                    StreamInput::Frames(source) => self.play_frames(source.as_mut(), None, &mut last_size),
+                    StreamInput::FramesUntilH264(source, h264) => {
+                        self.play_frames(source.as_mut(), Some(h264), &mut last_size)
+                    }
                     StreamInput::H264(source) => {
                         self.pass_through(source.as_mut(), &mut last_size);
-                        Ok(())
+                        Ok(None)
                     }
+                };
+                let played = match played {
+                    Ok(Some(h264)) => {
+                        // Only the decoding goes: stopping the source would end the live
+                        // stream the H.264 comes from.
+                        drop(playing);
+                        info!("passing the source's H.264 through from its next keyframe: no encoder runs");
+                        self.encoder = None;
+                        input = Some(StreamInput::H264(h264));
+                        continue;
+                    }
+                    Ok(None) => Ok(()),
+                    Err(error) => Err(error),
                 };
                 playing.stop();
                 if let Err(error) = played {
@@ -412,16 +433,21 @@ impl Capture {
         self.stop.load(Ordering::Relaxed)
     }
 
-    /// Streams the source's frames until it ends or fails (`Ok`), the stream stops (`Ok`),
-    /// or the encoder fails (`Err`).
+    /// Streams the source's frames until it ends or fails (`Ok(None)`), the stream stops
+    /// (`Ok(None)`), the encoder fails (`Err`), or the source's H.264, checked meanwhile
+    /// (`h264`), is ready to be passed through instead (`Ok(Some)`).
     fn play_frames(
         &mut self,
         source: &mut dyn FrameSource,
+        h264: Option<&PendingH264>,
         last_size: &mut Option<(u32, u32)>,
-    ) -> Result<(), EncoderError> {
+    ) -> Result<Option<Box<dyn EncodedSource>>, EncoderError> {
         while !self.stopping() {
+            if let Some(ready) = h264.and_then(PendingH264::ready) {
+                return Ok(Some(ready));
+            }
             let Some(frame) = until_gone(source.read()) else {
-                return Ok(());
+                return Ok(None);
             };
             if !self.watched() {
                 continue;
@@ -439,7 +465,7 @@ impl Capture {
             self.publish_picture(&picture, force_keyframe)?;
             Metrics::observe(&self.metrics.encode_seconds, started.elapsed());
         }
-        Ok(())
+        Ok(None)
     }
 
     /// Publishes the source's H.264 as it is until the source ends or fails, or the stream

@@ -400,9 +400,8 @@ fn wait_for_tcp_listener(port: u16) {
 /// the stream's own 640x360 pictures, 2 s of them in order (the looped clip restarts its
 /// numbers every 2 s), with no encoder running.
 async fn assert_live_stream_passes_through(server: &TestServer) {
-    // The stream was checked before the server started; ffmpeg then studies it for a
-    // second before passing it on.
-    let flowing_by = Instant::now() + Duration::from_secs(10);
+    // It plays decoded while 5 s of it are checked, then passes through from a keyframe.
+    let flowing_by = Instant::now() + Duration::from_secs(20);
     while server.app.stats().frames_passed_through == 0 {
         assert!(Instant::now() < flowing_by, "the stream never flowed: {:?}", server.app.stats());
         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -415,11 +414,16 @@ async fn assert_live_stream_passes_through(server: &TestServer) {
     assert_eq!(stats.frames_encoded, 0, "{stats:?}");
 }
 
-/// Two seconds of a looped live clip: 50 frames or more, their numbers increasing but
-/// where the loop starts again (from the clip's last frames to its first).
+/// Two seconds of a looped live clip: 50 frames or more, in order.
 async fn assert_live_frames_in_order(viewer: &mut Viewer) {
     let frames = viewer.frames_during(Duration::from_secs(2)).await;
     assert!(frames.len() >= 50, "{} frames in 2 s", frames.len());
+    assert_looped_clip_in_order(&frames);
+}
+
+/// Frames of a looped live clip of `FRAMES` frames: their numbers increase but where the
+/// loop starts again (from the clip's last frames to its first).
+fn assert_looped_clip_in_order(frames: &[DecodedFrame]) {
     let numbers: Vec<u16> = frames.iter().filter_map(|f| f.number).collect();
     let last = FRAMES as u16 - 1;
     let in_order = |pair: &[u16]| pair[1] > pair[0] || (pair[0] + 5 >= last && pair[1] <= 5);
@@ -427,14 +431,30 @@ async fn assert_live_frames_in_order(viewer: &mut Viewer) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_live_h264_stream_over_udp_passes_through_as_it_comes() {
+async fn a_live_h264_stream_over_udp_plays_at_once_then_passes_through_once_checked() {
     let _lock = exclusive().await;
     let camera = clip("udp-camera.mp4", CAMERA_H264);
     let port = free_udp_port();
     // MPEG-TS over UDP, as hardware encoders and OBS send it.
     let _sender = live_sender(&camera, "mpegts", &[], &format!("udp://127.0.0.1:{port}?pkt_size=1316"));
     let server = unreduced_server_for(format!("udp://127.0.0.1:{port}").parse().unwrap()).await;
-    assert_live_stream_passes_through(&server).await;
+    // Checking that its H.264 can go to viewers as it is takes seconds of the stream; it
+    // plays decoded and encoded meanwhile.
+    let (mut viewer, first) = server.playing_viewer().await;
+    assert_eq!((first.width, first.height), (640, 360), "the stream's own pictures");
+    let stats = server.app.stats();
+    assert_eq!((stats.encoders_running, stats.frames_passed_through), (1, 0), "decoded while checked: {stats:?}");
+
+    // Then, from one of its keyframes on, as it is, to the same viewer, without a break.
+    let mut frames = viewer.frames_during(Duration::from_secs(10)).await;
+    let stats = server.app.stats();
+    assert!(stats.frames_passed_through > 0, "never passed through: {stats:?}");
+    assert_eq!(stats.encoders_running, 0, "no encoder once passed through: {stats:?}");
+    assert!(frames.len() >= 270, "{} frames in 10 s", frames.len());
+    assert!(frames.iter().all(|f| (f.width, f.height) == (640, 360)));
+    // The last picture decoded may come again as the first passed through; none older.
+    frames.dedup_by_key(|frame| frame.number);
+    assert_looped_clip_in_order(&frames);
     server.stop().await;
 }
 

@@ -108,7 +108,7 @@ impl FrameSource for FfmpegSource {
 }
 
 /// What ffmpeg or ffprobe reads: a file or URL that each program opens itself, or a live
-/// stream received once by a [`LiveRelay`] and piped to each in turn.
+/// stream received once by a [`LiveRelay`] and piped to each reader.
 #[derive(Debug, Clone)]
 pub(super) enum FfmpegInput {
     Direct {

@@ -20,7 +20,14 @@
 //!
 //! When one fails, `open` answers [`SourceError::Unsupported`] with the reason, and the
 //! file is decoded and encoded like any other.
+//!
+//! Checking a live stream takes seconds of it ([`CHECKED_SPAN_LIVE`]). Rather than wait,
+//! a live stream plays decoded and encoded at once while [`PendingH264`] checks it in the
+//! background; once its H.264 has passed and its first keyframe is in, the stream goes on
+//! from that keyframe passing it through.
 
+use std::sync::mpsc;
+use std::thread;
 use std::time::{Duration, Instant};
 
 use super::ffmpeg::{
@@ -37,7 +44,8 @@ pub const MAX_KEYFRAME_INTERVAL: Duration = Duration::from_secs(2);
 /// How much of a file (from its start) is checked for B-frames and keyframe spacing.
 const CHECKED_SPAN: &str = "%+10";
 
-/// How much of a live stream is checked: the time it delays the start.
+/// How much of a live stream is checked: the time it plays decoded and encoded before
+/// passing through.
 const CHECKED_SPAN_LIVE: &str = "%+5";
 
 /// How long ffmpeg studies a live stream before passing it on (its default, 5 s, would
@@ -167,6 +175,97 @@ impl EncodedSource for FfmpegH264Source {
 
     fn frame_rate(&self) -> Option<f64> {
         Some(self.frame_rate)
+    }
+}
+
+/// The H.264 of a live stream, checked on a thread of its own while the stream plays
+/// decoded ([`super::OpenedSource::FramesUntilH264`]). The thread ends when the check
+/// fails or the stream ends, and once the source is ready; a source nobody takes is
+/// dropped, its ffmpeg with it.
+#[derive(Debug)]
+pub struct PendingH264 {
+    ready: mpsc::Receiver<Box<dyn EncodedSource>>,
+}
+
+impl PendingH264 {
+    /// Starts checking `input`, a live stream.
+    pub(super) fn check(input: FfmpegInput) -> Result<PendingH264, SourceError> {
+        let (send_ready, ready) = mpsc::channel();
+        let spec = input.spec().to_owned();
+        let thread_error = |error| open_error(&spec, format!("could not start a thread: {error}"));
+        thread::Builder::new()
+            .name("webgear-h264-check".into())
+            .spawn(move || {
+                let source = match FfmpegH264Source::open_input(input, true) {
+                    Ok(source) => source,
+                    Err(SourceError::Unsupported { spec, reason }) => {
+                        return super::log_not_passed_through(&spec, &reason);
+                    }
+                    Err(error) => return tracing::debug!(%error, "the H.264 check of a live stream ended"),
+                };
+                if let Some(primed) = PrimedH264::from_first_keyframe(source) {
+                    // Nobody waiting means the stream has moved on.
+                    let _ = send_ready.send(Box::new(primed) as Box<dyn EncodedSource>);
+                }
+            })
+            .map_err(thread_error)?;
+        Ok(PendingH264 { ready })
+    }
+
+    /// The H.264 source once the stream has passed its check, its next access unit a
+    /// keyframe; `None` while the check runs, and for good when the stream cannot be
+    /// passed through or has ended.
+    pub fn ready(&self) -> Option<Box<dyn EncodedSource>> {
+        self.ready.try_recv().ok()
+    }
+}
+
+/// How long a read of a live stream must wait for its frame for the stream to count as
+/// caught up: a frame already there comes at once.
+const WAITED_FOR_LIVE: Duration = Duration::from_millis(10);
+
+/// An H.264 source whose first live keyframe has been read ahead, to be handed out first.
+struct PrimedH264 {
+    first: Option<EncodedFrame>,
+    source: FfmpegH264Source,
+}
+
+impl PrimedH264 {
+    /// Reads `source` up to its first keyframe that is live (dropping what comes before);
+    /// `None` if it ends or fails first. ffmpeg starts with the frames it studied the
+    /// stream on, up to a second old, in one burst: a keyframe among them would take the
+    /// stream's viewers back in time, so it counts only once a read has had to wait.
+    fn from_first_keyframe(mut source: FfmpegH264Source) -> Option<PrimedH264> {
+        let (mut caught_up, mut first_read) = (false, true);
+        loop {
+            let asked = Instant::now();
+            let unit = source.read().ok()??;
+            // The first read waits for ffmpeg to start.
+            caught_up |= !first_read && asked.elapsed() >= WAITED_FOR_LIVE;
+            first_read = false;
+            if caught_up && unit.keyframe {
+                return Some(PrimedH264 { first: Some(unit), source });
+            }
+        }
+    }
+}
+
+impl EncodedSource for PrimedH264 {
+    fn read(&mut self) -> Result<Option<EncodedFrame>, SourceError> {
+        match self.first.take() {
+            // Read ahead: stamped when handed out, so that it follows the frames sent
+            // meanwhile.
+            Some(first) => Ok(Some(EncodedFrame { captured_at: Instant::now(), ..first })),
+            None => self.source.read(),
+        }
+    }
+
+    fn stop(&mut self) {
+        self.source.stop();
+    }
+
+    fn frame_rate(&self) -> Option<f64> {
+        self.source.frame_rate()
     }
 }
 

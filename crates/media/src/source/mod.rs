@@ -28,7 +28,7 @@ pub mod test_pattern;
 pub mod v4l2;
 
 pub use ffmpeg::{FfmpegOptions, FfmpegSource};
-pub use ffmpeg_h264::FfmpegH264Source;
+pub use ffmpeg_h264::{FfmpegH264Source, PendingH264};
 pub use rtsp::RtspSource;
 pub use test_pattern::{FrameCode, TestPattern};
 
@@ -261,6 +261,9 @@ pub enum OpenedSource {
     H264(Box<dyn EncodedSource>),
     /// Raw frames, to encode.
     Frames(Box<dyn FrameSource>),
+    /// A live stream's raw frames, to encode while its H.264 is checked, and its H.264 to
+    /// send on as it is from the keyframe at which it is ready, if it passes.
+    FramesUntilH264(Box<dyn FrameSource>, PendingH264),
 }
 
 impl fmt::Debug for OpenedSource {
@@ -268,6 +271,7 @@ impl fmt::Debug for OpenedSource {
         f.write_str(match self {
             OpenedSource::H264(_) => "OpenedSource::H264",
             OpenedSource::Frames(_) => "OpenedSource::Frames",
+            OpenedSource::FramesUntilH264(..) => "OpenedSource::FramesUntilH264",
         })
     }
 }
@@ -275,16 +279,32 @@ impl fmt::Debug for OpenedSource {
 impl SourceSpec {
     /// Opens the source as H.264 to send on as it is when it can be
     /// ([`SourceSpec::open_h264`]), as frames otherwise ([`SourceSpec::open`]). A live
-    /// stream is connected to once for both.
+    /// `udp://`, `srt://` or `rtmp://` stream, whose check takes seconds, opens as frames
+    /// at once while its H.264 is checked in the background
+    /// ([`OpenedSource::FramesUntilH264`]); it is connected to once for all.
     pub fn open_preferring_h264(&self, settings: &SourceSettings) -> Result<OpenedSource, SourceError> {
-        let relay = match self {
-            SourceSpec::Url(url) if is_relayed(url) => Some(LiveRelay::connect(url, &settings.connections)?),
-            _ => None,
-        };
-        if let Some(h264) = self.open_h264_from(settings, relay.clone())? {
-            return Ok(OpenedSource::H264(h264));
+        let SourceSpec::Url(url) = self else { return self.open_h264_or_frames(settings) };
+        if !is_relayed(url) || settings.changes_frames() {
+            return self.open_h264_or_frames(settings);
         }
-        Ok(OpenedSource::Frames(self.open_from(settings, relay)?))
+        let relay = LiveRelay::connect(url, &settings.connections)?;
+        let checked = PendingH264::check(FfmpegInput::Relayed(relay.clone()));
+        match checked.and_then(|h264| Ok((self.open_from(settings, Some(relay.clone()))?, h264))) {
+            Ok((frames, h264)) => Ok(OpenedSource::FramesUntilH264(frames, h264)),
+            Err(error) => {
+                // The check reads the stream too: a sender taking one caller is free at once.
+                relay.stop();
+                Err(error)
+            }
+        }
+    }
+
+    /// [`SourceSpec::open_h264`], or [`SourceSpec::open`] when that cannot.
+    fn open_h264_or_frames(&self, settings: &SourceSettings) -> Result<OpenedSource, SourceError> {
+        match self.open_h264(settings)? {
+            Some(h264) => Ok(OpenedSource::H264(h264)),
+            None => Ok(OpenedSource::Frames(self.open(settings)?)),
+        }
     }
 
     /// Opens the source for reading, with the size and rate `settings` ask for.
@@ -388,15 +408,6 @@ impl SourceSpec {
     /// which connects to a live stream only once (a sender taking one caller would refuse
     /// the second connection).
     pub fn open_h264(&self, settings: &SourceSettings) -> Result<Option<Box<dyn EncodedSource>>, SourceError> {
-        self.open_h264_from(settings, None)
-    }
-
-    /// [`SourceSpec::open_h264`], reading a relayed live stream from `relay` when given.
-    fn open_h264_from(
-        &self,
-        settings: &SourceSettings,
-        relay: Option<Arc<LiveRelay>>,
-    ) -> Result<Option<Box<dyn EncodedSource>>, SourceError> {
         if settings.changes_frames() {
             return Ok(None);
         }
@@ -405,7 +416,7 @@ impl SourceSpec {
                 RtspSource::open(url).map(|source| Box::new(source) as Box<dyn EncodedSource>)
             }
             SourceSpec::Url(url) if is_relayed(url) => {
-                let relay = relay.map_or_else(|| LiveRelay::connect(url, &settings.connections), Ok)?;
+                let relay = LiveRelay::connect(url, &settings.connections)?;
                 FfmpegH264Source::open_input(FfmpegInput::Relayed(relay), true).map(|source| Box::new(source) as _)
             }
             SourceSpec::Url(url) => FfmpegH264Source::open(url, paces_itself(url)).map(|source| Box::new(source) as _),
@@ -418,12 +429,17 @@ impl SourceSpec {
         match opened {
             Ok(source) => Ok(Some(source)),
             Err(SourceError::Unsupported { reason, .. }) => {
-                info!(source = %self, %reason, "decoding and encoding the source: its H.264 cannot go to viewers as it is");
+                log_not_passed_through(&self.to_string(), &reason);
                 Ok(None)
             }
             Err(error) => Err(error),
         }
     }
+}
+
+/// Says why a source's H.264 is decoded and encoded rather than passed through.
+fn log_not_passed_through(source: &str, reason: &str) {
+    info!(source, reason, "decoding and encoding the source: its H.264 cannot go to viewers as it is");
 }
 
 impl FromStr for SourceSpec {

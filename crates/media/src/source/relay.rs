@@ -1,4 +1,4 @@
-//! One connection to a live sender, shared by the programs that read it in turn.
+//! One connection to a live sender, shared by the programs that read it.
 //!
 //! A sender in listener mode (an SRT or RTMP encoder waiting for a caller, as OBS and
 //! `ffmpeg -listen 1` do) serves one caller and stops when that caller leaves. Opening a
@@ -8,8 +8,10 @@
 //! stream read through ffmpeg is received once, by a [`LiveRelay`]: an ffmpeg that copies
 //! its video, undecoded, into NUT (ffmpeg's own container, which carries any codec and can
 //! be joined at any of its syncpoints, at most a few tens of kilobytes apart). The programs
-//! that check and read the stream take it from a pipe, one at a time: each starts with
-//! NUT's headers and the data since the last syncpoint, then gets what arrives.
+//! that check and read the stream take it from pipes, each joining when it starts (several
+//! may read at once: a stream plays decoded while its H.264 is checked): each starts with
+//! NUT's headers and the data since the last syncpoint, then gets what arrives, until it
+//! exits.
 //!
 //! The relay's ffmpeg studies the stream before passing it on, and must find its picture
 //! size in that time: in MPEG-TS (UDP, SRT) only a keyframe's parameter sets tell it, so a
@@ -76,14 +78,14 @@ enum Awaiting {
     Nothing,
 }
 
-/// A live stream received once and handed to one reader at a time. The relay's ffmpeg
-/// stops when the relay is dropped, that is when the last reader holding it has gone.
+/// A live stream received once and handed to every reader. The relay's ffmpeg stops when
+/// the relay is dropped, that is when the last reader holding it has gone.
 #[derive(Debug)]
 pub(super) struct LiveRelay {
     url: String,
     /// The relay's ffmpeg, its output taken by the relay thread.
     child: Mutex<FfmpegChild>,
-    /// Readers for the relay thread to feed, each replacing the one before.
+    /// Readers for the relay thread to feed, from when they come.
     readers: mpsc::Sender<ChildStdin>,
     /// Set once the relay's ffmpeg has closed its output, before the last reader's input
     /// closes.
@@ -214,8 +216,8 @@ impl LiveRelay {
         &self.url
     }
 
-    /// Makes `input` the reader the stream goes to, from the last syncpoint on (the reader
-    /// before it, if any, gets no more and sees its input end).
+    /// Adds `input` to the readers the stream goes to, from the last syncpoint on, until
+    /// its program exits.
     pub(super) fn feed(&self, input: ChildStdin) {
         // The relay thread outlives every sender of this channel.
         let _ = self.readers.send(input);
@@ -269,8 +271,9 @@ fn watch_for_stall(relay: &Weak<LiveRelay>) {
     }
 }
 
-/// The relay thread: copies the relay's output to the current reader, keeping what a new
-/// reader starts with, and notes what it is waiting for.
+/// The relay thread: copies the relay's output to every reader, keeping what a new reader
+/// starts with, and notes what it is waiting for. A reader slow to take the data holds up
+/// the others: every reader is an ffmpeg or ffprobe that reads as fast as it comes.
 fn relay(
     mut output: ChildStdout,
     waiting: &mpsc::Receiver<ChildStdin>,
@@ -282,11 +285,11 @@ fn relay(
     };
     let mut started = false;
     let mut joining = JoinPoint::default();
-    let mut reader: Option<ChildStdin> = None;
+    let mut readers: Vec<ChildStdin> = Vec::new();
     let mut buffer = vec![0; READ_SIZE];
     loop {
         while let Ok(next) = waiting.try_recv() {
-            reader = joining.start(next);
+            readers.extend(joining.start(next));
         }
         if started {
             set_awaiting(Awaiting::MoreData(Instant::now()));
@@ -301,15 +304,11 @@ fn relay(
         started = true;
         let data = &buffer[..read];
         joining.push(data);
-        if let Some(input) = &mut reader
-            && input.write_all(data).is_err()
-        {
-            // That reader has gone (ffprobe stops once it has seen enough).
-            reader = None;
-        }
+        // A reader that has gone (ffprobe stops once it has seen enough) is dropped.
+        readers.retain_mut(|input| input.write_all(data).is_ok());
     }
     ended.store(true, Ordering::Release);
-    drop(reader);
+    drop(readers);
     // A reader that comes after the end gets what was kept, then the end, and goes on to
     // report the relay's failure or the stream's end.
     for next in waiting {
