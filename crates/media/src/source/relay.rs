@@ -51,9 +51,6 @@ const STUDY_TIMES: [Duration; 3] = [Duration::from_secs(1), Duration::from_secs(
 /// What ffmpeg says when its study of a stream ended without the picture size.
 const SIZE_NOT_FOUND: &str = "dimensions not set";
 
-/// How often a connection being made looks whether the stream has started.
-const START_CHECK_INTERVAL: Duration = Duration::from_millis(20);
-
 /// Bytes asked of the relay's pipe per read.
 const READ_SIZE: usize = 64 * 1024;
 
@@ -83,8 +80,11 @@ enum Awaiting {
 #[derive(Debug)]
 pub(super) struct LiveRelay {
     url: String,
-    /// The relay's ffmpeg, its output taken by the relay thread.
-    child: Mutex<FfmpegChild>,
+    /// The relay's ffmpeg, its output taken by the relay thread (which starts it again
+    /// when it found no picture size).
+    child: Arc<Mutex<FfmpegChild>>,
+    /// Set once the relay is stopped: its ffmpeg is not started again.
+    stopped: Arc<AtomicBool>,
     /// Readers for the relay thread to feed, from when they come.
     readers: mpsc::Sender<ChildStdin>,
     /// Set once the relay's ffmpeg has closed its output, before the last reader's input
@@ -136,55 +136,15 @@ impl LiveConnections {
 
 impl LiveRelay {
     /// Connects to the live stream at `url` and starts receiving its first video stream;
-    /// the connection joins `connections`. Returns once the stream has started, or the
-    /// connection has failed (its readers report why), connecting again while ffmpeg could
-    /// not find the stream's picture size ([`STUDY_TIMES`]).
+    /// the connection joins `connections`. While ffmpeg finds no picture size in the
+    /// stream, it is started again studying it longer ([`STUDY_TIMES`]); readers see
+    /// nothing of the tries that failed.
     pub(super) fn connect(url: &str, connections: &LiveConnections) -> Result<Arc<LiveRelay>, SourceError> {
-        let mut relay = LiveRelay::connect_studying(url, connections, STUDY_TIMES[0])?;
-        for pair in STUDY_TIMES.windows(2) {
-            if !relay.size_not_found() {
-                break;
-            }
-            tracing::info!(source = url, studied = ?pair[0], "no picture size in the stream yet: studying it longer");
-            relay = LiveRelay::connect_studying(url, connections, pair[1])?;
-        }
-        Ok(relay)
-    }
-
-    /// Waits until the stream has started or the relay has ended; then whether it ended
-    /// because ffmpeg found no picture size.
-    fn size_not_found(&self) -> bool {
-        while !self.ended.load(Ordering::Acquire)
-            && matches!(*self.awaiting.lock().unwrap_or_else(|poisoned| poisoned.into_inner()), Awaiting::FirstData(_))
-        {
-            thread::sleep(START_CHECK_INTERVAL);
-        }
-        matches!(self.failure(), Some(SourceError::Read { reason, .. }) if reason.contains(SIZE_NOT_FOUND))
-    }
-
-    /// [`LiveRelay::connect`], once, with ffmpeg studying the stream for `study_time`.
-    fn connect_studying(
-        url: &str,
-        connections: &LiveConnections,
-        study_time: Duration,
-    ) -> Result<Arc<LiveRelay>, SourceError> {
-        let mut options = vec!["-analyzeduration".to_owned(), study_time.as_micros().to_string()];
-        // ffmpeg's option for it, per protocol (a URL's own options still win).
-        let self_timeout = if url.starts_with("udp://") {
-            Some("-timeout")
-        } else if url.starts_with("srt://") {
-            Some("-listen_timeout")
-        } else {
-            None
-        };
-        if let Some(option) = self_timeout {
-            options.extend([option.to_owned(), SELF_TIMEOUT.as_micros().to_string()]);
-        }
-        let input = FfmpegInput::direct(url, &options);
-        let mut command = ffmpeg_reading(&input, false, &[]);
-        command.args(["-c:v", "copy", "-flush_packets", "1", "-f", "nut", "pipe:1"]);
-        let mut child = FfmpegChild::spawn(&input, command)?;
-        let output = child.take_output().ok_or_else(|| open_error(url, "ffmpeg's output pipe was taken".into()))?;
+        let (child, output) = receive(url, STUDY_TIMES[0])?;
+        let child = Arc::new(Mutex::new(child));
+        let stopped = Arc::new(AtomicBool::new(false));
+        let retries =
+            Retries { url: url.to_owned(), longer: &STUDY_TIMES[1..], child: child.clone(), stopped: stopped.clone() };
         let (readers, waiting) = mpsc::channel();
         let ended = Arc::new(AtomicBool::new(false));
         let awaiting = Arc::new(Mutex::new(Awaiting::FirstData(Instant::now())));
@@ -192,11 +152,12 @@ impl LiveRelay {
         let thread_error = |error: io::Error| open_error(url, format!("could not start a thread: {error}"));
         thread::Builder::new()
             .name("ffmpeg-relay".into())
-            .spawn(move || relay(output, &waiting, &relay_ended, &relay_awaiting))
+            .spawn(move || relay(output, retries, &waiting, &relay_ended, &relay_awaiting))
             .map_err(thread_error)?;
         let relay = Arc::new(LiveRelay {
             url: url.to_owned(),
-            child: Mutex::new(child),
+            child,
+            stopped,
             readers,
             ended,
             awaiting,
@@ -225,6 +186,7 @@ impl LiveRelay {
 
     /// Stops receiving the stream.
     pub(super) fn stop(&self) {
+        self.stopped.store(true, Ordering::Release);
         self.child.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).stop();
     }
 
@@ -240,6 +202,61 @@ impl LiveRelay {
         }
         let mut child = self.child.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         child.finish().err()
+    }
+}
+
+/// Starts an ffmpeg receiving the live stream at `url`, studying it for `study_time`, and
+/// returns it with its output.
+fn receive(url: &str, study_time: Duration) -> Result<(FfmpegChild, ChildStdout), SourceError> {
+    let mut options = vec!["-analyzeduration".to_owned(), study_time.as_micros().to_string()];
+    // ffmpeg's option for it, per protocol (a URL's own options still win).
+    let self_timeout = if url.starts_with("udp://") {
+        Some("-timeout")
+    } else if url.starts_with("srt://") {
+        Some("-listen_timeout")
+    } else {
+        None
+    };
+    if let Some(option) = self_timeout {
+        options.extend([option.to_owned(), SELF_TIMEOUT.as_micros().to_string()]);
+    }
+    let input = FfmpegInput::direct(url, &options);
+    let mut command = ffmpeg_reading(&input, false, &[]);
+    command.args(["-c:v", "copy", "-flush_packets", "1", "-f", "nut", "pipe:1"]);
+    let mut child = FfmpegChild::spawn(&input, command)?;
+    let output = child.take_output().ok_or_else(|| open_error(url, "ffmpeg's output pipe was taken".into()))?;
+    Ok((child, output))
+}
+
+/// What the relay thread needs to start the relay's ffmpeg again when it ended without
+/// finding the stream's picture size.
+struct Retries {
+    url: String,
+    /// The study times still to try.
+    longer: &'static [Duration],
+    child: Arc<Mutex<FfmpegChild>>,
+    stopped: Arc<AtomicBool>,
+}
+
+impl Retries {
+    /// After the relay's ffmpeg ended before passing anything on: the output of a new one
+    /// studying the stream longer, if it ended for want of a picture size and the relay
+    /// has not been stopped.
+    fn next(&mut self) -> Option<ChildStdout> {
+        let (&study_time, longer) = self.longer.split_first()?;
+        let mut child = self.child.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        if self.stopped.load(Ordering::Acquire) {
+            return None;
+        }
+        let failure = child.finish().err()?;
+        if !matches!(&failure, SourceError::Read { reason, .. } if reason.contains(SIZE_NOT_FOUND)) {
+            return None;
+        }
+        tracing::info!(source = self.url, ?study_time, "no picture size in the stream yet: studying it longer");
+        let (next, output) = receive(&self.url, study_time).ok()?;
+        *child = next;
+        self.longer = longer;
+        Some(output)
     }
 }
 
@@ -276,6 +293,7 @@ fn watch_for_stall(relay: &Weak<LiveRelay>) {
 /// the others: every reader is an ffmpeg or ffprobe that reads as fast as it comes.
 fn relay(
     mut output: ChildStdout,
+    mut retries: Retries,
     waiting: &mpsc::Receiver<ChildStdin>,
     ended: &AtomicBool,
     awaiting: &Mutex<Awaiting>,
@@ -295,10 +313,16 @@ fn relay(
             set_awaiting(Awaiting::MoreData(Instant::now()));
         }
         let read = match output.read(&mut buffer) {
-            Ok(0) => break,
-            Ok(read) => read,
+            Ok(read) if read > 0 => read,
             Err(error) if error.kind() == io::ErrorKind::Interrupted => continue,
-            Err(_) => break,
+            // Nothing passed on yet: the first tries may have found no picture size.
+            Ok(_) | Err(_) => match if started { None } else { retries.next() } {
+                Some(next) => {
+                    output = next;
+                    continue;
+                }
+                None => break,
+            },
         };
         set_awaiting(Awaiting::Nothing);
         started = true;
