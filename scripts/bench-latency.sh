@@ -24,9 +24,11 @@ seconds="${SECONDS_MEASURED:-10}"
 source scripts/server-process.sh
 
 for mode in "passed through" "transcoded"; do
-  flags=()
-  [ "$mode" = "passed through" ] || flags=(--no-h264-passthrough)
-  "$bin/webgear-probe" --url "http://127.0.0.1:$port" latency --seconds "$seconds" \
+  # A stream that may pass through plays decoded while 5 s of it are checked: measure
+  # after that.
+  flags=() settle=10
+  [ "$mode" = "passed through" ] || flags=(--no-h264-passthrough) settle=3
+  "$bin/webgear-probe" --url "http://127.0.0.1:$port" latency --seconds "$seconds" --settle "$settle" \
     --send-to "udp://127.0.0.1:$udp_port?pkt_size=1316" >"$bin/latency.out" &
   probe=$!
   "$bin/webgear-rtc" --source "udp://127.0.0.1:$udp_port" --host 127.0.0.1 --port "$port" \
