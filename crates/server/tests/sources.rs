@@ -516,9 +516,12 @@ async fn a_live_stream_waiting_for_the_server_to_read_it_is_not_taken_for_stalle
     // silent stream is given. Data waiting to be read is no silence.
     let server = server_with(url.parse().unwrap(), |options| options.time_delay = Duration::from_secs(8)).await;
     let mut viewer = Viewer::connect(&server.url("/offer")).await.unwrap();
-    // Stalled, it would end with "The End" and no numbered picture would follow.
+    // Stalled, it would end with "The End" and no numbered picture would follow. (What
+    // came during the delay is read in a burst, of which the viewer may skip some.)
     next_frame_numbered(&mut viewer, true).await;
-    assert_live_frames_in_order(&mut viewer).await;
+    let frames = viewer.frames_during(Duration::from_secs(2)).await;
+    assert!(frames.len() >= 50, "{} frames in 2 s", frames.len());
+    assert!(frames.iter().all(|frame| frame.number.is_some()), "the stream's own pictures go on");
     server.stop().await;
 }
 
