@@ -416,9 +416,14 @@ async fn assert_live_stream_passes_through(server: &TestServer) {
 
 /// Two seconds of a looped live clip: 50 frames or more, in order.
 async fn assert_live_frames_in_order(viewer: &mut Viewer) {
+    assert_looped_clip_in_order(&two_seconds_of_frames(viewer).await);
+}
+
+/// The viewer's next two seconds of a live stream, checked to hold 50 frames or more.
+async fn two_seconds_of_frames(viewer: &mut Viewer) -> Vec<DecodedFrame> {
     let frames = viewer.frames_during(Duration::from_secs(2)).await;
     assert!(frames.len() >= 50, "{} frames in 2 s", frames.len());
-    assert_looped_clip_in_order(&frames);
+    frames
 }
 
 /// Frames of a looped live clip of `FRAMES` frames: their numbers increase but where the
@@ -475,8 +480,7 @@ async fn a_live_stream_joined_seconds_before_its_next_keyframe_plays_once_one_co
     let mut viewer = Viewer::connect(&server.url("/offer")).await.unwrap();
     let first = viewer.next_frame(Duration::from_secs(10)).await.expect("a picture once a keyframe came");
     assert_eq!((first.width, first.height), (640, 360), "the stream's own pictures");
-    let frames = viewer.frames_during(Duration::from_secs(2)).await;
-    assert!(frames.len() >= 50, "{} frames in 2 s", frames.len());
+    two_seconds_of_frames(&mut viewer).await;
     server.stop().await;
 }
 
@@ -519,8 +523,7 @@ async fn a_live_stream_waiting_for_the_server_to_read_it_is_not_taken_for_stalle
     // Stalled, it would end with "The End" and no numbered picture would follow. (What
     // came during the delay is read in a burst, of which the viewer may skip some.)
     next_frame_numbered(&mut viewer, true).await;
-    let frames = viewer.frames_during(Duration::from_secs(2)).await;
-    assert!(frames.len() >= 50, "{} frames in 2 s", frames.len());
+    let frames = two_seconds_of_frames(&mut viewer).await;
     assert!(frames.iter().all(|frame| frame.number.is_some()), "the stream's own pictures go on");
     server.stop().await;
 }
