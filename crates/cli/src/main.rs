@@ -1,6 +1,6 @@
 //! The `webgear-rtc` command: gather the settings ([`args`]), build the server with the
 //! library, say where to open it, serve until Ctrl-C or SIGTERM, then close every peer and
-//! stop the stream.
+//! stop the stream. A stop asked for while the stream is still starting ends the start.
 
 use std::net::SocketAddr;
 
@@ -17,21 +17,29 @@ async fn main() -> anyhow::Result<()> {
     init_logging(settings.logging);
     let options = settings.options();
     let source: SourceSpec = settings.source.parse()?;
-    let app = WebGearRtc::builder()
+    // Listening before anything starts: until then a signal would kill the server outright,
+    // leaving its ffmpeg children behind.
+    let mut stop = StopSignals::listen().context("could not listen for Ctrl-C and SIGTERM")?;
+    let build = WebGearRtc::builder()
         .source(source)
         .options(options)
         .listen_ip(settings.host)
         .udp_port(settings.udp_port)
-        .build()
-        .await
-        .context("could not start the stream")?;
+        .build();
+    let app = tokio::select! {
+        built = build => built.context("could not start the stream")?,
+        () = stop.received() => {
+            info!("stopped while the stream was starting");
+            return Ok(());
+        }
+    };
 
     let listener = tokio::net::TcpListener::bind(SocketAddr::new(settings.host, settings.port))
         .await
         .with_context(|| format!("could not listen on {}", SocketAddr::new(settings.host, settings.port)))?;
     announce(&app, listener.local_addr()?);
 
-    axum::serve(listener, app.router()).with_graceful_shutdown(shutdown_signal()).await?;
+    axum::serve(listener, app.router()).with_graceful_shutdown(async move { stop.received().await }).await?;
     info!("shutting down");
     app.shutdown().await;
     Ok(())
@@ -65,26 +73,40 @@ fn init_logging(debug: bool) {
     tracing_subscriber::fmt().with_env_filter(filter).init();
 }
 
-/// Resolves on Ctrl-C (SIGINT) or SIGTERM.
-async fn shutdown_signal() {
-    let ctrl_c = async {
+/// Ctrl-C (SIGINT) and SIGTERM, caught from the moment they are listened for.
+struct StopSignals {
+    #[cfg(unix)]
+    interrupt: tokio::signal::unix::Signal,
+    #[cfg(unix)]
+    terminate: tokio::signal::unix::Signal,
+}
+
+impl StopSignals {
+    #[cfg(unix)]
+    fn listen() -> std::io::Result<StopSignals> {
+        use tokio::signal::unix::{SignalKind, signal};
+        Ok(StopSignals { interrupt: signal(SignalKind::interrupt())?, terminate: signal(SignalKind::terminate())? })
+    }
+
+    #[cfg(not(unix))]
+    fn listen() -> std::io::Result<StopSignals> {
+        Ok(StopSignals {})
+    }
+
+    /// Resolves when either signal comes.
+    #[cfg(unix)]
+    async fn received(&mut self) {
+        tokio::select! {
+            _ = self.interrupt.recv() => {},
+            _ = self.terminate.recv() => {},
+        }
+    }
+
+    /// Resolves on Ctrl-C.
+    #[cfg(not(unix))]
+    async fn received(&mut self) {
         if tokio::signal::ctrl_c().await.is_err() {
             std::future::pending::<()>().await;
         }
-    };
-    #[cfg(unix)]
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut signal) => {
-                signal.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    #[cfg(not(unix))]
-    let terminate = std::future::pending::<()>();
-    tokio::select! {
-        () = ctrl_c => {},
-        () = terminate => {},
     }
 }

@@ -5,7 +5,7 @@
 
 #![allow(clippy::unwrap_used)] // a failed unwrap is a failed test
 
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Read};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
@@ -57,8 +57,7 @@ impl Server {
     }
 
     fn signal(&self, name: &str) {
-        let status = Command::new("kill").args([format!("-{name}"), self.child.id().to_string()]).status().unwrap();
-        assert!(status.success());
+        send_signal(&self.child, name);
     }
 
     fn wait(mut self, limit: Duration) -> std::process::ExitStatus {
@@ -239,16 +238,22 @@ fn silent_udp_stream() -> String {
     format!("udp://127.0.0.1:{}", webgear_testkit::free_udp_port())
 }
 
-/// The server started on `stream`, its standard error going to `stderr`.
-fn server_receiving(stream: &str, stderr: Stdio) -> Child {
+/// The server started on `stream`, its log going to `stdout` and errors to `stderr`.
+fn server_receiving(stream: &str, stdout: Stdio, stderr: Stdio) -> Child {
     Command::new(BIN)
         .args(["--port", "0", "--source", stream])
         .env("HOME", scratch_home())
         .env("NO_COLOR", "1")
-        .stdout(Stdio::null())
+        .stdout(stdout)
         .stderr(stderr)
         .spawn()
         .unwrap()
+}
+
+/// Sends the signal called `name` (`TERM`, `INT`) to `child`.
+fn send_signal(child: &Child, name: &str) {
+    let status = Command::new("kill").args([format!("-{name}"), child.id().to_string()]).status().unwrap();
+    assert!(status.success());
 }
 
 /// Stops what a failed test left behind.
@@ -273,7 +278,7 @@ fn holds_within(limit: Duration, mut done: impl FnMut() -> bool) -> bool {
 #[test]
 fn a_udp_stream_nobody_sends_fails_the_start_after_30_s_naming_it() {
     let stream = silent_udp_stream();
-    let mut child = server_receiving(&stream, Stdio::piped());
+    let mut child = server_receiving(&stream, Stdio::null(), Stdio::piped());
     let mut stderr = child.stderr.take().unwrap();
     let said = std::thread::spawn(move || {
         let mut text = String::new();
@@ -296,7 +301,8 @@ fn a_killed_server_leaves_no_ffmpeg_holding_its_port() {
     let udp = silent_udp_stream();
     let srt_listener = format!("srt://127.0.0.1:{}?mode=listener", webgear_testkit::free_udp_port());
     let streams = [udp, srt_listener];
-    let mut servers: Vec<Child> = streams.iter().map(|stream| server_receiving(stream, Stdio::null())).collect();
+    let mut servers: Vec<Child> =
+        streams.iter().map(|stream| server_receiving(stream, Stdio::null(), Stdio::null())).collect();
     let relays_started =
         holds_within(Duration::from_secs(10), || streams.iter().all(|stream| !ffmpegs_reading(stream).is_empty()));
     for server in &mut servers {
@@ -311,6 +317,31 @@ fn a_killed_server_leaves_no_ffmpeg_holding_its_port() {
     let left: Vec<&String> = streams.iter().filter(|stream| !ffmpegs_reading(stream).is_empty()).collect();
     streams.iter().for_each(|stream| kill_ffmpegs_reading(stream));
     assert!(relays_ended, "the ffmpeg receiving {left:?} outlived the server by a minute");
+}
+
+#[test]
+fn stopping_while_the_stream_is_still_starting_ends_the_start_and_its_ffmpeg() {
+    for signal in ["INT", "TERM"] {
+        // Without infinite mode the start waits up to 30 s for a UDP stream's first data.
+        let stream = silent_udp_stream();
+        let mut server = server_receiving(&stream, Stdio::piped(), Stdio::null());
+        let receiving = holds_within(Duration::from_secs(10), || !ffmpegs_reading(&stream).is_empty());
+        send_signal(&server, signal);
+        let exited = holds_within(Duration::from_secs(10), || server.try_wait().unwrap().is_some());
+        if !exited {
+            server.kill().unwrap();
+        }
+        let status = server.wait().unwrap();
+        let mut log = String::new();
+        server.stdout.take().unwrap().read_to_string(&mut log).unwrap();
+        let ffmpeg_left = !ffmpegs_reading(&stream).is_empty();
+        kill_ffmpegs_reading(&stream);
+        assert!(receiving, "an ffmpeg receives {stream}");
+        assert!(exited, "SIG{signal} during the start ends the server at once:\n{log}");
+        assert!(status.success(), "SIG{signal} during the start is a clean stop, not {status}:\n{log}");
+        assert!(log.contains("stopped while the stream was starting"), "{log}");
+        assert!(!ffmpeg_left, "the ffmpeg receiving {stream} outlived the server stopped by SIG{signal}");
+    }
 }
 
 #[tokio::test]

@@ -183,6 +183,10 @@ impl Builder {
 
     /// Prepares the data folder, opens the source, starts its encoder and binds the media
     /// port.
+    ///
+    /// Opening the source (a network stream may take seconds) runs off the async runtime.
+    /// Dropping the returned future before it finishes, e.g. because the server is asked
+    /// to stop while it is still starting, closes any live stream it had connected to.
     pub async fn build(self) -> Result<WebGearRtc, Error> {
         let source = self.source.ok_or(Error::NoSource)?;
         let reducer = FrameSizeReducer::new(self.options.frame_size_reduction)?;
@@ -209,6 +213,7 @@ impl Builder {
 
         let mut reopen: Option<stream::Reopen> = None;
         let connections = LiveConnections::default();
+        let unfinished = ClosedUnlessBuilt(Some(connections.clone()));
         let source = match source {
             SourceChoice::Spec(spec) => {
                 info!(source = %spec, "opening source");
@@ -240,14 +245,15 @@ impl Builder {
                     }
                 };
                 let open: stream::Reopen = Arc::new(open);
-                let start = if may_come_back && self.options.infinite_frames() {
-                    // In infinite mode a camera or stream that is not there yet (an encoder
-                    // started after the server, a UDP sender not sending yet) is waited for
-                    // while "No Input" plays, as one that went away is.
-                    open_or_wait(open.clone())?
-                } else {
-                    StreamStart::Playing(open()?)
-                };
+                // In infinite mode a camera or stream that is not there yet (an encoder
+                // started after the server, a UDP sender not sending yet) is waited for while
+                // "No Input" plays, as one that went away is.
+                let wait_in_background = may_come_back && self.options.infinite_frames();
+                let first_open = open.clone();
+                let start = off_the_runtime(move || {
+                    if wait_in_background { open_or_wait(first_open) } else { Ok(StreamStart::Playing(first_open()?)) }
+                })
+                .await?;
                 if may_come_back {
                     reopen = Some(open);
                 }
@@ -277,6 +283,7 @@ impl Builder {
         let rtc = RtcServer::start(settings, &stream, metrics.clone()).await.map_err(Error::Media)?;
         info!(addrs = ?rtc.media_addrs(), public = ?rtc.public_addrs(), "WebRTC media listening (UDP)");
         let clock = stream.clock();
+        unfinished.built();
         Ok(WebGearRtc {
             inner: Arc::new(Inner {
                 rtc: Arc::new(rtc),
@@ -301,6 +308,38 @@ const FIRST_OPEN_WAIT: Duration = Duration::from_secs(10);
 
 /// Opens the source for an infinite-mode stream, waiting up to [`FIRST_OPEN_WAIT`]. A
 /// source that cannot be opened, or is still opening then, does not stop the start.
+/// Closes the live streams a [`Builder::build`] connected to unless it finished: when it
+/// failed after opening the source, or was dropped while the source was still opening.
+struct ClosedUnlessBuilt(Option<LiveConnections>);
+
+impl ClosedUnlessBuilt {
+    fn built(mut self) {
+        self.0 = None;
+    }
+}
+
+impl Drop for ClosedUnlessBuilt {
+    fn drop(&mut self) {
+        if let Some(connections) = self.0.take() {
+            connections.close_all();
+        }
+    }
+}
+
+/// Runs `blocking` (opening a source: reading a file's header, connecting to a stream) on
+/// a thread for blocking work, so the build does not hold up the runtime's other tasks.
+async fn off_the_runtime<T: Send + 'static>(
+    blocking: impl FnOnce() -> Result<T, Error> + Send + 'static,
+) -> Result<T, Error> {
+    match tokio::task::spawn_blocking(blocking).await {
+        Ok(result) => result,
+        Err(failed) => match failed.try_into_panic() {
+            Ok(panic) => std::panic::resume_unwind(panic),
+            Err(cancelled) => Err(StreamError::Thread(std::io::Error::other(cancelled)).into()),
+        },
+    }
+}
+
 fn open_or_wait(open: stream::Reopen) -> Result<StreamStart, Error> {
     let pending = stream::open_in_background(open).map_err(StreamError::Thread)?;
     match pending.recv_timeout(FIRST_OPEN_WAIT) {
