@@ -1,25 +1,28 @@
 //! The `webgear-rtc` binary as a user runs it: options reach the stream, bad flags and
 //! sources fail with a clear message (a live stream nobody sends, after 30 s), SIGINT and
-//! SIGTERM shut down cleanly with a viewer connected, and a killed server leaves no ffmpeg
-//! behind for long.
+//! SIGTERM shut down cleanly (with a viewer connected, while a live stream passes through,
+//! while the stream is still starting), and a killed server leaves no ffmpeg behind for
+//! long.
 
 #![allow(clippy::unwrap_used)] // a failed unwrap is a failed test
 
 use std::io::{BufRead, BufReader, Read};
 use std::process::{Child, Command, Output, Stdio};
-use std::sync::mpsc;
+use std::sync::{Arc, Mutex, mpsc};
 use std::time::{Duration, Instant};
 
 use webgear_testkit::{Viewer, ffmpegs_reading};
 
 const BIN: &str = env!("CARGO_BIN_EXE_webgear-rtc");
 
-/// A running server process, the HTTP address it announced first, and every URL it
-/// announced.
+/// A running server process, the HTTP address it announced first, every URL it
+/// announced, and everything it logged.
 struct Server {
     child: Child,
     base_url: String,
     announced: mpsc::Receiver<String>,
+    log: Arc<Mutex<String>>,
+    log_reader: std::thread::JoinHandle<()>,
 }
 
 impl Server {
@@ -39,16 +42,21 @@ impl Server {
             .unwrap();
         let stdout = child.stdout.take().unwrap();
         let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
+        let log = Arc::new(Mutex::new(String::new()));
+        let logged = log.clone();
+        let log_reader = std::thread::spawn(move || {
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
                 if let Some(start) = line.find("open http://") {
                     let url = line[start + 5..].split_whitespace().next().unwrap().trim_end_matches('/').to_owned();
                     let _ = tx.send(url);
                 }
+                let mut log = logged.lock().unwrap();
+                log.push_str(&line);
+                log.push('\n');
             }
         });
         let base_url = rx.recv_timeout(Duration::from_secs(20)).expect("the server announces its URL");
-        Server { child, base_url, announced: rx }
+        Server { child, base_url, announced: rx, log, log_reader }
     }
 
     /// The URLs announced after the first, until none comes for half a second.
@@ -56,32 +64,35 @@ impl Server {
         std::iter::from_fn(|| self.announced.recv_timeout(Duration::from_millis(500)).ok()).collect()
     }
 
-    fn signal(&self, name: &str) {
-        send_signal(&self.child, name);
+    /// Whether the server logs `text` within `limit`.
+    fn logs_within(&self, limit: Duration, text: &str) -> bool {
+        holds_within(limit, || self.log.lock().unwrap().contains(text))
     }
 
-    fn wait(mut self, limit: Duration) -> std::process::ExitStatus {
-        let started = Instant::now();
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return status;
-            }
-            if started.elapsed() > limit {
-                let _ = self.child.kill();
-                panic!("the server did not exit within {limit:?}");
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
+    /// Stops the server with the signal called `name` (`TERM`, `INT`), checks that it
+    /// exits successfully within 10 s, and returns what it logged while shutting down.
+    fn stop(mut self, name: &str) -> String {
+        send_signal(&self.child, name);
+        let exit = exit_within(&mut self.child, Duration::from_secs(10));
+        self.log_reader.join().unwrap();
+        let log = std::mem::take(&mut *self.log.lock().unwrap());
+        let status = exit.unwrap_or_else(|| panic!("the server did not exit within 10 s of SIG{name}:\n{log}"));
+        assert!(status.success(), "exit status after SIG{name}: {status}\n{log}");
+        log.split_once("shutting down").map(|(_, shutdown)| shutdown.to_owned()).unwrap_or(log)
     }
+}
+
+/// Stops `server` with `signal`, checking that it warns of nothing while shutting down.
+fn stops_quietly(server: Server, signal: &str) {
+    let shutdown = server.stop(signal);
+    assert!(!shutdown.contains(" WARN ") && !shutdown.contains(" ERROR "), "while shutting down:{shutdown}");
 }
 
 async fn shuts_down_cleanly_on(signal: &str) {
     let server = Server::start(&[]);
     let mut viewer = Viewer::connect(&format!("{}/offer", server.base_url)).await.unwrap();
     viewer.next_frame(Duration::from_secs(3)).await.expect("the viewer plays");
-    server.signal(signal);
-    let status = server.wait(Duration::from_secs(10));
-    assert!(status.success(), "exit status after SIG{signal}: {status}");
+    stops_quietly(server, signal);
 }
 
 #[tokio::test]
@@ -94,14 +105,54 @@ async fn sigint_shuts_down_cleanly_with_a_viewer_connected() {
     shuts_down_cleanly_on("INT").await;
 }
 
+/// A live encoder sending a test pattern's H.264 (no B-frames, a keyframe a second) to
+/// `url` as MPEG-TS, until dropped.
+struct LiveSender(Child);
+
+impl LiveSender {
+    fn start(url: &str) -> LiveSender {
+        let picture = "testsrc2=size=320x240:rate=30";
+        let encoder = ["-c:v", "libx264", "-preset", "ultrafast", "-tune", "zerolatency", "-bf", "0", "-g", "30"];
+        let sender = Command::new("ffmpeg")
+            .args(["-loglevel", "error", "-re", "-f", "lavfi", "-i", picture])
+            .args(encoder)
+            .args(["-f", "mpegts", &format!("{url}?pkt_size=1316")])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        LiveSender(sender)
+    }
+}
+
+impl Drop for LiveSender {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn sigterm_stops_a_live_stream_passed_through_without_calling_it_a_failure() {
+    let stream = silent_udp_stream();
+    let _sender = LiveSender::start(&stream);
+    let server = Server::start(&["--frame-size-reduction", "0", "--source", &stream]);
+    // Decoded first while its H.264 is checked, then passed through.
+    let passing_through = server.logs_within(Duration::from_secs(30), "passing the source's H.264 through");
+    let log = server.log.lock().unwrap().clone();
+    assert!(passing_through, "{log}");
+    // Stopping ends the ffmpeg the H.264 is read from: that is no failure of the source.
+    stops_quietly(server, "TERM");
+}
+
 #[tokio::test]
 async fn options_map_reaches_the_stream() {
     let server = Server::start(&["--options", r#"{"frame_size_reduction": 50}"#]);
     let mut viewer = Viewer::connect(&format!("{}/offer", server.base_url)).await.unwrap();
     let frame = viewer.next_frame(Duration::from_secs(3)).await.expect("the viewer plays");
     assert_eq!((frame.width, frame.height), (640, 360));
-    server.signal("TERM");
-    assert!(server.wait(Duration::from_secs(10)).success());
+    server.stop("TERM");
 }
 
 fn run(args: &[&str]) -> Output {
@@ -202,8 +253,7 @@ async fn vidgear_flags_and_a_config_file_reach_the_stream() {
     let mut viewer = Viewer::connect(&format!("{}/offer", server.base_url)).await.unwrap();
     let frame = viewer.next_frame(Duration::from_secs(3)).await.expect("the viewer plays");
     assert_eq!((frame.width, frame.height), (640, 360));
-    server.signal("TERM");
-    assert!(server.wait(Duration::from_secs(10)).success());
+    server.stop("TERM");
 
     // A config file; a flag given beside it wins.
     let config = scratch_home().join("webgear.yaml");
@@ -214,8 +264,7 @@ async fn vidgear_flags_and_a_config_file_reach_the_stream() {
     assert_eq!((frame.width, frame.height), (640, 360), "the flag beat the file");
     let second = Viewer::connect(&format!("{}/offer", server.base_url)).await.unwrap_err().to_string();
     assert!(second.contains("503"), "max_viewers from the file holds: {second}");
-    server.signal("TERM");
-    assert!(server.wait(Duration::from_secs(10)).success());
+    server.stop("TERM");
 }
 
 #[test]
@@ -229,8 +278,7 @@ fn the_log_names_every_address_the_page_is_reachable_at() {
     for ip in interfaces.split_whitespace().filter(|ip| !ip.contains(':')) {
         assert!(urls.contains(&format!("http://{ip}:{port}")), "{ip} missing from {urls:?}");
     }
-    server.signal("TERM");
-    assert!(server.wait(Duration::from_secs(10)).success());
+    server.stop("TERM");
 }
 
 /// A live UDP stream on loopback that nobody sends to.
@@ -254,6 +302,16 @@ fn server_receiving(stream: &str, stdout: Stdio, stderr: Stdio) -> Child {
 fn send_signal(child: &Child, name: &str) {
     let status = Command::new("kill").args([format!("-{name}"), child.id().to_string()]).status().unwrap();
     assert!(status.success());
+}
+
+/// The exit status of `child` if it exits within `limit`; killed otherwise.
+fn exit_within(child: &mut Child, limit: Duration) -> Option<std::process::ExitStatus> {
+    let exited = holds_within(limit, || child.try_wait().unwrap().is_some());
+    if !exited {
+        child.kill().unwrap();
+    }
+    let status = child.wait().unwrap();
+    exited.then_some(status)
 }
 
 /// Stops what a failed test left behind.
@@ -327,17 +385,13 @@ fn stopping_while_the_stream_is_still_starting_ends_the_start_and_its_ffmpeg() {
         let mut server = server_receiving(&stream, Stdio::piped(), Stdio::null());
         let receiving = holds_within(Duration::from_secs(10), || !ffmpegs_reading(&stream).is_empty());
         send_signal(&server, signal);
-        let exited = holds_within(Duration::from_secs(10), || server.try_wait().unwrap().is_some());
-        if !exited {
-            server.kill().unwrap();
-        }
-        let status = server.wait().unwrap();
+        let exit = exit_within(&mut server, Duration::from_secs(10));
         let mut log = String::new();
         server.stdout.take().unwrap().read_to_string(&mut log).unwrap();
         let ffmpeg_left = !ffmpegs_reading(&stream).is_empty();
         kill_ffmpegs_reading(&stream);
         assert!(receiving, "an ffmpeg receives {stream}");
-        assert!(exited, "SIG{signal} during the start ends the server at once:\n{log}");
+        let status = exit.unwrap_or_else(|| panic!("SIG{signal} during the start ends the server at once:\n{log}"));
         assert!(status.success(), "SIG{signal} during the start is a clean stop, not {status}:\n{log}");
         assert!(log.contains("stopped while the stream was starting"), "{log}");
         assert!(!ffmpeg_left, "the ffmpeg receiving {stream} outlived the server stopped by SIG{signal}");
@@ -351,8 +405,7 @@ async fn stopping_while_a_live_stream_is_still_awaited_leaves_no_ffmpeg() {
     // a caller in the background.
     let server = Server::start(&["--enable-infinite-frames", "--source", &srt_listener]);
     assert!(!ffmpegs_reading(&srt_listener).is_empty(), "an ffmpeg listens at {srt_listener}");
-    server.signal("TERM");
-    assert!(server.wait(Duration::from_secs(10)).success());
+    server.stop("TERM");
     let left = ffmpegs_reading(&srt_listener);
     kill_ffmpegs_reading(&srt_listener);
     assert!(left.is_empty(), "the ffmpeg listening at {srt_listener} outlived the server");

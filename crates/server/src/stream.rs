@@ -312,22 +312,6 @@ impl Drop for RunningEncoder {
     }
 }
 
-/// What a source's `read` gave: the next item, or `None` once the source ended or failed
-/// (logged, as either hands over to "The End" or "No Input").
-fn until_gone<T>(read: Result<Option<T>, SourceError>) -> Option<T> {
-    match read {
-        Ok(Some(item)) => Some(item),
-        Ok(None) => {
-            info!("the source ended");
-            None
-        }
-        Err(error) => {
-            warn!(%error, "the source failed");
-            None
-        }
-    }
-}
-
 /// The capture thread's state.
 struct Capture {
     reducer: FrameSizeReducer,
@@ -433,6 +417,20 @@ impl Capture {
         self.stop.load(Ordering::Relaxed)
     }
 
+    /// What a source's `read` gave: the next item, or `None` once the source ended or
+    /// failed (logged, as either hands over to "The End" or "No Input"). A live source
+    /// fails when the stream stops, which closes its connection: that is no failure.
+    fn until_gone<T>(&self, read: Result<Option<T>, SourceError>) -> Option<T> {
+        match read {
+            Ok(Some(item)) => return Some(item),
+            Ok(None) if !self.stopping() => info!("the source ended"),
+            Err(error) if !self.stopping() => warn!(%error, "the source failed"),
+            Ok(None) => debug!("the source closed as the stream stopped"),
+            Err(error) => debug!(%error, "the source closed as the stream stopped"),
+        }
+        None
+    }
+
     /// Streams the source's frames until it ends or fails (`Ok(None)`), the stream stops
     /// (`Ok(None)`), the encoder fails (`Err`), or the source's H.264, checked meanwhile
     /// (`h264`), is ready to be passed through instead (`Ok(Some)`).
@@ -446,7 +444,7 @@ impl Capture {
             if let Some(ready) = h264.and_then(PendingH264::ready) {
                 return Ok(Some(ready));
             }
-            let Some(frame) = until_gone(source.read()) else {
+            let Some(frame) = self.until_gone(source.read()) else {
                 return Ok(None);
             };
             if !self.watched() {
@@ -474,7 +472,7 @@ impl Capture {
     fn pass_through(&mut self, source: &mut dyn EncodedSource, last_size: &mut Option<(u32, u32)>) {
         let mut seen_keyframe = false;
         while !self.stopping() {
-            let Some(access_unit) = until_gone(source.read()) else {
+            let Some(access_unit) = self.until_gone(source.read()) else {
                 return;
             };
             seen_keyframe |= access_unit.keyframe;
