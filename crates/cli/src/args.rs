@@ -98,7 +98,8 @@ pub(crate) struct Args {
     #[arg(long, help_heading = "Stream")]
     colorspace: Option<String>,
 
-    /// Seconds to wait before reading the source (vidgear's -td).
+    /// Seconds to wait before streaming the source; a live one is read and dropped
+    /// meanwhile (vidgear's -td).
     #[arg(long, visible_alias = "time_delay", default_value_t = 0.0, help_heading = "Stream")]
     time_delay: f64,
 

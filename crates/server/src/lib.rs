@@ -211,6 +211,7 @@ impl Builder {
         let templates = Templates::new(data.templates_dir(), url_paths, ice.clone());
         let static_dirs = folders.into_iter().map(|folder| (folder.url_path, folder.dir)).collect();
 
+        let live = matches!(&source, SourceChoice::Spec(spec) if spec.is_live());
         let mut reopen: Option<stream::Reopen> = None;
         let connections = LiveConnections::default();
         let unfinished = ClosedUnlessBuilt(Some(connections.clone()));
@@ -267,6 +268,7 @@ impl Builder {
             grayscale: self.options.grayscale(),
             stabilize: self.options.stabilize.then_some(self.options.smoothing_radius),
             start_delay: self.options.time_delay,
+            live,
             bitrate: self.options.bitrate,
             reopen: reopen.filter(|_| self.options.infinite_frames()),
             connections,

@@ -158,8 +158,13 @@ pub(crate) struct StreamSettings {
     pub(crate) grayscale: bool,
     /// Steady the picture, averaging the camera's path over this many frames.
     pub(crate) stabilize: Option<u32>,
-    /// Wait this long before the first read (vidgear's `time_delay`).
+    /// Wait this long before the first read (vidgear's `time_delay`). A live source is
+    /// read meanwhile and what it sends dropped, so that the stream starts live.
     pub(crate) start_delay: Duration,
+    /// The source goes on whether read or not ([`SourceSpec::is_live`]).
+    ///
+    /// [`SourceSpec::is_live`]: webgear_media::SourceSpec::is_live
+    pub(crate) live: bool,
     /// The encoder's target, in bits per second.
     pub(crate) bitrate: u32,
     /// In infinite mode, how to get the source back once it is gone.
@@ -176,6 +181,7 @@ impl std::fmt::Debug for StreamSettings {
             .field("grayscale", &self.grayscale)
             .field("stabilize", &self.stabilize)
             .field("start_delay", &self.start_delay)
+            .field("live", &self.live)
             .field("bitrate", &self.bitrate)
             .field("reopens", &self.reopen.is_some())
             .field("connections", &self.connections)
@@ -251,6 +257,7 @@ impl VideoStream {
             last_keyframe: None,
             idle: false,
             resuming: false,
+            dropping_until: None,
         };
         let thread = thread::Builder::new()
             .name("webgear-capture".into())
@@ -333,6 +340,8 @@ struct Capture {
     idle: bool,
     /// A viewer came after an idle spell: the next frame encoded must be a keyframe.
     resuming: bool,
+    /// The end of a live source's start delay, until which what it sends is dropped.
+    dropping_until: Option<Instant>,
 }
 
 impl Capture {
@@ -345,11 +354,18 @@ impl Capture {
             StreamStart::Gone => (None, None),
         };
         if !self.settings.start_delay.is_zero() {
-            debug!(delay = ?self.settings.start_delay, "waiting before reading the source");
             let start_at = Instant::now() + self.settings.start_delay;
-            // In small steps, so stopping the stream does not wait for the whole delay.
-            while !self.stopping() && Instant::now() < start_at {
-                thread::sleep(start_at.saturating_duration_since(Instant::now()).min(Duration::from_millis(50)));
+            if self.settings.live && input.is_some() {
+                // Left unread, a live source would queue what it sends meanwhile (or
+                // overflow) and start seconds late, racing through the backlog.
+                debug!(delay = ?self.settings.start_delay, "dropping the live source's frames before the start");
+                self.dropping_until = Some(start_at);
+            } else {
+                debug!(delay = ?self.settings.start_delay, "waiting before reading the source");
+                // In small steps, so stopping the stream does not wait for the whole delay.
+                while !self.stopping() && Instant::now() < start_at {
+                    thread::sleep(start_at.saturating_duration_since(Instant::now()).min(Duration::from_millis(50)));
+                }
             }
         }
         let mut last_size = None;
@@ -417,6 +433,11 @@ impl Capture {
         self.stop.load(Ordering::Relaxed)
     }
 
+    /// Whether a live source's start delay still runs.
+    fn dropping(&self) -> bool {
+        self.dropping_until.is_some_and(|until| Instant::now() < until)
+    }
+
     /// What a source's `read` gave: the next item, or `None` once the source ended or
     /// failed (logged, as either hands over to "The End" or "No Input"). A live source
     /// fails when the stream stops, which closes its connection: that is no failure.
@@ -447,7 +468,7 @@ impl Capture {
             let Some(frame) = self.until_gone(source.read()) else {
                 return Ok(None);
             };
-            if !self.watched() {
+            if self.dropping() || !self.watched() {
                 continue;
             }
             let started = Instant::now();
@@ -475,6 +496,9 @@ impl Capture {
             let Some(access_unit) = self.until_gone(source.read()) else {
                 return;
             };
+            if self.dropping() {
+                continue;
+            }
             seen_keyframe |= access_unit.keyframe;
             if !seen_keyframe {
                 continue;

@@ -277,6 +277,17 @@ impl fmt::Debug for OpenedSource {
 }
 
 impl SourceSpec {
+    /// Whether the source sets its own pace and goes on whether read or not: a live
+    /// network stream, a camera, the screen. (A file, the test pattern or numbered images
+    /// wait for their reader.)
+    pub fn is_live(&self) -> bool {
+        match self {
+            SourceSpec::Url(url) => paces_itself(url),
+            SourceSpec::Camera(_) | SourceSpec::Screen(_) => true,
+            SourceSpec::TestPattern | SourceSpec::File(_) | SourceSpec::ImageSequence(_) => false,
+        }
+    }
+
     /// Opens the source as H.264 to send on as it is when it can be
     /// ([`SourceSpec::open_h264`]), as frames otherwise ([`SourceSpec::open`]). A live
     /// `udp://`, `srt://` or `rtmp://` stream, whose check takes seconds, opens as frames
@@ -516,6 +527,19 @@ mod tests {
         assert_eq!(parse("/dev/video2"), SourceSpec::Camera("/dev/video2".into()));
         assert_eq!(parse("screen"), SourceSpec::Screen(None));
         assert_eq!(parse("screen::1"), SourceSpec::Screen(Some(":1".into())));
+    }
+
+    #[test]
+    fn live_sources_are_those_that_go_on_unread() {
+        let live = |text: &str| text.parse::<SourceSpec>().unwrap().is_live();
+        for source in
+            ["rtsp://cam.local/stream", "SRT://0.0.0.0:9000", "udp://@:5000", "rtmp://x/live/cam", "0", "screen"]
+        {
+            assert!(live(source), "{source} is live");
+        }
+        for source in ["testsrc", "video.mp4", "https://x/clip.mp4", "frames/%04d.png"] {
+            assert!(!live(source), "{source} waits for its reader");
+        }
     }
 
     #[test]
