@@ -1,17 +1,19 @@
 //! Headless Chromium opens the default page and plays the stream: the `<video>` has the
 //! reduced size, its clock advances, it keeps decoding frames, and it shows a picture;
-//! also when the stream is a file's own H.264, passed through.
+//! also when the stream is a file's own H.264, passed through, and when a live stream
+//! switches from decoded to passed through.
 
 #![allow(clippy::unwrap_used)] // a failed unwrap is a failed test
 
 mod common;
 
+use std::path::PathBuf;
 use std::time::Duration;
 
-use common::{TestServer, builder, exclusive, options, scratch_dir};
+use common::{TestServer, builder, exclusive, live_sender, options, scratch_dir};
 use serde_json::{Value, json};
 use webgear_rtc::{Options, SourceSpec};
-use webgear_testkit::{Browser, TurnServer};
+use webgear_testkit::{Browser, TurnServer, free_udp_port};
 
 const VIDEO_STATE: &str = r#"
     const video = document.querySelector("video");
@@ -123,20 +125,28 @@ async fn chromium_joining_after_a_keyframe_plays_from_the_frames_before_it_joine
     server.stop().await;
 }
 
+/// A 640x360, 30 fps clip of `seconds` in High profile H.264 without B-frames, with a
+/// keyframe every `keyframe_interval` frames, as streams are encoded.
+fn high_profile_clip(name: &str, seconds: u32, keyframe_interval: u32) -> PathBuf {
+    let clip = scratch_dir().join(name);
+    let made = std::process::Command::new("ffmpeg")
+        .args(["-loglevel", "error", "-y", "-f", "lavfi", "-i", "testsrc2=size=640x360:rate=30"])
+        .args(["-t", &seconds.to_string()])
+        .args(["-c:v", "libx264", "-preset", "veryfast", "-profile:v", "high", "-bf", "0"])
+        .args(["-g", &keyframe_interval.to_string(), "-pix_fmt", "yuv420p"])
+        .arg(&clip)
+        .status()
+        .expect("ffmpeg is installed");
+    assert!(made.success(), "ffmpeg made {}", clip.display());
+    clip
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn chromium_plays_an_h264_file_passed_through_as_it_is() {
     let _lock = exclusive().await;
     // What a file made for streaming looks like: High profile (CABAC, 8x8 transforms), no
     // B-frames, a keyframe every 2 s. The browser decodes the file's own H.264.
-    let clip = scratch_dir().join("high-profile.mp4");
-    let made = std::process::Command::new("ffmpeg")
-        .args(["-loglevel", "error", "-y", "-f", "lavfi", "-i", "testsrc2=size=640x360:rate=30", "-t", "30"])
-        .args(["-c:v", "libx264", "-preset", "veryfast", "-profile:v", "high", "-bf", "0", "-g", "60"])
-        .args(["-pix_fmt", "yuv420p"])
-        .arg(&clip)
-        .status()
-        .expect("ffmpeg is installed");
-    assert!(made.success(), "ffmpeg made {}", clip.display());
+    let clip = high_profile_clip("high-profile.mp4", 30, 60);
     let builder = builder(options(json!({"frame_size_reduction": 0}))).source(SourceSpec::File(clip));
     let server = TestServer::start_with(builder).await;
     let browser = Browser::launch().await.expect("headless Chromium starts (needs chromium and chromium-driver)");
@@ -164,6 +174,43 @@ async fn chromium_plays_an_h264_file_passed_through_as_it_is() {
     let stats = server.app.stats();
     assert_eq!(stats.encoders_running, 0, "{stats:?}");
     assert!(stats.frames_passed_through > 60, "{stats:?}");
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chromium_keeps_playing_a_live_stream_across_the_switch_to_passing_it_through() {
+    let _lock = exclusive().await;
+    // A live encoder's stream: High profile, no B-frames, a keyframe a second, over UDP.
+    // It plays decoded and encoded (OpenH264's Baseline) while its H.264 is checked, then
+    // the page gets the stream's own H.264 on the same connection, from a keyframe.
+    let clip = high_profile_clip("live-high-profile.mp4", 20, 30);
+    let stream = format!("udp://127.0.0.1:{}", free_udp_port());
+    let _sender = live_sender(&clip, "mpegts", &[], &format!("{stream}?pkt_size=1316"));
+    let builder = builder(options(json!({"frame_size_reduction": 0}))).source(stream.parse().unwrap());
+    let server = TestServer::start_with(builder).await;
+    let browser = Browser::launch().await.expect("headless Chromium starts (needs chromium and chromium-driver)");
+    browser.goto(&server.url("/")).await.unwrap();
+    wait_for_state(&browser, "playing", Duration::from_secs(15)).await;
+    browser.eval("window.firstPeer = window.webgearRtc.peer; return true;").await.unwrap();
+
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while server.app.stats().frames_passed_through < 30 {
+        assert!(tokio::time::Instant::now() < deadline, "never passed through: {:?}", server.app.stats());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let switched = video_state(&browser).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let later = video_state(&browser).await;
+    assert_eq!((later.width, later.height), (640, 360), "the stream's own size: {later:?}");
+    assert!(later.frames >= switched.frames + 40, "decoding stalled after the switch: {switched:?} then {later:?}");
+    let spread = luma_spread(&browser.screenshot().await.unwrap());
+    assert!(spread > 20.0, "the page shows a flat picture (luma spread {spread:.1})");
+    let same_peer = browser.eval("return window.firstPeer === window.webgearRtc.peer;").await.unwrap();
+    assert_eq!(same_peer, json!(true), "the page reconnected instead of playing on");
+
+    browser.close().await.unwrap();
+    let stats = server.app.stats();
+    assert!(stats.frames_encoded > 0 && stats.encoders_running == 0, "encoded first, then not: {stats:?}");
     server.stop().await;
 }
 

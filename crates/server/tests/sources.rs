@@ -9,11 +9,12 @@ mod common;
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::{
-    CAMERA_H264, FRAMES, TestServer, clip, exclusive, frames_during_together, make_frames, make_media, scratch_dir,
+    CAMERA_H264, FRAMES, Reaped, TestServer, clip, exclusive, frames_during_together, live_sender, make_frames,
+    make_media, scratch_dir,
 };
 use webgear_rtc::{Error, Options, SourceSpec, WebGearRtc};
 use webgear_testkit::{DecodedFrame, Viewer, ffmpegs_reading, free_udp_port};
@@ -24,16 +25,6 @@ const H264: &[&str] = &["-c:v", "libx264", "-preset", "ultrafast", "-pix_fmt", "
 /// ffmpeg output options for Motion JPEG as RTP carries it (RFC 2435: the standard Huffman
 /// tables, 4:2:0).
 const MJPEG: &[&str] = &["-c:v", "mjpeg", "-q:v", "3", "-huffman", "default", "-pix_fmt", "yuvj420p"];
-
-/// A child process killed and reaped when dropped, also when a test fails.
-struct Reaped(Child);
-
-impl Drop for Reaped {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 /// GStreamer's RTSP server on loopback, serving a clip's H.264 in real time to every
 /// client. Stopped when dropped.
@@ -362,23 +353,6 @@ async fn an_h264_file_over_http_passes_through_too() {
     assert_passes_through_to_the_end(&server).await;
     server.stop().await;
     http.abort();
-}
-
-/// An encoder sending `clip` in real time, looped, to `url` (in the ffmpeg output
-/// `format`, with `options` after it), as live encoders do.
-fn live_sender(clip: &Path, format: &str, options: &[&str], url: &str) -> Reaped {
-    Reaped(
-        Command::new("ffmpeg")
-            .args(["-loglevel", "error", "-re", "-stream_loop", "-1", "-i"])
-            .arg(clip)
-            .args(["-c", "copy", "-f", format])
-            .args(options)
-            .arg(url)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .spawn()
-            .expect("ffmpeg is installed"),
-    )
 }
 
 fn free_tcp_port() -> u16 {
