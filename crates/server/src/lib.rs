@@ -308,8 +308,6 @@ impl Builder {
 /// a few seconds).
 const FIRST_OPEN_WAIT: Duration = Duration::from_secs(10);
 
-/// Opens the source for an infinite-mode stream, waiting up to [`FIRST_OPEN_WAIT`]. A
-/// source that cannot be opened, or is still opening then, does not stop the start.
 /// Closes the live streams a [`Builder::build`] connected to unless it finished: when it
 /// failed after opening the source, or was dropped while the source was still opening.
 struct ClosedUnlessBuilt(Option<LiveConnections>);
@@ -342,6 +340,8 @@ async fn off_the_runtime<T: Send + 'static>(
     }
 }
 
+/// Opens the source for an infinite-mode stream, waiting up to [`FIRST_OPEN_WAIT`]. A
+/// source that cannot be opened, or is still opening then, does not stop the start.
 fn open_or_wait(open: stream::Reopen) -> Result<StreamStart, Error> {
     let pending = stream::open_in_background(open).map_err(StreamError::Thread)?;
     match pending.recv_timeout(FIRST_OPEN_WAIT) {

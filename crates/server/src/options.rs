@@ -43,7 +43,7 @@ pub struct Options {
     /// An OpenCV-style colour conversion; conversions to gray (`COLOR_BGR2GRAY`) are
     /// supported.
     pub colorspace: Option<String>,
-    /// Wait this long before reading the source, as vidgear's `time_delay` (seconds). A
+    /// Wait this long before streaming the source, as vidgear's `time_delay` (seconds). A
     /// live source (a network stream, a camera, the screen) is read meanwhile and what it
     /// sends dropped, so that the stream starts live rather than seconds behind.
     pub time_delay: Duration,

@@ -158,7 +158,7 @@ pub(crate) struct StreamSettings {
     pub(crate) grayscale: bool,
     /// Steady the picture, averaging the camera's path over this many frames.
     pub(crate) stabilize: Option<u32>,
-    /// Wait this long before the first read (vidgear's `time_delay`). A live source is
+    /// Wait this long before streaming the source (vidgear's `time_delay`). A live source is
     /// read meanwhile and what it sends dropped, so that the stream starts live.
     pub(crate) start_delay: Duration,
     /// The source goes on whether read or not ([`SourceSpec::is_live`]).
