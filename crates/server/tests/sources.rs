@@ -29,7 +29,7 @@ const MJPEG: &[&str] = &["-c:v", "mjpeg", "-q:v", "3", "-huffman", "default", "-
 /// GStreamer's RTSP server on loopback, serving a clip's H.264 in real time to every
 /// client. Stopped when dropped.
 struct RtspServer {
-    _child: Reaped,
+    process: Reaped,
     url: String,
 }
 
@@ -49,7 +49,13 @@ impl RtspServer {
         let mut line = String::new();
         BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
         let port: u16 = line.trim().parse().unwrap_or_else(|_| panic!("the RTSP server printed its port: {line:?}"));
-        RtspServer { _child: Reaped(child), url: format!("rtsp://127.0.0.1:{port}/stream") }
+        RtspServer { process: Reaped(child), url: format!("rtsp://127.0.0.1:{port}/stream") }
+    }
+
+    /// Freezes the server (`STOP`) or lets it go on (`CONT`), as a camera that hangs.
+    fn signal(&self, name: &str) {
+        let pid = self.process.0.id().to_string();
+        assert!(Command::new("kill").args([&format!("-{name}"), &pid]).status().unwrap().success());
     }
 
     fn port(&self) -> u16 {
@@ -63,6 +69,30 @@ async fn serve_over_http(file: &Path) -> (String, tokio::task::JoinHandle<()>) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}/{}", listener.local_addr().unwrap(), file.file_name().unwrap().to_str().unwrap());
     (url, tokio::spawn(async move { axum::serve(listener, files).await.unwrap() }))
+}
+
+/// Serves `file` over HTTP on loopback to every request, then keeps each connection open
+/// sending nothing more, as a web server or camera that hangs; returns its URL.
+async fn serve_then_hang(file: &Path) -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/stream.ts", listener.local_addr().unwrap());
+    let body = std::fs::read(file).unwrap();
+    tokio::spawn(async move {
+        loop {
+            let (mut connection, _) = listener.accept().await.unwrap();
+            let body = body.clone();
+            tokio::spawn(async move {
+                use tokio::io::{AsyncReadExt, AsyncWriteExt};
+                let mut request = [0u8; 4096];
+                let _ = connection.read(&mut request).await;
+                let head = "HTTP/1.1 200 OK\r\nContent-Type: video/mp2t\r\n\r\n";
+                let _ = connection.write_all(head.as_bytes()).await;
+                let _ = connection.write_all(&body).await;
+                std::future::pending::<()>().await;
+            });
+        }
+    });
+    url
 }
 
 async fn server_for(source: SourceSpec) -> TestServer {
@@ -711,6 +741,66 @@ async fn in_infinite_mode_an_rtsp_camera_that_drops_shows_no_input_then_passes_t
     assert_eq!(server.app.stats().viewers, 1, "the viewer never had to reconnect");
     server.stop().await;
     drop(camera);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stopping_while_an_rtsp_camera_hangs_does_not_wait_for_the_hang_to_be_noticed() {
+    let _lock = exclusive().await;
+    let camera = RtspServer::start(&clip("camera.mp4", CAMERA_H264), 0);
+    // Passed through, and decoded to be shrunk: both read the camera natively.
+    for reduction in [0, 50] {
+        let server = server_with(camera.url.parse().unwrap(), |options| options.frame_size_reduction = reduction).await;
+        server.playing_viewer().await;
+        camera.signal("STOP");
+        let stopping = Instant::now();
+        server.stop().await;
+        let stopped_in = stopping.elapsed();
+        camera.signal("CONT");
+        // A camera is given up as hung after 5 s without a frame.
+        assert!(
+            stopped_in < Duration::from_secs(3),
+            "stopping waited {stopped_in:?} (frame size reduction {reduction})"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_web_stream_that_hangs_ends_after_5_s_and_never_holds_up_stopping() {
+    let _lock = exclusive().await;
+    // Six seconds of pictures (ffmpeg studies five before it starts), then the server sends
+    // nothing more and never closes.
+    let clip = scratch_dir().join("hanging.ts");
+    make_frames(&clip, 180, CAMERA_H264);
+    let url = serve_then_hang(&clip).await;
+
+    // Stopped while it hangs: nothing would end ffmpeg's wait.
+    let server = server_for(url.parse().unwrap()).await;
+    let (mut viewer, _) = server.playing_viewer().await;
+    let hangs_by = Instant::now() + Duration::from_secs(15);
+    while viewer.next_frame(Duration::from_millis(500)).await.is_some() {
+        assert!(Instant::now() < hangs_by, "the pictures never stopped");
+    }
+    let stopping = Instant::now();
+    let stopped = tokio::time::timeout(Duration::from_secs(10), server.stop()).await;
+    assert!(stopped.is_ok(), "stopping waited for the hung stream for 10 s");
+    assert!(
+        stopping.elapsed() < Duration::from_secs(3),
+        "stopping waited {:?} for the hung stream",
+        stopping.elapsed()
+    );
+
+    // Left to play, it is given up as stalled and ends with "The End".
+    let server = server_for(url.parse().unwrap()).await;
+    let (mut viewer, _) = server.playing_viewer().await;
+    let ends_by = Instant::now() + Duration::from_secs(20);
+    let the_end = loop {
+        match viewer.next_frame(Duration::from_secs(1)).await {
+            Some(frame) if frame.number.is_none() => break frame,
+            _ => assert!(Instant::now() < ends_by, "no \"The End\" within 20 s"),
+        }
+    };
+    assert_eq!((the_end.width, the_end.height), (320, 180), "\"The End\" at the stream's size");
+    server.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

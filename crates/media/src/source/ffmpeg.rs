@@ -14,8 +14,9 @@ use std::sync::{Arc, Mutex};
 use std::thread::{self, JoinHandle};
 use std::time::Instant;
 
+use super::connections::{LiveConnection, LiveConnections};
 use super::relay::{LiveRelay, RELAYED_INPUT};
-use super::{FrameSource, SourceError};
+use super::{FrameSource, LIVE_STALL_TIMEOUT, SourceError, is_http};
 use crate::frame::{Frame, PixelFormat};
 
 /// Lines of ffmpeg's stderr kept for error messages.
@@ -76,6 +77,12 @@ impl FfmpegSource {
     pub fn size(&self) -> (u32, u32) {
         (self.width, self.height)
     }
+
+    /// Lets `connections` stop the source's ffmpeg from another thread.
+    pub(super) fn joining(self, connections: &LiveConnections) -> Self {
+        self.child.join(connections);
+        self
+    }
 }
 
 impl FrameSource for FfmpegSource {
@@ -132,10 +139,17 @@ impl FfmpegInput {
         }
     }
 
-    /// Adds the options and the `-i` that make a program read this input.
+    /// Adds the options and the `-i` that make a program read this input. A URL fetched
+    /// over HTTP(S) that sends nothing for [`LIVE_STALL_TIMEOUT`] fails: ffmpeg would
+    /// otherwise wait on it for good, freezing the stream (or its start).
     fn add_to(&self, command: &mut Command) {
         match self {
-            FfmpegInput::Direct { spec, options } => command.args(options).arg("-i").arg(spec),
+            FfmpegInput::Direct { spec, options } => {
+                if is_http(spec) {
+                    command.args(["-rw_timeout", &LIVE_STALL_TIMEOUT.as_micros().to_string()]);
+                }
+                command.args(options).arg("-i").arg(spec)
+            }
             FfmpegInput::Relayed(_) => command.args(RELAYED_INPUT).args(["-i", "pipe:0"]),
         };
     }
@@ -195,11 +209,12 @@ pub(super) fn ffmpeg_reading(input: &FfmpegInput, realtime: bool, options: &[&st
 }
 
 /// A running ffmpeg child writing to a pipe, with what it says on stderr kept for errors.
-/// The child is reaped when stopped or dropped.
+/// The child is reaped when stopped or dropped, or when the [`LiveConnections`] it joined
+/// are closed.
 #[derive(Debug)]
 pub(super) struct FfmpegChild {
     input: FfmpegInput,
-    child: Child,
+    child: Arc<Process>,
     /// `None` once taken by [`FfmpegChild::take_output`].
     stdout: Option<ChildStdout>,
     stderr: Arc<Mutex<VecDeque<String>>>,
@@ -234,11 +249,17 @@ impl FfmpegChild {
             })?;
         Ok(FfmpegChild {
             input: input.clone(),
-            child,
+            child: Arc::new(Process(Mutex::new(child))),
             stdout: Some(stdout),
             stderr: lines,
             stderr_reader: Some(stderr_reader),
         })
+    }
+
+    /// Lets `connections` stop ffmpeg from another thread (the stream stopping while its
+    /// input hangs): its reader then sees the pipe close.
+    pub(super) fn join(&self, connections: &LiveConnections) {
+        connections.add(self.child.clone());
     }
 
     /// Takes ffmpeg's output pipe, for a reader of its own.
@@ -280,7 +301,7 @@ impl FfmpegChild {
     /// Stops ffmpeg, and the relay feeding it if any: a sender that takes one caller is
     /// free for the next connection at once.
     pub(super) fn stop(&mut self) {
-        reap(&mut self.child);
+        self.child.reap();
         if let FfmpegInput::Relayed(relay) = &self.input {
             relay.stop();
         }
@@ -299,7 +320,31 @@ impl FfmpegChild {
 
 impl Drop for FfmpegChild {
     fn drop(&mut self) {
-        reap(&mut self.child);
+        self.child.reap();
+    }
+}
+
+/// An ffmpeg process, shared by its reader and whoever may stop it from another thread.
+#[derive(Debug)]
+struct Process(Mutex<Child>);
+
+impl Process {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Child> {
+        self.0.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn wait(&self) -> io::Result<std::process::ExitStatus> {
+        self.lock().wait()
+    }
+
+    fn reap(&self) {
+        reap(&mut self.lock());
+    }
+}
+
+impl LiveConnection for Process {
+    fn close(&self) {
+        self.reap();
     }
 }
 

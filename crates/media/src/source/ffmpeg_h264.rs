@@ -30,6 +30,7 @@ use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, Instant};
 
+use super::connections::LiveConnections;
 use super::ffmpeg::{
     FfmpegChild, FfmpegInput, Probed, STREAM_ENTRIES, ffmpeg_reading, ffprobe, open_error, read_error,
 };
@@ -101,6 +102,12 @@ impl FfmpegH264Source {
     pub fn open(input: &str, live: bool) -> Result<Self, SourceError> {
         let input_options = if live { LIVE_ANALYSIS.map(str::to_owned).to_vec() } else { Vec::new() };
         FfmpegH264Source::open_input(FfmpegInput::direct(input, &input_options), live)
+    }
+
+    /// Lets `connections` stop the source's ffmpeg from another thread.
+    pub(super) fn joining(self, connections: &LiveConnections) -> Self {
+        self.child.join(connections);
+        self
     }
 
     /// [`FfmpegH264Source::open`] for an input that may be relayed.

@@ -15,10 +15,11 @@ use tracing::info;
 use crate::decode::DecodingSource;
 use crate::encode::EncodedFrame;
 use crate::frame::Frame;
+pub use connections::LiveConnections;
 use ffmpeg::FfmpegInput;
-pub use relay::LiveConnections;
 use relay::LiveRelay;
 
+mod connections;
 pub mod ffmpeg;
 pub mod ffmpeg_h264;
 mod relay;
@@ -202,8 +203,9 @@ pub struct SourceSettings {
     pub resolution: Option<(u32, u32)>,
     /// Deliver this many frames per second.
     pub framerate: Option<f64>,
-    /// The live streams opened with these settings connect to, for closing them all when
-    /// the source is no longer wanted (a clone of the settings shares them).
+    /// The live streams and devices opened with these settings connect to (a relay, an
+    /// RTSP session, an ffmpeg reading a URL, a camera or the screen), for closing them all
+    /// when the source is no longer wanted (a clone of the settings shares them).
     pub connections: LiveConnections,
 }
 
@@ -215,9 +217,10 @@ impl SourceSettings {
     }
 }
 
-/// A live stream that delivers nothing for this long, once it has started, has failed: a
-/// sender that went silent without closing (UDP has no close; a stalled camera) would
-/// otherwise freeze every viewer on its last picture for good.
+/// A live stream (or a URL fetched over HTTP) that delivers nothing for this long, once it
+/// has started, has failed: a sender that went silent without closing (UDP has no close;
+/// a stalled camera or web server) would otherwise freeze every viewer on its last
+/// picture for good.
 const LIVE_STALL_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// A live stream received through ffmpeg that brings nothing this long after connecting
@@ -245,6 +248,12 @@ const RELAYED_SCHEMES: [&str; 3] = ["rtmp://", "udp://", "srt://"];
 fn is_relayed(url: &str) -> bool {
     let lower = url.to_ascii_lowercase();
     RELAYED_SCHEMES.iter().any(|scheme| lower.starts_with(scheme))
+}
+
+/// Whether `url` is fetched over HTTP(S) (a file, an HLS playlist, an MJPEG camera).
+fn is_http(url: &str) -> bool {
+    let lower = url.to_ascii_lowercase();
+    lower.starts_with("http://") || lower.starts_with("https://")
 }
 
 /// Whether `url` is read natively by [`RtspSource`].
@@ -362,7 +371,8 @@ impl SourceSpec {
                     let relay = relay.map_or_else(|| LiveRelay::connect(url, &settings.connections), Ok)?;
                     return Ok(Box::new(FfmpegSource::open_input(FfmpegInput::Relayed(relay), &options)?));
                 }
-                Ok(Box::new(FfmpegSource::open(url, &options)?))
+                // A stream that hangs (no timeout stops ffmpeg) must not hold up the stop.
+                Ok(Box::new(FfmpegSource::open(url, &options)?.joining(&settings.connections)))
             }
             SourceSpec::Camera(device) => {
                 let spec = device.display().to_string();
@@ -379,7 +389,7 @@ impl SourceSpec {
                 }
                 let live =
                     FfmpegOptions { realtime: false, input_options: vec!["-f".into(), "v4l2".into()], ..realtime };
-                Ok(Box::new(FfmpegSource::open(&spec, &live)?))
+                Ok(Box::new(FfmpegSource::open(&spec, &live)?.joining(&settings.connections)))
             }
             SourceSpec::Screen(display) => {
                 let display = match display.clone().or_else(|| std::env::var("DISPLAY").ok()) {
@@ -396,7 +406,7 @@ impl SourceSpec {
                     input_options.extend(["-framerate".to_owned(), rate.to_string()]);
                 }
                 let live = FfmpegOptions { realtime: false, input_options, ..realtime };
-                Ok(Box::new(FfmpegSource::open(&display, &live)?))
+                Ok(Box::new(FfmpegSource::open(&display, &live)?.joining(&settings.connections)))
             }
             SourceSpec::ImageSequence(pattern) => {
                 let mut input_options = vec!["-f".to_owned(), "image2".to_owned()];
@@ -424,13 +434,14 @@ impl SourceSpec {
         }
         let opened = match self {
             SourceSpec::Url(url) if is_rtsp(url) => {
-                RtspSource::open(url).map(|source| Box::new(source) as Box<dyn EncodedSource>)
+                RtspSource::open(url, &settings.connections).map(|source| Box::new(source) as Box<dyn EncodedSource>)
             }
             SourceSpec::Url(url) if is_relayed(url) => {
                 let relay = LiveRelay::connect(url, &settings.connections)?;
                 FfmpegH264Source::open_input(FfmpegInput::Relayed(relay), true).map(|source| Box::new(source) as _)
             }
-            SourceSpec::Url(url) => FfmpegH264Source::open(url, paces_itself(url)).map(|source| Box::new(source) as _),
+            SourceSpec::Url(url) => FfmpegH264Source::open(url, paces_itself(url))
+                .map(|source| Box::new(source.joining(&settings.connections)) as _),
             // A missing file is for `open` to report.
             SourceSpec::File(path) if path.is_file() => {
                 FfmpegH264Source::open(&path.display().to_string(), false).map(|source| Box::new(source) as _)

@@ -33,6 +33,7 @@ use std::sync::{Arc, Mutex, OnceLock, Weak, mpsc};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use super::connections::{LiveConnection, LiveConnections};
 use super::ffmpeg::{FfmpegChild, FfmpegInput, ffmpeg_reading, open_error};
 use super::{LIVE_FIRST_DATA_TIMEOUT, LIVE_STALL_TIMEOUT, SourceError};
 
@@ -96,41 +97,9 @@ pub(super) struct LiveRelay {
     given_up: OnceLock<String>,
 }
 
-/// The live streams connected to for one source (see [`SourceSettings`]), which whoever
-/// stops using the source can close from another thread, openings still in progress
-/// included: a sender not there yet would otherwise keep the receiving ffmpeg waiting
-/// after the stream stopped (holding its port), and a reader blocked on a stalled stream
-/// would keep its thread waiting for the stall to be noticed. Clones share one set.
-///
-/// [`SourceSettings`]: super::SourceSettings
-#[derive(Debug, Clone, Default)]
-pub struct LiveConnections(Arc<Mutex<Connections>>);
-
-#[derive(Debug, Default)]
-struct Connections {
-    closed: bool,
-    relays: Vec<Weak<LiveRelay>>,
-}
-
-impl LiveConnections {
-    /// Closes every live stream connected to, and any connected to from now on: their
-    /// readers see their input end.
-    pub fn close_all(&self) {
-        let mut connections = self.0.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        connections.closed = true;
-        for relay in connections.relays.drain(..).filter_map(|relay| relay.upgrade()) {
-            relay.stop();
-        }
-    }
-
-    fn add(&self, relay: &Arc<LiveRelay>) {
-        let mut connections = self.0.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        if connections.closed {
-            relay.stop();
-            return;
-        }
-        connections.relays.retain(|kept| kept.strong_count() > 0);
-        connections.relays.push(Arc::downgrade(relay));
+impl LiveConnection for LiveRelay {
+    fn close(&self) {
+        self.stop();
     }
 }
 
@@ -168,7 +137,7 @@ impl LiveRelay {
             .name("ffmpeg-relay-watchdog".into())
             .spawn(move || watch_for_stall(&watched))
             .map_err(thread_error)?;
-        connections.add(&relay);
+        connections.add(relay.clone());
         Ok(relay)
     }
 

@@ -7,6 +7,7 @@
 //! runtime on a thread of its own, which hands access units to `read` over a channel.
 
 use std::sync::mpsc::{self, Receiver, SyncSender, TrySendError};
+use std::sync::{Arc, Mutex};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
@@ -18,6 +19,7 @@ use tokio::sync::oneshot;
 use tracing::{debug, warn};
 use url::Url;
 
+use super::connections::{LiveConnection, LiveConnections};
 use super::{EncodedSource, LIVE_STALL_TIMEOUT, SourceError};
 use crate::encode::EncodedFrame;
 
@@ -40,8 +42,29 @@ pub struct RtspSource {
     spec: String,
     frames: Receiver<Result<EncodedFrame, SourceError>>,
     frame_rate: Option<f64>,
-    cancel: Option<oneshot::Sender<()>>,
+    cancel: Arc<Cancel>,
     thread: Option<JoinHandle<()>>,
+}
+
+/// Tells the reader thread to end the session, from `stop` or from the source's
+/// [`LiveConnections`] (the stream stopping while the camera stalls, or while it is still
+/// being opened).
+struct Cancel(Mutex<Option<oneshot::Sender<()>>>);
+
+impl LiveConnection for Cancel {
+    fn close(&self) {
+        let sender = self.0.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).take();
+        if let Some(sender) = sender {
+            // The reader may have ended already; then there is nobody to tell.
+            let _ = sender.send(());
+        }
+    }
+}
+
+impl std::fmt::Debug for Cancel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Cancel")
+    }
 }
 
 /// What the stream announced when it started playing.
@@ -54,8 +77,9 @@ impl RtspSource {
     /// its first H.264 video stream over RTSP-interleaved TCP. Fails with
     /// [`SourceError::Unsupported`] when the stream has no H.264 video (another reader may
     /// handle it) and with [`SourceError::Open`] when the server cannot be reached or
-    /// refuses.
-    pub fn open(url: &str) -> Result<Self, SourceError> {
+    /// refuses. The session joins `connections`: closing them ends it, also while it is
+    /// still opening.
+    pub fn open(url: &str, connections: &LiveConnections) -> Result<Self, SourceError> {
         let spec = url.to_owned();
         let open_error = |reason: String| SourceError::Open { spec: spec.clone(), reason };
         let mut parsed = Url::parse(url).map_err(|e| open_error(format!("not a valid URL: {e}")))?;
@@ -66,13 +90,14 @@ impl RtspSource {
         let (opened_tx, opened_rx) = mpsc::sync_channel(1);
         let (frames_tx, frames) = mpsc::sync_channel(BACKLOG);
         let (cancel, cancelled) = oneshot::channel();
+        let cancel = Arc::new(Cancel(Mutex::new(Some(cancel))));
+        connections.add(cancel.clone());
         let reader = Reader { spec: spec.clone(), frames: frames_tx, anchor: None, skipping: false };
         let thread = thread::Builder::new()
             .name("webgear-rtsp".into())
             .spawn(move || reader.run(parsed, credentials, opened_tx, cancelled))
             .map_err(|e| open_error(format!("could not start its reader thread: {e}")))?;
-        let mut source =
-            RtspSource { spec: spec.clone(), frames, frame_rate: None, cancel: Some(cancel), thread: Some(thread) };
+        let mut source = RtspSource { spec: spec.clone(), frames, frame_rate: None, cancel, thread: Some(thread) };
         match opened_rx.recv() {
             Ok(Ok(playing)) => {
                 source.frame_rate = playing.frame_rate;
@@ -94,10 +119,7 @@ impl EncodedSource for RtspSource {
     }
 
     fn stop(&mut self) {
-        if let Some(cancel) = self.cancel.take() {
-            // The reader may have ended already; then there is nobody to tell.
-            let _ = cancel.send(());
-        }
+        self.cancel.close();
         if let Some(thread) = self.thread.take()
             && thread.join().is_err()
         {
@@ -156,7 +178,13 @@ impl Reader {
             }
         };
         runtime.block_on(async move {
-            let started = tokio::time::timeout(OPEN_TIMEOUT, self.start(url, credentials)).await;
+            let started = tokio::select! {
+                _ = &mut cancelled => {
+                    let _ = opened.send(Err(self.open_error("closed while it was opening".into())));
+                    return;
+                }
+                started = tokio::time::timeout(OPEN_TIMEOUT, self.start(url, credentials)) => started,
+            };
             let (mut demuxed, stream_index, playing) = match started {
                 Ok(Ok(started)) => started,
                 Ok(Err(error)) => {
@@ -304,13 +332,13 @@ mod tests {
         // A port nothing listens on: bind one, then free it.
         let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
         let url = format!("rtsp://127.0.0.1:{port}/stream");
-        let error = RtspSource::open(&url).err().unwrap().to_string();
+        let error = RtspSource::open(&url, &LiveConnections::default()).err().unwrap().to_string();
         assert!(error.starts_with(&format!("cannot open source \"{url}\": DESCRIBE failed")), "{error}");
     }
 
     #[test]
     fn other_schemes_are_left_to_other_readers() {
-        let error = RtspSource::open("rtsps://cam.local/stream").err().unwrap();
+        let error = RtspSource::open("rtsps://cam.local/stream", &LiveConnections::default()).err().unwrap();
         assert!(matches!(error, SourceError::Unsupported { .. }), "{error}");
     }
 }
