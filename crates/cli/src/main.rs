@@ -29,8 +29,11 @@ async fn main() -> anyhow::Result<()> {
     let app = tokio::select! {
         built = build => built.context("could not start the stream")?,
         () = stop.received() => {
+            // Dropping the start closed the live streams it connected to. A source that
+            // cannot be closed (a hung ffprobe) may still hold the thread opening it,
+            // which returning from main would wait for.
             info!("stopped while the stream was starting");
-            return Ok(());
+            std::process::exit(0);
         }
     };
 
