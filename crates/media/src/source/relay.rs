@@ -46,8 +46,10 @@ const SYNCPOINT: [u8; 8] = 0x4E4B_E4AD_EECA_4569_u64.to_be_bytes();
 /// How long the relay's ffmpeg studies the stream (ffmpeg's `analyzeduration`) at each
 /// try: a second finds an H.264 stream's parameters when they come in it, and a longer
 /// study delays every start (over MPEG-TS ffmpeg reads for the whole time). Each failed try
-/// costs its time; the last covers a keyframe every 10 s.
-const STUDY_TIMES: [Duration; 3] = [Duration::from_secs(1), Duration::from_secs(4), Duration::from_secs(12)];
+/// costs its time. The second covers a keyframe every 2 s (what streaming services ask
+/// encoders for), the last one every 10 s.
+const STUDY_TIMES: [Duration; 4] =
+    [Duration::from_secs(1), Duration::from_millis(2500), Duration::from_secs(5), Duration::from_secs(12)];
 
 /// What ffmpeg says when its study of a stream ended without the picture size.
 const SIZE_NOT_FOUND: &str = "dimensions not set";
