@@ -49,6 +49,7 @@ pub struct RtspSource {
 /// Tells the reader thread to end the session, from `stop` or from the source's
 /// [`LiveConnections`] (the stream stopping while the camera stalls, or while it is still
 /// being opened).
+#[derive(Debug)]
 struct Cancel(Mutex<Option<oneshot::Sender<()>>>);
 
 impl LiveConnection for Cancel {
@@ -58,12 +59,6 @@ impl LiveConnection for Cancel {
             // The reader may have ended already; then there is nobody to tell.
             let _ = sender.send(());
         }
-    }
-}
-
-impl std::fmt::Debug for Cancel {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Cancel")
     }
 }
 
