@@ -1,5 +1,5 @@
-//! Bad signalling input gets a 4xx that says what was wrong, and a viewer that is already
-//! watching keeps receiving frames throughout. Besides hand-picked cases, hundreds of
+//! Bad signalling input gets a 4xx that says what was wrong (a body that stops coming,
+//! after 10 s), and a viewer that is already watching keeps receiving frames throughout. Besides hand-picked cases, hundreds of
 //! offers and trickled candidates mangled at random (from a fixed seed) go to the
 //! signalling endpoints, and
 //! thousands of mangled STUN, DTLS and SRTCP datagrams to the media port; nothing in the
@@ -103,6 +103,40 @@ async fn bad_offers_get_a_clear_4xx_while_a_viewer_keeps_playing() {
     assert_increasing(&frames);
     assert!(frames.len() >= 25, "the viewer got {} frames in a second", frames.len());
     assert_eq!(server.app.stats().viewers, 1, "no bad offer left a peer behind");
+    viewer.close().unwrap();
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_offer_whose_body_stops_coming_is_answered_while_a_viewer_keeps_playing() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let _lock = exclusive().await;
+    let server = TestServer::start().await;
+    let (mut viewer, _) = server.playing_viewer().await;
+
+    // The headers of an offer and the first byte of its body, then nothing more.
+    let mut client = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+    let headers = format!("POST /offer HTTP/1.1\r\nHost: {}\r\nContent-Type: application/json\r\n", server.addr);
+    client.write_all(format!("{headers}Content-Length: 100\r\n\r\n{{").as_bytes()).await.unwrap();
+
+    let frames = viewer.frames_during(Duration::from_secs(1)).await;
+    assert!(frames.len() >= 25, "while a request stalled, the viewer got {} frames in a second", frames.len());
+
+    let mut response = Vec::new();
+    let answered = tokio::time::timeout(Duration::from_secs(30), async {
+        let mut chunk = [0; 1024];
+        while !String::from_utf8_lossy(&response).contains("not received within") {
+            match client.read(&mut chunk).await.unwrap() {
+                0 => break,
+                read => response.extend_from_slice(&chunk[..read]),
+            }
+        }
+    })
+    .await;
+    let response = String::from_utf8_lossy(&response);
+    assert!(answered.is_ok(), "the stalled request was not answered within 30 s");
+    assert!(response.starts_with("HTTP/1.1 400"), "{response}");
+    assert!(response.contains("data was not received within the designated timeout"), "{response}");
     viewer.close().unwrap();
     server.stop().await;
 }

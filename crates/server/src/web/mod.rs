@@ -17,6 +17,7 @@
 
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, OriginalUri, Request, State};
@@ -26,6 +27,7 @@ use axum::middleware::{self, Next};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{get, post};
 use tower_http::services::ServeDir;
+use tower_http::timeout::RequestBodyTimeoutLayer;
 use tower_http::trace::TraceLayer;
 
 mod data;
@@ -46,6 +48,11 @@ use crate::stream::StreamClock;
 
 /// SDP offers are a few kilobytes; anything far larger is refused before parsing.
 const MAX_BODY_BYTES: usize = 64 * 1024;
+
+/// A request whose body stops coming for this long is answered with an error (400, "data
+/// was not received within the designated timeout") rather than held open: a client that
+/// stalls halfway through an offer must not hold a task and a connection for ever.
+const BODY_STALL_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// What every handler can reach.
 #[derive(Debug, Clone)]
@@ -90,6 +97,7 @@ pub(crate) fn router(state: AppState) -> Router {
         .fallback(not_found)
         .layer(middleware::from_fn_with_state(state.clone(), error_pages))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(RequestBodyTimeoutLayer::new(BODY_STALL_TIMEOUT))
         .layer(TraceLayer::new_for_http())
         .with_state(state)
 }
@@ -143,8 +151,6 @@ async fn close_connection(State(state): State<AppState>, body: String) -> Result
     }
 }
 
-/// Turns an [`ErrorReport`] left by a handler into the `500.html` page, or with logging on
-/// into a readable report of what failed and why.
 /// Viewers, encoders, frames, bytes and per-stage timings, for Prometheus to scrape.
 async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
     ([(CONTENT_TYPE, OPENMETRICS_TEXT)], state.rtc.prometheus_text())
@@ -153,6 +159,8 @@ async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
 /// The content type of the OpenMetrics text format, which Prometheus scrapes.
 const OPENMETRICS_TEXT: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
+/// Turns an [`ErrorReport`] left by a handler into the `500.html` page, or with logging on
+/// into a readable report of what failed and why.
 async fn error_pages(State(state): State<AppState>, original: OriginalUri, request: Request, next: Next) -> Response {
     let prefix = url_prefix(&original, request.uri().path());
     let response = next.run(request).await;
