@@ -1,10 +1,14 @@
 //! The `webgear-rtc` command: gather the settings ([`args`]), build the server with the
 //! library, say where to open it, serve until Ctrl-C or SIGTERM, then close every peer and
-//! stop the stream. A stop asked for while the stream is still starting ends the start.
+//! stop the stream. A stop asked for while the stream is still starting ends the start;
+//! HTTP requests still in progress get [`REQUESTS_GRACE`] to finish; a second Ctrl-C or
+//! SIGTERM ends the process at once, whatever the stop is waiting for.
 
 use std::net::SocketAddr;
+use std::time::Duration;
 
 use anyhow::Context;
+use tokio::sync::watch;
 use tracing::{info, warn};
 use tracing_subscriber::EnvFilter;
 use webgear_rtc::{SourceSpec, WebGearRtc};
@@ -19,7 +23,7 @@ async fn main() -> anyhow::Result<()> {
     let source: SourceSpec = settings.source.parse()?;
     // Listening before anything starts: until then a signal would kill the server outright,
     // leaving its ffmpeg children behind.
-    let mut stop = StopSignals::listen().context("could not listen for Ctrl-C and SIGTERM")?;
+    let stop = Stop::listen().context("could not listen for Ctrl-C and SIGTERM")?;
     let build = WebGearRtc::builder()
         .source(source)
         .options(options)
@@ -28,7 +32,7 @@ async fn main() -> anyhow::Result<()> {
         .build();
     let app = tokio::select! {
         built = build => built.context("could not start the stream")?,
-        () = stop.received() => {
+        () = stop.clone().asked() => {
             // Dropping the start closed the live streams it connected to. A source that
             // cannot be closed (a hung ffprobe) may still hold the thread opening it,
             // which returning from main would wait for.
@@ -42,7 +46,14 @@ async fn main() -> anyhow::Result<()> {
         .with_context(|| format!("could not listen on {}", SocketAddr::new(settings.host, settings.port)))?;
     announce(&app, listener.local_addr()?);
 
-    axum::serve(listener, app.router()).with_graceful_shutdown(async move { stop.received().await }).await?;
+    let serving = axum::serve(listener, app.router()).with_graceful_shutdown(stop.clone().asked());
+    tokio::select! {
+        served = serving => served?,
+        () = async {
+            stop.asked().await;
+            tokio::time::sleep(REQUESTS_GRACE).await;
+        } => warn!("HTTP requests still in progress {REQUESTS_GRACE:?} after the stop were cut off"),
+    }
     info!("shutting down");
     app.shutdown().await;
     Ok(())
@@ -74,6 +85,40 @@ fn init_logging(debug: bool) {
     };
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
     tracing_subscriber::fmt().with_env_filter(filter).init();
+}
+
+/// How long HTTP requests in progress when a stop is asked for may take to finish: a
+/// client that stops sending halfway through a request must not hold up the stop.
+const REQUESTS_GRACE: Duration = Duration::from_secs(5);
+
+/// Whether a stop has been asked for. The first Ctrl-C or SIGTERM asks for a clean stop;
+/// a second one ends the process at once with status 130, for a stop that hangs.
+#[derive(Clone)]
+struct Stop(watch::Receiver<bool>);
+
+impl Stop {
+    /// Listens for the signals from now on.
+    fn listen() -> std::io::Result<Stop> {
+        let mut signals = StopSignals::listen()?;
+        let (ask, asked) = watch::channel(false);
+        tokio::spawn(async move {
+            signals.received().await;
+            info!("stopping (Ctrl-C again to stop at once)");
+            ask.send_replace(true);
+            signals.received().await;
+            warn!("asked again: stopping at once");
+            std::process::exit(130);
+        });
+        Ok(Stop(asked))
+    }
+
+    /// Resolves once a stop has been asked for.
+    async fn asked(mut self) {
+        if self.0.wait_for(|asked| *asked).await.is_err() {
+            // The listening task is gone: no stop can be asked for any more.
+            std::future::pending::<()>().await;
+        }
+    }
 }
 
 /// Ctrl-C (SIGINT) and SIGTERM, caught from the moment they are listened for.

@@ -1,12 +1,13 @@
 //! The `webgear-rtc` binary as a user runs it: options reach the stream, bad flags and
 //! sources fail with a clear message (a live stream nobody sends, after 30 s), SIGINT and
 //! SIGTERM shut down cleanly (with a viewer connected, while a live stream passes through,
-//! while the stream is still starting), and a killed server leaves no ffmpeg behind for
-//! long.
+//! while the stream is still starting, with a client stalled mid-request), a second
+//! Ctrl-C stops at once, and a killed server leaves no ffmpeg behind for long.
 
 #![allow(clippy::unwrap_used)] // a failed unwrap is a failed test
 
-use std::io::{BufRead, BufReader, Read};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::{Arc, Mutex, mpsc};
 use std::time::{Duration, Instant};
@@ -70,7 +71,7 @@ impl Server {
     }
 
     /// Stops the server with the signal called `name` (`TERM`, `INT`), checks that it
-    /// exits successfully within 10 s, and returns what it logged while shutting down.
+    /// exits successfully within 10 s, and returns everything it logged.
     fn stop(mut self, name: &str) -> String {
         send_signal(&self.child, name);
         let exit = exit_within(&mut self.child, Duration::from_secs(10));
@@ -78,13 +79,24 @@ impl Server {
         let log = std::mem::take(&mut *self.log.lock().unwrap());
         let status = exit.unwrap_or_else(|| panic!("the server did not exit within 10 s of SIG{name}:\n{log}"));
         assert!(status.success(), "exit status after SIG{name}: {status}\n{log}");
-        log.split_once("shutting down").map(|(_, shutdown)| shutdown.to_owned()).unwrap_or(log)
+        log
+    }
+
+    /// Connects to the server and sends the headers of an offer and the first byte of its
+    /// body, then nothing more: a client stalled halfway through a request.
+    fn stalled_request(&self) -> TcpStream {
+        let address = self.base_url.trim_start_matches("http://");
+        let mut client = TcpStream::connect(address).unwrap();
+        let headers = format!("POST /offer HTTP/1.1\r\nHost: {address}\r\nContent-Type: application/json\r\n");
+        write!(client, "{headers}Content-Length: 100\r\n\r\n{{").unwrap();
+        client
     }
 }
 
 /// Stops `server` with `signal`, checking that it warns of nothing while shutting down.
 fn stops_quietly(server: Server, signal: &str) {
-    let shutdown = server.stop(signal);
+    let log = server.stop(signal);
+    let shutdown = log.split_once("shutting down").map_or(log.as_str(), |(_, shutdown)| shutdown);
     assert!(!shutdown.contains(" WARN ") && !shutdown.contains(" ERROR "), "while shutting down:{shutdown}");
 }
 
@@ -131,6 +143,28 @@ impl Drop for LiveSender {
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
+}
+
+#[test]
+fn a_client_stalled_halfway_through_a_request_holds_up_a_stop_by_5_s_at_most() {
+    let server = Server::start(&[]);
+    let _client = server.stalled_request();
+    let log = server.stop("TERM");
+    assert!(log.contains("HTTP requests still in progress 5s after the stop were cut off"), "{log}");
+}
+
+#[test]
+fn a_second_ctrl_c_stops_at_once() {
+    let mut server = Server::start(&[]);
+    // Something for the first stop to wait for: its grace for requests in progress.
+    let _client = server.stalled_request();
+    send_signal(&server.child, "INT");
+    assert!(server.logs_within(Duration::from_secs(5), "Ctrl-C again to stop at once"));
+    send_signal(&server.child, "INT");
+    let status = exit_within(&mut server.child, Duration::from_secs(10)).expect("the server exits");
+    let log = server.log.lock().unwrap().clone();
+    // A clean stop exits with 0: 130 says the second signal ended the process.
+    assert_eq!(status.code(), Some(130), "{log}");
 }
 
 #[test]
