@@ -19,6 +19,7 @@ mod args;
 async fn main() -> anyhow::Result<()> {
     let settings = args::settings_from(std::env::args_os())?;
     init_logging(settings.logging);
+    raise_open_file_limit();
     let options = settings.options();
     let source: SourceSpec = settings.source.parse()?;
     // Listening before anything starts: until then a signal would kill the server outright,
@@ -86,6 +87,28 @@ fn init_logging(debug: bool) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
     tracing_subscriber::fmt().with_env_filter(filter).init();
 }
+
+/// Raises this process's soft limit on open files to its hard limit. Every viewer's browser
+/// keeps its HTTP connection open while it watches, and the usual soft limit (1024 on
+/// Linux) would leave the server unable to accept connections at about a thousand
+/// viewers. Its children (ffmpeg) inherit the raised limit.
+#[cfg(target_os = "linux")]
+fn raise_open_file_limit() {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    let raised = getrlimit(Resource::RLIMIT_NOFILE).and_then(|(soft, hard)| {
+        if soft < hard {
+            setrlimit(Resource::RLIMIT_NOFILE, hard, hard)?;
+        }
+        Ok(hard)
+    });
+    match raised {
+        Ok(limit) => tracing::debug!(limit, "open files allowed"),
+        Err(error) => warn!(%error, "could not raise the limit on open files: fewer viewers can connect at once"),
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+fn raise_open_file_limit() {}
 
 /// How long HTTP requests in progress when a stop is asked for may take to finish: a
 /// client that stops sending halfway through a request must not hold up the stop.

@@ -2,7 +2,8 @@
 //! sources fail with a clear message (a live stream nobody sends, after 30 s), SIGINT and
 //! SIGTERM shut down cleanly (with a viewer connected, while a live stream passes through,
 //! while the stream is still starting, with a client stalled mid-request), a second
-//! Ctrl-C stops at once, and a killed server leaves no ffmpeg behind for long.
+//! Ctrl-C stops at once, a low limit on open files is raised, and a killed server leaves
+//! no ffmpeg behind for long.
 
 #![allow(clippy::unwrap_used)] // a failed unwrap is a failed test
 
@@ -32,8 +33,14 @@ impl Server {
     }
 
     fn start_with_args(args: &[&str]) -> Server {
-        let mut child = Command::new(BIN)
-            .args(args)
+        let mut command = Command::new(BIN);
+        command.args(args);
+        Server::run(command)
+    }
+
+    /// Runs `command`: the server, or a launcher that runs it in its own process.
+    fn run(mut command: Command) -> Server {
+        let mut child = command
             .env("RUST_LOG", "info")
             .env("HOME", scratch_home())
             .env("NO_COLOR", "1")
@@ -178,6 +185,30 @@ fn sigterm_stops_a_live_stream_passed_through_without_calling_it_a_failure() {
     assert!(passing_through, "{log}");
     // Stopping ends the ffmpeg the H.264 is read from: that is no failure of the source.
     stops_quietly(server, "TERM");
+}
+
+#[tokio::test]
+async fn a_low_limit_on_open_files_is_raised_so_idle_browsers_do_not_lock_viewers_out() {
+    // A soft limit of 64 (Debian's usual one is 1024), with room to raise it to 4096.
+    let mut command = Command::new("prlimit");
+    command.args(["--nofile=64:4096", BIN, "--host", "127.0.0.1", "--port", "0"]);
+    let server = Server::run(command);
+    let limits = std::fs::read_to_string(format!("/proc/{}/limits", server.child.id())).unwrap();
+    let open_files = limits.lines().find(|line| line.starts_with("Max open files")).unwrap();
+    assert_eq!(open_files.split_whitespace().nth(3), Some("4096"), "soft limit raised: {open_files}");
+
+    // Browsers keep their HTTP connection open while they watch: 200 of them, idle.
+    let address = server.base_url.trim_start_matches("http://").parse().unwrap();
+    let connect =
+        || TcpStream::connect_timeout(&address, Duration::from_secs(5)).expect("the server takes connections");
+    let _idle: Vec<TcpStream> = (0..200).map(|_| connect()).collect();
+    let watching = async {
+        let mut viewer = Viewer::connect(&format!("{}/offer", server.base_url)).await.unwrap();
+        viewer.next_frame(Duration::from_secs(3)).await
+    };
+    let played = tokio::time::timeout(Duration::from_secs(10), watching).await;
+    assert!(played.is_ok_and(|frame| frame.is_some()), "a viewer plays beside 200 idle connections");
+    server.stop("TERM");
 }
 
 #[tokio::test]
