@@ -350,6 +350,18 @@ async fn negotiate_on(
     Ok(Negotiated { rtc, mid, socket, local, offered_at, session, protocol })
 }
 
+/// A failed HTTP request, with every cause: reqwest's own message ("error sending request")
+/// leaves out why (a refused connection, too many open files).
+fn request_failed(error: reqwest::Error) -> String {
+    let mut text = error.to_string();
+    let mut cause = std::error::Error::source(&error);
+    while let Some(inner) = cause {
+        text = format!("{text}: {inner}");
+        cause = inner.source();
+    }
+    text
+}
+
 /// WHEP: the offer as `application/sdp`; the answer comes back `201 Created` with the
 /// session's `Location`.
 async fn post_whep_offer(url: &str, token: Option<&str>, offer: &SdpOffer) -> Result<(SdpAnswer, WhepSession), String> {
@@ -360,10 +372,10 @@ async fn post_whep_offer(url: &str, token: Option<&str>, offer: &SdpOffer) -> Re
     if let Some(token) = token {
         request = request.bearer_auth(token);
     }
-    let response = request.send().await.map_err(|e| e.to_string())?;
+    let response = request.send().await.map_err(request_failed)?;
     let status = response.status();
     let headers = response.headers().clone();
-    let text = response.text().await.map_err(|e| e.to_string())?;
+    let text = response.text().await.map_err(request_failed)?;
     if status != reqwest::StatusCode::CREATED {
         return Err(format!("expected 201 Created, got {status}: {text}"));
     }
@@ -386,9 +398,9 @@ async fn post_whep_offer(url: &str, token: Option<&str>, offer: &SdpOffer) -> Re
 
 async fn post_offer(url: &str, offer: &SdpOffer) -> Result<SdpAnswer, String> {
     let body = SessionDescription { sdp: offer.to_sdp_string(), kind: "offer".into() };
-    let response = reqwest::Client::new().post(url).json(&body).send().await.map_err(|e| e.to_string())?;
+    let response = reqwest::Client::new().post(url).json(&body).send().await.map_err(request_failed)?;
     let status = response.status();
-    let text = response.text().await.map_err(|e| e.to_string())?;
+    let text = response.text().await.map_err(request_failed)?;
     if !status.is_success() {
         return Err(format!("{status}: {text}"));
     }
