@@ -90,12 +90,19 @@ impl Server {
     }
 
     /// Connects to the server and sends the headers of an offer and the first byte of its
-    /// body, then nothing more: a client stalled halfway through a request.
+    /// body, then nothing more: a client stalled halfway through a request. Returns once
+    /// the server has taken the connection: it has answered a request on a connection
+    /// made after it (connections are taken in the order they come).
     fn stalled_request(&self) -> TcpStream {
         let address = self.base_url.trim_start_matches("http://");
         let mut client = TcpStream::connect(address).unwrap();
         let headers = format!("POST /offer HTTP/1.1\r\nHost: {address}\r\nContent-Type: application/json\r\n");
         write!(client, "{headers}Content-Length: 100\r\n\r\n{{").unwrap();
+        let mut later = TcpStream::connect(address).unwrap();
+        write!(later, "GET / HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n\r\n").unwrap();
+        let mut page = String::new();
+        later.read_to_string(&mut page).unwrap();
+        assert!(page.starts_with("HTTP/1.1 200"), "{page}");
         client
     }
 }
