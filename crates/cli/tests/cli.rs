@@ -24,7 +24,8 @@ struct Server {
     base_url: String,
     announced: mpsc::Receiver<String>,
     log: Arc<Mutex<String>>,
-    log_reader: std::thread::JoinHandle<()>,
+    /// Taken when the server has been stopped and its whole log read.
+    log_reader: Option<std::thread::JoinHandle<()>>,
 }
 
 impl Server {
@@ -64,7 +65,7 @@ impl Server {
             }
         });
         let base_url = rx.recv_timeout(Duration::from_secs(20)).expect("the server announces its URL");
-        Server { child, base_url, announced: rx, log, log_reader }
+        Server { child, base_url, announced: rx, log, log_reader: Some(log_reader) }
     }
 
     /// The URLs announced after the first, until none comes for half a second.
@@ -82,7 +83,7 @@ impl Server {
     fn stop(mut self, name: &str) -> String {
         send_signal(&self.child, name);
         let exit = exit_within(&mut self.child, Duration::from_secs(10));
-        self.log_reader.join().unwrap();
+        self.log_reader.take().unwrap().join().unwrap();
         let log = std::mem::take(&mut *self.log.lock().unwrap());
         let status = exit.unwrap_or_else(|| panic!("the server did not exit within 10 s of SIG{name}:\n{log}"));
         assert!(status.success(), "exit status after SIG{name}: {status}\n{log}");
@@ -104,6 +105,14 @@ impl Server {
         later.read_to_string(&mut page).unwrap();
         assert!(page.starts_with("HTTP/1.1 200"), "{page}");
         client
+    }
+}
+
+/// A test that fails before stopping its server leaves no server running.
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }
 
