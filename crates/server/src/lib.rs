@@ -490,9 +490,9 @@ impl WebGearRtc {
         let stream = self.inner.stream.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).take();
         if let Some(mut stream) = stream {
             // Joining the capture thread waits for the source's next frame: at most one
-            // frame interval. Live streams (relayed through ffmpeg, RTSP sessions) are
-            // closed first, so one that went silent does not hold it up. (A stream ffmpeg
-            // reads by itself, e.g. over HTTP, may, until ffmpeg gives up on it.)
+            // frame interval. The source's connections (relayed live streams, RTSP
+            // sessions, the ffmpeg reading a URL, a camera or the screen) are closed first,
+            // so one that went silent does not hold it up.
             let _ = tokio::task::spawn_blocking(move || stream.stop()).await;
         }
     }
