@@ -1,11 +1,10 @@
 //! The `webgear-rtc` command: gather the settings ([`args`]), build the server with the
 //! library, say where to open it, serve until Ctrl-C or SIGTERM, then close every peer and
 //! stop the stream. A stop asked for while the stream is still starting ends the start;
-//! HTTP requests still in progress get [`REQUESTS_GRACE`] to finish; a second Ctrl-C or
-//! SIGTERM ends the process at once, whatever the stop is waiting for.
+//! HTTP requests still in progress get [`webgear_rtc::STOP_GRACE`] to finish; a second
+//! Ctrl-C or SIGTERM ends the process at once, whatever the stop is waiting for.
 
 use std::net::SocketAddr;
-use std::time::Duration;
 
 use anyhow::Context;
 use tokio::sync::watch;
@@ -47,14 +46,7 @@ async fn main() -> anyhow::Result<()> {
         .with_context(|| format!("could not listen on {}", SocketAddr::new(settings.host, settings.port)))?;
     announce(&app, listener.local_addr()?);
 
-    let serving = axum::serve(listener, app.router()).with_graceful_shutdown(stop.clone().asked());
-    tokio::select! {
-        served = serving => served?,
-        () = async {
-            stop.asked().await;
-            tokio::time::sleep(REQUESTS_GRACE).await;
-        } => warn!("HTTP requests still in progress {REQUESTS_GRACE:?} after the stop were cut off"),
-    }
+    webgear_rtc::serve(listener, app.router(), stop.asked()).await;
     info!("shutting down");
     app.shutdown().await;
     Ok(())
@@ -109,10 +101,6 @@ fn raise_open_file_limit() {
 
 #[cfg(not(target_os = "linux"))]
 fn raise_open_file_limit() {}
-
-/// How long HTTP requests in progress when a stop is asked for may take to finish: a
-/// client that stops sending halfway through a request must not hold up the stop.
-const REQUESTS_GRACE: Duration = Duration::from_secs(5);
 
 /// Whether a stop has been asked for. The first Ctrl-C or SIGTERM asks for a clean stop;
 /// a second one ends the process at once with status 130, for a stop that hangs.

@@ -12,7 +12,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let app = WebGearRtc::builder().source(SourceSpec::TestPattern).build().await?;
     let router = app.router().layer(CorsLayer::permissive());
     let listener = tokio::net::TcpListener::bind("0.0.0.0:8000").await?;
-    axum::serve(listener, router).with_graceful_shutdown(async { tokio::signal::ctrl_c().await.unwrap_or(()) }).await?;
+    webgear_rtc::serve(listener, router, async { tokio::signal::ctrl_c().await.unwrap_or(()) }).await;
     app.shutdown().await;
     Ok(())
 }

@@ -29,7 +29,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     let router = app.router().merge(axum::Router::new().route("/hello", get(hello)).with_state(app.clone()));
     let listener = tokio::net::TcpListener::bind("0.0.0.0:8000").await?;
-    axum::serve(listener, router).with_graceful_shutdown(async { tokio::signal::ctrl_c().await.unwrap_or(()) }).await?;
+    webgear_rtc::serve(listener, router, async { tokio::signal::ctrl_c().await.unwrap_or(()) }).await;
     app.shutdown().await;
     Ok(())
 }

@@ -27,9 +27,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     let app = WebGearRtc::builder().custom_stream(grayscale).build().await?;
     let listener = tokio::net::TcpListener::bind("0.0.0.0:8000").await?;
-    axum::serve(listener, app.router())
-        .with_graceful_shutdown(async { tokio::signal::ctrl_c().await.unwrap_or(()) })
-        .await?;
+    webgear_rtc::serve(listener, app.router(), async { tokio::signal::ctrl_c().await.unwrap_or(()) }).await;
     app.shutdown().await;
     Ok(())
 }

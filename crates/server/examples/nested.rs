@@ -17,7 +17,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .route("/", get(|| async { Html(r#"<p>Our site. <a href="/camera">The camera</a></p>"#) }))
         .nest("/camera", app.router());
     let listener = tokio::net::TcpListener::bind("0.0.0.0:8000").await?;
-    axum::serve(listener, site).with_graceful_shutdown(async { tokio::signal::ctrl_c().await.unwrap_or(()) }).await?;
+    webgear_rtc::serve(listener, site, async { tokio::signal::ctrl_c().await.unwrap_or(()) }).await;
     app.shutdown().await;
     Ok(())
 }

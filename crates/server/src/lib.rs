@@ -21,7 +21,7 @@
 //!     .build()
 //!     .await?;
 //! let listener = tokio::net::TcpListener::bind("0.0.0.0:8000").await?;
-//! axum::serve(listener, app.router()).await?;
+//! webgear_rtc::serve(listener, app.router(), async { tokio::signal::ctrl_c().await.unwrap_or(()) }).await;
 //! app.shutdown().await;
 //! # Ok(())
 //! # }
@@ -49,7 +49,7 @@ pub use minijinja;
 pub use options::{IceServer, IceTransportPolicy, Options};
 pub use stats::Stats;
 pub use stream::StreamError;
-pub use web::DataError;
+pub use web::{DataError, HEADER_READ_TIMEOUT, STOP_GRACE, serve};
 pub use webgear_media::source::from_fn;
 pub use webgear_media::{Frame, FrameSource, I420Frame, PixelFormat, SourceError, SourceSettings, SourceSpec};
 
@@ -426,7 +426,8 @@ impl WebGearRtc {
     }
 
     /// The web app: the pages, `/offer`, `/close_connection` and the static folders. Add
-    /// routes and layers to it, or nest it under a prefix, like any `axum::Router`.
+    /// routes and layers to it, or nest it under a prefix, like any `axum::Router`, and run
+    /// it with [`serve`] (or `axum::serve`, which sets no deadline for request headers).
     pub fn router(&self) -> axum::Router {
         let inner = &self.inner;
         web::router(web::AppState {

@@ -1,9 +1,9 @@
 //! Bad signalling input gets a 4xx that says what was wrong (a body that stops coming,
-//! after 10 s), and a viewer that is already watching keeps receiving frames throughout. Besides hand-picked cases, hundreds of
-//! offers and trickled candidates mangled at random (from a fixed seed) go to the
-//! signalling endpoints, and
-//! thousands of mangled STUN, DTLS and SRTCP datagrams to the media port; nothing in the
-//! server may panic.
+//! after 10 s); a connection whose request headers never end is closed; and a viewer that
+//! is already watching keeps receiving frames throughout. Besides hand-picked cases,
+//! hundreds of offers and trickled candidates mangled at random (from a fixed seed) go to
+//! the signalling endpoints, and thousands of mangled STUN, DTLS and SRTCP datagrams to the
+//! media port; nothing in the server may panic.
 
 #![allow(clippy::unwrap_used)] // a failed unwrap is a failed test
 
@@ -137,6 +137,50 @@ async fn an_offer_whose_body_stops_coming_is_answered_while_a_viewer_keeps_playi
     assert!(answered.is_ok(), "the stalled request was not answered within 30 s");
     assert!(response.starts_with("HTTP/1.1 400"), "{response}");
     assert!(response.contains("data was not received within the designated timeout"), "{response}");
+    viewer.close().unwrap();
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_that_never_send_a_whole_request_are_closed_while_a_viewer_keeps_playing() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let _lock = exclusive().await;
+    let server = TestServer::start().await;
+    let (mut viewer, _) = server.playing_viewer().await;
+
+    // Half the headers of a request; a connection that sends nothing; and one kept alive
+    // after a whole request, then left idle.
+    let mut half_headers = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+    half_headers.write_all(format!("GET / HTTP/1.1\r\nHost: {}\r\n", server.addr).as_bytes()).await.unwrap();
+    let mut silent = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+    let mut kept_alive = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+    kept_alive.write_all(format!("GET / HTTP/1.1\r\nHost: {}\r\n\r\n", server.addr).as_bytes()).await.unwrap();
+
+    let frames = viewer.frames_during(Duration::from_secs(1)).await;
+    assert!(frames.len() >= 25, "beside idle connections, the viewer got {} frames in a second", frames.len());
+
+    for (name, connection) in
+        [("half the headers", &mut half_headers), ("nothing", &mut silent), ("a whole request", &mut kept_alive)]
+    {
+        let mut received = Vec::new();
+        let closed = tokio::time::timeout(Duration::from_secs(30), connection.read_to_end(&mut received)).await;
+        assert!(closed.is_ok(), "a connection that sent {name} was still open after 30 s");
+        let received = String::from_utf8_lossy(&received);
+        if name == "a whole request" {
+            assert!(received.starts_with("HTTP/1.1 200"), "the whole request was not answered: {received}");
+        } else {
+            assert!(received.is_empty(), "a connection that sent {name} was answered: {received}");
+        }
+    }
+    let frames = viewer.frames_during(Duration::from_secs(1)).await;
+    assert_increasing(&frames);
+    assert!(
+        frames.len() >= 25,
+        "after the idle connections closed, the viewer got {} frames in a second",
+        frames.len()
+    );
+    let page = reqwest::get(server.url("/")).await.unwrap();
+    assert_eq!(page.status(), StatusCode::OK);
     viewer.close().unwrap();
     server.stop().await;
 }

@@ -121,7 +121,7 @@ async fn the_app_nested_under_a_prefix_links_and_streams_there() {
     // Signalling works at the prefix too: a real viewer plays through /cam/offer.
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    let serve = tokio::spawn(async move { axum::serve(listener, site).await.unwrap() });
+    let serve = tokio::spawn(webgear_rtc::serve(listener, site, std::future::pending()));
     let mut viewer = Viewer::connect(&format!("http://{addr}/cam/offer")).await.unwrap();
     let frame = viewer.next_frame(Duration::from_secs(2)).await.expect("plays through the nested app");
     assert_eq!((frame.width, frame.height), (1024, 576));

@@ -269,7 +269,7 @@ async fn the_location_follows_the_path_the_app_is_nested_under() {
     let router = axum::Router::new().nest("/cam", app.router());
     let listener = tokio::net::TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).await.unwrap();
     let addr = listener.local_addr().unwrap();
-    let serve = tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
+    let serve = tokio::spawn(webgear_rtc::serve(listener, router, std::future::pending()));
     let endpoint = Endpoint::Whep { url: format!("http://{addr}/cam/whep"), token: None };
     let mut viewer = Viewer::connect_to(&endpoint).await.unwrap();
     viewer.next_frame(Duration::from_secs(3)).await.expect("the nested WHEP endpoint serves");

@@ -33,6 +33,7 @@ use tower_http::trace::TraceLayer;
 mod data;
 mod error;
 mod offer;
+mod serve;
 mod templates;
 mod whep;
 
@@ -40,6 +41,7 @@ pub use data::DataError;
 pub(crate) use data::DataFiles;
 pub(crate) use error::AppError;
 use error::ErrorReport;
+pub use serve::{HEADER_READ_TIMEOUT, STOP_GRACE, serve};
 pub(crate) use templates::Templates;
 
 use crate::ice::IceConfig;

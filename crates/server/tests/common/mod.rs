@@ -34,9 +34,7 @@ impl TestServer {
         let listener = tokio::net::TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).await.unwrap();
         let addr = listener.local_addr().unwrap();
         let router = app.router();
-        let serve = tokio::spawn(async move {
-            axum::serve(listener, router).await.unwrap();
-        });
+        let serve = tokio::spawn(webgear_rtc::serve(listener, router, std::future::pending()));
         TestServer { app, addr, serve }
     }
 
