@@ -13,14 +13,15 @@ use std::process::{Child, Command, Output, Stdio};
 use std::sync::{Arc, Mutex, mpsc};
 use std::time::{Duration, Instant};
 
-use webgear_testkit::{Viewer, ffmpegs_reading};
+use webgear_testkit::{Reaped, Viewer, ffmpegs_reading};
 
 const BIN: &str = env!("CARGO_BIN_EXE_webgear-rtc");
 
 /// A running server process, the HTTP address it announced first, every URL it
 /// announced, and everything it logged.
 struct Server {
-    child: Child,
+    /// Killed when dropped: a test that fails before stopping its server leaves none running.
+    child: Reaped,
     base_url: String,
     announced: mpsc::Receiver<String>,
     log: Arc<Mutex<String>>,
@@ -65,7 +66,7 @@ impl Server {
             }
         });
         let base_url = rx.recv_timeout(Duration::from_secs(20)).expect("the server announces its URL");
-        Server { child, base_url, announced: rx, log, log_reader: Some(log_reader) }
+        Server { child: Reaped(child), base_url, announced: rx, log, log_reader: Some(log_reader) }
     }
 
     /// The URLs announced after the first, until none comes for half a second.
@@ -108,14 +109,6 @@ impl Server {
     }
 }
 
-/// A test that fails before stopping its server leaves no server running.
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 /// Stops `server` with `signal`, checking that it warns of nothing while shutting down.
 fn stops_quietly(server: Server, signal: &str) {
     let log = server.stop(signal);
@@ -142,30 +135,19 @@ async fn sigint_shuts_down_cleanly_with_a_viewer_connected() {
 
 /// A live encoder sending a test pattern's H.264 (no B-frames, a keyframe a second) to
 /// `url` as MPEG-TS, until dropped.
-struct LiveSender(Child);
-
-impl LiveSender {
-    fn start(url: &str) -> LiveSender {
-        let picture = "testsrc2=size=320x240:rate=30";
-        let encoder = ["-c:v", "libx264", "-preset", "ultrafast", "-tune", "zerolatency", "-bf", "0", "-g", "30"];
-        let sender = Command::new("ffmpeg")
-            .args(["-loglevel", "error", "-re", "-f", "lavfi", "-i", picture])
-            .args(encoder)
-            .args(["-f", "mpegts", &format!("{url}?pkt_size=1316")])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        LiveSender(sender)
-    }
-}
-
-impl Drop for LiveSender {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
+fn live_sender(url: &str) -> Reaped {
+    let picture = "testsrc2=size=320x240:rate=30";
+    let encoder = ["-c:v", "libx264", "-preset", "ultrafast", "-tune", "zerolatency", "-bf", "0", "-g", "30"];
+    let sender = Command::new("ffmpeg")
+        .args(["-loglevel", "error", "-re", "-f", "lavfi", "-i", picture])
+        .args(encoder)
+        .args(["-f", "mpegts", &format!("{url}?pkt_size=1316")])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    Reaped(sender)
 }
 
 #[test]
@@ -193,7 +175,7 @@ fn a_second_ctrl_c_stops_at_once() {
 #[test]
 fn sigterm_stops_a_live_stream_passed_through_without_calling_it_a_failure() {
     let stream = silent_udp_stream();
-    let _sender = LiveSender::start(&stream);
+    let _sender = live_sender(&stream);
     let server = Server::start(&["--frame-size-reduction", "0", "--source", &stream]);
     // Decoded first while its H.264 is checked, then passed through.
     let passing_through = server.logs_within(Duration::from_secs(30), "passing the source's H.264 through");

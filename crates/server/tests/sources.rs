@@ -13,11 +13,11 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::{
-    CAMERA_H264, FRAMES, Reaped, TestServer, clip, exclusive, frames_during_together, live_sender, make_frames,
-    make_media, scratch_dir,
+    CAMERA_H264, FRAMES, TestServer, clip, exclusive, frames_during_together, live_sender, make_frames, make_media,
+    scratch_dir,
 };
 use webgear_rtc::{Error, Options, SourceSpec, WebGearRtc};
-use webgear_testkit::{DecodedFrame, Viewer, ffmpegs_reading, free_udp_port};
+use webgear_testkit::{DecodedFrame, Reaped, Viewer, ffmpegs_reading, free_udp_port};
 
 /// ffmpeg output options for an H.264 clip.
 const H264: &[&str] = &["-c:v", "libx264", "-preset", "ultrafast", "-pix_fmt", "yuv420p"];
@@ -208,12 +208,14 @@ async fn in_infinite_mode_a_network_stream_that_drops_shows_no_input_then_resume
 async fn the_screen_of_an_x_display_streams() {
     let _lock = exclusive().await;
     let display = format!(":{}", 50 + std::process::id() % 200);
-    let mut xvfb = Command::new("Xvfb")
-        .args([display.as_str(), "-screen", "0", "640x360x24", "-nolisten", "tcp"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("Xvfb is installed");
+    let _xvfb = Reaped(
+        Command::new("Xvfb")
+            .args([display.as_str(), "-screen", "0", "640x360x24", "-nolisten", "tcp"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("Xvfb is installed"),
+    );
     let socket = PathBuf::from(format!("/tmp/.X11-unix/X{}", &display[1..]));
     let ready_by = Instant::now() + Duration::from_secs(10);
     while !socket.exists() {
@@ -228,8 +230,6 @@ async fn the_screen_of_an_x_display_streams() {
     let frames = viewer.frames_during(Duration::from_secs(1)).await;
     assert!(frames.len() >= 20, "only {} frames of the screen in a second", frames.len());
     server.stop().await;
-    let _ = xvfb.kill();
-    let _ = xvfb.wait();
 }
 
 #[tokio::test]

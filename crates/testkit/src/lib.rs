@@ -12,11 +12,13 @@
 //! - [`PacketLoss`]: packets from a UDP port dropped at random by the kernel, as on a lossy
 //!   link.
 //! - [`server_side`]: a server process's CPU and memory, and its histograms' quantiles.
+//! - [`Reaped`]: a child process killed and reaped when dropped.
 
 mod browser;
 pub mod load;
 mod loss;
 mod nat;
+mod reaped;
 pub mod server_side;
 mod system;
 mod turn;
@@ -26,6 +28,7 @@ mod wire;
 pub use browser::{Browser, BrowserError};
 pub use loss::PacketLoss;
 pub use nat::NatLab;
+pub use reaped::Reaped;
 pub use turn::{TurnAuth, TurnServer};
 pub use viewer::{DecodedFrame, Endpoint, Viewer, ViewerError, WhepSession};
 

@@ -6,7 +6,7 @@
 use std::io::Write;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -14,7 +14,7 @@ use tokio::sync::{Mutex, MutexGuard};
 
 use webgear_media::source::TestPattern;
 use webgear_rtc::{Builder, Options, SourceSpec, WebGearRtc};
-use webgear_testkit::{DecodedFrame, Viewer};
+use webgear_testkit::{DecodedFrame, Reaped, Viewer};
 
 /// A server running on an ephemeral HTTP port, serving the router the library builds.
 pub struct TestServer {
@@ -190,16 +190,6 @@ pub fn clip(name: &str, output_options: &[&str]) -> PathBuf {
 /// keyframe every half second.
 pub const CAMERA_H264: &[&str] =
     &["-c:v", "libx264", "-preset", "ultrafast", "-profile:v", "baseline", "-g", "15", "-pix_fmt", "yuv420p"];
-
-/// A child process killed and reaped when dropped, also when a test fails.
-pub struct Reaped(pub Child);
-
-impl Drop for Reaped {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 /// An encoder sending `clip` in real time, looped, to `url` (in the ffmpeg output
 /// `format`, with `options` after it), as live encoders do.

@@ -15,7 +15,7 @@
 #![allow(clippy::unwrap_used)] // a measuring tool: failing loudly is the right answer
 
 use std::io::Write;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread;
@@ -23,9 +23,9 @@ use std::time::{Duration, Instant};
 
 use clap::{Parser, Subcommand};
 use webgear_media::source::{FrameCode, FrameSource, TestPattern};
-use webgear_testkit::Viewer;
 use webgear_testkit::load::percentile;
 use webgear_testkit::server_side::ProcessSample;
+use webgear_testkit::{Reaped, Viewer};
 
 #[derive(Parser)]
 #[command(about)]
@@ -151,7 +151,8 @@ const CODED_NUMBERS: usize = 1 << FrameCode::BITS;
 struct LiveSender {
     drawn_at: Arc<Mutex<Vec<Option<Instant>>>>,
     stop: Arc<AtomicBool>,
-    ffmpeg: Child,
+    /// The encoding ffmpeg, held to be killed when the sender is dropped.
+    _ffmpeg: Reaped,
 }
 
 impl LiveSender {
@@ -181,7 +182,7 @@ impl LiveSender {
                 }
             }
         });
-        LiveSender { drawn_at, stop, ffmpeg }
+        LiveSender { drawn_at, stop, _ffmpeg: Reaped(ffmpeg) }
     }
 
     /// When the picture coded `number` was drawn.
@@ -192,9 +193,8 @@ impl LiveSender {
 
 impl Drop for LiveSender {
     fn drop(&mut self) {
+        // The drawing thread ends; the ffmpeg is killed as its field drops.
         self.stop.store(true, Ordering::Relaxed);
-        let _ = self.ffmpeg.kill();
-        let _ = self.ffmpeg.wait();
     }
 }
 
