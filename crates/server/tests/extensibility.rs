@@ -1,5 +1,6 @@
 //! The app extended the ways the examples show: own routes and templates, an extra static
-//! folder, a tower layer, and the whole app nested under a prefix.
+//! folder, a tower layer, the whole app nested under a prefix, and a route that switches
+//! its connection to another protocol (as WebSocket routes do) under `webgear_rtc::serve`.
 
 #![allow(clippy::unwrap_used)] // a failed unwrap is a failed test
 
@@ -126,6 +127,56 @@ async fn the_app_nested_under_a_prefix_links_and_streams_there() {
     let frame = viewer.next_frame(Duration::from_secs(2)).await.expect("plays through the nested app");
     assert_eq!((frame.width, frame.height), (1024, 576));
     viewer.close().unwrap();
+    serve.abort();
+    app.shutdown().await;
+}
+
+#[tokio::test]
+async fn an_own_route_may_switch_its_connection_to_another_protocol() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let app = builder(Options::default()).build().await.unwrap();
+    // What a WebSocket route does: answer 101, then speak another protocol on the
+    // connection. This one echoes four bytes.
+    let echo = get(|mut request: axum::extract::Request| async move {
+        let upgrade = hyper::upgrade::on(&mut request);
+        tokio::spawn(async move {
+            let mut connection = hyper_util::rt::TokioIo::new(upgrade.await.expect("the connection is handed over"));
+            let mut word = [0; 4];
+            connection.read_exact(&mut word).await.unwrap();
+            connection.write_all(&word).await.unwrap();
+        });
+        axum::response::Response::builder()
+            .status(StatusCode::SWITCHING_PROTOCOLS)
+            .header(header::CONNECTION, "upgrade")
+            .header(header::UPGRADE, "echo")
+            .body(Body::empty())
+            .unwrap()
+    });
+    let router = app.router().route("/echo", echo);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let serve = tokio::spawn(webgear_rtc::serve(listener, router, std::future::pending()));
+
+    let mut client = tokio::net::TcpStream::connect(addr).await.unwrap();
+    client
+        .write_all(b"GET /echo HTTP/1.1\r\nHost: localhost\r\nConnection: upgrade\r\nUpgrade: echo\r\n\r\n")
+        .await
+        .unwrap();
+    let mut head = Vec::new();
+    while !head.ends_with(b"\r\n\r\n") {
+        let mut byte = [0; 1];
+        assert_eq!(client.read(&mut byte).await.unwrap(), 1, "the connection closed after {head:?}");
+        head.push(byte[0]);
+    }
+    let head = String::from_utf8_lossy(&head);
+    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+    client.write_all(b"ping").await.unwrap();
+    let mut echoed = [0; 4];
+    tokio::time::timeout(Duration::from_secs(5), client.read_exact(&mut echoed))
+        .await
+        .expect("an echo within 5 s")
+        .expect("the upgraded connection echoes");
+    assert_eq!(&echoed, b"ping");
     serve.abort();
     app.shutdown().await;
 }
