@@ -80,27 +80,13 @@ fn init_logging(debug: bool) {
     tracing_subscriber::fmt().with_env_filter(filter).init();
 }
 
-/// Raises this process's soft limit on open files to its hard limit. Every viewer's browser
-/// keeps its HTTP connection open while it watches, and the usual soft limit (1024 on
-/// Linux) would leave the server unable to accept connections at about a thousand
-/// viewers. Its children (ffmpeg) inherit the raised limit.
-#[cfg(target_os = "linux")]
+/// Raises the limit on open files, so that a connection per watching browser fits.
 fn raise_open_file_limit() {
-    use nix::sys::resource::{Resource, getrlimit, setrlimit};
-    let raised = getrlimit(Resource::RLIMIT_NOFILE).and_then(|(soft, hard)| {
-        if soft < hard {
-            setrlimit(Resource::RLIMIT_NOFILE, hard, hard)?;
-        }
-        Ok(hard)
-    });
-    match raised {
+    match webgear_rtc::raise_open_file_limit() {
         Ok(limit) => tracing::debug!(limit, "open files allowed"),
         Err(error) => warn!(%error, "could not raise the limit on open files: fewer viewers can connect at once"),
     }
 }
-
-#[cfg(not(target_os = "linux"))]
-fn raise_open_file_limit() {}
 
 /// Whether a stop has been asked for. The first Ctrl-C or SIGTERM asks for a clean stop;
 /// a second one ends the process at once with status 130, for a stop that hangs.

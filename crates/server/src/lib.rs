@@ -49,7 +49,7 @@ pub use minijinja;
 pub use options::{IceServer, IceTransportPolicy, Options};
 pub use stats::Stats;
 pub use stream::StreamError;
-pub use web::{DataError, HEADER_READ_TIMEOUT, STOP_GRACE, serve};
+pub use web::{DataError, HEADER_READ_TIMEOUT, STOP_GRACE, raise_open_file_limit, serve};
 pub use webgear_media::source::from_fn;
 pub use webgear_media::{Frame, FrameSource, I420Frame, PixelFormat, SourceError, SourceSettings, SourceSpec};
 

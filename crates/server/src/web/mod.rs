@@ -41,7 +41,7 @@ pub use data::DataError;
 pub(crate) use data::DataFiles;
 pub(crate) use error::AppError;
 use error::ErrorReport;
-pub use serve::{HEADER_READ_TIMEOUT, STOP_GRACE, serve};
+pub use serve::{HEADER_READ_TIMEOUT, STOP_GRACE, raise_open_file_limit, serve};
 pub(crate) use templates::Templates;
 
 use crate::ice::IceConfig;

@@ -3,7 +3,8 @@
 //! keeps an idle connection) holds it, a task and a file descriptor for as long as it likes:
 //! a few hundred such clients would lock every viewer out. [`serve`] runs the same router
 //! with a deadline for request headers, and stops gracefully without letting a stalled
-//! client hold up the stop.
+//! client hold up the stop. [`raise_open_file_limit`] lets the process hold a connection
+//! per watching browser.
 
 use std::future::Future;
 use std::io;
@@ -86,6 +87,26 @@ async fn serve_connection(stream: TcpStream, router: Router, mut finish_asked: w
     if let Err(error) = served {
         trace!(%error, "HTTP connection ended");
     }
+}
+
+/// Raises this process's soft limit on open files to its hard limit, and returns the limit
+/// now in force (`None` where this is not done: systems other than Linux). Every watching
+/// browser keeps its HTTP connection open, and at the usual soft limit (1024 on Linux) a
+/// server stops accepting connections at about a thousand viewers. Call it at start,
+/// before any thread that opens files runs; processes started later (ffmpeg) inherit the
+/// raised limit.
+pub fn raise_open_file_limit() -> io::Result<Option<u64>> {
+    #[cfg(target_os = "linux")]
+    {
+        use nix::sys::resource::{Resource, getrlimit, setrlimit};
+        let (soft, hard) = getrlimit(Resource::RLIMIT_NOFILE)?;
+        if soft < hard {
+            setrlimit(Resource::RLIMIT_NOFILE, hard, hard)?;
+        }
+        Ok(Some(hard))
+    }
+    #[cfg(not(target_os = "linux"))]
+    Ok(None)
 }
 
 /// Waits after a failed accept. A connection that failed before it was taken costs
