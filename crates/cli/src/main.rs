@@ -80,7 +80,7 @@ fn init_logging(debug: bool) {
     tracing_subscriber::fmt().with_env_filter(filter).init();
 }
 
-/// Raises the limit on open files, so that a connection per watching browser fits.
+/// Raises the limit on open files, so that many browsers joining at once fit.
 fn raise_open_file_limit() {
     match webgear_rtc::raise_open_file_limit() {
         Ok(limit) => tracing::debug!(limit, "open files allowed"),

@@ -90,11 +90,12 @@ async fn serve_connection(stream: TcpStream, router: Router, mut finish_asked: w
 }
 
 /// Raises this process's soft limit on open files to its hard limit, and returns the limit
-/// now in force (`None` where this is not done: systems other than Linux). Every watching
-/// browser keeps its HTTP connection open, and at the usual soft limit (1024 on Linux) a
-/// server stops accepting connections at about a thousand viewers. Call it at start,
-/// before any thread that opens files runs; processes started later (ffmpeg) inherit the
-/// raised limit.
+/// now in force (`None` where this is not done: systems other than Linux). A browser keeps
+/// its HTTP connection open after it joins (under [`serve`] until it has been idle for
+/// [`HEADER_READ_TIMEOUT`]; under `axum::serve` as long as it watches), so viewers joining
+/// at 100 a second hold a thousand connections, and at the usual soft limit (1024 on
+/// Linux) a server stops accepting them. Call it at start, before any thread that opens
+/// files runs; processes started later (ffmpeg) inherit the raised limit.
 pub fn raise_open_file_limit() -> io::Result<Option<u64>> {
     #[cfg(target_os = "linux")]
     {
