@@ -9,6 +9,9 @@ use super::{FrameSource, SourceError};
 use crate::draw::{draw_text, fill_rect};
 use crate::frame::{Frame, I420Frame};
 
+/// The width, in pixels, of one light-to-dark cycle of the stripes.
+const STRIPE_PERIOD: usize = 128;
+
 /// A real-time synthetic source: each `read` blocks until the next frame is due.
 #[derive(Debug)]
 pub struct TestPattern {
@@ -43,24 +46,27 @@ impl TestPattern {
     pub fn render(&self, number: u64, captured_at: Instant) -> I420Frame {
         let mut frame = I420Frame::new_grey(self.width, self.height, captured_at);
         let (w, h) = (self.width as usize, self.height as usize);
-        let shift = (number as usize).wrapping_mul(4);
+        let shift = (number as usize).wrapping_mul(4) % STRIPE_PERIOD;
         {
             let (y_plane, u_plane, v_plane) = frame.planes_mut();
+            // Diagonal stripes that scroll by four pixels a frame: each row is the one above
+            // shifted by a pixel, so every row is a window on one ramp.
+            let ramp: Vec<u8> = (0..w + STRIPE_PERIOD).map(|i| 48 + (i % STRIPE_PERIOD) as u8).collect();
             for (row, line) in y_plane.chunks_exact_mut(w).enumerate() {
-                for (col, px) in line.iter_mut().enumerate() {
-                    // Diagonal stripes that scroll by four pixels a frame.
-                    *px = 48 + ((col + row + shift) % 128) as u8;
-                }
+                let start = (row + shift) % STRIPE_PERIOD;
+                line.copy_from_slice(&ramp[start..start + w]);
             }
-            // Eight colour bands that drift sideways, one band every few seconds.
+            // Eight colour bands that drift sideways, one band every few seconds: the same
+            // in every row.
             let cw = w.div_ceil(2);
             let bands: [(u8, u8); 8] =
                 [(128, 128), (44, 142), (156, 44), (72, 58), (184, 198), (212, 114), (100, 212), (128, 128)];
-            for (u_line, v_line) in u_plane.chunks_exact_mut(cw).zip(v_plane.chunks_exact_mut(cw)) {
-                for col in 0..cw {
-                    let band = ((col * 8 / cw) + (number as usize / 90)) % bands.len();
-                    (u_line[col], v_line[col]) = bands[band];
-                }
+            let band_at = |col: usize| bands[((col * 8 / cw) + (number as usize / 90)) % bands.len()];
+            let u_line: Vec<u8> = (0..cw).map(|col| band_at(col).0).collect();
+            let v_line: Vec<u8> = (0..cw).map(|col| band_at(col).1).collect();
+            for (u_row, v_row) in u_plane.chunks_exact_mut(cw).zip(v_plane.chunks_exact_mut(cw)) {
+                u_row.copy_from_slice(&u_line);
+                v_row.copy_from_slice(&v_line);
             }
         }
         // A box that bounces left and right across the middle.
