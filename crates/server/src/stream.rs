@@ -14,9 +14,12 @@
 //! Keyframes are produced on request ([`KeyframeRequests`]), coalesced so that a burst of
 //! joins or PLIs costs one keyframe.
 //!
-//! While nobody watches, frames are still read (a live source stays live, a file keeps its
-//! pace) but neither transformed nor encoded: an idle server costs what its source costs.
-//! The first frame once a viewer is admitted again is a keyframe.
+//! A source that waits for its reader (a file, numbered images, the test pattern, a custom
+//! stream) is first read when the first viewer is admitted, so a file plays from its start
+//! for whoever comes first. From then on, and from the start for a live source, frames are
+//! read while nobody watches (a live source stays live, a file keeps its pace) but neither
+//! transformed nor encoded: an idle server costs what its source costs. The first frame
+//! once a viewer is admitted again is a keyframe.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, mpsc};
@@ -46,6 +49,9 @@ const MAX_RETRY: Duration = Duration::from_secs(30);
 
 /// The size of blank frames when the source ended before producing any frame.
 const BLANK_SIZE: (u32, u32) = (640, 360);
+
+/// How often a stream whose source waits for its first viewer looks for one.
+const FIRST_VIEWER_CHECK_INTERVAL: Duration = Duration::from_millis(10);
 
 /// Keyframes forced on request are at least this far apart; requests in between are
 /// served by the next one.
@@ -368,6 +374,9 @@ impl Capture {
                 }
             }
         }
+        if !self.settings.live && input.is_some() {
+            self.wait_for_first_viewer();
+        }
         let mut last_size = None;
         loop {
             if let Some(mut playing) = input.take() {
@@ -426,6 +435,19 @@ impl Capture {
                     return;
                 }
             }
+        }
+    }
+
+    /// Waits until the first viewer is admitted (or the stream stops), before the first read
+    /// of a source that waits for its reader (a file, numbered images, the test pattern, a
+    /// custom stream): a file then plays from its start for whoever comes first, as in
+    /// WebGear_RTC, rather than for nobody from the moment the server started.
+    fn wait_for_first_viewer(&self) {
+        if self.metrics.viewers.get() == 0 {
+            info!("the source starts when the first viewer comes");
+        }
+        while !self.stopping() && self.metrics.viewers.get() == 0 {
+            thread::sleep(FIRST_VIEWER_CHECK_INTERVAL);
         }
     }
 

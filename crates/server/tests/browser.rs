@@ -150,8 +150,9 @@ async fn chromium_plays_an_h264_file_passed_through_as_it_is() {
     let builder = builder(options(json!({"frame_size_reduction": 0}))).source(SourceSpec::File(clip));
     let server = TestServer::start_with(builder).await;
     let browser = Browser::launch().await.expect("headless Chromium starts (needs chromium and chromium-driver)");
-    // Join well after a keyframe, so that the page starts from a second or more of frames
-    // sent before it came.
+    // A first viewer starts the file. The page joins well after a keyframe, so that it
+    // starts from a second or more of frames sent before it came.
+    let (_first_viewer, _) = server.playing_viewer().await;
     while server.app.stats().frames_passed_through % 60 / 20 != 1 {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }

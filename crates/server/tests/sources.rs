@@ -110,17 +110,58 @@ async fn server_with(source: SourceSpec, change: impl FnOnce(&mut Options)) -> T
 
 /// Plays the stream to its end and checks what the viewer saw: 320x180 pictures (640x360
 /// reduced by half), frame numbers in order up to the source's last, then "The End".
-async fn assert_plays_to_the_end(server: &TestServer) {
+/// Returns the first number seen.
+async fn assert_plays_to_the_end(server: &TestServer) -> u16 {
     let (mut viewer, first) = server.playing_viewer().await;
     assert_eq!((first.width, first.height), (320, 180));
     let mut frames: Vec<DecodedFrame> = vec![first];
     frames.extend(viewer.frames_during(Duration::from_secs(4)).await);
+    let first = assert_numbered_to_the_end(&frames);
+    assert_eq!(frames.last().unwrap().number, None, "then \"The End\"");
+    viewer.close().unwrap();
+    first
+}
+
+/// Checks that `frames` carry the source's numbers in order up to its last; returns the
+/// first.
+fn assert_numbered_to_the_end(frames: &[DecodedFrame]) -> u16 {
     let numbers: Vec<u16> = frames.iter().filter_map(|f| f.number).collect();
     assert!(numbers.len() >= 40, "only {} numbered frames: {numbers:?}", numbers.len());
     assert!(numbers.windows(2).all(|pair| pair[0] < pair[1]), "out of order: {numbers:?}");
     assert_eq!(numbers.last(), Some(&(FRAMES as u16 - 1)), "the stream reached the source's last frame");
-    assert_eq!(frames.last().unwrap().number, None, "then \"The End\"");
-    viewer.close().unwrap();
+    numbers[0]
+}
+
+/// How long the clips play: the first viewer of a file that played from the server's start
+/// would come after its end.
+const CLIP_LENGTH: Duration = Duration::from_millis(FRAMES * 1000 / 30);
+
+/// A file is first read when its first viewer comes, decoded or passed through: nothing
+/// plays for nobody (no frame is read, no ffmpeg runs), and a viewer who comes after the
+/// clip's length still sees it all, from its start.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_file_waits_for_its_first_viewer() {
+    let _lock = exclusive().await;
+    let path = clip("clip.mp4", H264);
+    let input = path.display().to_string();
+    for passed_through in [false, true] {
+        let server = if passed_through {
+            unreduced_server_for(SourceSpec::File(path.clone())).await
+        } else {
+            server_for(SourceSpec::File(path.clone())).await
+        };
+        tokio::time::sleep(CLIP_LENGTH + Duration::from_secs(1)).await;
+        let stats = server.app.stats();
+        assert_eq!((stats.frames_unwatched, stats.frames_passed_through), (0, 0), "read for nobody: {stats:?}");
+        assert!(ffmpegs_reading(&input).is_empty(), "an ffmpeg reads the file for nobody");
+        let first = if passed_through {
+            assert_passes_through_to_the_end(&server).await
+        } else {
+            assert_plays_to_the_end(&server).await
+        };
+        assert!(first < FRAMES as u16 / 2, "the viewer saw the clip from frame {first}, not from its start");
+        server.stop().await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -275,8 +316,8 @@ async fn unreduced_server_for(source: SourceSpec) -> TestServer {
 
 /// Plays a stream whose H.264 passes through to its end and checks that no encoder ran
 /// while the source played, and that the viewer saw the source's own 640x360 pictures in
-/// order up to its last, then "The End" drawn at that size.
-async fn assert_passes_through_to_the_end(server: &TestServer) {
+/// order up to its last, then "The End" drawn at that size. Returns the first number seen.
+async fn assert_passes_through_to_the_end(server: &TestServer) -> u16 {
     let (mut viewer, first) = server.playing_viewer().await;
     assert_eq!((first.width, first.height), (640, 360), "the source's own pictures");
     let mut frames = vec![first];
@@ -287,12 +328,10 @@ async fn assert_passes_through_to_the_end(server: &TestServer) {
     assert!(stats.frames_passed_through >= 30, "{stats:?}");
 
     frames.extend(viewer.frames_during(Duration::from_millis(2500)).await);
-    let numbers: Vec<u16> = frames.iter().filter_map(|f| f.number).collect();
-    assert!(numbers.len() >= 40, "only {} numbered frames: {numbers:?}", numbers.len());
-    assert!(numbers.windows(2).all(|pair| pair[0] < pair[1]), "out of order: {numbers:?}");
-    assert_eq!(numbers.last(), Some(&(FRAMES as u16 - 1)), "the stream reached the source's last frame");
+    let first = assert_numbered_to_the_end(&frames);
     let last = frames.last().unwrap();
     assert_eq!((last.number, last.width), (None, 640), "then \"The End\", drawn at the source's size");
+    first
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -30,30 +30,33 @@ pub struct FfmpegOptions {
     pub resolution: Option<(u32, u32)>,
     /// Output this many frames per second (dropping or repeating frames).
     pub framerate: Option<f64>,
-    /// Read at the input's own pace (`-re`), as a file must be to play in real time. Live
-    /// inputs (cameras, network streams) pace themselves.
+    /// Read at the input's own pace (`-re`), as a file must be to play in real time; its
+    /// pace then starts at the first read, which starts ffmpeg. Live inputs (cameras,
+    /// network streams) pace themselves.
     pub realtime: bool,
     /// Options that go before `-i`, e.g. `-f image2 -pattern_type glob` for a glob.
     pub input_options: Vec<String>,
 }
 
-/// A running ffmpeg child producing raw frames.
+/// An ffmpeg child producing raw frames (started at the first read when it reads at the
+/// input's own pace).
 #[derive(Debug)]
 pub struct FfmpegSource {
-    child: FfmpegChild,
+    child: FfmpegRun,
     width: u32,
     height: u32,
     frame_rate: f64,
 }
 
 impl FfmpegSource {
-    /// Probes `input` and starts decoding it.
+    /// Probes `input` and starts decoding it, or, read at its own pace
+    /// ([`FfmpegOptions::realtime`]), gets ready to at the first read.
     pub fn open(input: &str, options: &FfmpegOptions) -> Result<FfmpegSource, SourceError> {
         FfmpegSource::open_input(FfmpegInput::direct(input, &options.input_options), options)
     }
 
-    /// Probes `input` and starts decoding it, with `options` but their `input_options`
-    /// (`input` has its own).
+    /// [`FfmpegSource::open`], with `options` but their `input_options` (`input` has its
+    /// own).
     pub(super) fn open_input(input: FfmpegInput, options: &FfmpegOptions) -> Result<FfmpegSource, SourceError> {
         let probed = probe(&input)?;
         let (width, height) = options.resolution.unwrap_or((probed.width, probed.height));
@@ -68,8 +71,8 @@ impl FfmpegSource {
             command.args(["-r", &rate.to_string()]);
         }
         command.args(RAW_FRAMES_AT_ONCE).args(["-f", "rawvideo", "-pix_fmt", "yuv420p", "pipe:1"]);
-        let child = FfmpegChild::spawn(&input, command)?;
-        tracing::debug!(input = input.spec(), width, height, frame_rate, "ffmpeg started");
+        let child = FfmpegRun::start(&input, command, options.realtime)?;
+        tracing::debug!(input = input.spec(), width, height, frame_rate, "ffmpeg ready to decode");
         Ok(FfmpegSource { child, width, height, frame_rate })
     }
 
@@ -79,7 +82,7 @@ impl FfmpegSource {
     }
 
     /// Lets `connections` stop the source's ffmpeg from another thread.
-    pub(super) fn joining(self, connections: &LiveConnections) -> Self {
+    pub(super) fn joining(mut self, connections: &LiveConnections) -> Self {
         self.child.join(connections);
         self
     }
@@ -206,6 +209,97 @@ pub(super) fn ffmpeg_reading(input: &FfmpegInput, realtime: bool, options: &[&st
     input.add_to(&mut command);
     command.args(["-map", "0:v:0", "-an", "-sn", "-dn"]);
     command
+}
+
+/// An ffmpeg child, running or to be started at the first read. One that reads its input
+/// at the input's own pace (`-re`: a file, numbered images) waits for the first read: its
+/// pace starts when it starts, so started before its reader came it would hand the reader
+/// everything due meanwhile as a burst, played too fast (ffmpeg catches up on a pace it
+/// fell behind), and a file would be over before its first viewer came.
+#[derive(Debug)]
+pub(super) enum FfmpegRun {
+    Running(FfmpegChild),
+    AtFirstRead {
+        input: FfmpegInput,
+        command: Box<Command>,
+        /// The connections to join once started.
+        connections: Vec<LiveConnections>,
+    },
+    /// Stopped before it started.
+    Stopped(FfmpegInput),
+}
+
+impl FfmpegRun {
+    /// Starts `command` reading `input` now, or at the first read if `at_first_read`.
+    pub(super) fn start(input: &FfmpegInput, command: Command, at_first_read: bool) -> Result<FfmpegRun, SourceError> {
+        if at_first_read {
+            let input = input.clone();
+            return Ok(FfmpegRun::AtFirstRead { input, command: Box::new(command), connections: Vec::new() });
+        }
+        Ok(FfmpegRun::Running(FfmpegChild::spawn(input, command)?))
+    }
+
+    /// [`FfmpegChild::join`], from when ffmpeg runs.
+    pub(super) fn join(&mut self, joined: &LiveConnections) {
+        match self {
+            FfmpegRun::Running(child) => child.join(joined),
+            FfmpegRun::AtFirstRead { connections, .. } => connections.push(joined.clone()),
+            FfmpegRun::Stopped(_) => {}
+        }
+    }
+
+    /// [`FfmpegChild::read`], starting ffmpeg first if it waited for this read.
+    pub(super) fn read(&mut self, buffer: &mut [u8]) -> Result<usize, SourceError> {
+        match self.started()? {
+            Some(child) => child.read(buffer),
+            None => Ok(0),
+        }
+    }
+
+    /// Starts ffmpeg if it waited for the first read; the child unless it was stopped
+    /// before it started, or could not start.
+    fn started(&mut self) -> Result<Option<&mut FfmpegChild>, SourceError> {
+        if let FfmpegRun::AtFirstRead { input, .. } = self {
+            let not_started = FfmpegRun::Stopped(input.clone());
+            if let FfmpegRun::AtFirstRead { input, command, connections } = std::mem::replace(self, not_started) {
+                let child = FfmpegChild::spawn(&input, *command)?;
+                for joined in &connections {
+                    child.join(joined);
+                }
+                tracing::debug!(input = input.spec(), "ffmpeg started at the first read");
+                *self = FfmpegRun::Running(child);
+            }
+        }
+        Ok(match self {
+            FfmpegRun::Running(child) => Some(child),
+            FfmpegRun::AtFirstRead { .. } | FfmpegRun::Stopped(_) => None,
+        })
+    }
+
+    /// [`FfmpegChild::finish`]; `Ok` if ffmpeg never started.
+    pub(super) fn finish(&mut self) -> Result<(), SourceError> {
+        match self {
+            FfmpegRun::Running(child) => child.finish(),
+            FfmpegRun::AtFirstRead { .. } | FfmpegRun::Stopped(_) => Ok(()),
+        }
+    }
+
+    /// [`FfmpegChild::stop`]; one that has not started never will.
+    pub(super) fn stop(&mut self) {
+        match self {
+            FfmpegRun::Running(child) => child.stop(),
+            FfmpegRun::AtFirstRead { input, .. } => *self = FfmpegRun::Stopped(input.clone()),
+            FfmpegRun::Stopped(_) => {}
+        }
+    }
+
+    /// The input as the user wrote it, for messages.
+    pub(super) fn spec(&self) -> &str {
+        match self {
+            FfmpegRun::Running(child) => child.spec(),
+            FfmpegRun::AtFirstRead { input, .. } | FfmpegRun::Stopped(input) => input.spec(),
+        }
+    }
 }
 
 /// A running ffmpeg child writing to a pipe, with what it says on stderr kept for errors.

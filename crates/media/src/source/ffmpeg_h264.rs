@@ -31,9 +31,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use super::connections::LiveConnections;
-use super::ffmpeg::{
-    FfmpegChild, FfmpegInput, Probed, STREAM_ENTRIES, ffmpeg_reading, ffprobe, open_error, read_error,
-};
+use super::ffmpeg::{FfmpegInput, FfmpegRun, Probed, STREAM_ENTRIES, ffmpeg_reading, ffprobe, open_error, read_error};
 use super::{EncodedSource, SourceError};
 use crate::encode::EncodedFrame;
 
@@ -87,7 +85,7 @@ const NAL_ACCESS_UNIT_DELIMITER: u8 = 9;
 /// keyframe, no delimiters).
 #[derive(Debug)]
 pub struct FfmpegH264Source {
-    child: FfmpegChild,
+    child: FfmpegRun,
     units: FlvAccessUnits,
     buffer: Vec<u8>,
     width: u32,
@@ -105,7 +103,7 @@ impl FfmpegH264Source {
     }
 
     /// Lets `connections` stop the source's ffmpeg from another thread.
-    pub(super) fn joining(self, connections: &LiveConnections) -> Self {
+    pub(super) fn joining(mut self, connections: &LiveConnections) -> Self {
         self.child.join(connections);
         self
     }
@@ -130,13 +128,14 @@ impl FfmpegH264Source {
         let mut command = ffmpeg_reading(&input, !live, &[]);
         command.args(["-c:v", "copy", "-flush_packets", "1"]);
         command.args(["-flvflags", "no_sequence_end+no_metadata+no_duration_filesize", "-f", "flv", "pipe:1"]);
-        let child = FfmpegChild::spawn(&input, command)?;
+        // A file (read at its own pace) waits for the first read: see `FfmpegRun`.
+        let child = FfmpegRun::start(&input, command, !live)?;
         tracing::debug!(
             input = input.spec(),
             width = probed.width,
             height = probed.height,
             live,
-            "ffmpeg copying H.264"
+            "ffmpeg ready to copy H.264"
         );
         Ok(FfmpegH264Source {
             child,
