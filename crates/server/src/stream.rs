@@ -9,8 +9,9 @@
 //!
 //! The stream clock is the capture time: a frame's RTP timestamp is the time since the
 //! stream started, at 90 kHz, so pauses and dropped frames never make the clock drift.
-//! When the source ends, the stream sends one "The End" frame and ends; in infinite mode
-//! it streams "No Input" frames instead, until it is stopped.
+//! When the source ends, the stream sends one "The End" frame, marked as its last (the
+//! peer drivers keep it for viewers who come later), and ends; in infinite mode it streams
+//! "No Input" frames instead, until it is stopped.
 //! Keyframes are produced on request ([`KeyframeRequests`]), coalesced so that a burst of
 //! joins or PLIs costs one keyframe.
 //!
@@ -67,6 +68,8 @@ pub(crate) struct StreamFrame {
     /// viewer asks for one. A source's H.264 passed through has keyframes only when the
     /// source makes them.
     pub(crate) keyframes_on_request: bool,
+    /// The stream's last frame ("The End"), after which nothing comes.
+    pub(crate) last: bool,
 }
 
 /// Asks the stream's encoder for a keyframe. Cheap to clone; requests are coalesced.
@@ -264,6 +267,7 @@ impl VideoStream {
             idle: false,
             resuming: false,
             dropping_until: None,
+            ended: false,
         };
         let thread = thread::Builder::new()
             .name("webgear-capture".into())
@@ -348,6 +352,8 @@ struct Capture {
     resuming: bool,
     /// The end of a live source's start delay, until which what it sends is dropped.
     dropping_until: Option<Instant>,
+    /// Set once the source has ended for good: the frame published next is the last.
+    ended: bool,
 }
 
 impl Capture {
@@ -414,6 +420,7 @@ impl Capture {
                 if !self.settings.infinite {
                     let (width, height) = last_size.unwrap_or(BLANK_SIZE);
                     let picture = blank_frame(width, height, THE_END, Instant::now());
+                    self.ended = true;
                     if let Err(error) = self.publish_picture(&picture, true) {
                         warn!(%error, "could not send the last frame");
                     }
@@ -618,7 +625,7 @@ impl Capture {
         let since_start = encoded.captured_at.saturating_duration_since(self.clock_start);
         let rtp_time = MediaTime::from_90khz((since_start.as_micros() * 9 / 100) as u64);
         // Sending fails only when nobody is subscribed, which is not an error.
-        let _ = self.frames.send(StreamFrame { encoded, rtp_time, keyframes_on_request });
+        let _ = self.frames.send(StreamFrame { encoded, rtp_time, keyframes_on_request, last: self.ended });
     }
 
     /// Whether anyone watches the frame just read; counts it as unwatched if not. Passing

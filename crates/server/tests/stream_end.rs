@@ -1,5 +1,6 @@
-//! What viewers see when a finite source ends: one "The End" frame, the same for everyone;
-//! or, in a live broadcast (infinite frames), "No Input" frames for as long as it runs.
+//! What viewers see when a finite source ends: one "The End" frame, the same for everyone,
+//! viewers coming later included; or, in a live broadcast (infinite frames), "No Input"
+//! frames for as long as it runs.
 
 #![allow(clippy::unwrap_used)] // a failed unwrap is a failed test
 
@@ -79,5 +80,27 @@ async fn a_live_broadcast_streams_no_input_after_the_source_ends() {
     let (_late, first) = server.playing_viewer().await;
     assert_eq!(first.number, None);
     assert!(first.keyframe);
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_viewer_coming_after_the_end_is_shown_the_end_too() {
+    let _lock = exclusive().await;
+    let server = server_with_finite_source(30, false).await;
+    let (mut watching, _) = server.playing_viewer().await;
+    let frames = watching.frames_during(Duration::from_secs(2)).await;
+    assert_eq!(frames.last().map(|f| f.number), Some(None), "the source ended with \"The End\"");
+    // Everyone leaves: nothing is left that a later viewer could be shown by mistake.
+    let closed = reqwest::Client::new().post(server.url("/close_connection")).body("1").send().await.unwrap();
+    assert_eq!(closed.text().await.unwrap(), "OK");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while server.app.stats().viewers > 0 {
+        assert!(tokio::time::Instant::now() < deadline, "the viewer was never removed: {:?}", server.app.stats());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    let (mut late, shown) = server.playing_viewer().await;
+    assert_eq!((shown.number, shown.keyframe), (None, true), "a late viewer sees \"The End\", not nothing");
+    assert!(late.frames_during(Duration::from_millis(500)).await.is_empty(), "and nothing after it");
     server.stop().await;
 }

@@ -142,6 +142,8 @@ pub(crate) struct Driver {
     outgoing: Vec<Transmit>,
     /// What a viewer connecting now starts from.
     recent: RecentFrames,
+    /// Whether the stream's last frame has been sent: `recent` then holds it for good.
+    stream_ended: bool,
     /// Cuts each frame into RTP payloads once, for all of this driver's peers.
     packetizer: FramePacketizer,
     /// Where a run of packets to one viewer is put together for one segmented send.
@@ -170,6 +172,7 @@ impl Driver {
             metrics,
             outgoing: Vec::new(),
             recent: RecentFrames::default(),
+            stream_ended: false,
             packetizer: FramePacketizer::new(),
             segments: Vec::new(),
         }
@@ -342,6 +345,7 @@ impl Driver {
             }
         };
         self.recent.record(&rtp);
+        self.stream_ended |= frame.last;
         // Each peer's packets leave as soon as they are made, while its session is still
         // in the cache, so a viewer waits only for the viewers served before it.
         let now = Instant::now();
@@ -450,9 +454,11 @@ impl Driver {
             }
             None => {
                 self.peers.remove(&id);
-                if self.peers.is_empty() {
+                if self.peers.is_empty() && !self.stream_ended {
                     // The stream stops encoding when nobody watches; frames kept from before
-                    // would then show the next viewer a stale picture first.
+                    // would then show the next viewer a stale picture first. Once the
+                    // stream has ended, its last picture ("The End") is what everyone
+                    // coming later is shown.
                     self.recent.clear();
                 }
                 let (router, index) = (&self.router, self.index);
@@ -548,7 +554,12 @@ mod tests {
             height: 16,
             captured_at: Instant::now(),
         };
-        StreamFrame { encoded, rtp_time: MediaTime::from_90khz(u64::from(number) * 3000), keyframes_on_request: true }
+        StreamFrame {
+            encoded,
+            rtp_time: MediaTime::from_90khz(u64::from(number) * 3000),
+            keyframes_on_request: true,
+            last: false,
+        }
     }
 
     #[tokio::test]
