@@ -237,8 +237,7 @@ async fn the_page_reconnects_by_itself_and_says_goodbye_when_it_leaves() {
     wait_for_state(&browser, "playing", Duration::from_secs(15)).await;
 
     // The server drops every connection; the page notices, says so, and comes back.
-    let reply = reqwest::Client::new().post(server.url("/close_connection")).body("1").send().await.unwrap();
-    assert_eq!(reply.text().await.unwrap(), "OK");
+    server.close_all_connections().await;
     wait_for_state(&browser, "reconnecting", Duration::from_secs(10)).await;
     let back = wait_for_state(&browser, "playing", Duration::from_secs(15)).await;
     tokio::time::sleep(Duration::from_secs(1)).await;
@@ -249,11 +248,7 @@ async fn the_page_reconnects_by_itself_and_says_goodbye_when_it_leaves() {
     // Leaving the page posts /close_connection, so the server lets go at once rather than
     // after the ICE timeout.
     browser.goto("about:blank").await.unwrap();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(3);
-    while server.app.stats().viewers > 0 {
-        assert!(tokio::time::Instant::now() < deadline, "the peer outlived the page: {:?}", server.app.stats());
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    server.until_no_viewers(Duration::from_secs(3), "the peer outlived the page").await;
     browser.close().await.unwrap();
     server.stop().await;
 }

@@ -35,8 +35,7 @@ async fn offers_beyond_max_viewers_get_503_and_a_freed_place_is_taken_again() {
     assert_eq!((stats.viewers, stats.offers_refused), (2, 2), "{stats:?}");
     assert!(second.frames_during(Duration::from_millis(500)).await.len() >= 10, "the viewers held play on");
 
-    let closed = reqwest::Client::new().post(server.url("/close_connection")).body("1").send().await.unwrap();
-    assert_eq!(closed.text().await.unwrap(), "OK");
+    server.close_all_connections().await;
     assert_eq!(server.app.stats().viewers, 0);
     let (_again, first) = server.playing_viewer().await;
     assert!(first.number.is_some(), "a freed place is taken again");

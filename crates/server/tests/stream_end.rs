@@ -91,13 +91,8 @@ async fn a_viewer_coming_after_the_end_is_shown_the_end_too() {
     let frames = watching.frames_during(Duration::from_secs(2)).await;
     assert_eq!(frames.last().map(|f| f.number), Some(None), "the source ended with \"The End\"");
     // Everyone leaves: nothing is left that a later viewer could be shown by mistake.
-    let closed = reqwest::Client::new().post(server.url("/close_connection")).body("1").send().await.unwrap();
-    assert_eq!(closed.text().await.unwrap(), "OK");
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    while server.app.stats().viewers > 0 {
-        assert!(tokio::time::Instant::now() < deadline, "the viewer was never removed: {:?}", server.app.stats());
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    server.close_all_connections().await;
+    server.until_no_viewers(Duration::from_secs(10), "the viewer was never removed").await;
 
     let (mut late, shown) = server.playing_viewer().await;
     assert_eq!((shown.number, shown.keyframe), (None, true), "a late viewer sees \"The End\", not nothing");

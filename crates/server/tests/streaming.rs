@@ -130,11 +130,7 @@ async fn a_viewer_that_leaves_is_removed() {
 
     // The viewer vanishes without a goodbye; the server notices when ICE goes quiet.
     viewer.close().unwrap();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    while server.app.stats().viewers > 0 {
-        assert!(tokio::time::Instant::now() < deadline, "the peer was never removed: {:?}", server.app.stats());
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    server.until_no_viewers(Duration::from_secs(30), "the peer was never removed").await;
     server.stop().await;
 }
 
@@ -151,8 +147,7 @@ async fn nothing_is_encoded_while_nobody_watches_and_a_returning_viewer_sees_the
 
     let (_viewer, first) = server.playing_viewer().await;
     assert!(first.keyframe);
-    let closed = reqwest::Client::new().post(server.url("/close_connection")).body("1").send().await.unwrap();
-    assert_eq!(closed.text().await.unwrap(), "OK");
+    server.close_all_connections().await;
     // From then on the source is read while nobody watches, not encoded. A frame already
     // being encoded as the viewer left may still be counted.
     tokio::time::sleep(Duration::from_millis(300)).await;

@@ -49,6 +49,23 @@ impl TestServer {
         (viewer, first)
     }
 
+    /// Asks the server to close every viewer's connection (vidgear's `/close_connection`),
+    /// checking that it agreed.
+    pub async fn close_all_connections(&self) {
+        let closed = reqwest::Client::new().post(self.url("/close_connection")).body("1").send().await.unwrap();
+        assert_eq!(closed.text().await.unwrap(), "OK");
+    }
+
+    /// Waits until the server counts no viewer, failing with `why` if one is still counted
+    /// after `within`.
+    pub async fn until_no_viewers(&self, within: Duration, why: &str) {
+        let deadline = tokio::time::Instant::now() + within;
+        while self.app.stats().viewers > 0 {
+            assert!(tokio::time::Instant::now() < deadline, "{why}: {:?}", self.app.stats());
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     pub async fn stop(self) {
         self.app.shutdown().await;
         self.serve.abort();
