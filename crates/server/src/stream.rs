@@ -16,11 +16,13 @@
 //! joins or PLIs costs one keyframe.
 //!
 //! A source that waits for its reader (a file, numbered images, the test pattern, a custom
-//! stream) is first read when the first viewer is admitted, so a file plays from its start
-//! for whoever comes first. From then on, and from the start for a live source, frames are
-//! read while nobody watches (a live source stays live, a file keeps its pace) but neither
-//! transformed nor encoded: an idle server costs what its source costs. The first frame
-//! once a viewer is admitted again is a keyframe.
+//! stream) is read only while someone watches, as in WebGear_RTC, which reads its source
+//! as viewers pull frames: a file plays from its start for whoever comes first, pauses
+//! when the last viewer leaves, and goes on from there for the next one. The stream clock
+//! stops with it, so the stream's timeline has no gap. A live source is read all along (it
+//! stays live) and its frames, while nobody watches, are neither transformed nor encoded:
+//! an idle server costs what its source costs. The first frame encoded once a viewer is
+//! admitted again is a keyframe.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, mpsc};
@@ -51,8 +53,8 @@ const MAX_RETRY: Duration = Duration::from_secs(30);
 /// The size of blank frames when the source ended before producing any frame.
 const BLANK_SIZE: (u32, u32) = (640, 360);
 
-/// How often a stream whose source waits for its first viewer looks for one.
-const FIRST_VIEWER_CHECK_INTERVAL: Duration = Duration::from_millis(10);
+/// How often a stream whose source waits for a viewer looks for one.
+const VIEWER_CHECK_INTERVAL: Duration = Duration::from_millis(10);
 
 /// Keyframes forced on request are at least this far apart; requests in between are
 /// served by the next one.
@@ -70,6 +72,9 @@ pub(crate) struct StreamFrame {
     pub(crate) keyframes_on_request: bool,
     /// The stream's last frame ("The End"), after which nothing comes.
     pub(crate) last: bool,
+    /// The stream pauses while nobody watches (its source waits for its reader): what it
+    /// showed last is still where it is when the next viewer comes.
+    pub(crate) pauses_unwatched: bool,
 }
 
 /// Asks the stream's encoder for a keyframe. Cheap to clone; requests are coalesced.
@@ -380,9 +385,6 @@ impl Capture {
                 }
             }
         }
-        if !self.settings.live && input.is_some() {
-            self.wait_for_first_viewer();
-        }
         let mut last_size = None;
         loop {
             if let Some(mut playing) = input.take() {
@@ -445,17 +447,24 @@ impl Capture {
         }
     }
 
-    /// Waits until the first viewer is admitted (or the stream stops), before the first read
-    /// of a source that waits for its reader (a file, numbered images, the test pattern, a
-    /// custom stream): a file then plays from its start for whoever comes first, as in
-    /// WebGear_RTC, rather than for nobody from the moment the server started.
-    fn wait_for_first_viewer(&self) {
-        if self.metrics.viewers.get() == 0 {
-            info!("the source starts when the first viewer comes");
+    /// Before each read of a source that waits for its reader (a file, numbered images,
+    /// the test pattern, a custom stream): while nobody watches, waits for a viewer to be
+    /// admitted (or the stream to stop) without reading it, so that a file is not played
+    /// for nobody. The stream clock is moved on by the wait: the timeline goes on from
+    /// where it stopped, as the source does.
+    fn pause_while_unwatched(&mut self) {
+        if self.settings.live || self.metrics.viewers.get() > 0 {
+            return;
         }
+        info!("nobody watches: the source waits for a viewer");
+        let paused_at = Instant::now();
         while !self.stopping() && self.metrics.viewers.get() == 0 {
-            thread::sleep(FIRST_VIEWER_CHECK_INTERVAL);
+            thread::sleep(VIEWER_CHECK_INTERVAL);
         }
+        self.clock_start += paused_at.elapsed();
+        // Whoever comes starts from a keyframe, and the stabilizer's path does not span
+        // the pause (see `watched`).
+        self.idle = true;
     }
 
     fn stopping(&self) -> bool {
@@ -494,6 +503,7 @@ impl Capture {
             if let Some(ready) = h264.and_then(PendingH264::ready) {
                 return Ok(Some(ready));
             }
+            self.pause_while_unwatched();
             let Some(frame) = self.until_gone(source.read()) else {
                 return Ok(None);
             };
@@ -522,6 +532,7 @@ impl Capture {
     fn pass_through(&mut self, source: &mut dyn EncodedSource, last_size: &mut Option<(u32, u32)>) {
         let mut seen_keyframe = false;
         while !self.stopping() {
+            self.pause_while_unwatched();
             let Some(access_unit) = self.until_gone(source.read()) else {
                 return;
             };
@@ -625,7 +636,9 @@ impl Capture {
         let since_start = encoded.captured_at.saturating_duration_since(self.clock_start);
         let rtp_time = MediaTime::from_90khz((since_start.as_micros() * 9 / 100) as u64);
         // Sending fails only when nobody is subscribed, which is not an error.
-        let _ = self.frames.send(StreamFrame { encoded, rtp_time, keyframes_on_request, last: self.ended });
+        let pauses_unwatched = !self.settings.live;
+        let frame = StreamFrame { encoded, rtp_time, keyframes_on_request, last: self.ended, pauses_unwatched };
+        let _ = self.frames.send(frame);
     }
 
     /// Whether anyone watches the frame just read; counts it as unwatched if not. Passing

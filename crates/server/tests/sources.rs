@@ -116,19 +116,19 @@ async fn assert_plays_to_the_end(server: &TestServer) -> u16 {
     assert_eq!((first.width, first.height), (320, 180));
     let mut frames: Vec<DecodedFrame> = vec![first];
     frames.extend(viewer.frames_during(Duration::from_secs(4)).await);
-    let first = assert_numbered_to_the_end(&frames);
+    let first = assert_numbered_to_the_end(&frames, FRAMES);
     assert_eq!(frames.last().unwrap().number, None, "then \"The End\"");
     viewer.close().unwrap();
     first
 }
 
-/// Checks that `frames` carry the source's numbers in order up to its last; returns the
-/// first.
-fn assert_numbered_to_the_end(frames: &[DecodedFrame]) -> u16 {
+/// Checks that `frames` carry the numbers of a source of `source_frames` frames in order
+/// up to its last; returns the first.
+fn assert_numbered_to_the_end(frames: &[DecodedFrame], source_frames: u64) -> u16 {
     let numbers: Vec<u16> = frames.iter().filter_map(|f| f.number).collect();
     assert!(numbers.len() >= 40, "only {} numbered frames: {numbers:?}", numbers.len());
     assert!(numbers.windows(2).all(|pair| pair[0] < pair[1]), "out of order: {numbers:?}");
-    assert_eq!(numbers.last(), Some(&(FRAMES as u16 - 1)), "the stream reached the source's last frame");
+    assert_eq!(numbers.last(), Some(&(source_frames as u16 - 1)), "the stream reached the source's last frame");
     numbers[0]
 }
 
@@ -160,6 +160,51 @@ async fn a_file_waits_for_its_first_viewer() {
             assert_plays_to_the_end(&server).await
         };
         assert!(first < FRAMES as u16 / 2, "the viewer saw the clip from frame {first}, not from its start");
+        server.stop().await;
+    }
+}
+
+/// A file pauses while nobody watches, decoded or passed through, as in WebGear_RTC: once
+/// its only viewer has left, nothing of it is read, and the next viewer, coming after the
+/// rest of the clip would have played, sees it go on from where the first left it, to its
+/// end.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_file_pauses_while_nobody_watches() {
+    let _lock = exclusive().await;
+    // Five seconds, a keyframe every half second (so that it can pass through).
+    const CLIP_FRAMES: u64 = 150;
+    let path = scratch_dir().join("long.mp4");
+    make_frames(&path, CLIP_FRAMES, CAMERA_H264);
+    for passed_through in [false, true] {
+        let server = if passed_through {
+            unreduced_server_for(SourceSpec::File(path.clone())).await
+        } else {
+            server_for(SourceSpec::File(path.clone())).await
+        };
+        let (mut viewer, _) = server.playing_viewer().await;
+        let watched = viewer.frames_during(Duration::from_secs(1)).await;
+        let left_at = watched.iter().filter_map(|f| f.number).max().expect("numbered frames");
+        server.close_all_connections().await;
+        server.until_no_viewers(Duration::from_secs(5), "the viewer was never removed").await;
+        // A frame being read as the viewer left may still be counted.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let left = server.app.stats();
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        let paused = server.app.stats();
+        let read =
+            |stats: &webgear_rtc::Stats| (stats.frames_unwatched, stats.frames_encoded, stats.frames_passed_through);
+        assert_eq!(read(&paused), read(&left), "read while nobody watched: {left:?} then {paused:?}");
+
+        let (mut back, resumed) = server.playing_viewer().await;
+        let mut frames = vec![resumed];
+        frames.extend(back.frames_during(Duration::from_secs(5)).await);
+        let resumed_at = assert_numbered_to_the_end(&frames, CLIP_FRAMES);
+        // The next keyframe at the latest, passed through.
+        assert!(
+            resumed_at > left_at && resumed_at <= left_at + 20,
+            "frame {resumed_at} after the first viewer left at {left_at}, passed through: {passed_through}"
+        );
+        assert_eq!(frames.last().unwrap().number, None, "then \"The End\"");
         server.stop().await;
     }
 }
@@ -328,7 +373,7 @@ async fn assert_passes_through_to_the_end(server: &TestServer) -> u16 {
     assert!(stats.frames_passed_through >= 30, "{stats:?}");
 
     frames.extend(viewer.frames_during(Duration::from_millis(2500)).await);
-    let first = assert_numbered_to_the_end(&frames);
+    let first = assert_numbered_to_the_end(&frames, FRAMES);
     let last = frames.last().unwrap();
     assert_eq!((last.number, last.width), (None, 640), "then \"The End\", drawn at the source's size");
     first

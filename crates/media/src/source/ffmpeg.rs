@@ -15,6 +15,7 @@ use std::thread::{self, JoinHandle};
 use std::time::Instant;
 
 use super::connections::{LiveConnection, LiveConnections};
+use super::pace::Pacer;
 use super::relay::{LiveRelay, RELAYED_INPUT};
 use super::{FrameSource, LIVE_STALL_TIMEOUT, SourceError, is_http};
 use crate::frame::{Frame, PixelFormat};
@@ -30,26 +31,29 @@ pub struct FfmpegOptions {
     pub resolution: Option<(u32, u32)>,
     /// Output this many frames per second (dropping or repeating frames).
     pub framerate: Option<f64>,
-    /// Read at the input's own pace (`-re`), as a file must be to play in real time; its
-    /// pace then starts at the first read, which starts ffmpeg. Live inputs (cameras,
-    /// network streams) pace themselves.
+    /// Hand out frames at the input's rate, as a file must be to play in real time: ffmpeg
+    /// decodes ahead as far as its output pipe lets it, and each read waits until its frame
+    /// is due. ffmpeg starts at the first read, and a reader that pauses finds the input
+    /// where it left it. Live inputs (cameras, network streams) pace themselves.
     pub realtime: bool,
     /// Options that go before `-i`, e.g. `-f image2 -pattern_type glob` for a glob.
     pub input_options: Vec<String>,
 }
 
-/// An ffmpeg child producing raw frames (started at the first read when it reads at the
-/// input's own pace).
+/// An ffmpeg child producing raw frames (started at the first read, and paced by the
+/// reader, when it reads a file rather than a live input).
 #[derive(Debug)]
 pub struct FfmpegSource {
     child: FfmpegRun,
+    /// For an input read in real time ([`FfmpegOptions::realtime`]).
+    pacer: Option<Pacer>,
     width: u32,
     height: u32,
     frame_rate: f64,
 }
 
 impl FfmpegSource {
-    /// Probes `input` and starts decoding it, or, read at its own pace
+    /// Probes `input` and starts decoding it, or, read in real time
     /// ([`FfmpegOptions::realtime`]), gets ready to at the first read.
     pub fn open(input: &str, options: &FfmpegOptions) -> Result<FfmpegSource, SourceError> {
         FfmpegSource::open_input(FfmpegInput::direct(input, &options.input_options), options)
@@ -65,15 +69,17 @@ impl FfmpegSource {
             return Err(open_error(input.spec(), format!("ffprobe reported a {width}x{height} picture")));
         }
 
-        let mut command = ffmpeg_reading(&input, options.realtime, &LOW_DELAY_DECODING);
+        let mut command = ffmpeg_reading(&input, &LOW_DELAY_DECODING);
         command.args(["-vf", &format!("scale={width}:{height}")]);
-        if let Some(rate) = options.framerate {
-            command.args(["-r", &rate.to_string()]);
+        if options.realtime || options.framerate.is_some() {
+            // A constant rate, which the reader's pace assumes.
+            command.args(["-r", &frame_rate.to_string()]);
         }
         command.args(RAW_FRAMES_AT_ONCE).args(["-f", "rawvideo", "-pix_fmt", "yuv420p", "pipe:1"]);
         let child = FfmpegRun::start(&input, command, options.realtime)?;
+        let pacer = options.realtime.then(|| Pacer::new(frame_rate));
         tracing::debug!(input = input.spec(), width, height, frame_rate, "ffmpeg ready to decode");
-        Ok(FfmpegSource { child, width, height, frame_rate })
+        Ok(FfmpegSource { child, pacer, width, height, frame_rate })
     }
 
     /// The size of the frames this source produces.
@@ -90,6 +96,9 @@ impl FfmpegSource {
 
 impl FrameSource for FfmpegSource {
     fn read(&mut self) -> Result<Option<Frame>, SourceError> {
+        if let Some(pacer) = &mut self.pacer {
+            pacer.wait();
+        }
         let len = PixelFormat::I420.buffer_len(self.width, self.height);
         let mut data = vec![0u8; len];
         let mut filled = 0;
@@ -196,26 +205,21 @@ const LOW_DELAY_DECODING: [&str; 2] = ["-thread_type", "slice"];
 /// thread, and costs no more CPU on one.
 const RAW_FRAMES_AT_ONCE: [&str; 2] = ["-threads", "1"];
 
-/// An `ffmpeg` command reading the first video stream of `input` (at its own pace when
-/// `realtime`), without audio or subtitles, with `options` before the input's own; the
-/// caller adds the output.
-pub(super) fn ffmpeg_reading(input: &FfmpegInput, realtime: bool, options: &[&str]) -> Command {
+/// An `ffmpeg` command reading the first video stream of `input` as fast as its output is
+/// read, without audio or subtitles, with `options` before the input's own; the caller
+/// adds the output.
+pub(super) fn ffmpeg_reading(input: &FfmpegInput, options: &[&str]) -> Command {
     let mut command = Command::new("ffmpeg");
     command.args(["-hide_banner", "-loglevel", "error", "-nostdin"]);
-    if realtime {
-        command.arg("-re");
-    }
     command.args(options);
     input.add_to(&mut command);
     command.args(["-map", "0:v:0", "-an", "-sn", "-dn"]);
     command
 }
 
-/// An ffmpeg child, running or to be started at the first read. One that reads its input
-/// at the input's own pace (`-re`: a file, numbered images) waits for the first read: its
-/// pace starts when it starts, so started before its reader came it would hand the reader
-/// everything due meanwhile as a burst, played too fast (ffmpeg catches up on a pace it
-/// fell behind), and a file would be over before its first viewer came.
+/// An ffmpeg child, running or to be started at the first read. One that reads a file (or
+/// numbered images, or a file over HTTP) waits for the first read, which comes with the
+/// first viewer: until then nothing is decoded and no connection is held open.
 #[derive(Debug)]
 pub(super) enum FfmpegRun {
     Running(FfmpegChild),

@@ -1,7 +1,8 @@
 //! H.264 read through ffmpeg and sent to viewers as it is: files (local, or fetched over
 //! HTTP(S), HLS included) and live network streams (`udp://`, `srt://`, `rtmp://`). ffmpeg
-//! copies the H.264 to a pipe without decoding it (a file at its own pace, a live stream as
-//! it comes), and each access unit goes to every viewer untouched, in Annex B. No decoder
+//! copies the H.264 to a pipe without decoding it (a file as fast as it is read, handed out
+//! at its frame rate; a live stream as it comes), and each access unit goes to every viewer
+//! untouched, in Annex B. No decoder
 //! and no encoder run: the server's cost is reading the input and sending packets.
 //!
 //! ffmpeg writes FLV, where each frame is a tag that gives its length: a frame is passed
@@ -32,6 +33,7 @@ use std::time::{Duration, Instant};
 
 use super::connections::LiveConnections;
 use super::ffmpeg::{FfmpegInput, FfmpegRun, Probed, STREAM_ENTRIES, ffmpeg_reading, ffprobe, open_error, read_error};
+use super::pace::Pacer;
 use super::{EncodedSource, SourceError};
 use crate::encode::EncodedFrame;
 
@@ -86,6 +88,8 @@ const NAL_ACCESS_UNIT_DELIMITER: u8 = 9;
 #[derive(Debug)]
 pub struct FfmpegH264Source {
     child: FfmpegRun,
+    /// For a file, which is read in real time.
+    pacer: Option<Pacer>,
     units: FlvAccessUnits,
     buffer: Vec<u8>,
     width: u32,
@@ -125,11 +129,12 @@ impl FfmpegH264Source {
             let size = format!("ffprobe reported a {}x{} picture", probed.width, probed.height);
             return Err(open_error(input.spec(), size));
         }
-        let mut command = ffmpeg_reading(&input, !live, &[]);
+        let mut command = ffmpeg_reading(&input, &[]);
         command.args(["-c:v", "copy", "-flush_packets", "1"]);
         command.args(["-flvflags", "no_sequence_end+no_metadata+no_duration_filesize", "-f", "flv", "pipe:1"]);
-        // A file (read at its own pace) waits for the first read: see `FfmpegRun`.
+        // A file waits for the first read (see `FfmpegRun`), and is paced by its reader.
         let child = FfmpegRun::start(&input, command, !live)?;
+        let pacer = (!live).then(|| Pacer::new(probed.frame_rate));
         tracing::debug!(
             input = input.spec(),
             width = probed.width,
@@ -139,6 +144,7 @@ impl FfmpegH264Source {
         );
         Ok(FfmpegH264Source {
             child,
+            pacer,
             units: FlvAccessUnits::default(),
             buffer: vec![0; READ_SIZE],
             width: probed.width,
@@ -160,6 +166,9 @@ impl FfmpegH264Source {
 
 impl EncodedSource for FfmpegH264Source {
     fn read(&mut self) -> Result<Option<EncodedFrame>, SourceError> {
+        if let Some(pacer) = &mut self.pacer {
+            pacer.wait();
+        }
         loop {
             let unit = self.units.next_unit().map_err(|reason| read_error(self.child.spec(), reason))?;
             if let Some(unit) = unit {

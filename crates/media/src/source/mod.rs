@@ -22,6 +22,7 @@ use relay::LiveRelay;
 mod connections;
 pub mod ffmpeg;
 pub mod ffmpeg_h264;
+mod pace;
 mod relay;
 pub mod rtsp;
 pub mod test_pattern;

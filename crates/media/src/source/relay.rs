@@ -192,7 +192,7 @@ fn receive(url: &str, study_time: Duration) -> Result<(FfmpegChild, ChildStdout)
         options.extend([option.to_owned(), SELF_TIMEOUT.as_micros().to_string()]);
     }
     let input = FfmpegInput::direct(url, &options);
-    let mut command = ffmpeg_reading(&input, false, &[]);
+    let mut command = ffmpeg_reading(&input, &[]);
     command.args(["-c:v", "copy", "-flush_packets", "1", "-f", "nut", "pipe:1"]);
     let mut child = FfmpegChild::spawn(&input, command)?;
     let output = child.take_output().ok_or_else(|| open_error(url, "ffmpeg's output pipe was taken".into()))?;

@@ -2,9 +2,9 @@
 //! large digits, and the frame number again as a machine-readable [`FrameCode`] that
 //! survives H.264 compression and scaling, so tests can read it after decoding.
 
-use std::thread;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
+use super::pace::Pacer;
 use super::{FrameSource, SourceError};
 use crate::draw::{draw_text, fill_rect};
 use crate::frame::{Frame, I420Frame};
@@ -12,14 +12,15 @@ use crate::frame::{Frame, I420Frame};
 /// The width, in pixels, of one light-to-dark cycle of the stripes.
 const STRIPE_PERIOD: usize = 128;
 
-/// A real-time synthetic source: each `read` blocks until the next frame is due.
+/// A real-time synthetic source: each `read` blocks until the next frame is due. A reader
+/// that pauses finds the pattern where it left it.
 #[derive(Debug)]
 pub struct TestPattern {
     width: u32,
     height: u32,
     frame_rate: u32,
     frame_number: u64,
-    next_due: Option<Instant>,
+    pacer: Pacer,
 }
 
 impl Default for TestPattern {
@@ -33,12 +34,13 @@ impl TestPattern {
     /// A pattern of the given size (rounded up to even numbers, at least 64x64) and rate
     /// (at least 1 frame per second).
     pub fn new(width: u32, height: u32, frame_rate: u32) -> Self {
+        let frame_rate = frame_rate.max(1);
         TestPattern {
             width: width.max(64).next_multiple_of(2),
             height: height.max(64).next_multiple_of(2),
-            frame_rate: frame_rate.max(1),
+            frame_rate,
             frame_number: 0,
-            next_due: None,
+            pacer: Pacer::new(f64::from(frame_rate)),
         }
     }
 
@@ -91,18 +93,7 @@ impl TestPattern {
 
 impl FrameSource for TestPattern {
     fn read(&mut self) -> Result<Option<Frame>, SourceError> {
-        let period = Duration::from_secs(1) / self.frame_rate;
-        let now = Instant::now();
-        let due = match self.next_due {
-            // Behind by more than a frame (e.g. the reader paused): restart the schedule
-            // instead of bursting frames to catch up.
-            Some(due) if now.saturating_duration_since(due) <= period => due,
-            _ => now,
-        };
-        if let Some(wait) = due.checked_duration_since(now) {
-            thread::sleep(wait);
-        }
-        self.next_due = Some(due + period);
+        self.pacer.wait();
         let frame = self.render(self.frame_number, Instant::now());
         self.frame_number += 1;
         Ok(Some(frame.into()))
@@ -174,6 +165,8 @@ impl FrameCode {
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::*;
     use crate::frame::PixelFormat;
 

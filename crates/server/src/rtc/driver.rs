@@ -142,6 +142,9 @@ pub(crate) struct Driver {
     outgoing: Vec<Transmit>,
     /// What a viewer connecting now starts from.
     recent: RecentFrames,
+    /// Whether the stream pauses while nobody watches: `recent` then stays what the next
+    /// viewer should be shown when the last one leaves.
+    stream_pauses: bool,
     /// Whether the stream's last frame has been sent: `recent` then holds it for good.
     stream_ended: bool,
     /// Cuts each frame into RTP payloads once, for all of this driver's peers.
@@ -172,6 +175,7 @@ impl Driver {
             metrics,
             outgoing: Vec::new(),
             recent: RecentFrames::default(),
+            stream_pauses: false,
             stream_ended: false,
             packetizer: FramePacketizer::new(),
             segments: Vec::new(),
@@ -199,6 +203,11 @@ impl Driver {
                     Some(Command::Add(peer)) => self.add(*peer).await,
                     Some(Command::CloseAll(done)) => {
                         self.close_all().await;
+                        if !self.stream_ended {
+                            // WebGear_RTC's reset, which restarts the stream clock too: the
+                            // frames kept are from before, and the next viewer starts afresh.
+                            self.recent.clear();
+                        }
                         // The requester may have given up waiting; nothing to undo.
                         let _ = done.send(());
                     }
@@ -345,6 +354,7 @@ impl Driver {
             }
         };
         self.recent.record(&rtp);
+        self.stream_pauses = frame.pauses_unwatched;
         self.stream_ended |= frame.last;
         // Each peer's packets leave as soon as they are made, while its session is still
         // in the cache, so a viewer waits only for the viewers served before it.
@@ -454,11 +464,11 @@ impl Driver {
             }
             None => {
                 self.peers.remove(&id);
-                if self.peers.is_empty() && !self.stream_ended {
-                    // The stream stops encoding when nobody watches; frames kept from before
-                    // would then show the next viewer a stale picture first. Once the
-                    // stream has ended, its last picture ("The End") is what everyone
-                    // coming later is shown.
+                if self.peers.is_empty() && !self.stream_pauses && !self.stream_ended {
+                    // A live stream goes on unencoded while nobody watches; frames kept from
+                    // before would show the next viewer a stale picture first. A stream
+                    // that pauses is where it was, and once a stream has ended, its last
+                    // picture ("The End") is what everyone coming later is shown.
                     self.recent.clear();
                 }
                 let (router, index) = (&self.router, self.index);
@@ -559,6 +569,7 @@ mod tests {
             rtp_time: MediaTime::from_90khz(u64::from(number) * 3000),
             keyframes_on_request: true,
             last: false,
+            pauses_unwatched: false,
         }
     }
 

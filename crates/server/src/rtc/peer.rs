@@ -551,7 +551,13 @@ mod tests {
     /// A frame of the stream at `time` (90 kHz), captured `now`.
     fn stream_frame(data: Vec<u8>, keyframe: bool, time: u64, now: Instant) -> StreamFrame {
         let encoded = EncodedFrame { data: Arc::from(data), keyframe, width: 16, height: 16, captured_at: now };
-        StreamFrame { encoded, rtp_time: MediaTime::from_90khz(time), keyframes_on_request: true, last: false }
+        StreamFrame {
+            encoded,
+            rtp_time: MediaTime::from_90khz(time),
+            keyframes_on_request: true,
+            last: false,
+            pauses_unwatched: false,
+        }
     }
 
     /// Delivers `sent` to the viewer and returns the frames it reassembled.

@@ -86,7 +86,13 @@ mod tests {
             height: 16,
             captured_at: Instant::now(),
         };
-        let frame = StreamFrame { encoded, rtp_time: MediaTime::from_90khz(0), keyframes_on_request, last: false };
+        let frame = StreamFrame {
+            encoded,
+            rtp_time: MediaTime::from_90khz(0),
+            keyframes_on_request,
+            last: false,
+            pauses_unwatched: false,
+        };
         RtpFrame { frame, payloads: Arc::from([Arc::from(vec![0u8; payload_bytes])]) }
     }
 
