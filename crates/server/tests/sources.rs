@@ -10,6 +10,7 @@ mod common;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::{
@@ -71,28 +72,68 @@ async fn serve_over_http(file: &Path) -> (String, tokio::task::JoinHandle<()>) {
     (url, tokio::spawn(async move { axum::serve(listener, files).await.unwrap() }))
 }
 
-/// Serves `file` over HTTP on loopback to every request, then keeps each connection open
-/// sending nothing more, as a web server or camera that hangs; returns its URL.
-async fn serve_then_hang(file: &Path) -> String {
+/// Serves `file` on loopback as `name`, answering each request (in lower case) with the
+/// bytes `respond` makes of it and the file; returns its URL. The connection is closed
+/// after the answer, unless `hang`: then it stays open, sending nothing more.
+async fn serve_raw(
+    file: &Path,
+    name: &str,
+    hang: bool,
+    respond: impl Fn(&str, &[u8]) -> Vec<u8> + Send + Sync + 'static,
+) -> String {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}/stream.ts", listener.local_addr().unwrap());
-    let body = std::fs::read(file).unwrap();
+    let url = format!("http://{}/{name}", listener.local_addr().unwrap());
+    let body: Arc<[u8]> = std::fs::read(file).unwrap().into();
+    let respond = Arc::new(respond);
     tokio::spawn(async move {
         loop {
             let (mut connection, _) = listener.accept().await.unwrap();
-            let body = body.clone();
+            let (body, respond) = (body.clone(), respond.clone());
             tokio::spawn(async move {
                 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-                let mut request = [0u8; 4096];
-                let _ = connection.read(&mut request).await;
-                let head = "HTTP/1.1 200 OK\r\nContent-Type: video/mp2t\r\n\r\n";
-                let _ = connection.write_all(head.as_bytes()).await;
-                let _ = connection.write_all(&body).await;
-                std::future::pending::<()>().await;
+                let mut request = vec![0u8; 8192];
+                let Ok(read) = connection.read(&mut request).await else { return };
+                let request = String::from_utf8_lossy(&request[..read]).to_ascii_lowercase();
+                let _ = connection.write_all(&respond(&request, &body)).await;
+                if hang {
+                    std::future::pending::<()>().await;
+                }
             });
         }
     });
     url
+}
+
+/// Serves `file` over HTTP on loopback to every request, then keeps each connection open
+/// sending nothing more, as a web server or camera that hangs; returns its URL.
+async fn serve_then_hang(file: &Path) -> String {
+    serve_raw(file, "stream.ts", true, |_, body| {
+        [b"HTTP/1.1 200 OK\r\nContent-Type: video/mp2t\r\n\r\n".as_slice(), body].concat()
+    })
+    .await
+}
+
+/// Serves `file` over HTTP on loopback, with byte ranges, but cuts every response short
+/// after `cut` bytes, as a web server does to a connection it finds idle too long (one a
+/// paused file's ffmpeg stopped reading); returns its URL.
+async fn serve_cutting_responses(file: &Path, cut: usize) -> String {
+    serve_raw(file, "clip.mp4", false, move |request, body| {
+        let start: usize = request
+            .lines()
+            .find_map(|line| line.strip_prefix("range: bytes="))
+            .and_then(|range| range.split('-').next()?.trim().parse().ok())
+            .unwrap_or(0)
+            .min(body.len());
+        let head = format!(
+            "HTTP/1.1 206 Partial Content\r\nContent-Type: video/mp4\r\nAccept-Ranges: bytes\r\n\
+             Content-Range: bytes {start}-{}/{}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+            body.len().saturating_sub(1),
+            body.len(),
+            body.len() - start,
+        );
+        [head.as_bytes(), &body[start..body.len().min(start + cut)]].concat()
+    })
+    .await
 }
 
 async fn server_for(source: SourceSpec) -> TestServer {
@@ -251,6 +292,20 @@ async fn an_http_stream_plays_in_order_to_the_end() {
     assert_plays_to_the_end(&server).await;
     server.stop().await;
     http.abort();
+}
+
+/// A file over HTTP whose connection is cut (as a web server cuts one left idle while the
+/// file paused) goes on from where it was cut, over a new connection asking for the rest.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_http_file_whose_connection_is_cut_goes_on_where_it_stopped() {
+    let _lock = exclusive().await;
+    let path = clip("clip.mp4", H264);
+    let size = std::fs::metadata(&path).unwrap().len() as usize;
+    // Three cuts or more.
+    let url = serve_cutting_responses(&path, size / 4).await;
+    let server = server_for(url.parse().unwrap()).await;
+    assert_plays_to_the_end(&server).await;
+    server.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

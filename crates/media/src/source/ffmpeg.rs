@@ -153,12 +153,16 @@ impl FfmpegInput {
 
     /// Adds the options and the `-i` that make a program read this input. A URL fetched
     /// over HTTP(S) that sends nothing for [`LIVE_STALL_TIMEOUT`] fails: ffmpeg would
-    /// otherwise wait on it for good, freezing the stream (or its start).
+    /// otherwise wait on it for good, freezing the stream (or its start). A file over
+    /// HTTP(S) whose connection is cut before its end (as a web server cuts one left idle
+    /// while the file paused) is asked for the rest over a new one, for a few seconds.
     fn add_to(&self, command: &mut Command) {
         match self {
             FfmpegInput::Direct { spec, options } => {
                 if is_http(spec) {
                     command.args(["-rw_timeout", &LIVE_STALL_TIMEOUT.as_micros().to_string()]);
+                    let give_up_after = LIVE_STALL_TIMEOUT.as_secs().to_string();
+                    command.args(["-reconnect", "1", "-reconnect_delay_max", &give_up_after]);
                 }
                 command.args(options).arg("-i").arg(spec)
             }
