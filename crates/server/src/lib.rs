@@ -136,7 +136,8 @@ impl Builder {
     }
 
     /// Streams frames from your own producer instead of a source (vidgear's
-    /// `custom_stream`).
+    /// `custom_stream`). As in WebGear_RTC, it is read only while someone watches: its
+    /// `read` is first called when the first viewer comes, and not while nobody does.
     pub fn custom_stream(mut self, stream: impl FrameSource + 'static) -> Self {
         self.source = Some(SourceChoice::Custom(Box::new(stream)));
         self

@@ -201,8 +201,8 @@ pub struct Stats {
     pub viewers: usize,
     /// Frames encoded since the start.
     pub frames_encoded: u64,
-    /// Frames read from the source while nobody watched, and so neither transformed nor
-    /// encoded.
+    /// Frames read from a live source while nobody watched, and so neither transformed nor
+    /// encoded. (Other sources, such as files, are not read while nobody watches.)
     pub frames_unwatched: u64,
     /// Frames the source delivered already encoded (H.264 from an RTSP camera) and that
     /// were sent on without decoding or encoding.

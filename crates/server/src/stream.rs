@@ -351,7 +351,8 @@ struct Capture {
     /// stand in for a source that is gone.
     encoder: Option<RunningEncoder>,
     last_keyframe: Option<Instant>,
-    /// Whether the last frame read was left unencoded because nobody watched.
+    /// Whether the last frame read was left unencoded because nobody watched, or the
+    /// source was left unread until a viewer came.
     idle: bool,
     /// A viewer came after an idle spell: the next frame encoded must be a keyframe.
     resuming: bool,
