@@ -18,7 +18,7 @@ use common::{
     scratch_dir,
 };
 use webgear_rtc::{Error, Options, SourceSpec, WebGearRtc};
-use webgear_testkit::{DecodedFrame, Reaped, Viewer, ffmpegs_reading, free_udp_port};
+use webgear_testkit::{DecodedFrame, Endpoint, Reaped, Viewer, ffmpegs_reading, free_udp_port};
 
 /// ffmpeg output options for an H.264 clip.
 const H264: &[&str] = &["-c:v", "libx264", "-preset", "ultrafast", "-pix_fmt", "yuv420p"];
@@ -208,7 +208,9 @@ async fn a_file_waits_for_its_first_viewer() {
 /// A file pauses while nobody watches, decoded or passed through, as in WebGear_RTC: once
 /// its only viewer has left, nothing of it is read, and the next viewer, coming after the
 /// rest of the clip would have played, sees it go on from where the first left it, to its
-/// end.
+/// end. A viewer who leaves alone (WHEP's `DELETE`) leaves the frames kept for joiners,
+/// which the next viewer of a file passed through starts from; WebGear_RTC's reset
+/// (`/close_connection`) drops them, and the next viewer starts from a fresh keyframe.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_file_pauses_while_nobody_watches() {
     let _lock = exclusive().await;
@@ -222,10 +224,15 @@ async fn a_file_pauses_while_nobody_watches() {
         } else {
             server_for(SourceSpec::File(path.clone())).await
         };
-        let (mut viewer, _) = server.playing_viewer().await;
+        let mut viewer = Viewer::connect_to(&Endpoint::Whep { url: server.url("/whep"), token: None }).await.unwrap();
         let watched = viewer.frames_during(Duration::from_secs(1)).await;
         let left_at = watched.iter().filter_map(|f| f.number).max().expect("numbered frames");
-        server.close_all_connections().await;
+        if passed_through {
+            let left = viewer.session().unwrap().end().await.unwrap();
+            assert!(left.is_success(), "DELETE answered {left}");
+        } else {
+            server.close_all_connections().await;
+        }
         server.until_no_viewers(Duration::from_secs(5), "the viewer was never removed").await;
         // A frame being read as the viewer left may still be counted.
         tokio::time::sleep(Duration::from_millis(300)).await;
@@ -239,12 +246,20 @@ async fn a_file_pauses_while_nobody_watches() {
         let (mut back, resumed) = server.playing_viewer().await;
         let mut frames = vec![resumed];
         frames.extend(back.frames_during(Duration::from_secs(5)).await);
-        let resumed_at = assert_numbered_to_the_end(&frames, CLIP_FRAMES);
-        // The next keyframe at the latest, passed through.
-        assert!(
-            resumed_at > left_at && resumed_at <= left_at + 20,
-            "frame {resumed_at} after the first viewer left at {left_at}, passed through: {passed_through}"
-        );
+        let resumed_at = u64::from(assert_numbered_to_the_end(&frames, CLIP_FRAMES));
+        if passed_through {
+            // From the last keyframe (one every 15 frames) before the last frame sent.
+            let paused_at = left.frames_passed_through - 1;
+            assert!(
+                resumed_at <= paused_at && resumed_at + 15 >= paused_at,
+                "frame {resumed_at} after the file paused at {paused_at}"
+            );
+        } else {
+            assert!(
+                resumed_at > u64::from(left_at) && resumed_at <= u64::from(left_at) + 20,
+                "frame {resumed_at} after the first viewer left at {left_at}"
+            );
+        }
         assert_eq!(frames.last().unwrap().number, None, "then \"The End\"");
         server.stop().await;
     }
