@@ -53,15 +53,6 @@ fi
 
 source scripts/server-process.sh
 
-wait_for_page() {
-  for _ in $(seq 100); do
-    curl -fsS -o /dev/null "http://127.0.0.1:$port/" 2>/dev/null && return 0
-    kill -0 "$server" 2>/dev/null || return 1
-    sleep 0.3
-  done
-  return 1
-}
-
 # One round: the load generator against the server just started; its JSON summary goes
 # to $results as "<name> <survived> <json>".
 results="$work/results.txt"

@@ -69,10 +69,10 @@ for kind in decoded passed-through test-pattern; do
   "$bin/webgear-rtc" --source "$input" --host 127.0.0.1 --port "$port" \
     --options "{\"frame_size_reduction\": $reduction, \"bitrate\": \"1.5M\"}" >"$work/pause-$kind.log" 2>&1 &
   server=$!
-  for _ in $(seq 100); do
-    curl -fsS -o /dev/null "http://127.0.0.1:$port/" 2>/dev/null && break
-    sleep 0.3
-  done
+  if ! wait_for_page; then
+    echo "the server did not start; see $work/pause-$kind.log" >&2
+    exit 1
+  fi
   echo "== $kind"
   echo "first viewer: $(first_frame_ms) ms to its first decoded frame"
   until_no_viewers

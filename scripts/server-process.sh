@@ -1,5 +1,6 @@
 # Sourced by the benchmark scripts: the server they start in the background, kept in
 # $server, is stopped (SIGTERM, then waited for) by stop_server and when the script exits.
+# wait_for_page waits until it serves its page on $port (false if it died or never did).
 server=""
 stop_server() {
   if [ -n "$server" ]; then
@@ -9,3 +10,11 @@ stop_server() {
   fi
 }
 trap stop_server EXIT
+wait_for_page() {
+  for _ in $(seq 100); do
+    curl -fsS -o /dev/null "http://127.0.0.1:$port/" 2>/dev/null && return 0
+    kill -0 "$server" 2>/dev/null || return 1
+    sleep 0.3
+  done
+  return 1
+}
