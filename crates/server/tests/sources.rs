@@ -186,11 +186,7 @@ async fn a_file_waits_for_its_first_viewer() {
     let path = clip("clip.mp4", H264);
     let input = path.display().to_string();
     for passed_through in [false, true] {
-        let server = if passed_through {
-            unreduced_server_for(SourceSpec::File(path.clone())).await
-        } else {
-            server_for(SourceSpec::File(path.clone())).await
-        };
+        let server = file_server(&path, passed_through).await;
         tokio::time::sleep(CLIP_LENGTH + Duration::from_secs(1)).await;
         let stats = server.app.stats();
         assert_eq!((stats.frames_unwatched, stats.frames_passed_through), (0, 0), "read for nobody: {stats:?}");
@@ -219,11 +215,7 @@ async fn a_file_pauses_while_nobody_watches() {
     let path = scratch_dir().join("long.mp4");
     make_frames(&path, CLIP_FRAMES, CAMERA_H264);
     for passed_through in [false, true] {
-        let server = if passed_through {
-            unreduced_server_for(SourceSpec::File(path.clone())).await
-        } else {
-            server_for(SourceSpec::File(path.clone())).await
-        };
+        let server = file_server(&path, passed_through).await;
         let mut viewer = Viewer::connect_to(&Endpoint::Whep { url: server.url("/whep"), token: None }).await.unwrap();
         let watched = viewer.frames_during(Duration::from_secs(1)).await;
         let left_at = watched.iter().filter_map(|f| f.number).max().expect("numbered frames");
@@ -427,6 +419,13 @@ async fn the_ffmpeg_child_is_reaped_when_the_server_stops_mid_stream() {
 /// A server for `source` with frames left at their size: H.264 may pass through.
 async fn unreduced_server_for(source: SourceSpec) -> TestServer {
     server_with(source, |options| options.frame_size_reduction = 0).await
+}
+
+/// A server for the H.264 file at `path`, which passes through unreduced when
+/// `passed_through`, and is decoded and reduced by half otherwise.
+async fn file_server(path: &Path, passed_through: bool) -> TestServer {
+    let source = SourceSpec::File(path.to_owned());
+    if passed_through { unreduced_server_for(source).await } else { server_for(source).await }
 }
 
 /// Plays a stream whose H.264 passes through to its end and checks that no encoder ran
