@@ -129,6 +129,10 @@ impl<S: EncodedSource> FrameSource for DecodingSource<S> {
     fn frame_rate(&self) -> Option<f64> {
         self.source.frame_rate()
     }
+
+    fn is_live(&self) -> bool {
+        self.source.is_live()
+    }
 }
 
 #[cfg(test)]

@@ -137,7 +137,10 @@ impl Builder {
 
     /// Streams frames from your own producer instead of a source (vidgear's
     /// `custom_stream`). As in WebGear_RTC, it is read only while someone watches: its
-    /// `read` is first called when the first viewer comes, and not while nobody does.
+    /// `read` is first called when the first viewer comes, and not while nobody does. A
+    /// producer that goes on by itself (a camera of your own) says so with
+    /// [`FrameSource::is_live`]: it is then read all along, and what it gives while
+    /// nobody watches is dropped, so that viewers see it live.
     pub fn custom_stream(mut self, stream: impl FrameSource + 'static) -> Self {
         self.source = Some(SourceChoice::Custom(Box::new(stream)));
         self
@@ -212,7 +215,6 @@ impl Builder {
         let templates = Templates::new(data.templates_dir(), url_paths, ice.clone());
         let static_dirs = folders.into_iter().map(|folder| (folder.url_path, folder.dir)).collect();
 
-        let live = matches!(&source, SourceChoice::Spec(spec) if spec.is_live());
         let mut reopen: Option<stream::Reopen> = None;
         let connections = LiveConnections::default();
         let unfinished = ClosedUnlessBuilt(Some(connections.clone()));
@@ -269,7 +271,6 @@ impl Builder {
             grayscale: self.options.grayscale(),
             stabilize: self.options.stabilize.then_some(self.options.smoothing_radius),
             start_delay: self.options.time_delay,
-            live,
             bitrate: self.options.bitrate,
             reopen: reopen.filter(|_| self.options.infinite_frames()),
             connections,

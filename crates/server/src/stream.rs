@@ -132,6 +132,14 @@ impl StreamInput {
             StreamInput::H264(source) => source.stop(),
         }
     }
+
+    /// Whether the source goes on whether read or not ([`FrameSource::is_live`]).
+    fn is_live(&self) -> bool {
+        match self {
+            StreamInput::Frames(source) | StreamInput::FramesUntilH264(source, _) => source.is_live(),
+            StreamInput::H264(source) => source.is_live(),
+        }
+    }
 }
 
 /// Opens the stream's source again after it ended or failed: network streams reconnect.
@@ -175,10 +183,6 @@ pub(crate) struct StreamSettings {
     /// Wait this long before streaming the source (vidgear's `time_delay`). A live source is
     /// read meanwhile and what it sends dropped, so that the stream starts live.
     pub(crate) start_delay: Duration,
-    /// The source goes on whether read or not ([`SourceSpec::is_live`]).
-    ///
-    /// [`SourceSpec::is_live`]: webgear_media::SourceSpec::is_live
-    pub(crate) live: bool,
     /// The encoder's target, in bits per second.
     pub(crate) bitrate: u32,
     /// In infinite mode, how to get the source back once it is gone.
@@ -195,7 +199,6 @@ impl std::fmt::Debug for StreamSettings {
             .field("grayscale", &self.grayscale)
             .field("stabilize", &self.stabilize)
             .field("start_delay", &self.start_delay)
-            .field("live", &self.live)
             .field("bitrate", &self.bitrate)
             .field("reopens", &self.reopen.is_some())
             .field("connections", &self.connections)
@@ -235,9 +238,10 @@ impl VideoStream {
         settings: StreamSettings,
         metrics: Arc<Metrics>,
     ) -> Result<Self, StreamError> {
-        let input_rate = match &start {
-            StreamStart::Playing(input) => input.frame_rate(),
-            StreamStart::Opening(_) | StreamStart::Gone => None,
+        let (input_rate, live) = match &start {
+            StreamStart::Playing(input) => (input.frame_rate(), input.is_live()),
+            // Only a camera or a network stream is waited for.
+            StreamStart::Opening(_) | StreamStart::Gone => (None, true),
         };
         let frame_rate = input_rate.filter(|rate| *rate >= 1.0).unwrap_or(30.0);
         let encoder_config = H264EncoderConfig { bitrate_bps: settings.bitrate, frame_rate: frame_rate as f32 };
@@ -259,6 +263,7 @@ impl VideoStream {
             reducer,
             stabilizer: settings.stabilize.map(Stabilizer::new),
             settings,
+            live,
             frame_interval: Duration::from_secs_f64(1.0 / frame_rate),
             clock_start: Instant::now(),
             frames: frames.clone(),
@@ -339,6 +344,9 @@ struct Capture {
     reducer: FrameSizeReducer,
     stabilizer: Option<Stabilizer>,
     settings: StreamSettings,
+    /// Whether the source being read goes on whether read or not ([`FrameSource::is_live`]),
+    /// as the last input to start said.
+    live: bool,
     frame_interval: Duration,
     clock_start: Instant,
     frames: broadcast::Sender<StreamFrame>,
@@ -373,7 +381,7 @@ impl Capture {
         };
         if !self.settings.start_delay.is_zero() {
             let start_at = Instant::now() + self.settings.start_delay;
-            if self.settings.live && input.is_some() {
+            if input.as_ref().is_some_and(StreamInput::is_live) {
                 // Left unread, a live source would queue what it sends meanwhile (or
                 // overflow) and start seconds late, racing through the backlog.
                 debug!(delay = ?self.settings.start_delay, "dropping the live source's frames before the start");
@@ -389,6 +397,7 @@ impl Capture {
         let mut last_size = None;
         loop {
             if let Some(mut playing) = input.take() {
+                self.live = playing.is_live();
                 let played = match &mut playing {
                     StreamInput::Frames(source) => self.play_frames(source.as_mut(), None, &mut last_size),
                     StreamInput::FramesUntilH264(source, h264) => {
@@ -454,7 +463,7 @@ impl Capture {
     /// for nobody. The stream clock is moved on by the wait: the timeline goes on from
     /// where it stopped, as the source does.
     fn pause_while_unwatched(&mut self) {
-        if self.settings.live || self.metrics.viewers.get() > 0 {
+        if self.live || self.metrics.viewers.get() > 0 {
             return;
         }
         info!("nobody watches: the source waits for a viewer");
@@ -637,7 +646,7 @@ impl Capture {
         let since_start = encoded.captured_at.saturating_duration_since(self.clock_start);
         let rtp_time = MediaTime::from_90khz((since_start.as_micros() * 9 / 100) as u64);
         // Sending fails only when nobody is subscribed, which is not an error.
-        let pauses_unwatched = !self.settings.live;
+        let pauses_unwatched = !self.live;
         let frame = StreamFrame { encoded, rtp_time, keyframes_on_request, last: self.ended, pauses_unwatched };
         let _ = self.frames.send(frame);
     }

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use common::{TestServer, assert_increasing, exclusive, fps, scratch_dir};
 use webgear_media::source::TestPattern;
-use webgear_rtc::{Frame, Options, PixelFormat, WebGearRtc, from_fn};
+use webgear_rtc::{Frame, FrameSource, Options, PixelFormat, SourceError, WebGearRtc, from_fn};
 
 /// Gray frames of an odd size (639x359), cut from the test pattern's luma, 30 per second.
 fn odd_gray_frames() -> impl FnMut() -> Result<Option<Frame>, webgear_rtc::SourceError> + Send {
@@ -42,4 +42,46 @@ async fn a_closure_producing_odd_sized_gray_frames_streams_at_full_rate() {
     let rate = fps(&frames, Duration::from_secs(2));
     assert!(rate >= 25.0, "decoded {rate:.1} frames per second");
     server.stop().await;
+}
+
+/// A user's source that says it is live (a camera of their own) goes on whether read or
+/// not.
+struct OwnCamera<F>(F);
+
+impl<F: FnMut() -> Result<Option<Frame>, SourceError> + Send> FrameSource for OwnCamera<F> {
+    fn read(&mut self) -> Result<Option<Frame>, SourceError> {
+        (self.0)()
+    }
+
+    fn is_live(&self) -> bool {
+        true
+    }
+}
+
+/// A custom stream is read only while someone watches, as in WebGear_RTC, unless it says
+/// it is live: then it is read all along, as a camera is, and what it gives while nobody
+/// watches is dropped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_custom_stream_is_read_before_anyone_watches_only_if_it_is_live() {
+    let _lock = exclusive().await;
+    for live in [false, true] {
+        let mut options = Options::default();
+        options.custom_data_location = Some(scratch_dir());
+        let builder = if live {
+            WebGearRtc::builder().custom_stream(OwnCamera(odd_gray_frames()))
+        } else {
+            WebGearRtc::builder().custom_stream(from_fn(Some(30.0), odd_gray_frames()))
+        };
+        let server = TestServer::start_with(builder.options(options)).await;
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let stats = server.app.stats();
+        if live {
+            assert!(stats.frames_unwatched >= 15, "a live source left unread: {stats:?}");
+        } else {
+            assert_eq!(stats.frames_unwatched, 0, "read for nobody: {stats:?}");
+        }
+        let (mut viewer, _) = server.playing_viewer().await;
+        assert_increasing(&viewer.frames_during(Duration::from_secs(1)).await);
+        server.stop().await;
+    }
 }

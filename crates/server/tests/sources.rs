@@ -136,6 +136,66 @@ async fn serve_cutting_responses(file: &Path, cut: usize) -> String {
     .await
 }
 
+/// An MJPEG camera on loopback, as IP cameras and phone camera apps serve one over HTTP:
+/// every request gets an endless `multipart/x-mixed-replace` response, one JPEG a frame at
+/// 30 fps, the frame of the moment (looping over `frames`), whoever asks and whenever.
+struct MjpegCamera {
+    url: String,
+    started: Instant,
+    frames: u64,
+}
+
+impl MjpegCamera {
+    async fn serve(frames: Vec<Vec<u8>>) -> MjpegCamera {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let camera = MjpegCamera {
+            url: format!("http://{}/video.mjpg", listener.local_addr().unwrap()),
+            started: Instant::now(),
+            frames: frames.len() as u64,
+        };
+        let (started, frames) = (camera.started, Arc::new(frames));
+        tokio::spawn(async move {
+            loop {
+                let (mut connection, _) = listener.accept().await.unwrap();
+                let frames = frames.clone();
+                tokio::spawn(async move {
+                    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+                    let mut request = vec![0u8; 8192];
+                    let _ = connection.read(&mut request).await;
+                    let head = "HTTP/1.1 200 OK\r\nContent-Type: multipart/x-mixed-replace; boundary=frame\r\n\r\n";
+                    if connection.write_all(head.as_bytes()).await.is_err() {
+                        return;
+                    }
+                    let mut ticks = tokio::time::interval(Duration::from_secs(1) / 30);
+                    loop {
+                        ticks.tick().await;
+                        let jpeg =
+                            &frames[(MjpegCamera::frame_at(started, Instant::now()) % frames.len() as u64) as usize];
+                        let part =
+                            format!("--frame\r\nContent-Type: image/jpeg\r\nContent-Length: {}\r\n\r\n", jpeg.len());
+                        let sent = [part.as_bytes(), jpeg, b"\r\n"].concat();
+                        if connection.write_all(&sent).await.is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        camera
+    }
+
+    /// The frame count at `at` since the camera started (not wrapped).
+    fn frame_at(started: Instant, at: Instant) -> u64 {
+        (at.duration_since(started).as_secs_f64() * 30.0) as u64
+    }
+
+    /// How many frames `number` is behind the frame the camera sends now.
+    fn frames_behind(&self, number: u16) -> u64 {
+        let now = MjpegCamera::frame_at(self.started, Instant::now()) % self.frames;
+        (now + self.frames - u64::from(number)) % self.frames
+    }
+}
+
 async fn server_for(source: SourceSpec) -> TestServer {
     server_with(source, |options| options.frame_size_reduction = 50).await
 }
@@ -297,6 +357,74 @@ async fn an_http_stream_plays_in_order_to_the_end() {
 
     let server = server_for(url.parse().unwrap()).await;
     assert_plays_to_the_end(&server).await;
+    server.stop().await;
+    http.abort();
+}
+
+/// An MJPEG camera over HTTP is live (ffprobe finds no duration, as a file has): it is
+/// read all along, whether watched or not, and a viewer who comes after a pause sees what
+/// the camera sends now. Taken for a file, it paused with its viewers and went on from
+/// the frames its connection had buffered, behind for good.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_mjpeg_camera_over_http_is_read_all_along_and_a_returning_viewer_sees_it_live() {
+    let _lock = exclusive().await;
+    // Eight seconds of frames, which the camera loops.
+    const CAMERA_FRAMES: u64 = 240;
+    let dir = scratch_dir();
+    make_frames(&dir.join("%03d.jpg"), CAMERA_FRAMES, MJPEG);
+    let frames = (1..=CAMERA_FRAMES).map(|n| std::fs::read(dir.join(format!("{n:03}.jpg"))).unwrap()).collect();
+    let camera = MjpegCamera::serve(frames).await;
+    let server = server_for(camera.url.parse().unwrap()).await;
+
+    let (mut viewer, _) = server.playing_viewer().await;
+    let watched = viewer.frames_during(Duration::from_secs(2)).await;
+    let numbers: Vec<u16> = watched.iter().filter_map(|frame| frame.number).collect();
+    assert!(numbers.len() >= 50, "{} frames in 2 s", numbers.len());
+    let in_order = |pair: &[u16]| pair[1] > pair[0] || pair[1] < 10;
+    assert!(numbers.windows(2).all(in_order), "frames out of order: {numbers:?}");
+    server.close_all_connections().await;
+    server.until_no_viewers(Duration::from_secs(5), "the viewer was never removed").await;
+
+    let left = server.app.stats();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let later = server.app.stats();
+    let read_meanwhile = later.frames_unwatched - left.frames_unwatched;
+    assert!(read_meanwhile >= 60, "{read_meanwhile} frames read in the 3 s nobody watched: {left:?} then {later:?}");
+
+    let (mut back, _) = server.playing_viewer().await;
+    // Past the frames sent at once to start the joiner (the last keyframe and those since).
+    let frames = back.frames_during(Duration::from_secs(1)).await;
+    let last = frames.iter().rev().find_map(|frame| frame.number).expect("numbered frames");
+    let behind = camera.frames_behind(last);
+    assert!(behind <= 15, "frame {last} shown {behind} frames behind the camera");
+    server.stop().await;
+}
+
+/// A live HLS playlist (one with no end, so no duration) is live too: its H.264 passes
+/// through, read from the start whether watched or not, and, as HLS brings the video a
+/// segment at a time, seconds of it at once, its frames are handed out at their pace
+/// rather than in a burst a segment.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_live_hls_stream_passes_through_read_all_along_at_its_pace() {
+    let _lock = exclusive().await;
+    let camera = clip("camera.mp4", CAMERA_H264);
+    let playlist = scratch_dir().join("live.m3u8");
+    let segments = ["-hls_time", "1", "-hls_list_size", "5", "-hls_flags", "delete_segments"];
+    let _sender = live_sender(&camera, "hls", &segments, playlist.to_str().unwrap());
+    let ready_by = Instant::now() + Duration::from_secs(10);
+    while std::fs::read_to_string(&playlist).map_or(0, |text| text.matches(".ts").count()) < 3 {
+        assert!(Instant::now() < ready_by, "the HLS sender wrote no playlist of 3 segments");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let (url, http) = serve_over_http(&playlist).await;
+    let server = unreduced_server_for(url.parse().unwrap()).await;
+    // Flowing before anyone watches, then passed through.
+    assert_live_stream_passes_through(&server).await;
+
+    let (mut viewer, _) = server.playing_viewer().await;
+    let frames = two_seconds_of_frames(&mut viewer).await;
+    let longest_gap = frames.windows(2).map(|pair| pair[1].arrived_at - pair[0].arrived_at).max().unwrap();
+    assert!(longest_gap < Duration::from_millis(500), "frames came in bursts, {longest_gap:?} apart");
     server.stop().await;
     http.abort();
 }

@@ -34,7 +34,9 @@ pub struct FfmpegOptions {
     /// Hand out frames at the input's rate, as a file must be to play in real time: ffmpeg
     /// decodes ahead as far as its output pipe lets it, and each read waits until its frame
     /// is due. ffmpeg starts at the first read, and a reader that pauses finds the input
-    /// where it left it. Live inputs (cameras, network streams) pace themselves.
+    /// where it left it. Live inputs (cameras, network streams) pace themselves, and so
+    /// does an input fetched over HTTP(S) that turns out to be live: one with no duration
+    /// (an MJPEG camera, a live HLS playlist, an MPEG-TS stream).
     pub realtime: bool,
     /// Options that go before `-i`, e.g. `-f image2 -pattern_type glob` for a glob.
     pub input_options: Vec<String>,
@@ -45,7 +47,8 @@ pub struct FfmpegOptions {
 #[derive(Debug)]
 pub struct FfmpegSource {
     child: FfmpegRun,
-    /// For an input read in real time ([`FfmpegOptions::realtime`]).
+    paced_by: PacedBy,
+    /// For an input paced by its reader ([`PacedBy::Reader`]).
     pacer: Option<Pacer>,
     width: u32,
     height: u32,
@@ -69,17 +72,18 @@ impl FfmpegSource {
             return Err(open_error(input.spec(), format!("ffprobe reported a {width}x{height} picture")));
         }
 
-        let mut command = ffmpeg_reading(&input, &LOW_DELAY_DECODING);
+        let paced_by = PacedBy::of(&input, &probed, !options.realtime);
+        let mut command = ffmpeg_reading(&input, &[&LOW_DELAY_DECODING[..], paced_by.input_options()].concat());
         command.args(["-vf", &format!("scale={width}:{height}")]);
-        if options.realtime || options.framerate.is_some() {
+        if paced_by == PacedBy::Reader || options.framerate.is_some() {
             // A constant rate, which the reader's pace assumes.
             command.args(["-r", &frame_rate.to_string()]);
         }
         command.args(RAW_FRAMES_AT_ONCE).args(["-f", "rawvideo", "-pix_fmt", "yuv420p", "pipe:1"]);
-        let child = FfmpegRun::start(&input, command, options.realtime)?;
-        let pacer = options.realtime.then(|| Pacer::new(frame_rate));
-        tracing::debug!(input = input.spec(), width, height, frame_rate, "ffmpeg ready to decode");
-        Ok(FfmpegSource { child, pacer, width, height, frame_rate })
+        let child = FfmpegRun::start(&input, command, paced_by == PacedBy::Reader)?;
+        let pacer = paced_by.pacer(frame_rate);
+        tracing::debug!(input = input.spec(), width, height, frame_rate, ?paced_by, "ffmpeg ready to decode");
+        Ok(FfmpegSource { child, paced_by, pacer, width, height, frame_rate })
     }
 
     /// The size of the frames this source produces.
@@ -123,6 +127,58 @@ impl FrameSource for FfmpegSource {
 
     fn frame_rate(&self) -> Option<f64> {
         Some(self.frame_rate)
+    }
+
+    fn is_live(&self) -> bool {
+        self.paced_by.is_live()
+    }
+}
+
+/// What paces an input read through ffmpeg, and so whether it is live.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum PacedBy {
+    /// A file (local or over HTTP(S)), numbered images: ffmpeg reads ahead as far as its
+    /// pipe lets it, the reader takes frames at the input's rate ([`Pacer`]), and by not
+    /// reading pauses it. ffmpeg starts at the first read.
+    Reader,
+    /// A live stream (a camera, an RTSP, SRT, RTMP or UDP stream, an MJPEG camera or an
+    /// MPEG-TS stream over HTTP): frames come as the sender sends them, and are read all
+    /// along.
+    Sender,
+    /// A live HLS playlist, whose segments are fetched whole, seconds of video at once:
+    /// ffmpeg hands out their frames at their timestamps (`-re`). Read all along too.
+    Timestamps,
+}
+
+impl PacedBy {
+    /// What paces `input`: its sender if `live` (known from its kind), or if it
+    /// is fetched over HTTP(S) and has no duration (ffprobe's `format.duration`), which a
+    /// file has and a stream that goes on does not.
+    pub(super) fn of(input: &FfmpegInput, probed: &Probed, live: bool) -> PacedBy {
+        let live_over_http = is_http(input.spec()) && probed.duration.is_none();
+        match (live, live_over_http) {
+            (false, false) => PacedBy::Reader,
+            (false, true) if probed.format_name.split(',').any(|name| name == "hls") => PacedBy::Timestamps,
+            _ => PacedBy::Sender,
+        }
+    }
+
+    /// Whether the input goes on whether read or not.
+    pub(super) fn is_live(self) -> bool {
+        self != PacedBy::Reader
+    }
+
+    /// The pace a reader must keep: the input's rate for a file, none for a live input.
+    pub(super) fn pacer(self, frame_rate: f64) -> Option<Pacer> {
+        (self == PacedBy::Reader).then(|| Pacer::new(frame_rate))
+    }
+
+    /// ffmpeg's options before the input for this pace.
+    pub(super) fn input_options(self) -> &'static [&'static str] {
+        match self {
+            PacedBy::Timestamps => &["-re"],
+            PacedBy::Reader | PacedBy::Sender => &[],
+        }
     }
 }
 
@@ -467,10 +523,16 @@ pub(super) struct Probed {
     pub(super) codec: String,
     /// ffmpeg's name for the pixel format, e.g. `yuv420p`.
     pub(super) pixel_format: String,
+    /// The input's length in seconds; `None` for a stream that goes on (or one whose
+    /// length cannot be told).
+    pub(super) duration: Option<f64>,
+    /// ffmpeg's names for the input's format, e.g. `mov,mp4,m4a,3gp,3g2,mj2` or `hls`.
+    pub(super) format_name: String,
 }
 
 /// The stream entries [`probe`] reads, for callers that ask ffprobe for more in one run.
-pub(super) const STREAM_ENTRIES: &str = "stream=width,height,avg_frame_rate,r_frame_rate,codec_name,pix_fmt";
+pub(super) const STREAM_ENTRIES: &str =
+    "stream=width,height,avg_frame_rate,r_frame_rate,codec_name,pix_fmt:format=duration,format_name";
 
 pub(super) fn probe(input: &FfmpegInput) -> Result<Probed, SourceError> {
     let json = ffprobe(input, &["-show_entries", STREAM_ENTRIES])?;
@@ -490,12 +552,15 @@ impl Probed {
             .filter_map(|key| stream[key].as_str().and_then(parse_rate))
             .next()
             .unwrap_or(30.0);
+        let format = &json["format"];
         Ok(Probed {
             width: side("width"),
             height: side("height"),
             frame_rate: rate,
             codec: text("codec_name"),
             pixel_format: text("pix_fmt"),
+            duration: format["duration"].as_str().and_then(|text| text.parse().ok()),
+            format_name: format["format_name"].as_str().unwrap_or_default().to_owned(),
         })
     }
 }
@@ -553,7 +618,32 @@ pub(super) fn read_error(input: &str, reason: String) -> SourceError {
 
 #[cfg(test)]
 mod tests {
-    use super::parse_rate;
+    use super::{FfmpegInput, PacedBy, Probed, parse_rate};
+
+    #[test]
+    fn what_has_no_duration_over_http_is_live() {
+        let probed = |duration: Option<f64>, format_name: &str| Probed {
+            width: 640,
+            height: 360,
+            frame_rate: 30.0,
+            codec: "h264".into(),
+            pixel_format: "yuv420p".into(),
+            duration,
+            format_name: format_name.into(),
+        };
+        let paced_by =
+            |spec: &str, probed: &Probed, live: bool| PacedBy::of(&FfmpegInput::direct(spec, &[]), probed, live);
+        let mp4 = probed(Some(2.0), "mov,mp4,m4a,3gp,3g2,mj2");
+        assert_eq!(paced_by("clip.mp4", &mp4, false), PacedBy::Reader);
+        assert_eq!(paced_by("https://x/clip.mp4", &mp4, false), PacedBy::Reader);
+        assert_eq!(paced_by("https://x/vod.m3u8", &probed(Some(60.0), "hls"), false), PacedBy::Reader);
+        // A local file with no duration (a raw H.264 stream) is a file all the same.
+        assert_eq!(paced_by("clip.h264", &probed(None, "h264"), false), PacedBy::Reader);
+        assert_eq!(paced_by("http://cam/video.mjpg", &probed(None, "mpjpeg"), false), PacedBy::Sender);
+        assert_eq!(paced_by("HTTPS://x/live.m3u8", &probed(None, "hls"), false), PacedBy::Timestamps);
+        assert_eq!(paced_by("rtmp://x/live/cam", &mp4, true), PacedBy::Sender);
+        assert!(PacedBy::Timestamps.is_live() && PacedBy::Sender.is_live() && !PacedBy::Reader.is_live());
+    }
 
     #[test]
     fn frame_rates_parse_from_ffprobe_fractions() {

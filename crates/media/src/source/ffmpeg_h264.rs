@@ -32,7 +32,9 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use super::connections::LiveConnections;
-use super::ffmpeg::{FfmpegInput, FfmpegRun, Probed, STREAM_ENTRIES, ffmpeg_reading, ffprobe, open_error, read_error};
+use super::ffmpeg::{
+    FfmpegInput, FfmpegRun, PacedBy, Probed, STREAM_ENTRIES, ffmpeg_reading, ffprobe, open_error, read_error,
+};
 use super::pace::Pacer;
 use super::{EncodedSource, SourceError};
 use crate::encode::EncodedFrame;
@@ -88,7 +90,8 @@ const NAL_ACCESS_UNIT_DELIMITER: u8 = 9;
 #[derive(Debug)]
 pub struct FfmpegH264Source {
     child: FfmpegRun,
-    /// For a file, which is read in real time.
+    paced_by: PacedBy,
+    /// For a file, which is paced by its reader ([`PacedBy::Reader`]).
     pacer: Option<Pacer>,
     units: FlvAccessUnits,
     buffer: Vec<u8>,
@@ -99,8 +102,9 @@ pub struct FfmpegH264Source {
 
 impl FfmpegH264Source {
     /// Checks that the video of `input` (a file or URL ffmpeg reads; `live` when it paces
-    /// itself, as a network stream does) can go to browsers as it is, and starts reading
-    /// it. [`SourceError::Unsupported`] says why not when it cannot.
+    /// itself, as a network stream does; a URL over HTTP(S) with no duration is live too)
+    /// can go to browsers as it is, and starts reading it.
+    /// [`SourceError::Unsupported`] says why not when it cannot.
     pub fn open(input: &str, live: bool) -> Result<Self, SourceError> {
         let input_options = if live { LIVE_ANALYSIS.map(str::to_owned).to_vec() } else { Vec::new() };
         FfmpegH264Source::open_input(FfmpegInput::direct(input, &input_options), live)
@@ -129,21 +133,23 @@ impl FfmpegH264Source {
             let size = format!("ffprobe reported a {}x{} picture", probed.width, probed.height);
             return Err(open_error(input.spec(), size));
         }
-        let mut command = ffmpeg_reading(&input, &[]);
+        let paced_by = PacedBy::of(&input, &probed, live);
+        let mut command = ffmpeg_reading(&input, paced_by.input_options());
         command.args(["-c:v", "copy", "-flush_packets", "1"]);
         command.args(["-flvflags", "no_sequence_end+no_metadata+no_duration_filesize", "-f", "flv", "pipe:1"]);
         // A file waits for the first read (see `FfmpegRun`), and is paced by its reader.
-        let child = FfmpegRun::start(&input, command, !live)?;
-        let pacer = (!live).then(|| Pacer::new(probed.frame_rate));
+        let child = FfmpegRun::start(&input, command, paced_by == PacedBy::Reader)?;
+        let pacer = paced_by.pacer(probed.frame_rate);
         tracing::debug!(
             input = input.spec(),
             width = probed.width,
             height = probed.height,
-            live,
+            ?paced_by,
             "ffmpeg ready to copy H.264"
         );
         Ok(FfmpegH264Source {
             child,
+            paced_by,
             pacer,
             units: FlvAccessUnits::default(),
             buffer: vec![0; READ_SIZE],
@@ -190,6 +196,10 @@ impl EncodedSource for FfmpegH264Source {
 
     fn frame_rate(&self) -> Option<f64> {
         Some(self.frame_rate)
+    }
+
+    fn is_live(&self) -> bool {
+        self.paced_by.is_live()
     }
 }
 
@@ -281,6 +291,10 @@ impl EncodedSource for PrimedH264 {
 
     fn frame_rate(&self) -> Option<f64> {
         self.source.frame_rate()
+    }
+
+    fn is_live(&self) -> bool {
+        self.source.is_live()
     }
 }
 
@@ -622,7 +636,15 @@ mod tests {
     }
 
     fn h264_stream() -> Probed {
-        Probed { width: 640, height: 360, frame_rate: 30.0, codec: "h264".into(), pixel_format: "yuv420p".into() }
+        Probed {
+            width: 640,
+            height: 360,
+            frame_rate: 30.0,
+            codec: "h264".into(),
+            pixel_format: "yuv420p".into(),
+            duration: Some(2.0),
+            format_name: "mov,mp4,m4a,3gp,3g2,mj2".into(),
+        }
     }
 
     /// `count` packets at 30 fps, a keyframe every `interval` of them.

@@ -48,6 +48,14 @@ pub trait FrameSource: Send {
     fn frame_rate(&self) -> Option<f64> {
         None
     }
+
+    /// Whether the source goes on whether read or not (a camera, a live stream): it is then
+    /// read all along, and what comes while nobody watches is dropped. A source that is not
+    /// live (a file, the test pattern) waits for its reader, and is read only while someone
+    /// watches. Not live unless a source says so.
+    fn is_live(&self) -> bool {
+        false
+    }
 }
 
 /// A producer of frames that are already H.264 (an IP camera's RTSP stream): the stream
@@ -64,6 +72,11 @@ pub trait EncodedSource: Send {
     fn frame_rate(&self) -> Option<f64> {
         None
     }
+
+    /// Whether the source goes on whether read or not, as [`FrameSource::is_live`].
+    fn is_live(&self) -> bool {
+        false
+    }
 }
 
 impl<S: EncodedSource + ?Sized> EncodedSource for Box<S> {
@@ -77,6 +90,10 @@ impl<S: EncodedSource + ?Sized> EncodedSource for Box<S> {
 
     fn frame_rate(&self) -> Option<f64> {
         (**self).frame_rate()
+    }
+
+    fn is_live(&self) -> bool {
+        (**self).is_live()
     }
 }
 
@@ -230,11 +247,13 @@ const LIVE_STALL_TIMEOUT: Duration = Duration::from_secs(5);
 /// open.
 const LIVE_FIRST_DATA_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// Network stream schemes whose sender sets the pace (unlike a file fetched over HTTP).
+/// Network stream schemes whose sender sets the pace. (What is fetched over HTTP(S) may be
+/// a file or a live stream: ffprobe tells, see `PacedBy`.)
 const LIVE_SCHEMES: [&str; 5] = ["rtsp://", "rtsps://", "rtmp://", "udp://", "srt://"];
 
-/// Whether `url` is a live stream, whose sender sets the pace: reading it "in real time"
-/// on top would only add latency, and lose the frames still queued when the sender ends.
+/// Whether `url` is a live stream by its scheme, whose sender sets the pace: reading it
+/// "in real time" on top would only add latency, and lose the frames still queued when the
+/// sender ends.
 fn paces_itself(url: &str) -> bool {
     let lower = url.to_ascii_lowercase();
     LIVE_SCHEMES.iter().any(|scheme| lower.starts_with(scheme))
@@ -287,17 +306,6 @@ impl fmt::Debug for OpenedSource {
 }
 
 impl SourceSpec {
-    /// Whether the source sets its own pace and goes on whether read or not: a live
-    /// network stream, a camera, the screen. (A file, the test pattern or numbered images
-    /// wait for their reader.)
-    pub fn is_live(&self) -> bool {
-        match self {
-            SourceSpec::Url(url) => paces_itself(url),
-            SourceSpec::Camera(_) | SourceSpec::Screen(_) => true,
-            SourceSpec::TestPattern | SourceSpec::File(_) | SourceSpec::ImageSequence(_) => false,
-        }
-    }
-
     /// Opens the source as H.264 to send on as it is when it can be
     /// ([`SourceSpec::open_h264`]), as frames otherwise ([`SourceSpec::open`]). A live
     /// `udp://`, `srt://` or `rtmp://` stream, whose check takes seconds, opens as frames
@@ -542,16 +550,12 @@ mod tests {
     }
 
     #[test]
-    fn live_sources_are_those_that_go_on_unread() {
-        let live = |text: &str| text.parse::<SourceSpec>().unwrap().is_live();
-        for source in
-            ["rtsp://cam.local/stream", "SRT://0.0.0.0:9000", "udp://@:5000", "rtmp://x/live/cam", "0", "screen"]
-        {
-            assert!(live(source), "{source} is live");
+    fn streams_of_live_schemes_pace_themselves() {
+        for url in ["rtsp://cam.local/stream", "SRT://0.0.0.0:9000", "udp://@:5000", "rtmp://x/live/cam"] {
+            assert!(paces_itself(url), "{url} is live");
         }
-        for source in ["testsrc", "video.mp4", "https://x/clip.mp4", "frames/%04d.png"] {
-            assert!(!live(source), "{source} waits for its reader");
-        }
+        // Live or not by what it serves (see `PacedBy`).
+        assert!(!paces_itself("https://x/clip.mp4"));
     }
 
     #[test]

@@ -125,6 +125,10 @@ impl EncodedSource for RtspSource {
     fn frame_rate(&self) -> Option<f64> {
         self.frame_rate
     }
+
+    fn is_live(&self) -> bool {
+        true
+    }
 }
 
 impl Drop for RtspSource {

@@ -288,6 +288,10 @@ impl FrameSource for V4l2Camera {
     fn frame_rate(&self) -> Option<f64> {
         Some(self.rate)
     }
+
+    fn is_live(&self) -> bool {
+        true
+    }
 }
 
 #[cfg(test)]
