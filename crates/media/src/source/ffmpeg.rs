@@ -47,6 +47,8 @@ pub struct FfmpegOptions {
 #[derive(Debug)]
 pub struct FfmpegSource {
     child: FfmpegRun,
+    /// ffmpeg's name for the input's codec, e.g. `h264`.
+    codec: String,
     paced_by: PacedBy,
     /// For an input paced by its reader ([`PacedBy::Reader`]).
     pacer: Option<Pacer>,
@@ -83,12 +85,17 @@ impl FfmpegSource {
         let child = FfmpegRun::start(&input, command, paced_by == PacedBy::Reader)?;
         let pacer = paced_by.pacer(frame_rate);
         tracing::debug!(input = input.spec(), width, height, frame_rate, ?paced_by, "ffmpeg ready to decode");
-        Ok(FfmpegSource { child, paced_by, pacer, width, height, frame_rate })
+        Ok(FfmpegSource { child, codec: probed.codec, paced_by, pacer, width, height, frame_rate })
     }
 
     /// The size of the frames this source produces.
     pub fn size(&self) -> (u32, u32) {
         (self.width, self.height)
+    }
+
+    /// ffmpeg's name for the codec of the video decoded, e.g. `h264`.
+    pub(super) fn codec(&self) -> &str {
+        &self.codec
     }
 
     /// Lets `connections` stop the source's ffmpeg from another thread.
@@ -156,10 +163,12 @@ impl PacedBy {
     /// file has and a stream that goes on does not.
     pub(super) fn of(input: &FfmpegInput, probed: &Probed, live: bool) -> PacedBy {
         let live_over_http = is_http(input.spec()) && probed.duration.is_none();
-        match (live, live_over_http) {
-            (false, false) => PacedBy::Reader,
-            (false, true) if probed.format_name.split(',').any(|name| name == "hls") => PacedBy::Timestamps,
-            _ => PacedBy::Sender,
+        if live_over_http && probed.format_name.split(',').any(|name| name == "hls") {
+            PacedBy::Timestamps
+        } else if live || live_over_http {
+            PacedBy::Sender
+        } else {
+            PacedBy::Reader
         }
     }
 
@@ -641,6 +650,8 @@ mod tests {
         assert_eq!(paced_by("clip.h264", &probed(None, "h264"), false), PacedBy::Reader);
         assert_eq!(paced_by("http://cam/video.mjpg", &probed(None, "mpjpeg"), false), PacedBy::Sender);
         assert_eq!(paced_by("HTTPS://x/live.m3u8", &probed(None, "hls"), false), PacedBy::Timestamps);
+        // Known to be live, it is paced by its timestamps all the same.
+        assert_eq!(paced_by("HTTPS://x/live.m3u8", &probed(None, "hls"), true), PacedBy::Timestamps);
         assert_eq!(paced_by("rtmp://x/live/cam", &mp4, true), PacedBy::Sender);
         assert!(PacedBy::Timestamps.is_live() && PacedBy::Sender.is_live() && !PacedBy::Reader.is_live());
     }

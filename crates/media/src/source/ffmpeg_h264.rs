@@ -314,11 +314,16 @@ impl ProbedPacket {
     }
 }
 
+/// Why video in `codec` cannot go to browsers as it is.
+pub(super) fn not_h264(codec: &str) -> String {
+    format!("its video is {codec}, not H.264")
+}
+
 /// Why a file with this stream and these first packets cannot go to browsers as it is,
 /// or `None` when it can.
 fn why_not_sent_as_is(stream: &Probed, packets: &[ProbedPacket]) -> Option<String> {
     if stream.codec != "h264" {
-        return Some(format!("its video is {}, not H.264", stream.codec));
+        return Some(not_h264(&stream.codec));
     }
     if !matches!(stream.pixel_format.as_str(), "yuv420p" | "yuvj420p") {
         return Some(format!("its pictures are {}; browsers decode 8-bit 4:2:0 H.264 only", stream.pixel_format));

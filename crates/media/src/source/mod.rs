@@ -310,10 +310,18 @@ impl SourceSpec {
     /// ([`SourceSpec::open_h264`]), as frames otherwise ([`SourceSpec::open`]). A live
     /// `udp://`, `srt://` or `rtmp://` stream, whose check takes seconds, opens as frames
     /// at once while its H.264 is checked in the background
-    /// ([`OpenedSource::FramesUntilH264`]); it is connected to once for all.
+    /// ([`OpenedSource::FramesUntilH264`]); it is connected to once for all. A live stream
+    /// over HTTP(S) (one with no duration) is checked on seconds of it too, but first,
+    /// and only if it is H.264.
     pub fn open_preferring_h264(&self, settings: &SourceSettings) -> Result<OpenedSource, SourceError> {
         let SourceSpec::Url(url) = self else { return self.open_h264_or_frames(settings) };
-        if !is_relayed(url) || settings.changes_frames() {
+        if settings.changes_frames() {
+            return Ok(OpenedSource::Frames(self.open(settings)?));
+        }
+        if is_http(url) {
+            return self.open_over_http(url, settings);
+        }
+        if !is_relayed(url) {
             return self.open_h264_or_frames(settings);
         }
         let relay = LiveRelay::connect(url, &settings.connections)?;
@@ -326,6 +334,35 @@ impl SourceSpec {
                 Err(error)
             }
         }
+    }
+
+    /// [`SourceSpec::open_preferring_h264`] for `url`, fetched over HTTP(S). Whether it is
+    /// a file or a live stream is known once it is probed for its frames. A file's H.264
+    /// is checked then, on its first 10 s (its ffmpeg for frames waits for the first read:
+    /// unused, it costs nothing). A live stream's is checked on 5 s of it, which it takes
+    /// to come, and only if it is H.264: an MJPEG camera plays at once, and is not asked
+    /// for a second connection (some serve one at a time). (Each reader of a live stream
+    /// over HTTP(S) has its own connection, and a live HLS playlist its own place in it:
+    /// unlike a relayed stream, it cannot play decoded while checked and then switch.)
+    fn open_over_http(&self, url: &str, settings: &SourceSettings) -> Result<OpenedSource, SourceError> {
+        let frames = FfmpegSource::open(url, &ffmpeg_options(settings))?.joining(&settings.connections);
+        if !frames.is_live() {
+            return Ok(match self.open_h264(settings)? {
+                Some(h264) => OpenedSource::H264(h264),
+                None => OpenedSource::Frames(Box::new(frames)),
+            });
+        }
+        if frames.codec() != "h264" {
+            log_not_passed_through(url, &ffmpeg_h264::not_h264(frames.codec()));
+            return Ok(OpenedSource::Frames(Box::new(frames)));
+        }
+        // Left unread during the check, its frames would be seconds late.
+        drop(frames);
+        let checked = FfmpegH264Source::open(url, true).map(|h264| Box::new(h264.joining(&settings.connections)) as _);
+        Ok(match self.passable(checked)? {
+            Some(h264) => OpenedSource::H264(h264),
+            None => OpenedSource::Frames(self.open(settings)?),
+        })
     }
 
     /// [`SourceSpec::open_h264`], or [`SourceSpec::open`] when that cannot.
@@ -347,12 +384,7 @@ impl SourceSpec {
         settings: &SourceSettings,
         relay: Option<Arc<LiveRelay>>,
     ) -> Result<Box<dyn FrameSource>, SourceError> {
-        let realtime = FfmpegOptions {
-            realtime: true,
-            resolution: settings.resolution,
-            framerate: settings.framerate,
-            ..FfmpegOptions::default()
-        };
+        let realtime = ffmpeg_options(settings);
         match self {
             SourceSpec::TestPattern => {
                 let (width, height) = settings.resolution.unwrap_or((1280, 720));
@@ -457,6 +489,15 @@ impl SourceSpec {
             }
             _ => return Ok(None),
         };
+        self.passable(opened)
+    }
+
+    /// The H.264 source `opened`, `None` (logged) if its H.264 cannot go to browsers as it
+    /// is, or the error that kept it from opening.
+    fn passable(
+        &self,
+        opened: Result<Box<dyn EncodedSource>, SourceError>,
+    ) -> Result<Option<Box<dyn EncodedSource>>, SourceError> {
         match opened {
             Ok(source) => Ok(Some(source)),
             Err(SourceError::Unsupported { reason, .. }) => {
@@ -465,6 +506,17 @@ impl SourceSpec {
             }
             Err(error) => Err(error),
         }
+    }
+}
+
+/// ffmpeg's options for a source opened with `settings`, read in real time (unless it
+/// turns out to be live).
+fn ffmpeg_options(settings: &SourceSettings) -> FfmpegOptions {
+    FfmpegOptions {
+        realtime: true,
+        resolution: settings.resolution,
+        framerate: settings.framerate,
+        ..FfmpegOptions::default()
     }
 }
 
