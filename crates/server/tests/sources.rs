@@ -409,12 +409,13 @@ async fn an_mjpeg_camera_over_http_is_read_all_along_and_a_returning_viewer_sees
     server.stop().await;
 }
 
-/// A live HLS playlist (one with no end, so no duration) is live too: its H.264 passes
-/// through, read from the start whether watched or not, and, as HLS brings the video a
-/// segment at a time, seconds of it at once, its frames are handed out at their pace
-/// rather than in a burst a segment.
+/// A live HLS playlist (one with no end, so no duration) is live too: received once, it
+/// plays decoded at once while its H.264 is checked, then passes through from a keyframe
+/// without a jump, read all along. As HLS brings the video a segment at a time, seconds
+/// of it at once, its frames are handed out at their pace rather than in a burst a
+/// segment.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_live_hls_stream_passes_through_read_all_along_at_its_pace() {
+async fn a_live_hls_stream_plays_at_once_at_its_pace_then_passes_through_once_checked() {
     let _lock = exclusive().await;
     let camera = clip("camera.mp4", CAMERA_H264);
     let playlist = scratch_dir().join("live.m3u8");
@@ -427,13 +428,16 @@ async fn a_live_hls_stream_passes_through_read_all_along_at_its_pace() {
     }
     let (url, http) = serve_over_http(&playlist).await;
     let server = unreduced_server_for(url.parse().unwrap()).await;
-    // Flowing before anyone watches, then passed through.
-    assert_live_stream_passes_through(&server).await;
-
-    let (mut viewer, _) = server.playing_viewer().await;
-    let frames = two_seconds_of_frames(&mut viewer).await;
+    let frames = assert_decoded_then_passed_through(&server).await;
     let longest_gap = frames.windows(2).map(|pair| pair[1].arrived_at - pair[0].arrived_at).max().unwrap();
     assert!(longest_gap < Duration::from_millis(500), "frames came in bursts, {longest_gap:?} apart");
+
+    server.close_all_connections().await;
+    server.until_no_viewers(Duration::from_secs(5), "the viewer was never removed").await;
+    let left = server.app.stats().frames_passed_through;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let read = server.app.stats().frames_passed_through - left;
+    assert!(read >= 15, "{read} frames read in the second nobody watched");
     server.stop().await;
     http.abort();
 }
@@ -737,24 +741,31 @@ async fn a_live_h264_stream_over_udp_plays_at_once_then_passes_through_once_chec
     // MPEG-TS over UDP, as hardware encoders and OBS send it.
     let _sender = live_sender(&camera, "mpegts", &[], &format!("udp://127.0.0.1:{port}?pkt_size=1316"));
     let server = unreduced_server_for(format!("udp://127.0.0.1:{port}").parse().unwrap()).await;
-    // Checking that its H.264 can go to viewers as it is takes seconds of the stream; it
-    // plays decoded and encoded meanwhile.
+    assert_decoded_then_passed_through(&server).await;
+    server.stop().await;
+}
+
+/// A live stream's first viewer, come at once: checking that the stream's H.264 can go to
+/// viewers as it is takes seconds of it, and it plays decoded and encoded meanwhile; then,
+/// from one of its keyframes on, as it is, to the same viewer, without a break. Checks
+/// the stream's own 640x360 pictures in order over 10 s, and returns them.
+async fn assert_decoded_then_passed_through(server: &TestServer) -> Vec<DecodedFrame> {
     let (mut viewer, first) = server.playing_viewer().await;
     assert_eq!((first.width, first.height), (640, 360), "the stream's own pictures");
     let stats = server.app.stats();
     assert_eq!((stats.encoders_running, stats.frames_passed_through), (1, 0), "decoded while checked: {stats:?}");
 
-    // Then, from one of its keyframes on, as it is, to the same viewer, without a break.
-    let mut frames = viewer.frames_during(Duration::from_secs(10)).await;
+    let frames = viewer.frames_during(Duration::from_secs(10)).await;
     let stats = server.app.stats();
     assert!(stats.frames_passed_through > 0, "never passed through: {stats:?}");
     assert_eq!(stats.encoders_running, 0, "no encoder once passed through: {stats:?}");
     assert!(frames.len() >= 270, "{} frames in 10 s", frames.len());
     assert!(frames.iter().all(|f| (f.width, f.height) == (640, 360)));
     // The last picture decoded may come again as the first passed through; none older.
-    frames.dedup_by_key(|frame| frame.number);
-    assert_looped_clip_in_order(&frames);
-    server.stop().await;
+    let mut shown = frames.clone();
+    shown.dedup_by_key(|frame| frame.number);
+    assert_looped_clip_in_order(&shown);
+    frames
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

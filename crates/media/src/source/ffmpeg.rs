@@ -98,6 +98,12 @@ impl FfmpegSource {
         &self.codec
     }
 
+    /// ffmpeg's options before the input that pace it as this source is paced (for a
+    /// program that reads the same input in its stead).
+    pub(super) fn pace(&self) -> &'static [&'static str] {
+        self.paced_by.input_options()
+    }
+
     /// Lets `connections` stop the source's ffmpeg from another thread.
     pub(super) fn joining(mut self, connections: &LiveConnections) -> Self {
         self.child.join(connections);

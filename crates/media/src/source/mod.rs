@@ -308,11 +308,10 @@ impl fmt::Debug for OpenedSource {
 impl SourceSpec {
     /// Opens the source as H.264 to send on as it is when it can be
     /// ([`SourceSpec::open_h264`]), as frames otherwise ([`SourceSpec::open`]). A live
-    /// `udp://`, `srt://` or `rtmp://` stream, whose check takes seconds, opens as frames
-    /// at once while its H.264 is checked in the background
-    /// ([`OpenedSource::FramesUntilH264`]); it is connected to once for all. A live stream
-    /// over HTTP(S) (one with no duration) is checked on seconds of it too, but first,
-    /// and only if it is H.264.
+    /// `udp://`, `srt://` or `rtmp://` stream, or a live H.264 stream over HTTP(S) (one
+    /// with no duration), whose check takes seconds, opens as frames at once while its
+    /// H.264 is checked in the background ([`OpenedSource::FramesUntilH264`]); it is
+    /// connected to once for all.
     pub fn open_preferring_h264(&self, settings: &SourceSettings) -> Result<OpenedSource, SourceError> {
         let SourceSpec::Url(url) = self else { return self.open_h264_or_frames(settings) };
         if settings.changes_frames() {
@@ -324,7 +323,12 @@ impl SourceSpec {
         if !is_relayed(url) {
             return self.open_h264_or_frames(settings);
         }
-        let relay = LiveRelay::connect(url, &settings.connections)?;
+        let relay = LiveRelay::connect(url, &[], &settings.connections)?;
+        self.open_relayed(relay, settings)
+    }
+
+    /// A live stream received by `relay`, opened as frames while its H.264 is checked.
+    fn open_relayed(&self, relay: Arc<LiveRelay>, settings: &SourceSettings) -> Result<OpenedSource, SourceError> {
         let checked = PendingH264::check(FfmpegInput::Relayed(relay.clone()));
         match checked.and_then(|h264| Ok((self.open_from(settings, Some(relay.clone()))?, h264))) {
             Ok((frames, h264)) => Ok(OpenedSource::FramesUntilH264(frames, h264)),
@@ -339,11 +343,12 @@ impl SourceSpec {
     /// [`SourceSpec::open_preferring_h264`] for `url`, fetched over HTTP(S). Whether it is
     /// a file or a live stream is known once it is probed for its frames. A file's H.264
     /// is checked then, on its first 10 s (its ffmpeg for frames waits for the first read:
-    /// unused, it costs nothing). A live stream's is checked on 5 s of it, which it takes
-    /// to come, and only if it is H.264: an MJPEG camera plays at once, and is not asked
-    /// for a second connection (some serve one at a time). (Each reader of a live stream
-    /// over HTTP(S) has its own connection, and a live HLS playlist its own place in it:
-    /// unlike a relayed stream, it cannot play decoded while checked and then switch.)
+    /// unused, it costs nothing). A live stream's is checked only if it is H.264: an MJPEG
+    /// camera plays at once, and is not asked for a second connection (some serve one at
+    /// a time). A live H.264 stream is received once, through a relay, and plays decoded
+    /// while checked: two readers on connections of their own would not be in step (a
+    /// live HLS playlist starts each one where its live edge is), and the switch from one
+    /// to the other would jump.
     fn open_over_http(&self, url: &str, settings: &SourceSettings) -> Result<OpenedSource, SourceError> {
         let frames = FfmpegSource::open(url, &ffmpeg_options(settings))?.joining(&settings.connections);
         if !frames.is_live() {
@@ -356,13 +361,10 @@ impl SourceSpec {
             log_not_passed_through(url, &ffmpeg_h264::not_h264(frames.codec()));
             return Ok(OpenedSource::Frames(Box::new(frames)));
         }
-        // Left unread during the check, its frames would be seconds late.
+        let pace = frames.pace();
         drop(frames);
-        let checked = FfmpegH264Source::open(url, true).map(|h264| Box::new(h264.joining(&settings.connections)) as _);
-        Ok(match self.passable(checked)? {
-            Some(h264) => OpenedSource::H264(h264),
-            None => OpenedSource::Frames(self.open(settings)?),
-        })
+        let relay = LiveRelay::connect(url, pace, &settings.connections)?;
+        self.open_relayed(relay, settings)
     }
 
     /// [`SourceSpec::open_h264`], or [`SourceSpec::open`] when that cannot.
@@ -407,11 +409,15 @@ impl SourceSpec {
                         .map_err(|e| SourceError::Open { spec: url.clone(), reason: e.to_string() })?;
                     return Ok(Box::new(decoding));
                 }
-                let options = FfmpegOptions { realtime: !paces_itself(url), ..realtime };
-                if is_relayed(url) {
-                    let relay = relay.map_or_else(|| LiveRelay::connect(url, &settings.connections), Ok)?;
+                let relay = match relay {
+                    None if is_relayed(url) => Some(LiveRelay::connect(url, &[], &settings.connections)?),
+                    relay => relay,
+                };
+                if let Some(relay) = relay {
+                    let options = FfmpegOptions { realtime: false, ..realtime };
                     return Ok(Box::new(FfmpegSource::open_input(FfmpegInput::Relayed(relay), &options)?));
                 }
+                let options = FfmpegOptions { realtime: !paces_itself(url), ..realtime };
                 // A stream that hangs (no timeout stops ffmpeg) must not hold up the stop.
                 Ok(Box::new(FfmpegSource::open(url, &options)?.joining(&settings.connections)))
             }
@@ -478,7 +484,7 @@ impl SourceSpec {
                 RtspSource::open(url, &settings.connections).map(|source| Box::new(source) as Box<dyn EncodedSource>)
             }
             SourceSpec::Url(url) if is_relayed(url) => {
-                let relay = LiveRelay::connect(url, &settings.connections)?;
+                let relay = LiveRelay::connect(url, &[], &settings.connections)?;
                 FfmpegH264Source::open_input(FfmpegInput::Relayed(relay), true).map(|source| Box::new(source) as _)
             }
             SourceSpec::Url(url) => FfmpegH264Source::open(url, paces_itself(url))
@@ -489,15 +495,6 @@ impl SourceSpec {
             }
             _ => return Ok(None),
         };
-        self.passable(opened)
-    }
-
-    /// The H.264 source `opened`, `None` (logged) if its H.264 cannot go to browsers as it
-    /// is, or the error that kept it from opening.
-    fn passable(
-        &self,
-        opened: Result<Box<dyn EncodedSource>, SourceError>,
-    ) -> Result<Option<Box<dyn EncodedSource>>, SourceError> {
         match opened {
             Ok(source) => Ok(Some(source)),
             Err(SourceError::Unsupported { reason, .. }) => {

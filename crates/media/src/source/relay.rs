@@ -11,7 +11,10 @@
 //! that check and read the stream take it from pipes, each joining when it starts (several
 //! may read at once: a stream plays decoded while its H.264 is checked): each starts with
 //! NUT's headers and the data since the last syncpoint, then gets what arrives, until it
-//! exits.
+//! exits. A live H.264 stream over HTTP(S) is relayed too, though its server would take
+//! several connections: readers on connections of their own would not be in step (a live
+//! HLS playlist starts each where its live edge is), and the switch from its decoded
+//! frames to its H.264 would jump.
 //!
 //! The relay's ffmpeg studies the stream before passing it on, and must find its picture
 //! size in that time: in MPEG-TS (UDP, SRT) only a keyframe's parameter sets tell it, so a
@@ -106,16 +109,26 @@ impl LiveConnection for LiveRelay {
 }
 
 impl LiveRelay {
-    /// Connects to the live stream at `url` and starts receiving its first video stream;
-    /// the connection joins `connections`. While ffmpeg finds no picture size in the
-    /// stream, it is started again studying it longer ([`STUDY_TIMES`]); readers see
-    /// nothing of the tries that failed.
-    pub(super) fn connect(url: &str, connections: &LiveConnections) -> Result<Arc<LiveRelay>, SourceError> {
-        let (child, output) = receive(url, STUDY_TIMES[0])?;
+    /// Connects to the live stream at `url` and starts receiving its first video stream,
+    /// ffmpeg given `pace` before the input (`-re` for a live HLS playlist, whose segments
+    /// come whole); the connection joins `connections`. While ffmpeg finds no picture size
+    /// in the stream, it is started again studying it longer ([`STUDY_TIMES`]); readers
+    /// see nothing of the tries that failed.
+    pub(super) fn connect(
+        url: &str,
+        pace: &'static [&'static str],
+        connections: &LiveConnections,
+    ) -> Result<Arc<LiveRelay>, SourceError> {
+        let (child, output) = receive(url, pace, STUDY_TIMES[0])?;
         let child = Arc::new(Mutex::new(child));
         let stopped = Arc::new(AtomicBool::new(false));
-        let retries =
-            Retries { url: url.to_owned(), longer: &STUDY_TIMES[1..], child: child.clone(), stopped: stopped.clone() };
+        let retries = Retries {
+            url: url.to_owned(),
+            pace,
+            longer: &STUDY_TIMES[1..],
+            child: child.clone(),
+            stopped: stopped.clone(),
+        };
         let (readers, waiting) = mpsc::channel();
         let ended = Arc::new(AtomicBool::new(false));
         let awaiting = Arc::new(Mutex::new(Awaiting::FirstData(Instant::now())));
@@ -178,8 +191,9 @@ impl LiveRelay {
 
 /// Starts an ffmpeg receiving the live stream at `url`, studying it for `study_time`, and
 /// returns it with its output.
-fn receive(url: &str, study_time: Duration) -> Result<(FfmpegChild, ChildStdout), SourceError> {
+fn receive(url: &str, pace: &[&str], study_time: Duration) -> Result<(FfmpegChild, ChildStdout), SourceError> {
     let mut options = vec!["-analyzeduration".to_owned(), study_time.as_micros().to_string()];
+    options.extend(pace.iter().map(|option| (*option).to_owned()));
     // ffmpeg's option for it, per protocol (a URL's own options still win).
     let self_timeout = if url.starts_with("udp://") {
         Some("-timeout")
@@ -203,6 +217,7 @@ fn receive(url: &str, study_time: Duration) -> Result<(FfmpegChild, ChildStdout)
 /// finding the stream's picture size.
 struct Retries {
     url: String,
+    pace: &'static [&'static str],
     /// The study times still to try.
     longer: &'static [Duration],
     child: Arc<Mutex<FfmpegChild>>,
@@ -224,7 +239,7 @@ impl Retries {
             return None;
         }
         tracing::info!(source = self.url, ?study_time, "no picture size in the stream yet: studying it longer");
-        let (next, output) = receive(&self.url, study_time).ok()?;
+        let (next, output) = receive(&self.url, self.pace, study_time).ok()?;
         *child = next;
         self.longer = longer;
         Some(output)
