@@ -238,10 +238,9 @@ impl VideoStream {
         settings: StreamSettings,
         metrics: Arc<Metrics>,
     ) -> Result<Self, StreamError> {
-        let (input_rate, live) = match &start {
-            StreamStart::Playing(input) => (input.frame_rate(), input.is_live()),
-            // Only a camera or a network stream is waited for.
-            StreamStart::Opening(_) | StreamStart::Gone => (None, true),
+        let input_rate = match &start {
+            StreamStart::Playing(input) => input.frame_rate(),
+            StreamStart::Opening(_) | StreamStart::Gone => None,
         };
         let frame_rate = input_rate.filter(|rate| *rate >= 1.0).unwrap_or(30.0);
         let encoder_config = H264EncoderConfig { bitrate_bps: settings.bitrate, frame_rate: frame_rate as f32 };
@@ -263,7 +262,8 @@ impl VideoStream {
             reducer,
             stabilizer: settings.stabilize.map(Stabilizer::new),
             settings,
-            live,
+            // Until a source starts (only a camera or a network stream is waited for).
+            live: true,
             frame_interval: Duration::from_secs_f64(1.0 / frame_rate),
             clock_start: Instant::now(),
             frames: frames.clone(),
