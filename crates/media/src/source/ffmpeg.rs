@@ -47,8 +47,6 @@ pub struct FfmpegOptions {
 #[derive(Debug)]
 pub struct FfmpegSource {
     child: FfmpegRun,
-    /// ffmpeg's name for the input's codec, e.g. `h264`.
-    codec: String,
     paced_by: PacedBy,
     /// For an input paced by its reader ([`PacedBy::Reader`]).
     pacer: Option<Pacer>,
@@ -68,13 +66,22 @@ impl FfmpegSource {
     /// own).
     pub(super) fn open_input(input: FfmpegInput, options: &FfmpegOptions) -> Result<FfmpegSource, SourceError> {
         let probed = probe(&input)?;
+        FfmpegSource::open_probed(input, &probed, options)
+    }
+
+    /// [`FfmpegSource::open_input`] for an input already probed.
+    pub(super) fn open_probed(
+        input: FfmpegInput,
+        probed: &Probed,
+        options: &FfmpegOptions,
+    ) -> Result<FfmpegSource, SourceError> {
         let (width, height) = options.resolution.unwrap_or((probed.width, probed.height));
         let frame_rate = options.framerate.unwrap_or(probed.frame_rate);
         if width == 0 || height == 0 {
             return Err(open_error(input.spec(), format!("ffprobe reported a {width}x{height} picture")));
         }
 
-        let paced_by = PacedBy::of(&input, &probed, !options.realtime);
+        let paced_by = PacedBy::of(&input, probed, !options.realtime);
         let mut command = ffmpeg_reading(&input, &[&LOW_DELAY_DECODING[..], paced_by.input_options()].concat());
         command.args(["-vf", &format!("scale={width}:{height}")]);
         if paced_by == PacedBy::Reader || options.framerate.is_some() {
@@ -85,23 +92,12 @@ impl FfmpegSource {
         let child = FfmpegRun::start(&input, command, paced_by == PacedBy::Reader)?;
         let pacer = paced_by.pacer(frame_rate);
         tracing::debug!(input = input.spec(), width, height, frame_rate, ?paced_by, "ffmpeg ready to decode");
-        Ok(FfmpegSource { child, codec: probed.codec, paced_by, pacer, width, height, frame_rate })
+        Ok(FfmpegSource { child, paced_by, pacer, width, height, frame_rate })
     }
 
     /// The size of the frames this source produces.
     pub fn size(&self) -> (u32, u32) {
         (self.width, self.height)
-    }
-
-    /// ffmpeg's name for the codec of the video decoded, e.g. `h264`.
-    pub(super) fn codec(&self) -> &str {
-        &self.codec
-    }
-
-    /// ffmpeg's options before the input that pace it as this source is paced (for a
-    /// program that reads the same input in its stead).
-    pub(super) fn pace(&self) -> &'static [&'static str] {
-        self.paced_by.input_options()
     }
 
     /// Lets `connections` stop the source's ffmpeg from another thread.

@@ -16,7 +16,7 @@ use crate::decode::DecodingSource;
 use crate::encode::EncodedFrame;
 use crate::frame::Frame;
 pub use connections::LiveConnections;
-use ffmpeg::FfmpegInput;
+use ffmpeg::{FfmpegInput, PacedBy};
 use relay::LiveRelay;
 
 mod connections;
@@ -350,21 +350,23 @@ impl SourceSpec {
     /// live HLS playlist starts each one where its live edge is), and the switch from one
     /// to the other would jump.
     fn open_over_http(&self, url: &str, settings: &SourceSettings) -> Result<OpenedSource, SourceError> {
-        let frames = FfmpegSource::open(url, &ffmpeg_options(settings))?.joining(&settings.connections);
-        if !frames.is_live() {
-            return Ok(match self.open_h264(settings)? {
-                Some(h264) => OpenedSource::H264(h264),
-                None => OpenedSource::Frames(Box::new(frames)),
-            });
+        let input = FfmpegInput::direct(url, &[]);
+        let probed = ffmpeg::probe(&input)?;
+        let paced_by = PacedBy::of(&input, &probed, false);
+        if paced_by.is_live() && probed.codec == "h264" {
+            let relay = LiveRelay::connect(url, paced_by.input_options(), &settings.connections)?;
+            return self.open_relayed(relay, settings);
         }
-        if frames.codec() != "h264" {
-            log_not_passed_through(url, &ffmpeg_h264::not_h264(frames.codec()));
-            return Ok(OpenedSource::Frames(Box::new(frames)));
+        let frames = FfmpegSource::open_probed(input, &probed, &ffmpeg_options(settings))?;
+        let frames = Box::new(frames.joining(&settings.connections));
+        if paced_by.is_live() {
+            log_not_passed_through(url, &ffmpeg_h264::not_h264(&probed.codec));
+            return Ok(OpenedSource::Frames(frames));
         }
-        let pace = frames.pace();
-        drop(frames);
-        let relay = LiveRelay::connect(url, pace, &settings.connections)?;
-        self.open_relayed(relay, settings)
+        Ok(match self.open_h264(settings)? {
+            Some(h264) => OpenedSource::H264(h264),
+            None => OpenedSource::Frames(frames),
+        })
     }
 
     /// [`SourceSpec::open_h264`], or [`SourceSpec::open`] when that cannot.
