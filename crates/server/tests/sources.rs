@@ -370,10 +370,47 @@ async fn an_http_stream_plays_in_order_to_the_end() {
     http.abort();
 }
 
-/// An MJPEG camera over HTTP is live (ffprobe finds no duration, as a file has): it is
-/// read all along, whether watched or not, and a viewer who comes after a pause sees what
-/// the camera sends now. Taken for a file, it paused with its viewers and went on from
-/// the frames its connection had buffered, behind for good.
+/// A file over HTTP with no duration in it, as a WebM a browser recorded (MediaRecorder
+/// writes none; ffmpeg's `-live 1` neither) or an MPEG-TS recording from a web server
+/// without byte ranges (through which ffprobe cannot find the last timestamp), is a file
+/// all the same, for the web server sends its length: it waits for its first viewer, and
+/// plays at its own pace. Taken for a live stream, it was read for nobody from the start,
+/// as fast as it decoded.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_file_over_http_without_a_duration_waits_for_its_viewer_and_plays_at_its_pace() {
+    let _lock = exclusive().await;
+    // As a browser's MediaRecorder writes it: VP8 without a duration.
+    const RECORDED_WEBM: &[&str] = &["-c:v", "libvpx", "-deadline", "realtime", "-b:v", "2M", "-live", "1"];
+    for (name, options) in [("recording.ts", H264), ("recording.webm", RECORDED_WEBM)] {
+        let url = serve_raw(&clip(name, options), name, false, |_, body| {
+            [format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n", body.len()).as_bytes(), body]
+                .concat()
+        })
+        .await;
+        let server = server_for(url.parse().unwrap()).await;
+        tokio::time::sleep(CLIP_LENGTH + Duration::from_secs(1)).await;
+        let stats = server.app.stats();
+        assert_eq!(stats.frames_unwatched, 0, "{name} read for nobody: {stats:?}");
+        assert!(ffmpegs_reading(&url).is_empty(), "an ffmpeg reads {name} for nobody");
+
+        let (mut viewer, first) = server.playing_viewer().await;
+        let mut frames = vec![first];
+        frames.extend(viewer.frames_during(Duration::from_secs(4)).await);
+        let first_number = assert_numbered_to_the_end(&frames, FRAMES);
+        assert!(first_number < FRAMES as u16 / 2, "{name} seen from frame {first_number}, not from its start");
+        let numbered: Vec<&DecodedFrame> = frames.iter().filter(|frame| frame.number.is_some()).collect();
+        let (start, end) = (numbered[0], numbered[numbered.len() - 1]);
+        let played_for = end.arrived_at - start.arrived_at;
+        let clip_span = Duration::from_millis(u64::from(end.number.unwrap() - start.number.unwrap()) * 1000 / 30);
+        assert!(played_for >= clip_span * 3 / 4, "{name}: {clip_span:?} of it played in {played_for:?}");
+        server.stop().await;
+    }
+}
+
+/// An MJPEG camera over HTTP is live (ffprobe finds neither a duration nor a length, as a
+/// file has): it is read all along, whether watched or not, and a viewer who comes after a
+/// pause sees what the camera sends now. Taken for a file, it paused with its viewers and
+/// went on from the frames its connection had buffered, behind for good.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_mjpeg_camera_over_http_is_read_all_along_and_a_returning_viewer_sees_it_live() {
     let _lock = exclusive().await;

@@ -35,8 +35,9 @@ pub struct FfmpegOptions {
     /// decodes ahead as far as its output pipe lets it, and each read waits until its frame
     /// is due. ffmpeg starts at the first read, and a reader that pauses finds the input
     /// where it left it. Live inputs (cameras, network streams) pace themselves, and so
-    /// does an input fetched over HTTP(S) that turns out to be live: one with no duration
-    /// (an MJPEG camera, a live HLS playlist, an MPEG-TS stream).
+    /// does an input fetched over HTTP(S) that turns out to be live: one with neither a
+    /// duration nor a length (an MJPEG camera, an MPEG-TS stream), or a playlist with no
+    /// duration (a live HLS playlist).
     pub realtime: bool,
     /// Options that go before `-i`, e.g. `-f image2 -pattern_type glob` for a glob.
     pub input_options: Vec<String>,
@@ -154,18 +155,23 @@ pub(super) enum PacedBy {
     /// MPEG-TS stream over HTTP): frames come as the sender sends them, and are read all
     /// along.
     Sender,
-    /// A live HLS playlist, whose segments are fetched whole, seconds of video at once:
-    /// ffmpeg hands out their frames at their timestamps (`-re`). Read all along too.
+    /// A live HLS or DASH playlist, whose segments are fetched whole, seconds of video at
+    /// once: ffmpeg hands out their frames at their timestamps (`-re`). Read all along too.
     Timestamps,
 }
 
 impl PacedBy {
-    /// What paces `input`: its sender if `live` (known from its kind), or if it
-    /// is fetched over HTTP(S) and has no duration (ffprobe's `format.duration`), which a
-    /// file has and a stream that goes on does not.
+    /// What paces `input`: its sender if `live` (known from its kind), or if it is fetched
+    /// over HTTP(S) and turns out to be live. A live stream sent over HTTP has no length
+    /// (ffprobe's `format.size`: the server sends no `Content-Length`, as it cannot know
+    /// one) and no duration; a file has a length, and most have a duration, though some
+    /// have none (an MPEG-TS recording, a WebM a browser recorded). A playlist (HLS, DASH)
+    /// has a length of its own, so only its duration tells: a live one has none.
     pub(super) fn of(input: &FfmpegInput, probed: &Probed, live: bool) -> PacedBy {
-        let live_over_http = is_http(input.spec()) && probed.duration.is_none();
-        if live_over_http && probed.format_name.split(',').any(|name| name == "hls") {
+        let playlist = probed.format_name.split(',').any(|name| SEGMENTED_FORMATS.contains(&name));
+        let unbounded = probed.duration.is_none() && (playlist || probed.size.is_none());
+        let live_over_http = is_http(input.spec()) && unbounded;
+        if live_over_http && playlist {
             PacedBy::Timestamps
         } else if live || live_over_http {
             PacedBy::Sender
@@ -275,6 +281,11 @@ const LOW_DELAY_DECODING: [&str; 2] = ["-thread_type", "slice"];
 /// later on two cores, measured (`BENCHMARKS.md`). Copying a frame out needs no second
 /// thread, and costs no more CPU on one.
 const RAW_FRAMES_AT_ONCE: [&str; 2] = ["-threads", "1"];
+
+/// ffmpeg's names for formats that list segments, each fetched whole: HLS and DASH. (A
+/// live DASH playlist is told from a file by this, but ffmpeg 5.1 reads one badly: it
+/// fetches its segments over and over.)
+const SEGMENTED_FORMATS: [&str; 2] = ["hls", "dash"];
 
 /// An `ffmpeg` command reading the first video stream of `input` as fast as its output is
 /// read, without audio or subtitles, with `options` before the input's own; the caller
@@ -537,13 +548,16 @@ pub(super) struct Probed {
     /// The input's length in seconds; `None` for a stream that goes on (or one whose
     /// length cannot be told).
     pub(super) duration: Option<f64>,
+    /// The input's size in bytes; `None` for a stream that goes on, or one fetched over
+    /// HTTP(S) without a `Content-Length`.
+    pub(super) size: Option<u64>,
     /// ffmpeg's names for the input's format, e.g. `mov,mp4,m4a,3gp,3g2,mj2` or `hls`.
     pub(super) format_name: String,
 }
 
 /// The stream entries [`probe`] reads, for callers that ask ffprobe for more in one run.
 pub(super) const STREAM_ENTRIES: &str =
-    "stream=width,height,avg_frame_rate,r_frame_rate,codec_name,pix_fmt:format=duration,format_name";
+    "stream=width,height,avg_frame_rate,r_frame_rate,codec_name,pix_fmt:format=duration,size,format_name";
 
 pub(super) fn probe(input: &FfmpegInput) -> Result<Probed, SourceError> {
     let json = ffprobe(input, &["-show_entries", STREAM_ENTRIES])?;
@@ -571,6 +585,7 @@ impl Probed {
             codec: text("codec_name"),
             pixel_format: text("pix_fmt"),
             duration: format["duration"].as_str().and_then(|text| text.parse().ok()),
+            size: format["size"].as_str().and_then(|text| text.parse().ok()),
             format_name: format["format_name"].as_str().unwrap_or_default().to_owned(),
         })
     }
@@ -632,28 +647,42 @@ mod tests {
     use super::{FfmpegInput, PacedBy, Probed, parse_rate};
 
     #[test]
-    fn what_has_no_duration_over_http_is_live() {
-        let probed = |duration: Option<f64>, format_name: &str| Probed {
+    fn what_has_neither_a_duration_nor_a_length_over_http_is_live() {
+        let probed = |duration: Option<f64>, size: Option<u64>, format_name: &str| Probed {
             width: 640,
             height: 360,
             frame_rate: 30.0,
             codec: "h264".into(),
             pixel_format: "yuv420p".into(),
             duration,
+            size,
             format_name: format_name.into(),
         };
         let paced_by =
             |spec: &str, probed: &Probed, live: bool| PacedBy::of(&FfmpegInput::direct(spec, &[]), probed, live);
-        let mp4 = probed(Some(2.0), "mov,mp4,m4a,3gp,3g2,mj2");
+        let mp4 = probed(Some(2.0), Some(400_000), "mov,mp4,m4a,3gp,3g2,mj2");
         assert_eq!(paced_by("clip.mp4", &mp4, false), PacedBy::Reader);
         assert_eq!(paced_by("https://x/clip.mp4", &mp4, false), PacedBy::Reader);
-        assert_eq!(paced_by("https://x/vod.m3u8", &probed(Some(60.0), "hls"), false), PacedBy::Reader);
+        // Sent without its length, a file with a duration is a file all the same.
+        let mp4_unsized = probed(Some(2.0), None, "mov,mp4,m4a,3gp,3g2,mj2");
+        assert_eq!(paced_by("https://x/clip.mp4", &mp4_unsized, false), PacedBy::Reader);
+        // Files with a length and no duration: an MPEG-TS recording, a browser's WebM.
+        assert_eq!(paced_by("http://x/rec.ts", &probed(None, Some(700_000), "mpegts"), false), PacedBy::Reader);
+        assert_eq!(
+            paced_by("http://x/rec.webm", &probed(None, Some(300_000), "matroska,webm"), false),
+            PacedBy::Reader
+        );
         // A local file with no duration (a raw H.264 stream) is a file all the same.
-        assert_eq!(paced_by("clip.h264", &probed(None, "h264"), false), PacedBy::Reader);
-        assert_eq!(paced_by("http://cam/video.mjpg", &probed(None, "mpjpeg"), false), PacedBy::Sender);
-        assert_eq!(paced_by("HTTPS://x/live.m3u8", &probed(None, "hls"), false), PacedBy::Timestamps);
+        assert_eq!(paced_by("clip.h264", &probed(None, None, "h264"), false), PacedBy::Reader);
+        assert_eq!(paced_by("http://cam/video.mjpg", &probed(None, None, "mpjpeg"), false), PacedBy::Sender);
+        assert_eq!(paced_by("http://x/live.ts", &probed(None, None, "mpegts"), false), PacedBy::Sender);
+        // A playlist's length is its own: its duration alone tells.
+        let vod = probed(Some(60.0), Some(2_000), "hls");
+        assert_eq!(paced_by("https://x/vod.m3u8", &vod, false), PacedBy::Reader);
+        assert_eq!(paced_by("HTTPS://x/live.m3u8", &probed(None, Some(300), "hls"), false), PacedBy::Timestamps);
+        assert_eq!(paced_by("https://x/live.mpd", &probed(None, Some(900), "dash"), false), PacedBy::Timestamps);
         // Known to be live, it is paced by its timestamps all the same.
-        assert_eq!(paced_by("HTTPS://x/live.m3u8", &probed(None, "hls"), true), PacedBy::Timestamps);
+        assert_eq!(paced_by("HTTPS://x/live.m3u8", &probed(None, Some(300), "hls"), true), PacedBy::Timestamps);
         assert_eq!(paced_by("rtmp://x/live/cam", &mp4, true), PacedBy::Sender);
         assert!(PacedBy::Timestamps.is_live() && PacedBy::Sender.is_live() && !PacedBy::Reader.is_live());
     }

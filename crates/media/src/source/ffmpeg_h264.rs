@@ -102,7 +102,7 @@ pub struct FfmpegH264Source {
 
 impl FfmpegH264Source {
     /// Checks that the video of `input` (a file or URL ffmpeg reads; `live` when it paces
-    /// itself, as a network stream does; a URL over HTTP(S) with no duration is live too)
+    /// itself, as a network stream does; a URL over HTTP(S) with neither a duration nor a length is live too)
     /// can go to browsers as it is, and starts reading it.
     /// [`SourceError::Unsupported`] says why not when it cannot.
     pub fn open(input: &str, live: bool) -> Result<Self, SourceError> {
@@ -648,6 +648,7 @@ mod tests {
             codec: "h264".into(),
             pixel_format: "yuv420p".into(),
             duration: Some(2.0),
+            size: Some(400_000),
             format_name: "mov,mp4,m4a,3gp,3g2,mj2".into(),
         }
     }

@@ -308,8 +308,8 @@ impl fmt::Debug for OpenedSource {
 impl SourceSpec {
     /// Opens the source as H.264 to send on as it is when it can be
     /// ([`SourceSpec::open_h264`]), as frames otherwise ([`SourceSpec::open`]). A live
-    /// `udp://`, `srt://` or `rtmp://` stream, or a live H.264 stream over HTTP(S) (one
-    /// with no duration), whose check takes seconds, opens as frames at once while its
+    /// `udp://`, `srt://` or `rtmp://` stream, or a live H.264 stream over HTTP(S) (see
+    /// `PacedBy::of`), whose check takes seconds, opens as frames at once while its
     /// H.264 is checked in the background ([`OpenedSource::FramesUntilH264`]); it is
     /// connected to once for all.
     pub fn open_preferring_h264(&self, settings: &SourceSettings) -> Result<OpenedSource, SourceError> {
