@@ -83,9 +83,35 @@ async fn bitrate_sets_what_each_viewer_receives() {
     assert!(high > 3.0 * low, "3 Mbit/s asked for, {high:.0} bit/s sent (300 kbit/s gave {low:.0})");
 }
 
+/// The bit rate holds at whatever rate frames come: a custom stream that says no frame
+/// rate (so the encoder starts from 30 fps) and delivers 10 frames a second of a scene
+/// that takes every bit it is given gets its `bitrate` once the encoder has seen the rate
+/// frames come at. Shared among the 30 frames a second the source did not deliver, it got
+/// a third of it (or what the scene takes at the coarsest quantizer).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_bitrate_holds_at_the_rate_frames_come() {
+    let _lock = exclusive().await;
+    let mut options = options(json!({"frame_size_reduction": 0, "bitrate": "3M"}));
+    options.custom_data_location = Some(scratch_dir());
+    let slow_camera = from_fn(None, shaking_camera(Duration::from_millis(100)));
+    let server = TestServer::start_with(WebGearRtc::builder().custom_stream(slow_camera).options(options)).await;
+    let (mut viewer, _) = server.playing_viewer().await;
+    // The encoder counts frames for 2 s, then starts again at their rate; rate control
+    // settles within about a second.
+    viewer.frames_during(Duration::from_secs(3)).await;
+    let before = server.app.stats();
+    let window = Duration::from_secs(3);
+    let rate = fps(&viewer.frames_during(window).await, window);
+    let after = server.app.stats();
+    assert!((8.0..=12.0).contains(&rate), "the camera sends 10 fps, {rate:.1} decoded");
+    let sent = (after.bytes_sent - before.bytes_sent) as f64 * 8.0 / window.as_secs_f64();
+    assert!((2_200_000.0..3_900_000.0).contains(&sent), "3 Mbit/s asked for, {sent:.0} bit/s sent at 10 fps");
+    server.stop().await;
+}
+
 /// A camera that shakes: views of a still, finely textured scene, each moved by up to 10
-/// pixels either way, paced at 30 fps.
-fn shaking_camera() -> impl FnMut() -> Result<Option<Frame>, webgear_rtc::SourceError> + Send {
+/// pixels either way, one every `period`.
+fn shaking_camera(period: Duration) -> impl FnMut() -> Result<Option<Frame>, webgear_rtc::SourceError> + Send {
     const WIDTH: usize = 640;
     const HEIGHT: usize = 360;
     const SHAKE: usize = 10;
@@ -109,7 +135,7 @@ fn shaking_camera() -> impl FnMut() -> Result<Option<Frame>, webgear_rtc::Source
         let luma = (0..HEIGHT).flat_map(|row| &scene[(y + row) * scene_width + x..][..WIDTH]).copied();
         let data: Vec<u8> = luma.chain(std::iter::repeat_n(128, 2 * (WIDTH / 2) * (HEIGHT / 2))).collect();
         count += 1;
-        std::thread::sleep((started + Duration::from_millis(33) * count).saturating_duration_since(Instant::now()));
+        std::thread::sleep((started + period * count).saturating_duration_since(Instant::now()));
         Ok(Some(Frame::new(WIDTH as u32, HEIGHT as u32, PixelFormat::I420, data)?))
     }
 }
@@ -121,7 +147,9 @@ async fn stabilize_steadies_a_shaking_camera_for_the_viewer() {
     for stabilize in [false, true] {
         let mut options = options(json!({"frame_size_reduction": 0, "stabilize": stabilize}));
         options.custom_data_location = Some(scratch_dir());
-        let builder = WebGearRtc::builder().custom_stream(from_fn(Some(30.0), shaking_camera())).options(options);
+        let builder = WebGearRtc::builder()
+            .custom_stream(from_fn(Some(30.0), shaking_camera(Duration::from_millis(33))))
+            .options(options);
         let server = TestServer::start_with(builder).await;
         let (mut viewer, _) = server.playing_viewer().await;
         let frames = viewer.frames_during(Duration::from_secs(3)).await;
