@@ -21,9 +21,6 @@
 # Prints each round, a table, and the ratios at the largest N WebGear_RTC survived.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-# A thousand viewers in one load generator take a UDP socket each: more than the usual soft
-# limit on open files (1024). The server raises its own.
-ulimit -n "$(ulimit -Hn)"
 command -v nasm >/dev/null ||
   echo "note: nasm is not installed, so OpenH264 is built without its assembly and encodes ~1.6x slower"
 cargo build --release -q -p webgear-rtc-cli -p webgear-testkit

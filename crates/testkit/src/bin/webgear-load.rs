@@ -16,7 +16,9 @@ use std::time::{Duration, Instant};
 use clap::Parser;
 use serde::Serialize;
 use webgear_testkit::Endpoint;
-use webgear_testkit::load::{DecodedReport, LoadReport, Reception, Window, percentile, watch, watch_decoding};
+use webgear_testkit::load::{
+    DecodedReport, LoadReport, Reception, Window, make_room_for, percentile, watch, watch_decoding,
+};
 use webgear_testkit::server_side::{ProcessSample, histogram_buckets, quantile_between};
 
 #[derive(Parser)]
@@ -126,6 +128,18 @@ struct Summary {
 #[tokio::main]
 async fn main() {
     let args = Args::parse();
+    match make_room_for(args.viewers) {
+        Ok(files) if files.now < files.needed => eprintln!(
+            "warning: {} viewers need about {} open files, and this process may open {}: the last will \
+             fail to join (raise the hard limit: `ulimit -Hn`)",
+            args.viewers, files.needed, files.now
+        ),
+        Ok(files) if files.now > files.was => {
+            println!("limit on open files raised from {} to {}", files.was, files.now);
+        }
+        Ok(_) => {}
+        Err(error) => eprintln!("warning: could not raise the limit on open files: {error}"),
+    }
     let base = args.url.trim_end_matches('/');
     let endpoint = if args.whep {
         Endpoint::Whep { url: format!("{base}/whep"), token: args.token.clone() }
