@@ -302,6 +302,35 @@ pub fn percentile(values: &mut [f64], at: f64) -> f64 {
     values[(last as f64 * at.clamp(0.0, 1.0)).round() as usize]
 }
 
+/// What [`make_room_for`] found and did about the limit on open files.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OpenFiles {
+    /// The soft limit before.
+    pub was: u64,
+    /// The soft limit now.
+    pub now: u64,
+    /// About how many the viewers need.
+    pub needed: u64,
+}
+
+/// Makes room for `viewers` light viewers in this process: each holds a UDP socket, and
+/// an HTTP connection while it joins, so a thousand need more than the usual soft limit
+/// on open files (1024 on Linux), and the last would fail to join. Raises the soft limit
+/// to the hard one when they need more than it allows.
+pub fn make_room_for(viewers: usize) -> std::io::Result<OpenFiles> {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    // A socket each, a connection each for those joining at once, and the process's own.
+    let needed = viewers as u64 * 2 + 64;
+    let (soft, hard) = getrlimit(Resource::RLIMIT_NOFILE)?;
+    let now = if soft < needed && soft < hard {
+        setrlimit(Resource::RLIMIT_NOFILE, hard, hard)?;
+        hard
+    } else {
+        soft
+    };
+    Ok(OpenFiles { was: soft, now, needed })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -340,33 +369,4 @@ mod tests {
         let base = extended[0];
         assert_eq!(extended.iter().map(|seq| seq - base).collect::<Vec<_>>(), [0, 1, 3, 2, 4]);
     }
-}
-
-/// What [`make_room_for`] found and did about the limit on open files.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct OpenFiles {
-    /// The soft limit before.
-    pub was: u64,
-    /// The soft limit now.
-    pub now: u64,
-    /// About how many the viewers need.
-    pub needed: u64,
-}
-
-/// Makes room for `viewers` light viewers in this process: each holds a UDP socket, and
-/// an HTTP connection while it joins, so a thousand need more than the usual soft limit
-/// on open files (1024 on Linux), and the last would fail to join. Raises the soft limit
-/// to the hard one when they need more than it allows.
-pub fn make_room_for(viewers: usize) -> std::io::Result<OpenFiles> {
-    use nix::sys::resource::{Resource, getrlimit, setrlimit};
-    // A socket each, a connection each for those joining at once, and the process's own.
-    let needed = viewers as u64 * 2 + 64;
-    let (soft, hard) = getrlimit(Resource::RLIMIT_NOFILE)?;
-    let now = if soft < needed && soft < hard {
-        setrlimit(Resource::RLIMIT_NOFILE, hard, hard)?;
-        hard
-    } else {
-        soft
-    };
-    Ok(OpenFiles { was: soft, now, needed })
 }

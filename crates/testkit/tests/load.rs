@@ -15,7 +15,7 @@ async fn the_load_generator_raises_its_limit_on_open_files_to_hold_its_viewers()
     let mut options = Options::default();
     let data = std::env::temp_dir().join(format!("webgear-load-test-{}", std::process::id()));
     std::fs::create_dir_all(&data).unwrap();
-    options.custom_data_location = Some(data);
+    options.custom_data_location = Some(data.clone());
     let app = WebGearRtc::builder().source(SourceSpec::TestPattern).options(options).build().await.unwrap();
     let listener = tokio::net::TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
@@ -32,4 +32,5 @@ async fn the_load_generator_raises_its_limit_on_open_files_to_hold_its_viewers()
 
     serve.abort();
     app.shutdown().await;
+    std::fs::remove_dir_all(data).unwrap();
 }
