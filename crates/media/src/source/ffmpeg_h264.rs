@@ -102,8 +102,8 @@ pub struct FfmpegH264Source {
 
 impl FfmpegH264Source {
     /// Checks that the video of `input` (a file or URL ffmpeg reads; `live` when it paces
-    /// itself, as a network stream does; a URL over HTTP(S) with neither a duration nor a length is live too)
-    /// can go to browsers as it is, and starts reading it.
+    /// itself, as a network stream does; a URL over HTTP(S) with neither a duration nor a
+    /// length is live too) can go to browsers as it is, and starts reading it.
     /// [`SourceError::Unsupported`] says why not when it cannot.
     pub fn open(input: &str, live: bool) -> Result<Self, SourceError> {
         let input_options = if live { LIVE_ANALYSIS.map(str::to_owned).to_vec() } else { Vec::new() };
