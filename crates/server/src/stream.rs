@@ -64,8 +64,11 @@ const MIN_KEYFRAME_INTERVAL: Duration = Duration::from_millis(250);
 #[derive(Debug, Clone)]
 pub(crate) struct StreamFrame {
     pub(crate) encoded: EncodedFrame,
-    /// Capture time since the stream started, at 90 kHz.
+    /// Capture time since the stream clock started, at 90 kHz.
     pub(crate) rtp_time: MediaTime,
+    /// How many times the stream clock had been restarted ([`StreamClock::reset`]) when
+    /// this frame was stamped: frames of different restarts are on different timelines.
+    pub(crate) clock_epoch: u32,
     /// Whether the stream's encoder made this frame, and so makes a keyframe soon when a
     /// viewer asks for one. A source's H.264 passed through has keyframes only when the
     /// source makes them.
@@ -206,7 +209,8 @@ impl std::fmt::Debug for StreamSettings {
     }
 }
 
-/// Restarts the stream clock: the next frame's RTP timestamp is zero again.
+/// Restarts the stream clock: the next frame's RTP timestamp is zero again. A viewer whose
+/// frames came from before goes on along its own timeline (see `rtc::peer`).
 #[derive(Debug, Clone, Default)]
 pub(crate) struct StreamClock {
     reset_requested: Arc<AtomicBool>,
@@ -266,6 +270,7 @@ impl VideoStream {
             live: true,
             frame_interval: Duration::from_secs_f64(1.0 / frame_rate),
             clock_start: Instant::now(),
+            clock_epoch: 0,
             frames: frames.clone(),
             keyframes: keyframes.clone(),
             clock: clock.clone(),
@@ -349,6 +354,8 @@ struct Capture {
     live: bool,
     frame_interval: Duration,
     clock_start: Instant,
+    /// How many times the stream clock has been restarted.
+    clock_epoch: u32,
     frames: broadcast::Sender<StreamFrame>,
     keyframes: KeyframeRequests,
     clock: StreamClock,
@@ -636,6 +643,7 @@ impl Capture {
         if self.clock.reset_requested.swap(false, Ordering::Relaxed) {
             debug!("stream clock reset");
             self.clock_start = Instant::now();
+            self.clock_epoch = self.clock_epoch.wrapping_add(1);
         }
         if encoded.keyframe {
             self.last_keyframe = Some(Instant::now());
@@ -647,7 +655,14 @@ impl Capture {
         let rtp_time = MediaTime::from_90khz((since_start.as_micros() * 9 / 100) as u64);
         // Sending fails only when nobody is subscribed, which is not an error.
         let pauses_unwatched = !self.live;
-        let frame = StreamFrame { encoded, rtp_time, keyframes_on_request, last: self.ended, pauses_unwatched };
+        let frame = StreamFrame {
+            encoded,
+            rtp_time,
+            clock_epoch: self.clock_epoch,
+            keyframes_on_request,
+            last: self.ended,
+            pauses_unwatched,
+        };
         let _ = self.frames.send(frame);
     }
 

@@ -11,7 +11,7 @@ use openh264::decoder::Decoder;
 use openh264::formats::YUVSource;
 use serde::{Deserialize, Serialize};
 use str0m::change::{SdpAnswer, SdpOffer};
-use str0m::media::{Direction, KeyframeRequestKind, MediaKind, Mid};
+use str0m::media::{Direction, Frequency, KeyframeRequestKind, MediaKind, Mid};
 use str0m::net::{Protocol, Receive, TcpType};
 use str0m::{Candidate, Event, Input, Output, Rtc};
 use tokio::sync::mpsc;
@@ -35,6 +35,9 @@ pub struct DecodedFrame {
     pub chroma_range: u8,
     /// When the picture was decoded.
     pub arrived_at: Instant,
+    /// The picture's RTP time at 90 kHz (extended past the 32-bit wrap as the viewer's
+    /// session receives it): a player shows pictures at these times.
+    pub rtp_time: u64,
     /// The picture's luma at a quarter of its width and height (each sample the mean of a
     /// 4x4 block), `width / 4` samples a row: enough to compare pictures.
     pub thumbnail: Arc<[u8]>,
@@ -454,7 +457,7 @@ impl Session {
                     if !media.contiguous {
                         self.ask_for_keyframe_after_loss();
                     }
-                    self.decode(&media.data);
+                    self.decode(&media.data, media.time.rebase(Frequency::NINETY_KHZ).numer());
                     continue;
                 }
                 Output::Event(_) => continue,
@@ -488,7 +491,7 @@ impl Session {
         }
     }
 
-    fn decode(&mut self, annex_b: &[u8]) {
+    fn decode(&mut self, annex_b: &[u8], rtp_time: u64) {
         let arrived_at = Instant::now();
         match self.decoder.decode(annex_b) {
             Ok(Some(picture)) => {
@@ -508,6 +511,7 @@ impl Session {
                     keyframe,
                     chroma_range,
                     arrived_at,
+                    rtp_time,
                     thumbnail,
                 };
                 // A closed channel means nobody is listening any more; keep the session up.

@@ -202,12 +202,11 @@ impl Driver {
                 Wake::Command(command) => match command {
                     Some(Command::Add(peer)) => self.add(*peer).await,
                     Some(Command::CloseAll(done)) => {
+                        // WebGear_RTC's reset. It restarts the stream clock too, but the
+                        // frames kept stay: a joiner starting from them goes on along a
+                        // timeline of its own (`Peer::send_frame`). A live stream's are
+                        // dropped with its last viewer, as always.
                         self.close_all().await;
-                        if !self.stream_ended {
-                            // WebGear_RTC's reset, which restarts the stream clock too: the
-                            // frames kept are from before, and the next viewer starts afresh.
-                            self.recent.clear();
-                        }
                         // The requester may have given up waiting; nothing to undo.
                         let _ = done.send(());
                     }
@@ -567,6 +566,7 @@ mod tests {
         StreamFrame {
             encoded,
             rtp_time: MediaTime::from_90khz(u64::from(number) * 3000),
+            clock_epoch: 0,
             keyframes_on_request: true,
             last: false,
             pauses_unwatched: false,

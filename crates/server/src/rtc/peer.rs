@@ -61,6 +61,39 @@ fn rtp_time(frame: &StreamFrame) -> u32 {
     frame.rtp_time.rebase(Frequency::NINETY_KHZ).numer() as u32
 }
 
+/// A viewer's RTP timeline: the stream clock's, shifted once for each restart of that
+/// clock (WebGear_RTC's reset) the viewer lived through. A viewer can start from frames
+/// kept from before a restart (a file that paused while nobody watched keeps its last
+/// frames for the next viewer); the stream's next frames, stamped from zero again, must not
+/// go back in time for it, or its player would take them for old ones.
+#[derive(Debug, Default, Clone, Copy)]
+struct Timeline {
+    /// The restart of the stream clock ([`StreamFrame::clock_epoch`]) the viewer follows.
+    epoch: u32,
+    /// Added (wrapping) to the stream's RTP times.
+    offset: u32,
+}
+
+impl Timeline {
+    /// The viewer's RTP time for `frame`, given the RTP time of the last frame the viewer
+    /// was sent and how long ago (none yet: `None`). The first frame of a new restart
+    /// follows the last one sent by as long as passed between them (at least a tick).
+    fn stamp(&mut self, frame: &StreamFrame, since_last: Option<(u32, Duration)>) -> u32 {
+        let time = rtp_time(frame);
+        if frame.clock_epoch != self.epoch {
+            self.epoch = frame.clock_epoch;
+            self.offset = match since_last {
+                Some((last_time, elapsed)) => {
+                    let ticks = (elapsed.as_micros() * 9 / 100).clamp(1, u128::from(u32::MAX / 2)) as u32;
+                    last_time.wrapping_add(ticks).wrapping_sub(time)
+                }
+                None => 0,
+            };
+        }
+        time.wrapping_add(self.offset)
+    }
+}
+
 /// str0m's usual RTP header extensions (Chrome's) without transport-wide sequence numbers.
 /// Those exist for transport-wide congestion control feedback, which a viewer would then
 /// send every 50 ms; every viewer gets the same encoding at one bitrate, so nothing here
@@ -116,6 +149,13 @@ pub(crate) struct PeerConfig {
     pub(crate) dtls_cert: DtlsCert,
 }
 
+/// A frame sent to the viewer: its RTP time and when.
+#[derive(Debug, Clone, Copy)]
+struct Sent {
+    time: u32,
+    at: Instant,
+}
+
 /// The negotiated outgoing video track.
 #[derive(Debug, Clone, Copy)]
 struct VideoTrack {
@@ -132,9 +172,11 @@ pub(crate) struct Peer {
     connected: bool,
     /// Delta frames are useless until the viewer has a keyframe: skip them.
     waiting_for_keyframe: bool,
-    /// The RTP time of the last frame sent; `None` until the first, and until then the
-    /// viewer can start from frames the stream sent before it connected.
-    last_sent_time: Option<u32>,
+    /// The last frame sent; `None` until the first, and until then the viewer can start
+    /// from frames the stream sent before it connected.
+    last_sent: Option<Sent>,
+    /// The viewer's timeline against the stream clock's.
+    timeline: Timeline,
     /// When the viewer was last sent the frames since a keyframe again (see
     /// [`Peer::replay`]).
     last_replay: Option<Instant>,
@@ -226,7 +268,8 @@ impl Peer {
             created_at: now,
             connected: false,
             waiting_for_keyframe: true,
-            last_sent_time: None,
+            last_sent: None,
+            timeline: Timeline::default(),
             last_replay: None,
             wants_keyframe: false,
             next_sequence: first_sequence_number(),
@@ -301,8 +344,14 @@ impl Peer {
     /// and this is not one; returns whether it did. Its packets are ready for the next
     /// [`Peer::poll`].
     pub(crate) fn send_frame(&mut self, rtp: &RtpFrame, metrics: &Metrics, now: Instant) -> bool {
-        let time = rtp_time(&rtp.frame);
+        let time = self.stamp(&rtp.frame, now);
         self.contained(|peer| peer.write_frame(rtp, time, metrics, now)).unwrap_or(false)
+    }
+
+    /// The RTP time `frame` goes out with, `now`, on the viewer's timeline.
+    fn stamp(&mut self, frame: &StreamFrame, now: Instant) -> u32 {
+        let since_last = self.last_sent.map(|sent| (sent.time, now.saturating_duration_since(sent.at)));
+        self.timeline.stamp(frame, since_last)
     }
 
     /// Writes one frame stamped `time` (RTP, 90 kHz).
@@ -340,7 +389,7 @@ impl Peer {
         // queue snapshot is taken then); without this the frame would wait for the peer's
         // next timeout, which a busy driver serves last.
         self.handle_input(Input::Timeout(now));
-        self.last_sent_time = Some(time);
+        self.last_sent = Some(Sent { time, at: now });
         metrics.frames_sent.inc();
         true
     }
@@ -363,13 +412,13 @@ impl Peer {
         let (Some(first), Some(newest)) = (recent.first(), recent.last()) else {
             return false;
         };
-        if self.last_sent_time.is_some() || !self.connected || !first.frame.encoded.keyframe {
+        if self.last_sent.is_some() || !self.connected || !first.frame.encoded.keyframe {
             return false;
         }
         let span = CATCH_UP_SPACING.wrapping_mul(recent.len() as u32 - 1);
-        let first_time = rtp_time(&newest.frame).wrapping_sub(span);
+        let first_time = self.stamp(&newest.frame, now).wrapping_sub(span);
         self.write_burst(recent, first_time, CATCH_UP_SPACING, metrics, now, transmit);
-        let started = self.last_sent_time.is_some();
+        let started = self.last_sent.is_some();
         if started && !self.waiting_for_keyframe {
             self.wants_keyframe = false;
         }
@@ -392,7 +441,7 @@ impl Peer {
         now: Instant,
         transmit: impl FnMut(Transmit),
     ) -> bool {
-        let (Some(last_time), Some(first)) = (self.last_sent_time, recent.first()) else {
+        let (Some(Sent { time: last_time, .. }), Some(first)) = (self.last_sent, recent.first()) else {
             return false;
         };
         let replayed_lately = self.last_replay.is_some_and(|at| now.saturating_duration_since(at) < REPLAY_INTERVAL);
@@ -554,6 +603,7 @@ mod tests {
         StreamFrame {
             encoded,
             rtp_time: MediaTime::from_90khz(time),
+            clock_epoch: 0,
             keyframes_on_request: true,
             last: false,
             pauses_unwatched: false,
@@ -688,6 +738,30 @@ mod tests {
         let mut sent = Vec::new();
         peer.poll(|transmit| sent.push(transmit)).unwrap();
         assert_eq!(rtp_times(&deliver(&mut viewer, &sent, now)), [15_000]);
+    }
+
+    #[test]
+    fn a_viewer_that_started_before_the_stream_clock_restarted_goes_on_forward_in_time() {
+        let (mut viewer, mut peer, now) = connected_pair();
+        let mut packetizer = FramePacketizer::new();
+        let metrics = Metrics::default();
+        let recent = keyframe_and_frames_since(&mut packetizer, 4, now);
+        let mut sent = Vec::new();
+        assert!(peer.start_from(&recent, &metrics, now, |transmit| sent.push(transmit)));
+        assert_eq!(rtp_times(&deliver(&mut viewer, &sent, now)).last(), Some(&12_000));
+
+        // The clock restarted (WebGear_RTC's reset) after those frames were kept: the
+        // stream's next frames are stamped from zero, 100 ms after the last one sent.
+        let mut sent = Vec::new();
+        for (n, time) in [(1u8, 0u64), (2, 3000)] {
+            let mut frame = stream_frame(vec![0, 0, 0, 1, 0x41, n], false, time, now);
+            frame.clock_epoch = 1;
+            let at = now + Duration::from_millis(100) + Duration::from_millis(33) * u32::from(n - 1);
+            assert!(peer.send_frame(&packetizer.packetize(&frame).unwrap(), &metrics, at));
+            peer.poll(|transmit| sent.push(transmit)).unwrap();
+        }
+        // 9000 ticks (100 ms) after the last, then a frame later.
+        assert_eq!(rtp_times(&deliver(&mut viewer, &sent, now)), [21_000, 24_000]);
     }
 
     #[test]

@@ -89,6 +89,7 @@ mod tests {
         let frame = StreamFrame {
             encoded,
             rtp_time: MediaTime::from_90khz(0),
+            clock_epoch: 0,
             keyframes_on_request,
             last: false,
             pauses_unwatched: false,

@@ -92,10 +92,18 @@ pub fn may_change_the_network(what: &str) -> bool {
     true
 }
 
-/// Asserts that frames carry strictly increasing frame numbers.
+/// Asserts that frames carry strictly increasing frame numbers, at strictly increasing RTP
+/// times (a player shows pictures in the order of their times).
 pub fn assert_increasing(frames: &[DecodedFrame]) {
     let numbers: Vec<u16> = frames.iter().map(|f| f.number.expect("every picture carries its frame code")).collect();
     assert!(numbers.windows(2).all(|pair| pair[0] < pair[1]), "frame numbers out of order: {numbers:?}");
+    assert_times_go_forward(frames);
+}
+
+/// Asserts that frames come at strictly increasing RTP times.
+pub fn assert_times_go_forward(frames: &[DecodedFrame]) {
+    let times: Vec<u64> = frames.iter().map(|frame| frame.rtp_time).collect();
+    assert!(times.windows(2).all(|pair| pair[0] < pair[1]), "RTP times not always forward: {times:?}");
 }
 
 /// Frames per second over a window of `window`.
