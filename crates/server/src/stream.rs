@@ -222,6 +222,47 @@ impl StreamClock {
     }
 }
 
+/// The stream clock, as the capture thread keeps it: frames are stamped with their
+/// capture time since it started, at 90 kHz, and each later than the last. Capture times
+/// do not always go forward: a camera's frames are timed by its own clock (kept near
+/// ours, but ahead of it when they come in a burst), and a frame the server draws ("The
+/// End", "No Input") by ours; a player would take a frame stamped before the last for a
+/// late one.
+#[derive(Debug)]
+struct RtpClock {
+    start: Instant,
+    /// How many times the clock has been restarted.
+    epoch: u32,
+    /// The last time stamped since the last restart, in 90 kHz ticks.
+    last: Option<u64>,
+}
+
+impl RtpClock {
+    fn new(start: Instant) -> Self {
+        RtpClock { start, epoch: 0, last: None }
+    }
+
+    /// Starts again from zero `now` (WebGear_RTC's reset).
+    fn restart(&mut self, now: Instant) {
+        *self = RtpClock { start: now, epoch: self.epoch.wrapping_add(1), last: None };
+    }
+
+    /// Leaves out a pause of `paused`: the frames after it go on from the ones before.
+    fn stop_for(&mut self, paused: Duration) {
+        self.start += paused;
+    }
+
+    /// The RTP time of a frame captured `captured_at`: a tick after the last one stamped
+    /// if it was captured no later.
+    fn stamp(&mut self, captured_at: Instant) -> MediaTime {
+        let since_start = captured_at.saturating_duration_since(self.start);
+        let ticks = (since_start.as_micros() * 9 / 100) as u64;
+        let ticks = self.last.map_or(ticks, |last| ticks.max(last + 1));
+        self.last = Some(ticks);
+        MediaTime::from_90khz(ticks)
+    }
+}
+
 /// A running stream. Dropping it stops the capture thread and waits for it.
 #[derive(Debug)]
 pub(crate) struct VideoStream {
@@ -269,8 +310,7 @@ impl VideoStream {
             // Until a source starts (only a camera or a network stream is waited for).
             live: true,
             frame_interval: Duration::from_secs_f64(1.0 / frame_rate),
-            clock_start: Instant::now(),
-            clock_epoch: 0,
+            rtp_clock: RtpClock::new(Instant::now()),
             frames: frames.clone(),
             keyframes: keyframes.clone(),
             clock: clock.clone(),
@@ -353,9 +393,7 @@ struct Capture {
     /// as the last input to start said.
     live: bool,
     frame_interval: Duration,
-    clock_start: Instant,
-    /// How many times the stream clock has been restarted.
-    clock_epoch: u32,
+    rtp_clock: RtpClock,
     frames: broadcast::Sender<StreamFrame>,
     keyframes: KeyframeRequests,
     clock: StreamClock,
@@ -478,7 +516,7 @@ impl Capture {
         while !self.stopping() && self.metrics.viewers.get() == 0 {
             thread::sleep(VIEWER_CHECK_INTERVAL);
         }
-        self.clock_start += paused_at.elapsed();
+        self.rtp_clock.stop_for(paused_at.elapsed());
         // Whoever comes starts from a keyframe, and the stabilizer's path does not span
         // the pause (see `watched`).
         self.idle = true;
@@ -642,8 +680,7 @@ impl Capture {
     fn publish(&mut self, encoded: EncodedFrame, keyframes_on_request: bool) {
         if self.clock.reset_requested.swap(false, Ordering::Relaxed) {
             debug!("stream clock reset");
-            self.clock_start = Instant::now();
-            self.clock_epoch = self.clock_epoch.wrapping_add(1);
+            self.rtp_clock.restart(Instant::now());
         }
         if encoded.keyframe {
             self.last_keyframe = Some(Instant::now());
@@ -651,14 +688,13 @@ impl Capture {
             // below, after the requesting peers started waiting for one.
             self.keyframes.pending.store(false, Ordering::Relaxed);
         }
-        let since_start = encoded.captured_at.saturating_duration_since(self.clock_start);
-        let rtp_time = MediaTime::from_90khz((since_start.as_micros() * 9 / 100) as u64);
+        let rtp_time = self.rtp_clock.stamp(encoded.captured_at);
         // Sending fails only when nobody is subscribed, which is not an error.
         let pauses_unwatched = !self.live;
         let frame = StreamFrame {
             encoded,
             rtp_time,
-            clock_epoch: self.clock_epoch,
+            clock_epoch: self.rtp_clock.epoch,
             keyframes_on_request,
             last: self.ended,
             pauses_unwatched,
@@ -696,5 +732,32 @@ impl Capture {
         }
         let recent = self.last_keyframe.is_some_and(|at| at.elapsed() < MIN_KEYFRAME_INTERVAL);
         !recent && self.keyframes.pending.swap(false, Ordering::Relaxed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ticks(time: MediaTime) -> u64 {
+        time.rebase(str0m::media::Frequency::NINETY_KHZ).numer()
+    }
+
+    #[test]
+    fn frames_are_stamped_forward_even_when_captured_out_of_order() {
+        let start = Instant::now();
+        let mut clock = RtpClock::new(start);
+        let at = |millis| start + Duration::from_millis(millis);
+        assert_eq!(ticks(clock.stamp(at(100))), 9000);
+        // A camera's frame timed ahead of our clock, then "The End" drawn by ours.
+        assert_eq!(ticks(clock.stamp(at(200))), 18_000);
+        assert_eq!(ticks(clock.stamp(at(150))), 18_001);
+        assert_eq!(ticks(clock.stamp(at(300))), 27_000);
+
+        // A pause is left out; a restart counts from zero on a new epoch.
+        clock.stop_for(Duration::from_secs(1));
+        assert_eq!(ticks(clock.stamp(at(1400))), 36_000);
+        clock.restart(at(2000));
+        assert_eq!((ticks(clock.stamp(at(2000))), clock.epoch), (0, 1));
     }
 }
