@@ -15,8 +15,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use common::{
-    CAMERA_H264, FRAMES, TestServer, assert_times_go_forward, clip, exclusive, frames_during_together, live_sender,
-    make_frames, make_media, scratch_dir,
+    CAMERA_H264, FRAMES, TestServer, assert_increasing, assert_times_go_forward, clip, exclusive,
+    frames_during_together, live_sender, make_frames, make_media, scratch_dir,
 };
 use webgear_rtc::{Error, Options, SourceSpec, WebGearRtc};
 use webgear_testkit::{DecodedFrame, Endpoint, Reaped, Viewer, ffmpegs_reading, free_udp_port};
@@ -690,6 +690,40 @@ async fn a_viewer_joining_a_passed_through_file_between_keyframes_starts_from_th
         together.iter().map(|(_, frames)| frames.iter().rev().find_map(|frame| frame.number)).collect();
     let (a, b) = (last_numbers[0].unwrap(), last_numbers[1].unwrap());
     assert!(a.abs_diff(b) <= 1, "the viewers show frames {a} and {b}");
+    assert_eq!(server.app.stats().encoders_running, 0);
+    server.stop().await;
+}
+
+/// A live stream passed through goes on being sent whether anyone watches or not, so the
+/// frames kept for joiners stay current once everyone has left (here all at once, by
+/// WebGear_RTC's reset, as when the default page is reloaded): the next viewer starts from
+/// the last keyframe rather than waiting for the next.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_viewer_coming_after_everyone_left_a_live_stream_passed_through_starts_from_the_last_keyframe() {
+    let _lock = exclusive().await;
+    let camera = RtspServer::start(&clip("keyframe-every-45.mp4", KEYFRAME_EVERY_45), 0);
+    let server = unreduced_server_for(camera.url.parse().unwrap()).await;
+    let (mut watching, _) = server.playing_viewer().await;
+    play_past_frame_20(&mut watching).await;
+    server.close_all_connections().await;
+    server.until_no_viewers(Duration::from_secs(2), "the reset left a viewer").await;
+    let reached = server.app.stats().frames_passed_through;
+
+    // The clip's keyframes are frames 0 and 45: the viewer starts from the one before the
+    // frame the stream had reached, and would otherwise have waited for the next one, or
+    // past frame 45, for "The End".
+    let (mut back, first) = server.playing_viewer().await;
+    let started_at = first.number.map(u64::from);
+    assert!(
+        first.keyframe && started_at.is_some_and(|number| number < reached),
+        "the viewer started from frame {started_at:?}, not from the last keyframe before frame {reached}"
+    );
+    let mut frames = vec![first];
+    frames.extend(back.frames_during(Duration::from_millis(500)).await);
+    // The two-second clip may end meanwhile, with "The End", which bears no number.
+    assert_times_go_forward(&frames);
+    frames.retain(|frame| frame.number.is_some());
+    assert_increasing(&frames);
     assert_eq!(server.app.stats().encoders_running, 0);
     server.stop().await;
 }

@@ -142,9 +142,12 @@ pub(crate) struct Driver {
     outgoing: Vec<Transmit>,
     /// What a viewer connecting now starts from.
     recent: RecentFrames,
-    /// Whether the stream pauses while nobody watches: `recent` then stays what the next
-    /// viewer should be shown when the last one leaves.
-    stream_pauses: bool,
+    /// Whether `recent` stays what the next viewer should be shown once the last one has
+    /// left: a stream that pauses while nobody watches is where it was, and a source's
+    /// H.264 passed through goes on being sent (and kept) whether anyone watches or not.
+    /// Only a live stream the server encodes stops then (it is not encoded for nobody),
+    /// leaving the frames kept stale.
+    kept_frames_stay_current: bool,
     /// Whether the stream's last frame has been sent: `recent` then holds it for good.
     stream_ended: bool,
     /// Cuts each frame into RTP payloads once, for all of this driver's peers.
@@ -175,7 +178,7 @@ impl Driver {
             metrics,
             outgoing: Vec::new(),
             recent: RecentFrames::default(),
-            stream_pauses: false,
+            kept_frames_stay_current: false,
             stream_ended: false,
             packetizer: FramePacketizer::new(),
             segments: Vec::new(),
@@ -203,9 +206,9 @@ impl Driver {
                     Some(Command::Add(peer)) => self.add(*peer).await,
                     Some(Command::CloseAll(done)) => {
                         // WebGear_RTC's reset. It restarts the stream clock too, but the
-                        // frames kept stay: a joiner starting from them goes on along a
-                        // timeline of its own (`Peer::send_frame`). A live stream's are
-                        // dropped with its last viewer, as always.
+                        // frames kept stay (unless stale without viewers, as after anyone's
+                        // leaving): a joiner starting from them goes on along a timeline of
+                        // its own (`Peer::send_frame`).
                         self.close_all().await;
                         // The requester may have given up waiting; nothing to undo.
                         let _ = done.send(());
@@ -353,7 +356,7 @@ impl Driver {
             }
         };
         self.recent.record(&rtp);
-        self.stream_pauses = frame.pauses_unwatched;
+        self.kept_frames_stay_current = frame.pauses_unwatched || !frame.keyframes_on_request;
         self.stream_ended |= frame.last;
         // Each peer's packets leave as soon as they are made, while its session is still
         // in the cache, so a viewer waits only for the viewers served before it.
@@ -463,11 +466,11 @@ impl Driver {
             }
             None => {
                 self.peers.remove(&id);
-                if self.peers.is_empty() && !self.stream_pauses && !self.stream_ended {
+                if self.peers.is_empty() && !self.kept_frames_stay_current && !self.stream_ended {
                     // A live stream goes on unencoded while nobody watches; frames kept from
-                    // before would show the next viewer a stale picture first. A stream
-                    // that pauses is where it was, and once a stream has ended, its last
-                    // picture ("The End") is what everyone coming later is shown.
+                    // before would show the next viewer a stale picture first. Once a
+                    // stream has ended, its last picture ("The End") is what everyone
+                    // coming later is shown.
                     self.recent.clear();
                 }
                 let (router, index) = (&self.router, self.index);
