@@ -205,9 +205,10 @@ impl Driver {
                 Wake::Command(command) => match command {
                     Some(Command::Add(peer)) => self.add(*peer).await,
                     Some(Command::CloseAll(done)) => {
-                        // WebGear_RTC's reset. It restarts the stream clock too, but the
-                        // frames kept stay (unless stale without viewers, as after anyone's
-                        // leaving): a joiner starting from them goes on along a timeline of
+                        // WebGear_RTC's reset. The frames kept are dropped only if the last
+                        // viewer's leaving makes them stale, as when viewers leave one by one
+                        // (see `flush`). The reset restarts the stream clock too; a joiner
+                        // starting from frames stamped before goes on along a timeline of
                         // its own (`Peer::send_frame`).
                         self.close_all().await;
                         // The requester may have given up waiting; nothing to undo.
