@@ -258,8 +258,11 @@ impl Driver {
                 self.recent.clear();
                 // The frames still queued are nearly as late as the ones missed: sending
                 // them (from a keyframe among them) would keep every viewer a second
-                // behind. Start again from the next frame made.
-                self.frames = self.frames.resubscribe();
+                // behind. Start again from the next frame made, but for the stream's last
+                // ("The End", a keyframe), which everyone coming later is to be shown.
+                if let Some(last) = self.skip_queued_frames() {
+                    self.send_frame(&last).await;
+                }
             }
             Err(broadcast::error::RecvError::Closed) => {
                 debug!("the stream ended");
@@ -267,6 +270,19 @@ impl Driver {
             }
         }
         true
+    }
+
+    /// Skips every frame queued for this driver; returns the stream's last frame if it was
+    /// among them.
+    fn skip_queued_frames(&mut self) -> Option<StreamFrame> {
+        let mut last = None;
+        loop {
+            match self.frames.try_recv() {
+                Ok(frame) if frame.last => last = Some(frame),
+                Ok(_) | Err(broadcast::error::TryRecvError::Lagged(_)) => {}
+                Err(broadcast::error::TryRecvError::Empty | broadcast::error::TryRecvError::Closed) => return last,
+            }
+        }
     }
 
     /// Tells the router how busy this driver was, so that a server whose drivers all work
@@ -577,14 +593,19 @@ mod tests {
         }
     }
 
-    #[tokio::test]
-    async fn a_driver_that_fell_behind_the_stream_goes_on_from_the_present() {
+    /// A driver with no peers, and the stream it takes frames from (which keeps four).
+    fn driver_without_peers() -> (broadcast::Sender<StreamFrame>, Driver) {
         let metrics = Arc::new(Metrics::default());
         let (stream, frames) = broadcast::channel(4);
         let (network, _) = mpsc::channel(1);
         let router = Arc::new(Router::new(vec![network]));
         let keyframes = KeyframeRequests::new(metrics.clone());
-        let mut driver = Driver::new(0, router, Vec::new(), frames, keyframes, metrics);
+        (stream, Driver::new(0, router, Vec::new(), frames, keyframes, metrics))
+    }
+
+    #[tokio::test]
+    async fn a_driver_that_fell_behind_the_stream_goes_on_from_the_present() {
+        let (stream, mut driver) = driver_without_peers();
         // Ten frames while the driver was busy: it can still get only the last four.
         (0..10).for_each(|number| {
             stream.send(frame(number)).unwrap();
@@ -596,6 +617,25 @@ mod tests {
         stream.send(frame(10)).unwrap();
         let next = driver.frames.recv().await.unwrap();
         assert_eq!(next.rtp_time, frame(10).rtp_time);
+    }
+
+    #[tokio::test]
+    async fn a_driver_that_fell_behind_as_the_stream_ended_keeps_its_last_frame_for_later_viewers() {
+        let (stream, mut driver) = driver_without_peers();
+        (0..9).for_each(|number| {
+            stream.send(frame(number)).unwrap();
+        });
+        // "The End", a keyframe, is among the frames still queued when the driver looks.
+        let mut the_end = frame(0);
+        the_end.last = true;
+        stream.send(the_end).unwrap();
+        let missed = driver.frames.recv().await;
+        assert!(matches!(missed, Err(broadcast::error::RecvError::Lagged(6))), "{missed:?}");
+        assert!(driver.take_frame(missed).await);
+        assert_eq!(driver.frames.len(), 0, "the other frames as late as the missed ones are skipped");
+        assert!(driver.stream_ended);
+        let kept: Vec<bool> = driver.recent.frames().iter().map(|rtp| rtp.frame.last).collect();
+        assert_eq!(kept, [true], "viewers coming later start from \"The End\"");
     }
 
     #[test]
