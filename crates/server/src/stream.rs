@@ -255,12 +255,16 @@ impl RtpClock {
     /// The RTP time of a frame captured `captured_at`: a tick after the last one stamped
     /// if it was captured no later.
     fn stamp(&mut self, captured_at: Instant) -> MediaTime {
-        let since_start = captured_at.saturating_duration_since(self.start);
-        let ticks = (since_start.as_micros() * 9 / 100) as u64;
+        let ticks = rtp_ticks(captured_at.saturating_duration_since(self.start));
         let ticks = self.last.map_or(ticks, |last| ticks.max(last + 1));
         self.last = Some(ticks);
         MediaTime::from_90khz(ticks)
     }
+}
+
+/// `duration` in ticks of the RTP video clock (90 kHz).
+pub(crate) fn rtp_ticks(duration: Duration) -> u64 {
+    (duration.as_micros() * 9 / 100) as u64
 }
 
 /// A running stream. Dropping it stops the capture thread and waits for it.

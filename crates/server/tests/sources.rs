@@ -312,9 +312,9 @@ async fn a_file_pauses_while_nobody_watches() {
         let resumed_at = u64::from(assert_numbered_to_the_end(&frames, CLIP_FRAMES));
         assert_times_go_forward(&frames);
         if passed_through {
-            // From the last keyframe before the last frame sent, or
-            // from the next frame when it is a keyframe: the file goes on as soon as the
-            // viewer is admitted, and may reach it during the viewer's handshake.
+            // From the last keyframe before the last frame sent, or from the next frame
+            // when it is a keyframe: the file goes on as soon as the viewer is admitted,
+            // and may reach it during the viewer's handshake.
             let paused_at = left.frames_passed_through - 1;
             let first = frames.iter().find(|frame| frame.number.map(u64::from) == Some(resumed_at));
             let next_is_keyframe = resumed_at == paused_at + 1 && first.is_some_and(|frame| frame.keyframe);

@@ -27,7 +27,7 @@ use tracing::{Span, debug, debug_span, error};
 use super::SessionId;
 use super::rtp_frame::RtpFrame;
 use crate::stats::Metrics;
-use crate::stream::StreamFrame;
+use crate::stream::{StreamFrame, rtp_ticks};
 
 /// A peer that has not completed ICE and DTLS by then is dropped.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
@@ -84,7 +84,7 @@ impl Timeline {
             self.epoch = frame.clock_epoch;
             self.offset = match since_last {
                 Some((last_time, elapsed)) => {
-                    let ticks = (elapsed.as_micros() * 9 / 100).clamp(1, u128::from(u32::MAX / 2)) as u32;
+                    let ticks = rtp_ticks(elapsed).clamp(1, u64::from(u32::MAX / 2)) as u32;
                     last_time.wrapping_add(ticks).wrapping_sub(time)
                 }
                 None => 0,
