@@ -35,6 +35,7 @@ pub(crate) struct Metrics {
     pub(crate) keyframe_requests: Counter,
     pub(crate) frames_sent: Counter,
     pub(crate) frames_skipped: Counter,
+    pub(crate) frames_dropped: Counter,
     pub(crate) bytes_sent: Counter,
     pub(crate) offers_refused: Counter,
     /// Transforming and encoding one frame, in the capture thread.
@@ -62,6 +63,7 @@ impl Default for Metrics {
             keyframe_requests: Counter::default(),
             frames_sent: Counter::default(),
             frames_skipped: Counter::default(),
+            frames_dropped: Counter::default(),
             bytes_sent: Counter::default(),
             offers_refused: Counter::default(),
             encode_seconds: latency(),
@@ -113,6 +115,11 @@ impl Metrics {
                 "frames_skipped",
                 "Frames a viewer skipped waiting for a keyframe (joining, lagging, lost data), once per viewer",
                 &self.frames_skipped,
+            ),
+            (
+                "frames_dropped",
+                "Frames a peer driver (one per core) dropped, having fallen behind the stream; its viewers start again from a keyframe",
+                &self.frames_dropped,
             ),
             (
                 "offers_refused",
@@ -184,6 +191,7 @@ impl Metrics {
             keyframe_requests: self.keyframe_requests.get(),
             frames_sent: self.frames_sent.get(),
             frames_skipped: self.frames_skipped.get(),
+            frames_dropped: self.frames_dropped.get(),
             bytes_sent: self.bytes_sent.get(),
             offers_refused: self.offers_refused.get(),
         }
@@ -218,6 +226,10 @@ pub struct Stats {
     /// Frames a viewer skipped while waiting for a keyframe (after joining, falling
     /// behind or losing data), counted once per viewer.
     pub frames_skipped: u64,
+    /// Frames a peer driver (there is one per core) dropped because it had fallen behind
+    /// the stream (a saturated server), counted once per driver. Its viewers then start
+    /// again from a keyframe.
+    pub frames_dropped: u64,
     /// Media bytes sent to viewers (RTP, RTCP, DTLS and STUN, as UDP payload).
     pub bytes_sent: u64,
     /// Offers refused because the server held its maximum number of viewers, or because

@@ -42,9 +42,12 @@ use webgear_media::{
 
 use crate::stats::Metrics;
 
-/// Encoded frames a subscriber may fall behind by before it skips ahead (about a second
-/// at 30 fps).
-const FANOUT_CAPACITY: usize = 32;
+/// Encoded frames a subscriber may be behind the stream by before it misses some: room for
+/// a source that sends a whole group of pictures at once (a restreamer's "GOP cache", as
+/// it sends on connecting: up to 10 s at 30 fps), which would otherwise be lost but for its
+/// last second. Each is held only until every subscriber has taken it. How late a
+/// subscriber may be is bounded by time, not by this: see [`StreamFrame::published_at`].
+pub(crate) const FANOUT_CAPACITY: usize = 300;
 
 /// The first wait before reopening a source that is gone; it doubles up to [`MAX_RETRY`].
 const FIRST_RETRY: Duration = Duration::from_secs(1);
@@ -78,6 +81,9 @@ pub(crate) struct StreamFrame {
     /// The stream pauses while nobody watches (its source waits for its reader): what it
     /// showed last is still where it is when the next viewer comes.
     pub(crate) pauses_unwatched: bool,
+    /// When the stream handed it to its subscribers. One taking it much later has fallen
+    /// behind the stream, and goes on from the present instead of sending it late.
+    pub(crate) published_at: Instant,
 }
 
 /// Asks the stream's encoder for a keyframe. Cheap to clone; requests are coalesced.
@@ -702,6 +708,7 @@ impl Capture {
             keyframes_on_request,
             last: self.ended,
             pauses_unwatched,
+            published_at: Instant::now(),
         };
         let _ = self.frames.send(frame);
     }

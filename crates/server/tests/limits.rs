@@ -71,6 +71,8 @@ async fn metrics_report_viewers_frames_bytes_and_stage_timings() {
     // Encoded since the viewer came, a little over a second ago.
     assert!(value("webgear_frames_encoded_total") >= 25.0, "{text}");
     assert!(value("webgear_frames_sent_total") >= 25.0, "{text}");
+    // One viewer of a test pattern: no driver falls behind.
+    assert_eq!(value("webgear_frames_dropped_total"), 0.0, "{text}");
     assert!(value("webgear_sent_bytes_total") >= 50_000.0, "{text}");
     assert!(value("webgear_encode_seconds_count") >= 25.0, "{text}");
     assert!(value("webgear_capture_to_send_seconds_count") >= 25.0, "{text}");

@@ -5,9 +5,9 @@
 //!
 //! A peer that cannot keep up never slows the others: frames are written into each peer's
 //! own send queue, and if the driver itself falls behind the stream, it goes on from the
-//! newest frames and each of its peers from the next keyframe. Each driver also reports
-//! the share of its time it spends working; while every driver works nearly all the
-//! time, the server takes no new viewers (see [`Router::saturated`]).
+//! present: each of its peers from the newest keyframe queued, or else the next one. Each
+//! driver also reports the share of its time it spends working; while every driver works
+//! nearly all the time, the server takes no new viewers (see [`Router::saturated`]).
 
 use std::collections::{BTreeSet, HashMap};
 use std::net::SocketAddr;
@@ -24,7 +24,7 @@ use super::SessionId;
 use super::peer::{Peer, PeerId};
 use super::recent::RecentFrames;
 use super::router::{DriverIndex, Router};
-use super::rtp_frame::FramePacketizer;
+use super::rtp_frame::{FramePacketizer, RtpFrame};
 use super::socket::{MediaSocket, segment_runs};
 use crate::stats::Metrics;
 use crate::stream::{KeyframeRequests, StreamFrame};
@@ -38,6 +38,12 @@ const MAX_DATAGRAM: usize = 2048;
 
 /// How long the driver sleeps when no peer has a deadline.
 const IDLE_WAKE: Duration = Duration::from_secs(1);
+
+/// How long a frame may wait for this driver after the stream published it. A driver that
+/// takes one later has fallen behind (a burst of joins, a saturated server) and goes on
+/// from the present (see [`Driver::catch_up`]), so that its viewers are never left further
+/// behind the stream than this.
+const MAX_FANOUT_WAIT: Duration = Duration::from_secs(1);
 
 /// How long a driver measures its load before reporting it: long enough that a burst of
 /// joins or a large keyframe does not count as a full driver.
@@ -115,6 +121,32 @@ pub(super) enum NetEvent {
         local: SocketAddr,
         remote: SocketAddr,
     },
+}
+
+/// Of frames taken in order, the newest keyframe and the frames since; the others counted.
+#[derive(Default)]
+struct FramesSinceKeyframe {
+    frames: Vec<StreamFrame>,
+    dropped: u64,
+}
+
+impl FramesSinceKeyframe {
+    fn push(&mut self, frame: StreamFrame) {
+        if frame.encoded.keyframe {
+            self.break_off(0);
+        }
+        if frame.encoded.keyframe || !self.frames.is_empty() {
+            self.frames.push(frame);
+        } else {
+            self.dropped += 1;
+        }
+    }
+
+    /// `missed` frames were lost after those taken so far: the next cannot follow them.
+    fn break_off(&mut self, missed: u64) {
+        self.dropped += missed + self.frames.len() as u64;
+        self.frames.clear();
+    }
 }
 
 struct Slot {
@@ -246,23 +278,19 @@ impl Driver {
         debug!(driver = self.index, "peer driver stopped");
     }
 
-    /// Sends a frame from the stream to every peer, or deals with having missed some.
-    /// Returns whether the stream goes on.
+    /// Sends a frame from the stream to every peer, or catches up with the stream if this
+    /// driver has fallen behind it. Returns whether the stream goes on.
     async fn take_frame(&mut self, frame: Result<StreamFrame, broadcast::error::RecvError>) -> bool {
         match frame {
+            Ok(frame) if frame.published_at.elapsed() > MAX_FANOUT_WAIT => {
+                debug!(waited = ?frame.published_at.elapsed(), driver = self.index, "driver fell behind the stream");
+                self.catch_up(Some(frame)).await;
+            }
             Ok(frame) => self.send_frame(&frame).await,
             Err(broadcast::error::RecvError::Lagged(missed)) => {
-                debug!(missed, driver = self.index, "driver fell behind the stream; its peers resync");
-                // Their keyframe wishes reach the encoder as the next frame is sent.
-                self.peers.values_mut().for_each(|slot| slot.peer.resync());
-                self.recent.clear();
-                // The frames still queued are nearly as late as the ones missed: sending
-                // them (from a keyframe among them) would keep every viewer a second
-                // behind. Start again from the next frame made, but for the stream's last
-                // ("The End", a keyframe), which everyone coming later is to be shown.
-                if let Some(last) = self.skip_queued_frames() {
-                    self.send_frame(&last).await;
-                }
+                debug!(missed, driver = self.index, "driver fell behind the stream and missed frames");
+                self.metrics.frames_dropped.inc_by(missed);
+                self.catch_up(None).await;
             }
             Err(broadcast::error::RecvError::Closed) => {
                 debug!("the stream ended");
@@ -272,17 +300,46 @@ impl Driver {
         true
     }
 
-    /// Skips every frame queued for this driver; returns the stream's last frame if it was
-    /// among them.
-    fn skip_queued_frames(&mut self) -> Option<StreamFrame> {
-        let mut last = None;
-        loop {
-            match self.frames.try_recv() {
-                Ok(frame) if frame.last => last = Some(frame),
-                Ok(_) | Err(broadcast::error::TryRecvError::Lagged(_)) => {}
-                Err(broadcast::error::TryRecvError::Empty | broadcast::error::TryRecvError::Closed) => return last,
+    /// Goes on from the present after falling behind the stream. The frames still queued
+    /// (and `late`, taken too late) are nearly as late as any missed, so none is sent as
+    /// it came: each peer starts again from the newest keyframe among them and the frames
+    /// since, sent at once as to a viewer that lost data ([`Peer::replay`]), or else from
+    /// the next keyframe. So the stream's last frame ("The End", a keyframe) is kept for
+    /// everyone coming later whenever it is among them.
+    async fn catch_up(&mut self, late: Option<StreamFrame>) {
+        let since_keyframe = self.queued_frames_since_keyframe(late);
+        self.recent.clear();
+        for frame in &since_keyframe {
+            if self.packetize_and_keep(frame).is_none() {
+                break;
             }
         }
+        let from = if self.recent.frames().is_empty() { "the next keyframe" } else { "a keyframe queued" };
+        debug!(driver = self.index, peers = self.peers.len(), "its peers start again from {from}");
+        let ids: Vec<PeerId> = self.peers.keys().copied().collect();
+        for id in ids {
+            if let Some(slot) = self.peers.get_mut(&id) {
+                slot.peer.resync();
+            }
+            // Replays the frames kept to the peer, or asks for a keyframe.
+            self.flush(id).await;
+        }
+    }
+
+    /// Takes every frame queued for this driver, after `late`; returns the newest keyframe
+    /// among them and the frames since, and counts the others as dropped.
+    fn queued_frames_since_keyframe(&mut self, late: Option<StreamFrame>) -> Vec<StreamFrame> {
+        let mut taken = FramesSinceKeyframe::default();
+        late.into_iter().for_each(|frame| taken.push(frame));
+        loop {
+            match self.frames.try_recv() {
+                Ok(frame) => taken.push(frame),
+                Err(broadcast::error::TryRecvError::Lagged(missed)) => taken.break_off(missed),
+                Err(broadcast::error::TryRecvError::Empty | broadcast::error::TryRecvError::Closed) => break,
+            }
+        }
+        self.metrics.frames_dropped.inc_by(taken.dropped);
+        taken.frames
     }
 
     /// Tells the router how busy this driver was, so that a server whose drivers all work
@@ -361,20 +418,28 @@ impl Driver {
         self.flush(id).await;
     }
 
-    async fn send_frame(&mut self, frame: &StreamFrame) {
+    /// Cuts a frame into RTP payloads and keeps it for viewers joining. If it cannot be
+    /// cut, every viewer misses it and must start again from a keyframe: returns `None`.
+    fn packetize_and_keep(&mut self, frame: &StreamFrame) -> Option<RtpFrame> {
         let rtp = match self.packetizer.packetize(frame) {
             Ok(rtp) => rtp,
             Err(error) => {
-                // Every viewer misses it, so each must start again from a keyframe.
                 debug!(%error, "could not packetize a frame; every peer resyncs");
                 self.peers.values_mut().for_each(|slot| slot.peer.resync());
                 self.recent.clear();
-                return;
+                return None;
             }
         };
         self.recent.record(&rtp);
         self.kept_frames_stay_current = frame.pauses_unwatched || !frame.keyframes_on_request;
         self.stream_ended |= frame.last;
+        Some(rtp)
+    }
+
+    async fn send_frame(&mut self, frame: &StreamFrame) {
+        let Some(rtp) = self.packetize_and_keep(frame) else {
+            return;
+        };
         // Each peer's packets leave as soon as they are made, while its session is still
         // in the cache, so a viewer waits only for the viewers served before it.
         let now = Instant::now();
@@ -574,14 +639,18 @@ mod tests {
     use webgear_media::EncodedFrame;
 
     use super::*;
+    use crate::rtc::peer::testing::connected_pair;
+    use crate::stream::FANOUT_CAPACITY;
 
-    fn frame(number: u32) -> StreamFrame {
+    /// Frame `number` of a stream, published `published_at`.
+    fn frame_published(number: u32, keyframe: bool, published_at: Instant) -> StreamFrame {
+        let nal_header = if keyframe { 0x65 } else { 0x41 };
         let encoded = EncodedFrame {
-            data: Arc::from([0, 0, 0, 1, 0x41, 1, 2, 3].as_slice()),
-            keyframe: number == 0,
+            data: Arc::from([0, 0, 0, 1, nal_header, 1, 2, 3].as_slice()),
+            keyframe,
             width: 16,
             height: 16,
-            captured_at: Instant::now(),
+            captured_at: published_at,
         };
         StreamFrame {
             encoded,
@@ -590,22 +659,33 @@ mod tests {
             keyframes_on_request: true,
             last: false,
             pauses_unwatched: false,
+            published_at,
         }
     }
 
-    /// A driver with no peers, and the stream it takes frames from (which keeps four).
-    fn driver_without_peers() -> (broadcast::Sender<StreamFrame>, Driver) {
+    /// Frame `number` of a stream whose only keyframe is frame 0, published now.
+    fn frame(number: u32) -> StreamFrame {
+        frame_published(number, number == 0, Instant::now())
+    }
+
+    /// A driver with no peers, and the stream it takes frames from (which keeps `capacity`).
+    fn driver_without_peers(capacity: usize) -> (broadcast::Sender<StreamFrame>, Driver) {
         let metrics = Arc::new(Metrics::default());
-        let (stream, frames) = broadcast::channel(4);
+        let (stream, frames) = broadcast::channel(capacity);
         let (network, _) = mpsc::channel(1);
         let router = Arc::new(Router::new(vec![network]));
         let keyframes = KeyframeRequests::new(metrics.clone());
         (stream, Driver::new(0, router, Vec::new(), frames, keyframes, metrics))
     }
 
+    /// The stream numbers of the frames kept for joiners.
+    fn kept(driver: &Driver) -> Vec<u64> {
+        driver.recent.frames().iter().map(|rtp| rtp.frame.rtp_time.numer() / 3000).collect()
+    }
+
     #[tokio::test]
     async fn a_driver_that_fell_behind_the_stream_goes_on_from_the_present() {
-        let (stream, mut driver) = driver_without_peers();
+        let (stream, mut driver) = driver_without_peers(4);
         // Ten frames while the driver was busy: it can still get only the last four.
         (0..10).for_each(|number| {
             stream.send(frame(number)).unwrap();
@@ -614,6 +694,8 @@ mod tests {
         assert!(matches!(missed, Err(broadcast::error::RecvError::Lagged(6))), "{missed:?}");
         assert!(driver.take_frame(missed).await, "the stream goes on");
         assert_eq!(driver.frames.len(), 0, "frames as late as the missed ones are not sent");
+        assert_eq!(driver.metrics.frames_dropped.get(), 10);
+        assert_eq!(kept(&driver), [0u64; 0], "no keyframe was queued: joiners wait for the next");
         stream.send(frame(10)).unwrap();
         let next = driver.frames.recv().await.unwrap();
         assert_eq!(next.rtp_time, frame(10).rtp_time);
@@ -621,7 +703,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_driver_that_fell_behind_as_the_stream_ended_keeps_its_last_frame_for_later_viewers() {
-        let (stream, mut driver) = driver_without_peers();
+        let (stream, mut driver) = driver_without_peers(4);
         (0..9).for_each(|number| {
             stream.send(frame(number)).unwrap();
         });
@@ -636,6 +718,70 @@ mod tests {
         assert!(driver.stream_ended);
         let kept: Vec<bool> = driver.recent.frames().iter().map(|rtp| rtp.frame.last).collect();
         assert_eq!(kept, [true], "viewers coming later start from \"The End\"");
+    }
+
+    /// A restreamer's "GOP cache": on connecting, it sends the group of pictures so far at
+    /// once (here 5 s at 30 fps), passed through.
+    #[tokio::test]
+    async fn a_group_of_pictures_sent_at_once_is_taken_whole_and_kept_for_joiners() {
+        let (stream, mut driver) = driver_without_peers(FANOUT_CAPACITY);
+        (0..150).for_each(|number| {
+            let passed_through = StreamFrame { keyframes_on_request: false, ..frame(number) };
+            stream.send(passed_through).unwrap();
+        });
+        while !driver.frames.is_empty() {
+            let frame = driver.frames.recv().await;
+            assert!(frame.is_ok(), "{frame:?}");
+            driver.take_frame(frame).await;
+        }
+        assert_eq!(driver.metrics.frames_dropped.get(), 0);
+        assert_eq!(kept(&driver), (0..150).collect::<Vec<u64>>());
+    }
+
+    #[tokio::test]
+    async fn a_driver_taking_frames_too_late_starts_its_viewers_again_from_the_newest_keyframe_queued() {
+        let (stream, mut driver) = driver_without_peers(FANOUT_CAPACITY);
+        let (_viewer, peer, connected_at) = connected_pair();
+        // The pair connected on a simulated clock, which may be ahead of the real one.
+        tokio::time::sleep_until(connected_at.into()).await;
+        driver.add(peer).await;
+        let metrics = driver.metrics.clone();
+        stream.send(frame(0)).unwrap();
+        let first = driver.frames.recv().await;
+        driver.take_frame(first).await;
+        assert_eq!(metrics.frames_sent.get(), 1, "the viewer is watching");
+
+        // Frames that waited too long for the driver; the newest keyframe among them is 3.
+        let long_ago = Instant::now() - MAX_FANOUT_WAIT * 2;
+        (1..6).for_each(|number| {
+            stream.send(frame_published(number, number == 3, long_ago)).unwrap();
+        });
+        let late = driver.frames.recv().await;
+        driver.take_frame(late).await;
+        assert_eq!(driver.frames.len(), 0, "the frames queued are taken at once");
+        assert_eq!(metrics.frames_dropped.get(), 2, "frames 1 and 2 are dropped");
+        assert_eq!(kept(&driver), [3, 4, 5]);
+        assert_eq!(metrics.frames_sent.get(), 4, "the viewer is sent frames 3 to 5 at once");
+
+        // And goes on from there without waiting for a keyframe.
+        stream.send(frame(6)).unwrap();
+        let next = driver.frames.recv().await;
+        driver.take_frame(next).await;
+        assert_eq!((metrics.frames_sent.get(), metrics.frames_skipped.get()), (5, 0));
+    }
+
+    #[test]
+    fn of_the_frames_taken_the_newest_keyframe_and_those_since_are_kept() {
+        let now = Instant::now();
+        let mut taken = FramesSinceKeyframe::default();
+        [(0, true), (1, false)].into_iter().for_each(|(number, key)| taken.push(frame_published(number, key, now)));
+        // Frames 2 and 3 were missed: 4 cannot follow 1.
+        taken.break_off(2);
+        [(4, false), (5, true), (6, false)]
+            .into_iter()
+            .for_each(|(number, key)| taken.push(frame_published(number, key, now)));
+        let numbers: Vec<u64> = taken.frames.iter().map(|frame| frame.rtp_time.numer() / 3000).collect();
+        assert_eq!((numbers, taken.dropped), (vec![5, 6], 5));
     }
 
     #[test]

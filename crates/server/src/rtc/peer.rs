@@ -571,25 +571,26 @@ fn h264_payload_type(rtc: &Rtc, mid: Mid) -> Option<Pt> {
     candidates.min_by_key(|params| rank(params.spec().format.profile_level_id)).map(|params| params.pt())
 }
 
+/// A peer connected to a viewer's str0m session through memory, for the tests of this
+/// module and of the driver.
 #[cfg(test)]
-mod tests {
+pub(super) mod testing {
     #![allow(clippy::unwrap_used)] // a failed unwrap is a failed test
 
     use std::net::{Ipv4Addr, SocketAddr};
-    use std::sync::Arc;
     use std::time::{Duration, Instant};
 
-    use str0m::media::{Direction, MediaData, MediaTime};
-    use str0m::net::Receive;
-    use webgear_media::encode::EncodedFrame;
+    use str0m::media::{Direction, MediaKind};
+    use str0m::net::{Protocol, Receive, Transmit};
+    use str0m::{Candidate, Input, Output, Rtc};
 
-    use super::*;
-    use crate::rtc::rtp_frame::FramePacketizer;
+    use super::{Peer, PeerConfig};
+    use crate::rtc::SessionId;
 
     const SERVER: SocketAddr = SocketAddr::new(std::net::IpAddr::V4(Ipv4Addr::LOCALHOST), 5000);
     const VIEWER: SocketAddr = SocketAddr::new(std::net::IpAddr::V4(Ipv4Addr::LOCALHOST), 6000);
 
-    fn receive(now: Instant, transmit: &Transmit) -> Input<'_> {
+    pub(crate) fn receive(now: Instant, transmit: &Transmit) -> Input<'_> {
         let contents = transmit.contents[..].try_into().unwrap();
         Input::Receive(
             now,
@@ -597,36 +598,9 @@ mod tests {
         )
     }
 
-    /// A frame of the stream at `time` (90 kHz), captured `now`.
-    fn stream_frame(data: Vec<u8>, keyframe: bool, time: u64, now: Instant) -> StreamFrame {
-        let encoded = EncodedFrame { data: Arc::from(data), keyframe, width: 16, height: 16, captured_at: now };
-        StreamFrame {
-            encoded,
-            rtp_time: MediaTime::from_90khz(time),
-            clock_epoch: 0,
-            keyframes_on_request: true,
-            last: false,
-            pauses_unwatched: false,
-        }
-    }
-
-    /// Delivers `sent` to the viewer and returns the frames it reassembled.
-    fn deliver(viewer: &mut Rtc, sent: &[Transmit], now: Instant) -> Vec<MediaData> {
-        sent.iter().for_each(|transmit| viewer.handle_input(receive(now, transmit)).unwrap());
-        std::iter::from_fn(|| match viewer.poll_output().unwrap() {
-            Output::Timeout(_) => None,
-            other => Some(other),
-        })
-        .filter_map(|output| match output {
-            Output::Event(Event::MediaData(data)) => Some(data),
-            _ => None,
-        })
-        .collect()
-    }
-
     /// A viewer's str0m session and a peer answering it, connected through memory with a
     /// simulated clock; returns them and the clock.
-    fn connected_pair() -> (Rtc, Peer, Instant) {
+    pub(crate) fn connected_pair() -> (Rtc, Peer, Instant) {
         let mut now = Instant::now();
         let mut viewer = Rtc::builder().clear_codecs().enable_h264(true).build(now);
         viewer.add_local_candidate(Candidate::host(VIEWER, Protocol::Udp).unwrap());
@@ -656,6 +630,49 @@ mod tests {
             peer.handle_timeout(now);
         }
         panic!("the pair never connected");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)] // a failed unwrap is a failed test
+
+    use std::sync::Arc;
+    use std::time::{Duration, Instant};
+
+    use str0m::media::{MediaData, MediaTime};
+    use webgear_media::encode::EncodedFrame;
+
+    use super::testing::{connected_pair, receive};
+    use super::*;
+    use crate::rtc::rtp_frame::FramePacketizer;
+
+    /// A frame of the stream at `time` (90 kHz), captured `now`.
+    fn stream_frame(data: Vec<u8>, keyframe: bool, time: u64, now: Instant) -> StreamFrame {
+        let encoded = EncodedFrame { data: Arc::from(data), keyframe, width: 16, height: 16, captured_at: now };
+        StreamFrame {
+            encoded,
+            rtp_time: MediaTime::from_90khz(time),
+            clock_epoch: 0,
+            keyframes_on_request: true,
+            last: false,
+            pauses_unwatched: false,
+            published_at: now,
+        }
+    }
+
+    /// Delivers `sent` to the viewer and returns the frames it reassembled.
+    fn deliver(viewer: &mut Rtc, sent: &[Transmit], now: Instant) -> Vec<MediaData> {
+        sent.iter().for_each(|transmit| viewer.handle_input(receive(now, transmit)).unwrap());
+        std::iter::from_fn(|| match viewer.poll_output().unwrap() {
+            Output::Timeout(_) => None,
+            other => Some(other),
+        })
+        .filter_map(|output| match output {
+            Output::Event(Event::MediaData(data)) => Some(data),
+            _ => None,
+        })
+        .collect()
     }
 
     #[test]

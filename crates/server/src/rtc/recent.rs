@@ -79,13 +79,9 @@ mod tests {
 
     /// A frame of `payload_bytes` in one payload.
     fn frame(keyframe: bool, keyframes_on_request: bool, payload_bytes: usize) -> RtpFrame {
-        let encoded = EncodedFrame {
-            data: Arc::from([0u8].as_slice()),
-            keyframe,
-            width: 16,
-            height: 16,
-            captured_at: Instant::now(),
-        };
+        let now = Instant::now();
+        let encoded =
+            EncodedFrame { data: Arc::from([0u8].as_slice()), keyframe, width: 16, height: 16, captured_at: now };
         let frame = StreamFrame {
             encoded,
             rtp_time: MediaTime::from_90khz(0),
@@ -93,6 +89,7 @@ mod tests {
             keyframes_on_request,
             last: false,
             pauses_unwatched: false,
+            published_at: now,
         };
         RtpFrame { frame, payloads: Arc::from([Arc::from(vec![0u8; payload_bytes])]) }
     }
