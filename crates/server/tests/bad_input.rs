@@ -14,7 +14,7 @@ use std::sync::Once;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use common::{TestServer, assert_increasing, exclusive};
+use common::{TestServer, assert_increasing, exclusive, offer_sdp};
 use reqwest::StatusCode;
 use serde_json::json;
 use str0m::change::SdpAnswer;
@@ -22,17 +22,6 @@ use str0m::media::{Direction, MediaKind};
 use str0m::net::{Protocol, Receive};
 use str0m::{Candidate, Event, Input, Output, Rtc};
 use webgear_testkit::Viewer;
-
-/// A well-formed offer made by a real WebRTC stack, with the given transceivers.
-fn offer_sdp(media: &[(MediaKind, Direction)]) -> String {
-    let mut rtc = Rtc::builder().build(Instant::now());
-    let mut change = rtc.sdp_api();
-    for &(kind, direction) in media {
-        change.add_media(kind, direction, None, None, None);
-    }
-    let (offer, _pending) = change.apply().expect("an offer with media");
-    offer.to_sdp_string()
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_offers_get_a_clear_4xx_while_a_viewer_keeps_playing() {

@@ -11,17 +11,23 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use common::{TestServer, builder, exclusive, frames_during_together};
+use common::{TestServer, builder, exclusive, frames_during_together, offer_sdp};
+use str0m::media::{Direction, MediaKind};
 use webgear_rtc::Options;
 use webgear_testkit::load::{Reception, Window, watch, watch_decoding};
 use webgear_testkit::{Endpoint, Viewer};
 
+/// The test pattern, holding at most `max_viewers`.
+async fn server_holding(max_viewers: usize) -> TestServer {
+    let mut options = Options::default();
+    options.max_viewers = max_viewers;
+    TestServer::start_with(builder(options)).await
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn offers_beyond_max_viewers_get_503_and_a_freed_place_is_taken_again() {
     let _lock = exclusive().await;
-    let mut options = Options::default();
-    options.max_viewers = 2;
-    let server = TestServer::start_with(builder(options)).await;
+    let server = server_holding(2).await;
     let (_first, _) = server.playing_viewer().await;
     let (mut second, _) = server.playing_viewer().await;
 
@@ -39,6 +45,25 @@ async fn offers_beyond_max_viewers_get_503_and_a_freed_place_is_taken_again() {
     assert_eq!(server.app.stats().viewers, 0);
     let (_again, first) = server.playing_viewer().await;
     assert!(first.number.is_some(), "a freed place is taken again");
+    server.stop().await;
+}
+
+/// A viewer none of whose packets reach the server (a network that blocks the way, a
+/// client that only offers) holds its place for seconds, not for the 30 s a connection
+/// may take once under way.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_offer_whose_maker_never_sends_a_packet_frees_its_place_within_seconds() {
+    let _lock = exclusive().await;
+    let server = server_holding(1).await;
+    let offer = serde_json::json!({"sdp": offer_sdp(&[(MediaKind::Video, Direction::RecvOnly)]), "type": "offer"});
+    let answered = common::send(reqwest::Client::new().post(server.url("/offer")).json(&offer)).await;
+    assert_eq!(answered.status(), 200);
+    let refused = Viewer::connect(&server.url("/offer")).await.err().unwrap().to_string();
+    assert!(refused.contains("503"), "the silent viewer holds the only place: {refused}");
+
+    server.until_no_viewers(Duration::from_secs(15), "the silent viewer still holds its place").await;
+    let (mut viewer, _) = server.playing_viewer().await;
+    assert!(viewer.frames_during(Duration::from_millis(500)).await.len() >= 10, "the place is taken again");
     server.stop().await;
 }
 

@@ -32,6 +32,13 @@ use crate::stream::{StreamFrame, rtp_ticks};
 /// A peer that has not completed ICE and DTLS by then is dropped.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// A peer whose viewer has sent it nothing by then is dropped. A viewer starts its ICE
+/// checks as soon as it has the answer, and the peer, ICE-lite, never checks itself: a
+/// viewer none of whose packets reach the server within this time never connects (its
+/// network blocks the way, or no TURN relay it has reaches us, or it never meant to).
+/// Until then it holds a viewer place and, watching a file, keeps the file playing.
+const FIRST_CONTACT_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// Sent video packets each peer keeps for retransmission on NACK. At 2 Mbit/s this is over a second of video,
 /// far beyond any loss a viewer recovers from by NACK instead of a keyframe, and room for
 /// a large keyframe. str0m's default (1000) held most of a viewer's memory.
@@ -169,6 +176,8 @@ pub(crate) struct Peer {
     rtc: Rtc,
     video: VideoTrack,
     created_at: Instant,
+    /// Whether a datagram of the viewer's has reached the peer.
+    heard_from: bool,
     connected: bool,
     /// Delta frames are useless until the viewer has a keyframe: skip them.
     waiting_for_keyframe: bool,
@@ -266,6 +275,7 @@ impl Peer {
             rtc,
             video,
             created_at: now,
+            heard_from: false,
             connected: false,
             waiting_for_keyframe: true,
             last_sent: None,
@@ -319,18 +329,27 @@ impl Peer {
 
     /// Takes a datagram from the network (one this peer [accepts](Peer::accepts)).
     pub(crate) fn handle_datagram(&mut self, datagram: Input) {
+        self.heard_from = true;
         self.contained(|peer| peer.handle_input(datagram));
     }
 
     pub(crate) fn handle_timeout(&mut self, now: Instant) {
         self.contained(|peer| {
-            if !peer.connected && now.saturating_duration_since(peer.created_at) > CONNECT_TIMEOUT {
-                peer.span.in_scope(|| debug!("never connected; dropping"));
+            if !peer.connected && now >= peer.connect_by() {
+                let why = if peer.heard_from { "never connected" } else { "the viewer sent nothing" };
+                peer.span
+                    .in_scope(|| debug!(after = ?now.saturating_duration_since(peer.created_at), "{why}; dropping"));
                 peer.rtc.disconnect();
                 return;
             }
             peer.handle_input(Input::Timeout(now));
         });
+    }
+
+    /// When the peer is dropped unless connected by then: [`FIRST_CONTACT_TIMEOUT`] after
+    /// the offer while the viewer has sent nothing, [`CONNECT_TIMEOUT`] once it has.
+    fn connect_by(&self) -> Instant {
+        self.created_at + if self.heard_from { CONNECT_TIMEOUT } else { FIRST_CONTACT_TIMEOUT }
     }
 
     fn handle_input(&mut self, input: Input) {
@@ -497,8 +516,7 @@ impl Peer {
                 Ok(Output::Transmit(datagram)) => transmit(datagram),
                 Ok(Output::Timeout(deadline)) => {
                     // Wake in time to enforce the connect timeout too.
-                    let connect_by = self.created_at + CONNECT_TIMEOUT;
-                    return Some(if self.connected { deadline } else { deadline.min(connect_by) });
+                    return Some(if self.connected { deadline } else { deadline.min(self.connect_by()) });
                 }
                 Ok(Output::Event(event)) => self.handle_event(event),
                 Err(error) => {

@@ -10,6 +10,8 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use std::sync::atomic::{AtomicUsize, Ordering};
+use str0m::Rtc;
+use str0m::media::{Direction, MediaKind};
 use tokio::sync::{Mutex, MutexGuard};
 
 use webgear_media::source::TestPattern;
@@ -231,4 +233,16 @@ pub fn live_sender(clip: &Path, format: &str, options: &[&str], url: &str) -> Re
             .spawn()
             .expect("ffmpeg is installed"),
     )
+}
+
+/// A well-formed offer made by a real WebRTC stack, with the given transceivers. Nothing
+/// answers the server's answer: its maker never connects.
+pub fn offer_sdp(media: &[(MediaKind, Direction)]) -> String {
+    let mut rtc = Rtc::builder().build(Instant::now());
+    let mut change = rtc.sdp_api();
+    for &(kind, direction) in media {
+        change.add_media(kind, direction, None, None, None);
+    }
+    let (offer, _pending) = change.apply().expect("an offer with media");
+    offer.to_sdp_string()
 }
