@@ -14,7 +14,6 @@
 
 use std::collections::HashSet;
 use std::io::IoSliceMut;
-use std::net::{IpAddr, Ipv4Addr};
 use std::time::{Duration, Instant};
 
 use quinn_udp::{RecvMeta, UdpSocketState};
@@ -93,7 +92,7 @@ const READ_BUFFER: usize = 1 << 16;
 /// server sends them.
 pub async fn watch(endpoint: &Endpoint, window: Window, reception: Reception) -> Result<LoadReport, ViewerError> {
     let Negotiated { mut rtc, socket, local, offered_at, session, .. } =
-        negotiate(endpoint, IpAddr::V4(Ipv4Addr::LOCALHOST), true, Protocol::Udp).await?;
+        negotiate(endpoint, endpoint.local_ip()?, true, Protocol::Udp).await?;
     socket.set_nonblocking(true)?;
     // Room for a few frames' packets while a thousand viewers share two cores: a viewer
     // waiting for its turn should not lose what the server already sent it.

@@ -1,7 +1,7 @@
 //! A decoding WebRTC viewer: posts a recvonly offer (to WebGear_RTC's `/offer`, or to a
 //! WHEP endpoint), then receives on its own thread and reports each decoded picture.
 
-use std::net::{IpAddr, Ipv4Addr, SocketAddr, UdpSocket};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, ToSocketAddrs, UdpSocket};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::{self, JoinHandle};
@@ -116,6 +116,30 @@ impl Endpoint {
             Endpoint::Offer(url) | Endpoint::Whep { url, .. } => url,
         }
     }
+
+    /// The address this machine reaches the server from, which a viewer offers to receive
+    /// on: loopback for a server on this machine, the address of the way out towards one
+    /// elsewhere (a name is looked up, IPv4 first, as the server's default candidates are).
+    ///
+    /// # Errors
+    /// If the URL names no host, or the host cannot be looked up or reached.
+    pub fn local_ip(&self) -> Result<IpAddr, ViewerError> {
+        let unusable = |reason: String| ViewerError::Signalling { url: self.url().to_owned(), reason };
+        let url = url::Url::parse(self.url()).map_err(|e| unusable(e.to_string()))?;
+        let host = url.host_str().ok_or_else(|| unusable("the URL names no host".into()))?;
+        let port = url.port_or_known_default().unwrap_or(80);
+        let server: Vec<SocketAddr> = (host.trim_matches(['[', ']']), port).to_socket_addrs()?.collect();
+        let server = server
+            .iter()
+            .find(|addr| addr.is_ipv4())
+            .or_else(|| server.first())
+            .ok_or_else(|| unusable(format!("{host} has no address")))?;
+        let any: IpAddr = if server.is_ipv4() { Ipv4Addr::UNSPECIFIED.into() } else { Ipv6Addr::UNSPECIFIED.into() };
+        // Connecting a UDP socket sends nothing; it only picks the route, and so the address.
+        let socket = UdpSocket::bind((any, 0))?;
+        socket.connect(server)?;
+        Ok(socket.local_addr()?.ip())
+    }
 }
 
 #[derive(Serialize, Deserialize)]
@@ -140,14 +164,16 @@ pub struct Viewer {
 
 impl Viewer {
     /// Posts an offer to `offer_url` (e.g. `http://127.0.0.1:8000/offer`) and starts
-    /// receiving on a loopback UDP socket.
+    /// receiving on a UDP socket on the address the server is reached from
+    /// ([`Endpoint::local_ip`]).
     pub async fn connect(offer_url: &str) -> Result<Viewer, ViewerError> {
         Viewer::connect_to(&Endpoint::Offer(offer_url.to_owned())).await
     }
 
-    /// Asks `endpoint` for the stream and starts receiving on a loopback UDP socket.
+    /// Asks `endpoint` for the stream and starts receiving on a UDP socket on the address
+    /// the server is reached from ([`Endpoint::local_ip`]).
     pub async fn connect_to(endpoint: &Endpoint) -> Result<Viewer, ViewerError> {
-        Viewer::connect_from(endpoint, IpAddr::V4(Ipv4Addr::LOCALHOST)).await
+        Viewer::connect_from(endpoint, endpoint.local_ip()?).await
     }
 
     /// Asks `endpoint` for the stream and starts receiving on a UDP socket bound to
@@ -161,7 +187,7 @@ impl Viewer {
     /// viewer whose network blocks UDP: the media comes over a TCP connection to one of
     /// the server's passive TCP candidates.
     pub async fn connect_over_tcp(endpoint: &Endpoint) -> Result<Viewer, ViewerError> {
-        let negotiated = negotiate(endpoint, IpAddr::V4(Ipv4Addr::LOCALHOST), false, Protocol::Tcp).await?;
+        let negotiated = negotiate(endpoint, endpoint.local_ip()?, false, Protocol::Tcp).await?;
         Viewer::start(negotiated)
     }
 
@@ -550,11 +576,35 @@ fn contains_idr(annex_b: &[u8]) -> bool {
 
 #[cfg(test)]
 mod tests {
-    use super::contains_idr;
+    #![allow(clippy::unwrap_used)] // a failed unwrap is a failed test
+
+    use std::net::{IpAddr, Ipv4Addr, UdpSocket};
+
+    use super::{Endpoint, contains_idr};
 
     #[test]
     fn finds_idr_slices_after_any_start_code() {
         assert!(contains_idr(&[0, 0, 0, 1, 0x67, 1, 2, 0, 0, 1, 0x65, 9]));
         assert!(!contains_idr(&[0, 0, 0, 1, 0x41, 1, 2, 3]));
+    }
+
+    #[test]
+    fn a_viewer_receives_on_the_address_the_server_is_reached_from() {
+        let local_ip = |url: &str| Endpoint::Offer(url.to_owned()).local_ip();
+        let loopback = IpAddr::V4(Ipv4Addr::LOCALHOST);
+        assert_eq!(local_ip("http://127.0.0.1:8000/offer").unwrap(), loopback);
+        assert_eq!(local_ip("http://localhost:8000/offer").unwrap(), loopback);
+        // A server elsewhere is reached from this machine's address on the way out (here
+        // the way to a documentation address, if the machine has a way out).
+        let outward = UdpSocket::bind("0.0.0.0:0").and_then(|socket| {
+            socket.connect("192.0.2.1:9")?;
+            socket.local_addr()
+        });
+        match outward {
+            Ok(outward) => assert_eq!(local_ip(&format!("http://{}:8000/offer", outward.ip())).unwrap(), outward.ip()),
+            Err(error) => eprintln!("not checked off loopback: no way out of this machine ({error})"),
+        }
+        let error = local_ip("not a url").unwrap_err().to_string();
+        assert!(error.contains("not a url"), "{error}");
     }
 }

@@ -10,6 +10,10 @@
 //! reports its own CPU over the window: on the server's machine, what it took from it.
 //! With `--decode N`, N of the viewers (spread through the joins) decode every picture
 //! as a player does, and report what they decoded.
+//!
+//! The viewers receive on the address this machine reaches the server from, so the server
+//! may run on another machine (`--url http://192.168.1.20:8000`; `--server-pid` and its
+//! figures then do not apply).
 
 use std::time::{Duration, Instant};
 
