@@ -15,13 +15,6 @@ returns="${RETURNS:-5}"
 mkdir -p "$work"
 source scripts/server-process.sh
 
-make_clip() {
-  local clip=$1
-  shift
-  [ -s "$clip" ] || ffmpeg -loglevel error -y -f lavfi -i testsrc2=size=1280x720:rate=30 -t 60 \
-    -c:v libx264 -preset veryfast "$@" -b:v 1500k -maxrate 1500k -bufsize 3000k -g 60 -pix_fmt yuv420p "$clip"
-}
-
 viewers() {
   curl -fsS "http://127.0.0.1:$port/metrics" | awk '$1 == "webgear_viewers" { print $2 }'
 }

@@ -1,6 +1,8 @@
 # Sourced by the benchmark scripts: the server they start in the background, kept in
 # $server, is stopped (SIGTERM, then waited for) by stop_server and when the script exits.
 # wait_for_page waits until it serves its page on $port (false if it died or never did).
+# make_clip PATH [ffmpeg options] makes the benchmarks' 60 s clip (1280x720, 30 fps,
+# H.264 at ~1.5 Mbit/s, a keyframe every 2 s) unless PATH already holds it.
 server=""
 stop_server() {
   if [ -n "$server" ]; then
@@ -17,4 +19,10 @@ wait_for_page() {
     sleep 0.3
   done
   return 1
+}
+make_clip() {
+  local clip=$1
+  shift
+  [ -s "$clip" ] || ffmpeg -loglevel error -y -f lavfi -i testsrc2=size=1280x720:rate=30 -t 60 \
+    -c:v libx264 -preset veryfast "$@" -b:v 1500k -maxrate 1500k -bufsize 3000k -g 60 -pix_fmt yuv420p "$clip"
 }

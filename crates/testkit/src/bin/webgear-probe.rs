@@ -1,7 +1,9 @@
 //! Measures a running server the way viewers experience it, with decoding viewers.
 //!
-//! - `webgear-probe joins --url http://127.0.0.1:8000 --count 20`: joins one viewer at a
-//!   time and reports time to first decoded frame (from posting the offer).
+//! - `webgear-probe joins --url http://127.0.0.1:8000 --count 20 [--watch 3]`: joins one
+//!   viewer at a time and reports time to first decoded frame (from posting the offer)
+//!   and, with `--watch`, the frames each decoded a second over that many seconds after
+//!   its first: a joiner that cannot get the frames it is sent decodes few.
 //! - `webgear-probe hold --url ... --viewers 10 --seconds 10 [--server-pid PID]`: holds N
 //!   viewers, reports each one's decoded frame rate and, given the server's pid, the
 //!   server's CPU use over the same window.
@@ -43,6 +45,9 @@ enum Mode {
     Joins {
         #[arg(long, default_value_t = 20)]
         count: usize,
+        /// Seconds each viewer watches after its first frame, counting what it decodes.
+        #[arg(long, default_value_t = 0)]
+        watch: u64,
     },
     /// Frame rate of N concurrent viewers, and the server's CPU use meanwhile.
     Hold {
@@ -78,7 +83,7 @@ async fn main() {
     let args = Args::parse();
     let offer_url = format!("{}/offer", args.url.trim_end_matches('/'));
     match args.command {
-        Mode::Joins { count } => joins(&offer_url, count).await,
+        Mode::Joins { count, watch } => joins(&offer_url, count, Duration::from_secs(watch)).await,
         Mode::Hold { viewers, seconds, server_pid } => hold(&offer_url, viewers, seconds, server_pid).await,
         Mode::Latency { send_to, format, seconds, settle, wait } => {
             latency(&offer_url, &LiveSender::start(&send_to, &format), seconds, settle, wait).await;
@@ -86,12 +91,16 @@ async fn main() {
     }
 }
 
-async fn joins(offer_url: &str, count: usize) {
+async fn joins(offer_url: &str, count: usize, watch: Duration) {
     let mut millis = Vec::with_capacity(count);
+    let mut rates = Vec::with_capacity(count);
     for _ in 0..count {
         let mut viewer = Viewer::connect(offer_url).await.unwrap();
         let first = viewer.next_frame(Duration::from_secs(10)).await.expect("a first frame");
         millis.push((first.arrived_at - viewer.offered_at).as_secs_f64() * 1000.0);
+        if !watch.is_zero() {
+            rates.push(viewer.frames_during(watch).await.len() as f64 / watch.as_secs_f64());
+        }
         viewer.close().unwrap();
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
@@ -102,6 +111,15 @@ async fn joins(offer_url: &str, count: usize) {
         percentile(&mut millis, 0.0),
         percentile(&mut millis, 1.0),
     );
+    if !rates.is_empty() {
+        println!(
+            "decoded over the {} s after the first frame: p50 {:.1} fps, min {:.1} fps, max {:.1} fps",
+            watch.as_secs(),
+            percentile(&mut rates, 0.5),
+            percentile(&mut rates, 0.0),
+            percentile(&mut rates, 1.0),
+        );
+    }
 }
 
 async fn hold(offer_url: &str, count: usize, seconds: u64, server_pid: Option<u32>) {
