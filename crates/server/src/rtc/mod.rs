@@ -20,6 +20,7 @@ use tracing::debug;
 
 mod driver;
 mod net;
+mod pacing;
 mod peer;
 mod recent;
 mod router;
