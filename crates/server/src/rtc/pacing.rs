@@ -40,10 +40,12 @@ const RATE_WINDOW: Duration = Duration::from_secs(2);
 /// first keyframe in an instant, which is no rate.
 const MIN_RATE_SPAN: Duration = Duration::from_secs(1);
 
-/// How late a paced frame may be taken without the next being held back as long again:
-/// the driver's timer wakes up to a millisecond or so late, and that must not slow every
-/// catch-up down. After a longer stall the pacing starts afresh rather than bursting.
-const TIMER_SLACK: Duration = Duration::from_millis(5);
+/// How far behind its schedule a catch-up may fall and still make up for it, by sending
+/// at once the frames due meanwhile. A driver busy with hundreds of viewers wakes tens of
+/// milliseconds late; a catch-up that lost that time at every frame would go slower than
+/// the stream it is catching up with, and never end. Behind by more (a stalled driver),
+/// it goes on from now rather than sending all it owes in one burst.
+const MAX_LATENESS: Duration = Duration::from_millis(50);
 
 /// The stream's rate, from the payload bytes of the frames it published over the last
 /// [`RATE_WINDOW`].
@@ -148,7 +150,7 @@ impl PacedFrames {
             return None;
         }
         let (frame, time) = self.queue.pop_front()?;
-        let paced_from = self.next_send.max(now.checked_sub(TIMER_SLACK).unwrap_or(now));
+        let paced_from = self.next_send.max(now.checked_sub(MAX_LATENESS).unwrap_or(now));
         self.next_send = paced_from + self.rate.time_for(frame.payload_bytes());
         Some((frame, time))
     }
@@ -211,18 +213,22 @@ mod tests {
         let (_, time) = paced.pop_due(now + Duration::from_millis(200)).unwrap();
         assert_eq!(time, 1);
         assert_eq!(paced.next_send(), Some(now + Duration::from_millis(300)));
-        // Taken a little late, the next is not held back by as much again.
-        let (_, time) = paced.pop_due(now + Duration::from_millis(302)).unwrap();
+        // Taken late, it does not hold the next back by as much again.
+        paced.push(frame_of(1000), 3);
+        let (_, time) = paced.pop_due(now + Duration::from_millis(340)).unwrap();
         assert_eq!(time, 2);
+        assert_eq!(paced.next_send(), Some(now + Duration::from_millis(350)), "its 500 bytes after 300 ms, not 340");
+        assert!(paced.pop_due(now + Duration::from_millis(349)).is_none());
+        assert!(paced.pop_due(now + Duration::from_millis(350)).is_some());
         assert_eq!(paced.next_send(), None, "nothing left");
         assert!(paced.pop_due(now + Duration::from_secs(9)).is_none());
 
         // After a long stall it paces from then, rather than sending what it owes at once.
-        paced.push(frame_of(1000), 3);
         paced.push(frame_of(1000), 4);
+        paced.push(frame_of(1000), 5);
         let late = now + Duration::from_secs(10);
         assert!(paced.pop_due(late).is_some());
-        assert_eq!(paced.next_send(), Some(late - TIMER_SLACK + Duration::from_millis(100)));
+        assert_eq!(paced.next_send(), Some(late - MAX_LATENESS + Duration::from_millis(100)));
     }
 
     #[test]

@@ -18,8 +18,8 @@ const ENCODED_FRAMES: usize = 30;
 /// the source makes them: its whole group of pictures, up to 10 s at 30 fps.
 const PASSED_THROUGH_FRAMES: usize = 300;
 
-/// The most RTP payload bytes kept of a source passed through: a joiner is sent them all
-/// at once, and each peer driver holds them.
+/// The most RTP payload bytes kept of a source passed through: a joiner is sent them all,
+/// and each peer driver holds them.
 const PASSED_THROUGH_BYTES: usize = 8 << 20;
 
 /// The last keyframe and the frames since, while they stay within the limits; nothing
