@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Joining over a slow link. A joiner is sent the stream's last keyframe and every frame
-# since, paced (see the README); on loopback that is a quick start, but a link slower
+# since at once (see the README); on loopback that is a quick start, but a link slower
 # than the server's network card holds only what its router's buffer does. This puts the
 # viewers in a network namespace behind a link shaped by the kernel (a veth pair with a
 # token bucket on the server's side: RATE, and a buffer of LIMIT bytes), streams a 60 s

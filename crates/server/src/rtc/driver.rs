@@ -1,9 +1,7 @@
 //! A peer driver: one task that owns its share of the peers (the [router](super::router)
 //! spreads them over one driver per core). It feeds its peers the datagrams addressed to
 //! them, their timeouts and every encoded frame of the stream, and sends what they
-//! produce on the shared UDP sockets (or ICE-TCP connections). It measures the stream's
-//! rate, at a multiple of which a viewer catching up is sent its frames (see
-//! [`pacing`](super::pacing)).
+//! produce on the shared UDP sockets (or ICE-TCP connections).
 //!
 //! A peer that cannot keep up never slows the others: frames are written into each peer's
 //! own send queue, and if the driver itself falls behind the stream, it goes on from the
@@ -23,7 +21,6 @@ use tokio::time::sleep_until;
 use tracing::{debug, info, trace, warn};
 
 use super::SessionId;
-use super::pacing::StreamRate;
 use super::peer::{Peer, PeerId};
 use super::recent::RecentFrames;
 use super::router::{DriverIndex, Router};
@@ -187,8 +184,6 @@ pub(crate) struct Driver {
     stream_ended: bool,
     /// Cuts each frame into RTP payloads once, for all of this driver's peers.
     packetizer: FramePacketizer,
-    /// The stream's rate, which a viewer catching up is paced by.
-    stream_rate: StreamRate,
     /// Where a run of packets to one viewer is put together for one segmented send.
     segments: Vec<u8>,
 }
@@ -218,7 +213,6 @@ impl Driver {
             kept_frames_stay_current: false,
             stream_ended: false,
             packetizer: FramePacketizer::new(),
-            stream_rate: StreamRate::default(),
             segments: Vec::new(),
         }
     }
@@ -309,8 +303,8 @@ impl Driver {
     /// Goes on from the present after falling behind the stream. The frames still queued
     /// (and `late`, taken too late) are nearly as late as any missed, so none is sent as
     /// it came: each peer starts again from the newest keyframe among them and the frames
-    /// since, sent as to a viewer that lost data ([`Peer::replay`]: the keyframe at once,
-    /// the others paced), or else from the next keyframe. So the stream's last frame ("The End", a keyframe) is kept for
+    /// since, sent at once as to a viewer that lost data ([`Peer::replay`]), or else from
+    /// the next keyframe. So the stream's last frame ("The End", a keyframe) is kept for
     /// everyone coming later whenever it is among them.
     async fn catch_up(&mut self, late: Option<StreamFrame>) {
         let since_keyframe = self.queued_frames_since_keyframe(late);
@@ -437,7 +431,6 @@ impl Driver {
             }
         };
         self.recent.record(&rtp);
-        self.stream_rate.record(frame.published_at, rtp.payload_bytes());
         self.kept_frames_stay_current = frame.pauses_unwatched || !frame.keyframes_on_request;
         self.stream_ended |= frame.last;
         Some(rtp)
@@ -509,7 +502,7 @@ impl Driver {
             self.deadlines.iter().take_while(|&&(deadline, _)| deadline <= now).map(|&(_, id)| id).collect();
         for id in due {
             if let Some(slot) = self.peers.get_mut(&id) {
-                slot.peer.handle_timeout(&self.metrics, now);
+                slot.peer.handle_timeout(now);
             }
             self.flush(id).await;
         }
@@ -523,9 +516,11 @@ impl Driver {
         };
         let outgoing = &mut self.outgoing;
         let mut deadline = slot.peer.poll(|transmit| outgoing.push(transmit));
-        let pacing_rate = self.stream_rate.pacing_rate();
         // A connection completes while polling: start the viewer at once if it can be.
-        if deadline.is_some() && slot.peer.start_from(self.recent.frames(), pacing_rate, &self.metrics, Instant::now())
+        if deadline.is_some()
+            && slot.peer.start_from(self.recent.frames(), &self.metrics, Instant::now(), |transmit| {
+                outgoing.push(transmit);
+            })
         {
             deadline = slot.peer.poll(|transmit| outgoing.push(transmit));
         }
@@ -534,7 +529,10 @@ impl Driver {
             // the frames since are kept, the viewer gets those (again) instead. Otherwise
             // the encoder makes one (it coalesces requests); a source passed through
             // cannot, and the viewer waits for the source's next.
-            if deadline.is_some() && slot.peer.replay(self.recent.frames(), pacing_rate, &self.metrics, Instant::now())
+            if deadline.is_some()
+                && slot.peer.replay(self.recent.frames(), &self.metrics, Instant::now(), |transmit| {
+                    outgoing.push(transmit);
+                })
             {
                 self.metrics.keyframe_requests.inc();
                 deadline = slot.peer.poll(|transmit| outgoing.push(transmit));
@@ -764,11 +762,7 @@ mod tests {
         assert_eq!(driver.frames.len(), 0, "the frames queued are taken at once");
         assert_eq!(metrics.frames_dropped.get(), 2, "frames 1 and 2 are dropped");
         assert_eq!(kept(&driver), [3, 4, 5]);
-        assert_eq!(metrics.frames_sent.get(), 2, "the viewer is sent keyframe 3 at once");
-        // Frames 4 and 5 follow, paced (a few bytes each: within microseconds).
-        tokio::time::sleep(Duration::from_millis(10)).await;
-        driver.timeouts().await;
-        assert_eq!(metrics.frames_sent.get(), 4, "then frames 4 and 5");
+        assert_eq!(metrics.frames_sent.get(), 4, "the viewer is sent frames 3 to 5 at once");
 
         // And goes on from there without waiting for a keyframe.
         stream.send(frame(6)).unwrap();

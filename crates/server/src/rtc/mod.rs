@@ -20,7 +20,6 @@ use tracing::debug;
 
 mod driver;
 mod net;
-mod pacing;
 mod peer;
 mod recent;
 mod router;

@@ -25,7 +25,6 @@ use str0m::{Candidate, Event, IceConnectionState, Input, Output, Rtc, RtcError};
 use tracing::{Span, debug, debug_span, error};
 
 use super::SessionId;
-use super::pacing::{PacedFrames, PacingRate};
 use super::rtp_frame::RtpFrame;
 use crate::stats::Metrics;
 use crate::stream::{StreamFrame, rtp_ticks};
@@ -182,12 +181,9 @@ pub(crate) struct Peer {
     connected: bool,
     /// Delta frames are useless until the viewer has a keyframe: skip them.
     waiting_for_keyframe: bool,
-    /// The last frame sent or queued to be (in `paced`); `None` until the first, and
-    /// until then the viewer can start from frames the stream sent before it connected.
+    /// The last frame sent; `None` until the first, and until then the viewer can start
+    /// from frames the stream sent before it connected.
     last_sent: Option<Sent>,
-    /// The frames of a catch-up (see [`Peer::start_from`] and [`Peer::replay`]) still to
-    /// be sent, and the live frames that came meanwhile.
-    paced: PacedFrames,
     /// The viewer's timeline against the stream clock's.
     timeline: Timeline,
     /// When the viewer was last sent the frames since a keyframe again (see
@@ -283,7 +279,6 @@ impl Peer {
             connected: false,
             waiting_for_keyframe: true,
             last_sent: None,
-            paced: PacedFrames::new(now),
             timeline: Timeline::default(),
             last_replay: None,
             wants_keyframe: false,
@@ -338,8 +333,7 @@ impl Peer {
         self.contained(|peer| peer.handle_input(datagram));
     }
 
-    /// Runs the session's timers, and sends the frames of a catch-up now due.
-    pub(crate) fn handle_timeout(&mut self, metrics: &Metrics, now: Instant) {
+    pub(crate) fn handle_timeout(&mut self, now: Instant) {
         self.contained(|peer| {
             if !peer.connected && now >= peer.connect_by() {
                 let why = if peer.heard_from { "never connected" } else { "the viewer sent nothing" };
@@ -349,7 +343,6 @@ impl Peer {
                 return;
             }
             peer.handle_input(Input::Timeout(now));
-            peer.send_paced(metrics, now);
         });
     }
 
@@ -368,25 +361,10 @@ impl Peer {
 
     /// Sends one frame, unless the peer is not connected yet or is waiting for a keyframe
     /// and this is not one; returns whether it did. Its packets are ready for the next
-    /// [`Peer::poll`]. While the viewer is catching up, a delta frame is queued behind the
-    /// catch-up instead (and this returns false); a keyframe ends the catch-up: the viewer
-    /// goes on from it, and needs nothing queued.
+    /// [`Peer::poll`].
     pub(crate) fn send_frame(&mut self, rtp: &RtpFrame, metrics: &Metrics, now: Instant) -> bool {
         let time = self.stamp(&rtp.frame, now);
-        if !self.paced.is_empty() {
-            if !rtp.frame.encoded.keyframe {
-                self.paced.push(rtp.clone(), time);
-                self.last_sent = Some(Sent { time, at: now });
-                return false;
-            }
-            self.span.in_scope(|| debug!("a keyframe came while catching up: going on from it"));
-            self.paced.clear();
-        }
-        let sent = self.contained(|peer| peer.write_frame(rtp, time, metrics, now)).unwrap_or(false);
-        if sent {
-            self.last_sent = Some(Sent { time, at: now });
-        }
-        sent
+        self.contained(|peer| peer.write_frame(rtp, time, metrics, now)).unwrap_or(false)
     }
 
     /// The RTP time `frame` goes out with, `now`, on the viewer's timeline.
@@ -430,34 +408,25 @@ impl Peer {
         // queue snapshot is taken then); without this the frame would wait for the peer's
         // next timeout, which a busy driver serves last.
         self.handle_input(Input::Timeout(now));
+        self.last_sent = Some(Sent { time, at: now });
         metrics.frames_sent.inc();
         true
-    }
-
-    /// Sends the frames of a catch-up that are due by `now`.
-    fn send_paced(&mut self, metrics: &Metrics, now: Instant) {
-        while let Some((frame, time)) = self.paced.pop_due(now) {
-            if !self.write_frame(&frame, time, metrics, now) {
-                self.paced.clear();
-            }
-        }
     }
 
     /// Starts a viewer that has just connected from `recent` (the stream's last keyframe
     /// and the frames since), instead of waiting for a keyframe made for it. Returns
     /// whether it did; if so the viewer no longer wants a keyframe.
     ///
-    /// The keyframe is sent at once, the frames since paced at `rate` (see
-    /// [`pacing`](super::pacing)). They are stamped [`CATCH_UP_SPACING`] apart, ending at
-    /// the newest one's own time: a player decodes each as it comes and shows it, then goes
-    /// on live. With their own times a player would play them out at the stream's pace and
-    /// stay as far behind the stream as the oldest of them, for good.
+    /// The frames are stamped [`CATCH_UP_SPACING`] apart, ending at the newest one's own
+    /// time: a player decodes them at once and shows the newest, then goes on live. With
+    /// their own times a player would play them out at the stream's pace and stay as far
+    /// behind the stream as the oldest of them, for good.
     pub(crate) fn start_from(
         &mut self,
         recent: &[RtpFrame],
-        rate: PacingRate,
         metrics: &Metrics,
         now: Instant,
+        transmit: impl FnMut(Transmit),
     ) -> bool {
         let (Some(first), Some(newest)) = (recent.first(), recent.last()) else {
             return false;
@@ -467,7 +436,8 @@ impl Peer {
         }
         let span = CATCH_UP_SPACING.wrapping_mul(recent.len() as u32 - 1);
         let first_time = self.stamp(&newest.frame, now).wrapping_sub(span);
-        let started = self.catch_up(recent, first_time, CATCH_UP_SPACING, rate, metrics, now);
+        self.write_burst(recent, first_time, CATCH_UP_SPACING, metrics, now, transmit);
+        let started = self.last_sent.is_some();
         if started && !self.waiting_for_keyframe {
             self.wants_keyframe = false;
         }
@@ -480,11 +450,16 @@ impl Peer {
     /// through cannot make at all. Returns whether it did; at most once per
     /// [`REPLAY_INTERVAL`].
     ///
-    /// They are paced as a joiner's are ([`Peer::start_from`]), and stamped one RTP tick
-    /// apart after the last frame sent, well before the next (a frame is 3000 ticks at 30
-    /// fps): the viewer decodes from the keyframe up to the newest frame as they come and
-    /// plays on.
-    pub(crate) fn replay(&mut self, recent: &[RtpFrame], rate: PacingRate, metrics: &Metrics, now: Instant) -> bool {
+    /// They are stamped one RTP tick apart after the last frame sent, well before the
+    /// next (a frame is 3000 ticks at 30 fps): the viewer decodes from the keyframe up to
+    /// the newest frame at once and plays on.
+    pub(crate) fn replay(
+        &mut self,
+        recent: &[RtpFrame],
+        metrics: &Metrics,
+        now: Instant,
+        transmit: impl FnMut(Transmit),
+    ) -> bool {
         let (Some(Sent { time: last_time, .. }), Some(first)) = (self.last_sent, recent.first()) else {
             return false;
         };
@@ -494,41 +469,31 @@ impl Peer {
         }
         self.last_replay = Some(now);
         self.span.in_scope(|| debug!(frames = recent.len(), "sending the frames since the last keyframe again"));
-        self.catch_up(recent, last_time.wrapping_add(1), 1, rate, metrics, now)
+        self.write_burst(recent, last_time.wrapping_add(1), 1, metrics, now, transmit);
+        true
     }
 
-    /// Sends `frames` stamped `spacing` RTP ticks apart from `first_time`: the first (a
-    /// keyframe) now, the others paced at `rate` by [`Peer::handle_timeout`], replacing
-    /// any catch-up still under way. Returns whether the first was sent.
-    fn catch_up(
+    /// Writes `frames` stamped `spacing` RTP ticks apart from `first_time`. Each frame's
+    /// packets go to `transmit` as soon as it is written: seconds of frames written at
+    /// once would leave the session's send queue that large for good.
+    fn write_burst(
         &mut self,
         frames: &[RtpFrame],
         first_time: u32,
         spacing: u32,
-        rate: PacingRate,
         metrics: &Metrics,
         now: Instant,
-    ) -> bool {
-        self.paced.clear();
-        let Some((first, since)) = frames.split_first() else {
-            return false;
-        };
-        if !self.contained(|peer| peer.write_frame(first, first_time, metrics, now)).unwrap_or(false) {
-            return false;
+        mut transmit: impl FnMut(Transmit),
+    ) {
+        for (frame, index) in frames.iter().zip(0u32..) {
+            let time = first_time.wrapping_add(spacing.wrapping_mul(index));
+            self.contained(|peer| peer.write_frame(frame, time, metrics, now));
+            self.poll(&mut transmit);
         }
-        self.paced.start(first, rate, now);
-        let mut time = first_time;
-        for frame in since {
-            time = time.wrapping_add(spacing);
-            self.paced.push(frame.clone(), time);
-        }
-        self.last_sent = Some(Sent { time, at: now });
-        true
     }
 
     /// Skip everything up to the next keyframe, and ask for one: the viewer missed data.
     pub(crate) fn resync(&mut self) {
-        self.paced.clear();
         self.waiting_for_keyframe = true;
         self.wants_keyframe = true;
     }
@@ -550,9 +515,7 @@ impl Peer {
             match self.rtc.poll_output() {
                 Ok(Output::Transmit(datagram)) => transmit(datagram),
                 Ok(Output::Timeout(deadline)) => {
-                    // Wake in time to send the next paced frame, and to enforce the connect
-                    // timeout.
-                    let deadline = self.paced.next_send().map_or(deadline, |at| deadline.min(at));
+                    // Wake in time to enforce the connect timeout too.
                     return Some(if self.connected { deadline } else { deadline.min(self.connect_by()) });
                 }
                 Ok(Output::Event(event)) => self.handle_event(event),
@@ -641,7 +604,6 @@ pub(super) mod testing {
 
     use super::{Peer, PeerConfig};
     use crate::rtc::SessionId;
-    use crate::stats::Metrics;
 
     const SERVER: SocketAddr = SocketAddr::new(std::net::IpAddr::V4(Ipv4Addr::LOCALHOST), 5000);
     const VIEWER: SocketAddr = SocketAddr::new(std::net::IpAddr::V4(Ipv4Addr::LOCALHOST), 6000);
@@ -683,7 +645,7 @@ pub(super) mod testing {
             }
             now += Duration::from_millis(20);
             viewer.handle_input(Input::Timeout(now)).unwrap();
-            peer.handle_timeout(&Metrics::default(), now);
+            peer.handle_timeout(now);
         }
         panic!("the pair never connected");
     }
@@ -771,7 +733,7 @@ mod tests {
         // Every entry point the driver uses returns quietly, and polling says it is dead.
         let rtp = FramePacketizer::new().packetize(&stream_frame(vec![0, 0, 0, 1, 0x65, 1], true, 3000, now)).unwrap();
         peer.send_frame(&rtp, &Metrics::default(), now);
-        peer.handle_timeout(&Metrics::default(), now);
+        peer.handle_timeout(now);
         peer.close();
         peer.abort();
         assert!(!peer.accepts(&Input::Timeout(now)));
@@ -793,119 +755,24 @@ mod tests {
         frames.iter().map(|frame| frame.time.rebase(Frequency::NINETY_KHZ).numer()).collect()
     }
 
-    /// A rate at which the test frames of [`keyframe_and_frames_since`] take no time.
-    fn fast() -> PacingRate {
-        PacingRate::bytes_per_second(1e12)
-    }
-
-    /// Runs the peer and the viewer from `start` to `until` (included), each sending the
-    /// other what it has to and their timers running; returns each frame the viewer
-    /// reassembled, with when it was sent (since `start`) and its RTP time.
-    fn run(viewer: &mut Rtc, peer: &mut Peer, start: Instant, until: Instant) -> Vec<(Duration, u64)> {
-        let metrics = Metrics::default();
-        let mut received = Vec::new();
-        let mut now = start;
-        for _ in 0..100_000 {
-            let mut sent = Vec::new();
-            let peer_deadline = peer.poll(|transmit| sent.push(transmit)).expect("the peer stays alive");
-            sent.iter().for_each(|transmit| viewer.handle_input(receive(now, transmit)).unwrap());
-            let mut replies = Vec::new();
-            let viewer_deadline = loop {
-                match viewer.poll_output().unwrap() {
-                    Output::Timeout(deadline) => break deadline,
-                    Output::Transmit(transmit) => replies.push(transmit),
-                    Output::Event(Event::MediaData(frame)) => {
-                        received.push((now - start, frame.time.rebase(Frequency::NINETY_KHZ).numer()));
-                    }
-                    Output::Event(_) => {}
-                }
-            };
-            if !replies.is_empty() {
-                replies.iter().for_each(|transmit| peer.handle_datagram(receive(now, transmit)));
-                continue;
-            }
-            let next = peer_deadline.min(viewer_deadline).max(now);
-            if next > until {
-                return received;
-            }
-            now = next;
-            viewer.handle_input(Input::Timeout(now)).unwrap();
-            peer.handle_timeout(&metrics, now);
-        }
-        panic!("the peer and the viewer kept asking to be woken at once");
-    }
-
-    /// A frame of the stream at `time` (90 kHz): an IDR or a delta slice of `bytes`.
-    fn sized_frame(packetizer: &mut FramePacketizer, keyframe: bool, bytes: usize, time: u64) -> RtpFrame {
-        let mut data = vec![0, 0, 0, 1, if keyframe { 0x65 } else { 0x41 }];
-        data.extend((0..bytes).map(|i| (i % 251) as u8 | 1));
-        packetizer.packetize(&stream_frame(data, keyframe, time, Instant::now())).unwrap()
-    }
-
     #[test]
-    fn a_joiner_gets_the_keyframe_at_once_and_the_frames_since_paced_and_stamped_close_together() {
+    fn a_joiner_gets_the_frames_since_the_keyframe_stamped_close_together_then_live_ones() {
         let (mut viewer, mut peer, now) = connected_pair();
         let mut packetizer = FramePacketizer::new();
-        // A 20 000-byte keyframe and three 5000-byte frames, at 100 000 bytes a second.
-        let recent: Vec<RtpFrame> = [(true, 20_000), (false, 5000), (false, 5000), (false, 5000)]
-            .into_iter()
-            .zip(1..)
-            .map(|((keyframe, bytes), n)| sized_frame(&mut packetizer, keyframe, bytes, 3000 * n))
-            .collect();
-        let rate = PacingRate::bytes_per_second(100_000.0);
+        let recent = keyframe_and_frames_since(&mut packetizer, 4, now);
         let metrics = Metrics::default();
-        assert!(peer.start_from(&recent, rate, &metrics, now));
-        let received = run(&mut viewer, &mut peer, now, now + Duration::from_secs(1));
-
-        // Each frame leaves once the ones before have had time to go at the rate.
-        let mut expected_at = Duration::ZERO;
-        let mut expected = Vec::new();
-        for frame in &recent {
-            expected.push(expected_at);
-            expected_at += Duration::from_secs_f64(frame.payload_bytes() as f64 / 100_000.0);
-        }
-        let sent_at: Vec<Duration> = received.iter().map(|&(at, _)| at).collect();
-        assert_eq!(sent_at.len(), 4, "{received:?}");
-        for (at, expected) in sent_at.iter().zip(&expected) {
-            assert!(at.abs_diff(*expected) < Duration::from_millis(1), "sent at {sent_at:?}, expected {expected:?}");
-        }
-        // 1 ms apart, ending at the newest frame's own time: the viewer shows each as it
-        // comes rather than playing the stream out from the oldest.
-        let times: Vec<u64> = received.iter().map(|&(_, time)| time).collect();
-        assert_eq!(times, [11_730, 11_820, 11_910, 12_000]);
+        let mut sent = Vec::new();
+        assert!(peer.start_from(&recent, &metrics, now, |transmit| sent.push(transmit)));
+        // 1 ms apart, ending at the newest frame's own time: the viewer shows it at once
+        // rather than playing the others out first.
+        assert_eq!(rtp_times(&deliver(&mut viewer, &sent, now)), [11_730, 11_820, 11_910, 12_000]);
 
         // Then the stream goes on at its own times.
-        let live = sized_frame(&mut packetizer, false, 100, 15_000);
-        let later = now + Duration::from_secs(1);
-        assert!(peer.send_frame(&live, &metrics, later));
-        assert_eq!(run(&mut viewer, &mut peer, later, later), [(Duration::ZERO, 15_000)]);
-    }
-
-    #[test]
-    fn live_frames_queue_behind_a_catch_up_until_a_live_keyframe_ends_it() {
-        let (mut viewer, mut peer, now) = connected_pair();
-        let mut packetizer = FramePacketizer::new();
-        let recent: Vec<RtpFrame> = (1..=4).map(|n| sized_frame(&mut packetizer, n == 1, 5000, 3000 * n)).collect();
-        let metrics = Metrics::default();
-        // 5000 bytes a second: a second a frame.
-        assert!(peer.start_from(&recent, PacingRate::bytes_per_second(5000.0), &metrics, now));
-
-        // A live frame comes while the viewer is catching up: it waits its turn.
-        let live = sized_frame(&mut packetizer, false, 100, 15_000);
-        assert!(!peer.send_frame(&live, &metrics, now), "queued, not sent");
-        let received = run(&mut viewer, &mut peer, now, now + Duration::from_millis(1500));
-        assert_eq!(received.iter().map(|&(_, time)| time).collect::<Vec<_>>(), [11_730, 11_820]);
-        let received = run(&mut viewer, &mut peer, now + Duration::from_millis(1500), now + Duration::from_secs(5));
-        assert_eq!(received.iter().map(|&(_, time)| time).collect::<Vec<_>>(), [11_910, 12_000, 15_000]);
-
-        // Another catch-up (a replay), cut short by a live keyframe: the viewer goes on
-        // from it, and what was left of the catch-up is never sent.
-        let at = now + REPLAY_INTERVAL * 5;
-        assert!(peer.replay(&recent, PacingRate::bytes_per_second(5000.0), &metrics, at));
-        let keyframe = sized_frame(&mut packetizer, true, 100, 18_000);
-        assert!(peer.send_frame(&keyframe, &metrics, at));
-        let received = run(&mut viewer, &mut peer, at, at + Duration::from_secs(10));
-        assert_eq!(received.iter().map(|&(_, time)| time).collect::<Vec<_>>(), [15_001, 18_000]);
+        let live = packetizer.packetize(&stream_frame(vec![0, 0, 0, 1, 0x41, 9], false, 15_000, now)).unwrap();
+        assert!(peer.send_frame(&live, &metrics, now));
+        let mut sent = Vec::new();
+        peer.poll(|transmit| sent.push(transmit)).unwrap();
+        assert_eq!(rtp_times(&deliver(&mut viewer, &sent, now)), [15_000]);
     }
 
     #[test]
@@ -914,9 +781,9 @@ mod tests {
         let mut packetizer = FramePacketizer::new();
         let metrics = Metrics::default();
         let recent = keyframe_and_frames_since(&mut packetizer, 4, now);
-        assert!(peer.start_from(&recent, fast(), &metrics, now));
-        let received = run(&mut viewer, &mut peer, now, now);
-        assert_eq!(received.last().map(|&(_, time)| time), Some(12_000));
+        let mut sent = Vec::new();
+        assert!(peer.start_from(&recent, &metrics, now, |transmit| sent.push(transmit)));
+        assert_eq!(rtp_times(&deliver(&mut viewer, &sent, now)).last(), Some(&12_000));
 
         // The clock restarted (WebGear_RTC's reset) after those frames were kept: the
         // stream's next frames are stamped from zero, 100 ms after the last one sent.
@@ -937,19 +804,17 @@ mod tests {
         let (mut viewer, mut peer, now) = connected_pair();
         let metrics = Metrics::default();
         let recent = keyframe_and_frames_since(&mut FramePacketizer::new(), 5, now);
-        assert!(!peer.replay(&recent, fast(), &metrics, now), "nothing sent yet: a joiner starts instead");
-        assert!(peer.start_from(&recent, fast(), &metrics, now));
-        assert_eq!(run(&mut viewer, &mut peer, now, now).len(), 5);
+        assert!(!peer.replay(&recent, &metrics, now, |_| {}), "nothing sent yet: a joiner starts instead");
+        let mut sent = Vec::new();
+        assert!(peer.start_from(&recent, &metrics, now, |transmit| sent.push(transmit)));
+        assert_eq!(deliver(&mut viewer, &sent, now).len(), 5);
 
-        assert!(peer.replay(&recent, fast(), &metrics, now));
+        let mut sent = Vec::new();
+        assert!(peer.replay(&recent, &metrics, now, |transmit| sent.push(transmit)));
         // One tick apart after the last frame sent (15000), long before the next (18000).
-        let received = run(&mut viewer, &mut peer, now, now);
-        assert_eq!(
-            received.iter().map(|&(_, time)| time).collect::<Vec<_>>(),
-            [15_001, 15_002, 15_003, 15_004, 15_005]
-        );
+        assert_eq!(rtp_times(&deliver(&mut viewer, &sent, now)), [15_001, 15_002, 15_003, 15_004, 15_005]);
         let later = now + REPLAY_INTERVAL / 2;
-        assert!(!peer.replay(&recent, fast(), &metrics, later), "a burst at most once per interval");
-        assert!(peer.replay(&recent, fast(), &metrics, now + REPLAY_INTERVAL));
+        assert!(!peer.replay(&recent, &metrics, later, |_| {}), "a burst at most once per interval");
+        assert!(peer.replay(&recent, &metrics, now + REPLAY_INTERVAL, |_| {}));
     }
 }

@@ -18,8 +18,8 @@ const ENCODED_FRAMES: usize = 30;
 /// the source makes them: its whole group of pictures, up to 10 s at 30 fps.
 const PASSED_THROUGH_FRAMES: usize = 300;
 
-/// The most RTP payload bytes kept of a source passed through: a joiner is sent them all,
-/// and each peer driver holds them.
+/// The most RTP payload bytes kept of a source passed through: a joiner is sent them all
+/// at once, and each peer driver holds them.
 const PASSED_THROUGH_BYTES: usize = 8 << 20;
 
 /// The last keyframe and the frames since, while they stay within the limits; nothing
@@ -68,8 +68,31 @@ impl RecentFrames {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
+    use std::time::Instant;
+
+    use str0m::media::MediaTime;
+    use webgear_media::EncodedFrame;
+
     use super::*;
-    use crate::rtc::rtp_frame::testing::frame;
+    use crate::stream::StreamFrame;
+
+    /// A frame of `payload_bytes` in one payload.
+    fn frame(keyframe: bool, keyframes_on_request: bool, payload_bytes: usize) -> RtpFrame {
+        let now = Instant::now();
+        let encoded =
+            EncodedFrame { data: Arc::from([0u8].as_slice()), keyframe, width: 16, height: 16, captured_at: now };
+        let frame = StreamFrame {
+            encoded,
+            rtp_time: MediaTime::from_90khz(0),
+            clock_epoch: 0,
+            keyframes_on_request,
+            last: false,
+            pauses_unwatched: false,
+            published_at: now,
+        };
+        RtpFrame { frame, payloads: Arc::from([Arc::from(vec![0u8; payload_bytes])]) }
+    }
 
     #[test]
     fn nothing_is_kept_before_a_keyframe_and_a_keyframe_starts_afresh() {

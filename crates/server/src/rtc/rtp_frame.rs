@@ -55,32 +55,3 @@ impl FramePacketizer {
         Ok(RtpFrame { frame: frame.clone(), payloads: payloads.into_iter().map(Arc::from).collect() })
     }
 }
-
-#[cfg(test)]
-pub(super) mod testing {
-    use std::sync::Arc;
-    use std::time::Instant;
-
-    use str0m::media::MediaTime;
-    use webgear_media::EncodedFrame;
-
-    use super::RtpFrame;
-    use crate::stream::StreamFrame;
-
-    /// A frame of `payload_bytes` in one payload.
-    pub(crate) fn frame(keyframe: bool, keyframes_on_request: bool, payload_bytes: usize) -> RtpFrame {
-        let now = Instant::now();
-        let encoded =
-            EncodedFrame { data: Arc::from([0u8].as_slice()), keyframe, width: 16, height: 16, captured_at: now };
-        let frame = StreamFrame {
-            encoded,
-            rtp_time: MediaTime::from_90khz(0),
-            clock_epoch: 0,
-            keyframes_on_request,
-            last: false,
-            pauses_unwatched: false,
-            published_at: now,
-        };
-        RtpFrame { frame, payloads: Arc::from([Arc::from(vec![0u8; payload_bytes])]) }
-    }
-}
