@@ -5,11 +5,14 @@
 //! and `CHROMEDRIVER` environment variables).
 
 use std::net::{Ipv4Addr, TcpListener, TcpStream};
+use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use fantoccini::{Client, ClientBuilder};
+use nix::sys::signal::{Signal, killpg};
+use nix::unistd::Pid;
 use serde_json::{Map, Value, json};
 
 /// Why the browser could not be started or driven.
@@ -39,7 +42,8 @@ pub enum BrowserError {
     Io(#[from] std::io::Error),
 }
 
-/// A headless Chromium session. Dropping it kills the driver and the browser.
+/// A headless Chromium session. Dropping it kills the driver and the browser, also when a
+/// test panics before [`Browser::close`].
 #[derive(Debug)]
 pub struct Browser {
     client: Option<Client>,
@@ -57,6 +61,9 @@ impl Browser {
             .arg(format!("--port={port}"))
             .stdout(Stdio::null())
             .stderr(Stdio::null())
+            // A process group of its own, which Chromium and its helpers join, so that the
+            // drop can end them all: killing ChromeDriver alone leaves its browser running.
+            .process_group(0)
             .spawn()
             .map_err(|source| BrowserError::Spawn { program: chromedriver.clone(), source })?;
         let profile = std::env::temp_dir().join(format!("webgear-chromium-{}-{port}", std::process::id()));
@@ -136,8 +143,48 @@ impl Browser {
 impl Drop for Browser {
     fn drop(&mut self) {
         // Best effort: the driver may already have exited, the profile may not exist.
+        if let Ok(group) = i32::try_from(self.driver.id()) {
+            let _ = killpg(Pid::from_raw(group), Signal::SIGKILL);
+        }
         let _ = self.driver.kill();
         let _ = self.driver.wait();
         let _ = std::fs::remove_dir_all(&self.profile);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The processes whose command line names `profile`: the Chromium a [`Browser`] started
+    /// (its browser, zygote, renderer and utility processes all carry it).
+    fn processes_using(profile: &std::path::Path) -> Vec<u32> {
+        let needle = format!("--user-data-dir={}", profile.display());
+        let Ok(entries) = std::fs::read_dir("/proc") else { return Vec::new() };
+        entries
+            .filter_map(|entry| entry.ok()?.file_name().to_str()?.parse::<u32>().ok())
+            .filter(|pid| {
+                std::fs::read(format!("/proc/{pid}/cmdline"))
+                    .is_ok_and(|cmdline| cmdline.split(|&byte| byte == 0).any(|arg| arg == needle.as_bytes()))
+            })
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn a_browser_dropped_without_closing_leaves_no_chromium_running() {
+        let browser = Browser::launch().await.expect("headless Chromium starts (needs chromium and chromium-driver)");
+        browser.goto("about:blank").await.expect("the browser opens a page");
+        let profile = browser.profile.clone();
+        assert!(!processes_using(&profile).is_empty(), "Chromium runs with the session's profile");
+
+        // As when a test panics halfway: no `close`, only the drop.
+        drop(browser);
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let mut left = processes_using(&profile);
+        while !left.is_empty() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(50));
+            left = processes_using(&profile);
+        }
+        assert!(left.is_empty(), "Chromium processes {left:?} outlived their dropped Browser");
     }
 }
