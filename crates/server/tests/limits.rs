@@ -141,18 +141,19 @@ async fn load_viewers_measure_full_rate_no_loss_and_their_first_frame() {
     // By WebGear_RTC's /offer and by WHEP, through the WebRTC stack and from RTP headers.
     let endpoints = [Endpoint::Offer(server.url("/offer")), Endpoint::Whep { url: server.url("/whep"), token: None }];
     let kinds = [Reception::Full, Reception::HeadersOnly];
+    let local_ip = endpoints[0].local_ip().unwrap();
     let viewers: Vec<_> = endpoints
         .iter()
         .flat_map(|endpoint| kinds.map(|reception| (endpoint.clone(), reception)))
         .cycle()
         .take(8)
-        .map(|(endpoint, reception)| tokio::spawn(async move { watch(&endpoint, window, reception).await }))
+        .map(|(endpoint, reception)| tokio::spawn(async move { watch(&endpoint, local_ip, window, reception).await }))
         .collect();
     // And viewers that decode every picture, as the load generator's `--decode` runs.
     let decoding: Vec<_> = endpoints
         .iter()
         .cloned()
-        .map(|endpoint| tokio::spawn(async move { watch_decoding(&endpoint, window).await }))
+        .map(|endpoint| tokio::spawn(async move { watch_decoding(&endpoint, local_ip, window).await }))
         .collect();
     for viewer in viewers {
         let report = viewer.await.unwrap().unwrap();
@@ -179,10 +180,11 @@ async fn a_burst_of_valid_offers_stalls_neither_the_web_app_nor_the_viewers_watc
     let start = Instant::now() + Duration::from_secs(2);
     let window = Window { start, end: start + Duration::from_secs(2) };
     let endpoint = Endpoint::Offer(server.url("/offer"));
+    let local_ip = endpoint.local_ip().unwrap();
     let burst: Vec<_> = (0..40)
         .map(|_| {
             let endpoint = endpoint.clone();
-            tokio::spawn(async move { watch(&endpoint, window, Reception::Full).await })
+            tokio::spawn(async move { watch(&endpoint, local_ip, window, Reception::Full).await })
         })
         .collect();
     let page = tokio::time::timeout(Duration::from_secs(2), reqwest::get(server.url("/"))).await;

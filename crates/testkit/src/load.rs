@@ -14,6 +14,7 @@
 
 use std::collections::HashSet;
 use std::io::IoSliceMut;
+use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
 use quinn_udp::{RecvMeta, UdpSocketState};
@@ -83,16 +84,23 @@ const RECEIVE_BUFFER: usize = 1 << 20;
 /// datagrams (a frame's packets) at once, up to the largest IP datagram.
 const READ_BUFFER: usize = 1 << 16;
 
-/// Connects one viewer to `endpoint`, receives until the window ends, and reports. A WHEP
-/// viewer then ends its session with `DELETE`, as a player does.
+/// Connects one viewer to `endpoint`, receiving on `local_ip` (the address the server is
+/// reached from: [`Endpoint::local_ip`], found once for all viewers), receives until the
+/// window ends, and reports. A WHEP viewer then ends its session with `DELETE`, as a player
+/// does.
 ///
 /// It reads with UDP receive offload (GRO) where the system has it: the datagrams of a
 /// frame that arrive back to back come up in one read, as in a real client on a busy
 /// machine, so a thousand viewers in one process cost the machine little beyond what the
 /// server sends them.
-pub async fn watch(endpoint: &Endpoint, window: Window, reception: Reception) -> Result<LoadReport, ViewerError> {
+pub async fn watch(
+    endpoint: &Endpoint,
+    local_ip: IpAddr,
+    window: Window,
+    reception: Reception,
+) -> Result<LoadReport, ViewerError> {
     let Negotiated { mut rtc, socket, local, offered_at, session, .. } =
-        negotiate(endpoint, endpoint.local_ip()?, true, Protocol::Udp).await?;
+        negotiate(endpoint, local_ip, true, Protocol::Udp).await?;
     socket.set_nonblocking(true)?;
     // Room for a few frames' packets while a thousand viewers share two cores: a viewer
     // waiting for its turn should not lose what the server already sent it.
@@ -268,11 +276,15 @@ impl Tally {
 }
 
 /// Connects a viewer that decodes every picture (OpenH264, in a thread of its own) to
-/// `endpoint`, and counts the pictures it decodes until the window ends. A WHEP viewer then
+/// `endpoint`, receiving on `local_ip`, and counts the pictures it decodes until the window ends. A WHEP viewer then
 /// ends its session with `DELETE`.
-pub async fn watch_decoding(endpoint: &Endpoint, window: Window) -> Result<DecodedReport, ViewerError> {
+pub async fn watch_decoding(
+    endpoint: &Endpoint,
+    local_ip: IpAddr,
+    window: Window,
+) -> Result<DecodedReport, ViewerError> {
     let offered_at = Instant::now();
-    let mut viewer = Viewer::connect_to(endpoint).await?;
+    let mut viewer = Viewer::connect_from(endpoint, local_ip).await?;
     let mut first_picture = None;
     let mut pictures = 0;
     while let Some(left) = window.end.checked_duration_since(Instant::now()) {

@@ -150,6 +150,14 @@ async fn main() {
     } else {
         Endpoint::Offer(format!("{base}/offer"))
     };
+    // Looked up once: a thousand lookups of a name, blocking inside the joins, would delay them.
+    let local_ip = match endpoint.local_ip() {
+        Ok(ip) => ip,
+        Err(error) => {
+            eprintln!("error: no address of this machine reaches {}: {error}", endpoint.url());
+            std::process::exit(2);
+        }
+    };
     let schedule = Schedule::new(Instant::now(), &args);
     let window = schedule.window;
     let reception = if args.headers_only { Reception::HeadersOnly } else { Reception::Full };
@@ -160,9 +168,9 @@ async fn main() {
         tokio::time::sleep_until(tokio::time::Instant::from_std(schedule.join_time(index))).await;
         let endpoint = endpoint.clone();
         if schedule.decodes(index) {
-            decoding.push(tokio::spawn(async move { watch_decoding(&endpoint, window).await }));
+            decoding.push(tokio::spawn(async move { watch_decoding(&endpoint, local_ip, window).await }));
         } else {
-            light.push(tokio::spawn(async move { watch(&endpoint, window, reception).await }));
+            light.push(tokio::spawn(async move { watch(&endpoint, local_ip, window, reception).await }));
         }
     }
     let mut errors = Vec::new();
