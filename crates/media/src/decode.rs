@@ -122,6 +122,10 @@ impl<S: EncodedSource> FrameSource for DecodingSource<S> {
         }
     }
 
+    fn prepare(&mut self) -> Result<(), SourceError> {
+        self.source.prepare()
+    }
+
     fn stop(&mut self) {
         self.source.stop();
     }

@@ -564,6 +564,9 @@ impl Capture {
         h264: Option<&PendingH264>,
         last_size: &mut Option<(u32, u32)>,
     ) -> Result<Option<Box<dyn EncodedSource>>, EncoderError> {
+        if self.until_gone(source.prepare().map(Some)).is_none() {
+            return Ok(None);
+        }
         while !self.stopping() {
             if let Some(ready) = h264.and_then(PendingH264::ready) {
                 return Ok(Some(ready));
@@ -595,6 +598,9 @@ impl Capture {
     /// stops. Access units before the first keyframe are dropped: nobody could decode them.
     /// Keyframe requests cannot reach the source; viewers that ask wait for its next one.
     fn pass_through(&mut self, source: &mut dyn EncodedSource, last_size: &mut Option<(u32, u32)>) {
+        if self.until_gone(source.prepare().map(Some)).is_none() {
+            return;
+        }
         let mut seen_keyframe = false;
         while !self.stopping() {
             self.pause_while_unwatched();

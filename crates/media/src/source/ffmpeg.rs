@@ -33,8 +33,8 @@ pub struct FfmpegOptions {
     pub framerate: Option<f64>,
     /// Hand out frames at the input's rate, as a file must be to play in real time: ffmpeg
     /// decodes ahead as far as its output pipe lets it, and each read waits until its frame
-    /// is due. ffmpeg starts at the first read, and a reader that pauses finds the input
-    /// where it left it. Live inputs (cameras, network streams) pace themselves, and so
+    /// is due. ffmpeg starts when the source is prepared or first read, and a reader that
+    /// pauses finds the input where it left it. Live inputs (cameras, network streams) pace themselves, and so
     /// does an input fetched over HTTP(S) that turns out to be live: one with neither a
     /// duration nor a length (an MJPEG camera, an MPEG-TS stream), or a playlist with no
     /// duration (a live HLS playlist).
@@ -129,6 +129,10 @@ impl FrameSource for FfmpegSource {
         }
         let frame = Frame::new(self.width, self.height, PixelFormat::I420, data)?;
         Ok(Some(frame.with_capture_time(Instant::now())))
+    }
+
+    fn prepare(&mut self) -> Result<(), SourceError> {
+        self.child.prepare()
     }
 
     fn stop(&mut self) {
@@ -301,7 +305,8 @@ pub(super) fn ffmpeg_reading(input: &FfmpegInput, options: &[&str]) -> Command {
 
 /// An ffmpeg child, running or to be started at the first read. One that reads a file (or
 /// numbered images, or a file over HTTP) waits for the first read, which comes with the
-/// first viewer: until then nothing is decoded and no connection is held open.
+/// first viewer, or for [`FfmpegRun::prepare`], which comes as the stream starts: it does
+/// not play for nobody.
 #[derive(Debug)]
 pub(super) enum FfmpegRun {
     Running(FfmpegChild),
@@ -332,6 +337,18 @@ impl FfmpegRun {
             FfmpegRun::AtFirstRead { connections, .. } => connections.push(joined.clone()),
             FfmpegRun::Stopped(_) => {}
         }
+    }
+
+    /// Starts ffmpeg now if it waits for the first read and reads a file on this machine (or
+    /// numbered images). It decodes ahead only as far as its pipe lets it, and then waits
+    /// for the first read, which is then spared ffmpeg's start (some 100 ms, most of it
+    /// loading its libraries). One reading over HTTP(S) still waits for the first read, so
+    /// that no connection is held open for nobody.
+    pub(super) fn prepare(&mut self) -> Result<(), SourceError> {
+        if is_http(self.spec()) {
+            return Ok(());
+        }
+        self.started().map(drop)
     }
 
     /// [`FfmpegChild::read`], starting ffmpeg first if it waited for this read.

@@ -137,7 +137,7 @@ impl FfmpegH264Source {
         let mut command = ffmpeg_reading(&input, paced_by.input_options());
         command.args(["-c:v", "copy", "-flush_packets", "1"]);
         command.args(["-flvflags", "no_sequence_end+no_metadata+no_duration_filesize", "-f", "flv", "pipe:1"]);
-        // A file waits for the first read (see `FfmpegRun`), and is paced by its reader.
+        // A file waits to be prepared or read (see `FfmpegRun`), and is paced by its reader.
         let child = FfmpegRun::start(&input, command, paced_by == PacedBy::Reader)?;
         let pacer = paced_by.pacer(probed.frame_rate);
         tracing::debug!(
@@ -188,6 +188,10 @@ impl EncodedSource for FfmpegH264Source {
             }
             self.units.push(&self.buffer[..read]);
         }
+    }
+
+    fn prepare(&mut self) -> Result<(), SourceError> {
+        self.child.prepare()
     }
 
     fn stop(&mut self) {

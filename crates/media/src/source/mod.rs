@@ -40,6 +40,15 @@ pub trait FrameSource: Send {
     /// Blocks until the next frame is available. `Ok(None)` means the source has ended.
     fn read(&mut self) -> Result<Option<Frame>, SourceError>;
 
+    /// Gets ready to be read, without reading: called as the stream starts, before a
+    /// source that waits for its reader (see [`FrameSource::is_live`]) is first read, so
+    /// that the first viewer does not wait for the source to start. A file's ffmpeg starts
+    /// then, and decodes no further than its pipe holds. Does nothing unless a source says
+    /// so; an error is the source's, as from `read`.
+    fn prepare(&mut self) -> Result<(), SourceError> {
+        Ok(())
+    }
+
     /// Releases whatever the source holds (devices, child processes). Called once, when the
     /// stream stops; `read` is not called afterwards.
     fn stop(&mut self) {}
@@ -65,6 +74,11 @@ pub trait EncodedSource: Send {
     /// keyframe). `Ok(None)` means the source has ended.
     fn read(&mut self) -> Result<Option<EncodedFrame>, SourceError>;
 
+    /// Gets ready to be read, without reading, as [`FrameSource::prepare`].
+    fn prepare(&mut self) -> Result<(), SourceError> {
+        Ok(())
+    }
+
     /// Releases whatever the source holds. Called once, when the stream stops.
     fn stop(&mut self) {}
 
@@ -82,6 +96,10 @@ pub trait EncodedSource: Send {
 impl<S: EncodedSource + ?Sized> EncodedSource for Box<S> {
     fn read(&mut self) -> Result<Option<EncodedFrame>, SourceError> {
         (**self).read()
+    }
+
+    fn prepare(&mut self) -> Result<(), SourceError> {
+        (**self).prepare()
     }
 
     fn stop(&mut self) {
