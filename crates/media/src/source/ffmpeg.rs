@@ -34,10 +34,10 @@ pub struct FfmpegOptions {
     /// Hand out frames at the input's rate, as a file must be to play in real time: ffmpeg
     /// decodes ahead as far as its output pipe lets it, and each read waits until its frame
     /// is due. ffmpeg starts when the source is prepared or first read, and a reader that
-    /// pauses finds the input where it left it. Live inputs (cameras, network streams) pace themselves, and so
-    /// does an input fetched over HTTP(S) that turns out to be live: one with neither a
-    /// duration nor a length (an MJPEG camera, an MPEG-TS stream), or a playlist with no
-    /// duration (a live HLS playlist).
+    /// pauses finds the input where it left it. Live inputs (cameras, network streams)
+    /// pace themselves, and so does an input fetched over HTTP(S) that turns out to be
+    /// live: one with neither a duration nor a length (an MJPEG camera, an MPEG-TS
+    /// stream), or a playlist with no duration (a live HLS playlist).
     pub realtime: bool,
     /// Options that go before `-i`, e.g. `-f image2 -pattern_type glob` for a glob.
     pub input_options: Vec<String>,
@@ -303,10 +303,10 @@ pub(super) fn ffmpeg_reading(input: &FfmpegInput, options: &[&str]) -> Command {
     command
 }
 
-/// An ffmpeg child, running or to be started at the first read. One that reads a file (or
-/// numbered images, or a file over HTTP) waits for the first read, which comes with the
-/// first viewer, or for [`FfmpegRun::prepare`], which comes as the stream starts: it does
-/// not play for nobody.
+/// An ffmpeg child, running or to be started later. One that reads a file (or numbered
+/// images, or a file over HTTP) is started when first read, which comes with the first
+/// viewer, or, reading a file on this machine, when prepared ([`FfmpegRun::prepare`]) as
+/// the stream starts; either way it does not play for nobody.
 #[derive(Debug)]
 pub(super) enum FfmpegRun {
     Running(FfmpegChild),

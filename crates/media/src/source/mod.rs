@@ -40,11 +40,12 @@ pub trait FrameSource: Send {
     /// Blocks until the next frame is available. `Ok(None)` means the source has ended.
     fn read(&mut self) -> Result<Option<Frame>, SourceError>;
 
-    /// Gets ready to be read, without reading: called as the stream starts, before a
-    /// source that waits for its reader (see [`FrameSource::is_live`]) is first read, so
-    /// that the first viewer does not wait for the source to start. A file's ffmpeg starts
-    /// then, and decodes no further than its pipe holds. Does nothing unless a source says
-    /// so; an error is the source's, as from `read`.
+    /// Gets ready to be read, without reading: called once as the stream starts playing
+    /// the source, before its first read. A source that waits for its reader (see
+    /// [`FrameSource::is_live`]) may not be read until the first viewer comes; what it
+    /// starts now, that viewer does not wait for. A file's ffmpeg starts then, and decodes
+    /// no further than its pipe holds. Does nothing unless a source says so; an error is
+    /// the source's, as from `read`.
     fn prepare(&mut self) -> Result<(), SourceError> {
         Ok(())
     }
