@@ -130,7 +130,8 @@ for name, survived, s in rows:
         f"≤ {s['capture_to_send_ms_p50']:g} / ≤ {s['capture_to_send_ms_p99']:g} ms"
     if s.get("capture_to_last_send_ms_p99") is not None:
         latency += f" (last ≤ {s['capture_to_last_send_ms_p99']:g})"
-    print(f"| {name}{note} | {s['viewers']} | {s['full_rate']} | {s['fps_min']:.1f} / {s['fps_p50']:.1f} "
+    refused = f" ({s['refused']} refused)" if s.get("refused") else ""
+    print(f"| {name}{note} | {s['viewers']} | {s['full_rate']}{refused} | {s['fps_min']:.1f} / {s['fps_p50']:.1f} "
           f"| {s['loss_max']:.2f}% | {s['first_frame_ms_p50']:.0f} / {s['first_frame_ms_p95']:.0f} ms "
           f"| {cell(s['server_cpu_percent'], '.1f')}% | {cell(s['server_cpu_per_viewer_second'], '.4f')} "
           f"| {cell(s['server_cpu_ms_per_frame'], '.3f')} | {cell(s['server_rss_mib'], '.0f')} MiB | {latency} "

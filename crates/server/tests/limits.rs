@@ -15,7 +15,7 @@ use common::{TestServer, builder, exclusive, frames_during_together, offer_sdp};
 use str0m::media::{Direction, MediaKind};
 use webgear_rtc::Options;
 use webgear_testkit::load::{Reception, Window, watch, watch_decoding};
-use webgear_testkit::{Endpoint, Viewer};
+use webgear_testkit::{Endpoint, Viewer, ViewerError};
 
 /// The test pattern, holding at most `max_viewers`.
 async fn server_holding(max_viewers: usize) -> TestServer {
@@ -31,14 +31,20 @@ async fn offers_beyond_max_viewers_get_503_and_a_freed_place_is_taken_again() {
     let (_first, _) = server.playing_viewer().await;
     let (mut second, _) = server.playing_viewer().await;
 
-    let refused = Viewer::connect(&server.url("/offer")).await.err().unwrap().to_string();
+    let refused = Viewer::connect(&server.url("/offer")).await.err().unwrap();
+    assert!(matches!(refused, ViewerError::Refused { .. }), "{refused:?}");
+    let refused = refused.to_string();
     assert!(refused.contains("503") && refused.contains("limit of 2 viewers"), "{refused}");
+    // By WHEP as well.
+    let whep = Endpoint::Whep { url: server.url("/whep"), token: None };
+    let refused = Viewer::connect_to(&whep).await.err().unwrap();
+    assert!(matches!(refused, ViewerError::Refused { .. }), "{refused:?}");
     // Refused before the offer is even read, with a hint when to come back.
     let reply = reqwest::Client::new().post(server.url("/offer")).body("anything").send().await.unwrap();
     assert_eq!(reply.status(), 503);
     assert_eq!(reply.headers()["retry-after"], "5");
     let stats = server.app.stats();
-    assert_eq!((stats.viewers, stats.offers_refused), (2, 2), "{stats:?}");
+    assert_eq!((stats.viewers, stats.offers_refused), (2, 3), "{stats:?}");
     assert!(second.frames_during(Duration::from_millis(500)).await.len() >= 10, "the viewers held play on");
 
     server.close_all_connections().await;

@@ -80,6 +80,15 @@ pub enum ViewerError {
     /// The WebRTC session failed.
     #[error("WebRTC session failed: {0}")]
     Rtc(#[from] str0m::RtcError),
+    /// The server turned the viewer away for now (`503 Service Unavailable`: at its viewer
+    /// limit, or at capacity).
+    #[error("the server at {url} refused the viewer: {reason}")]
+    Refused {
+        /// Where the offer was posted.
+        url: String,
+        /// The status and the server's reason.
+        reason: String,
+    },
     /// The offer exchange failed.
     #[error("offer exchange with {url} failed: {reason}")]
     Signalling {
@@ -347,7 +356,7 @@ async fn negotiate_on(
     rtp_mode: bool,
     protocol: Protocol,
 ) -> Result<Negotiated, ViewerError> {
-    let signalling = |reason: String| ViewerError::Signalling { url: endpoint.url().to_owned(), reason };
+    let signalling = |failure: PostFailure| failure.into_error(endpoint.url());
     let local_ip = socket.local_addr()?.ip();
     let mut rtc = Rtc::builder()
         .clear_codecs()
@@ -363,7 +372,7 @@ async fn negotiate_on(
         let local = socket.local_addr()?;
         (local, Candidate::host(local, Protocol::Udp))
     };
-    rtc.add_local_candidate(candidate.map_err(|e| signalling(e.to_string()))?);
+    rtc.add_local_candidate(candidate.map_err(|e| signalling(e.to_string().into()))?);
     let mut change = rtc.sdp_api();
     let mid = change.add_media(MediaKind::Video, Direction::RecvOnly, None, None, None);
     let (offer, pending) = change.apply().ok_or_else(|| signalling("no offer to make".into()))?;
@@ -377,6 +386,45 @@ async fn negotiate_on(
     };
     rtc.sdp_api().accept_answer(pending, answer)?;
     Ok(Negotiated { rtc, mid, socket, local, offered_at, session, protocol })
+}
+
+/// Why posting an offer brought no answer.
+enum PostFailure {
+    /// `503 Service Unavailable`, and what the server said.
+    Refused(String),
+    Failed(String),
+}
+
+impl PostFailure {
+    /// The failure of a request that got `status` and `text` back instead of an answer.
+    fn answered(status: reqwest::StatusCode, text: &str) -> PostFailure {
+        let said = format!("{status}: {text}");
+        if status == reqwest::StatusCode::SERVICE_UNAVAILABLE {
+            PostFailure::Refused(said)
+        } else {
+            PostFailure::Failed(said)
+        }
+    }
+
+    fn into_error(self, url: &str) -> ViewerError {
+        let url = url.to_owned();
+        match self {
+            PostFailure::Refused(reason) => ViewerError::Refused { url, reason },
+            PostFailure::Failed(reason) => ViewerError::Signalling { url, reason },
+        }
+    }
+}
+
+impl From<String> for PostFailure {
+    fn from(reason: String) -> Self {
+        PostFailure::Failed(reason)
+    }
+}
+
+impl From<&str> for PostFailure {
+    fn from(reason: &str) -> Self {
+        PostFailure::Failed(reason.to_owned())
+    }
 }
 
 /// A failed HTTP request, with every cause: reqwest's own message ("error sending request")
@@ -393,7 +441,11 @@ fn request_failed(error: reqwest::Error) -> String {
 
 /// WHEP: the offer as `application/sdp`; the answer comes back `201 Created` with the
 /// session's `Location`.
-async fn post_whep_offer(url: &str, token: Option<&str>, offer: &SdpOffer) -> Result<(SdpAnswer, WhepSession), String> {
+async fn post_whep_offer(
+    url: &str,
+    token: Option<&str>,
+    offer: &SdpOffer,
+) -> Result<(SdpAnswer, WhepSession), PostFailure> {
     let mut request = reqwest::Client::new()
         .post(url)
         .header(reqwest::header::CONTENT_TYPE, "application/sdp")
@@ -405,8 +457,11 @@ async fn post_whep_offer(url: &str, token: Option<&str>, offer: &SdpOffer) -> Re
     let status = response.status();
     let headers = response.headers().clone();
     let text = response.text().await.map_err(request_failed)?;
+    if status == reqwest::StatusCode::SERVICE_UNAVAILABLE {
+        return Err(PostFailure::answered(status, &text));
+    }
     if status != reqwest::StatusCode::CREATED {
-        return Err(format!("expected 201 Created, got {status}: {text}"));
+        return Err(format!("expected 201 Created, got {status}: {text}").into());
     }
     let header = |name: reqwest::header::HeaderName| headers.get(name).and_then(|v| v.to_str().ok()).map(str::to_owned);
     let location = header(reqwest::header::LOCATION).ok_or("the answer has no Location")?;
@@ -425,19 +480,19 @@ async fn post_whep_offer(url: &str, token: Option<&str>, offer: &SdpOffer) -> Re
     Ok((answer, session))
 }
 
-async fn post_offer(url: &str, offer: &SdpOffer) -> Result<SdpAnswer, String> {
+async fn post_offer(url: &str, offer: &SdpOffer) -> Result<SdpAnswer, PostFailure> {
     let body = SessionDescription { sdp: offer.to_sdp_string(), kind: "offer".into() };
     let response = reqwest::Client::new().post(url).json(&body).send().await.map_err(request_failed)?;
     let status = response.status();
     let text = response.text().await.map_err(request_failed)?;
     if !status.is_success() {
-        return Err(format!("{status}: {text}"));
+        return Err(PostFailure::answered(status, &text));
     }
     let answer: SessionDescription = serde_json::from_str(&text).map_err(|e| format!("bad answer JSON: {e}"))?;
     if answer.kind != "answer" {
-        return Err(format!("expected type \"answer\", got {:?}", answer.kind));
+        return Err(format!("expected type \"answer\", got {:?}", answer.kind).into());
     }
-    SdpAnswer::from_sdp_string(&answer.sdp).map_err(|e| format!("bad answer SDP: {e}"))
+    Ok(SdpAnswer::from_sdp_string(&answer.sdp).map_err(|e| format!("bad answer SDP: {e}"))?)
 }
 
 /// The receive thread's state.

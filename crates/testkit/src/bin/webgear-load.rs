@@ -19,11 +19,11 @@ use std::time::{Duration, Instant};
 
 use clap::Parser;
 use serde::Serialize;
-use webgear_testkit::Endpoint;
 use webgear_testkit::load::{
     DecodedReport, LoadReport, Reception, Window, make_room_for, percentile, watch, watch_decoding,
 };
 use webgear_testkit::server_side::{ProcessSample, histogram_buckets, quantile_between};
+use webgear_testkit::{Endpoint, ViewerError};
 
 #[derive(Parser)]
 #[command(about)]
@@ -88,6 +88,9 @@ struct Reading {
 struct Summary {
     viewers: usize,
     connected: usize,
+    /// Turned away with `503` (the server at its viewer limit or at capacity).
+    refused: usize,
+    /// Failed otherwise.
     failed: usize,
     /// Viewers at `full_fps` or more with under 0.5% loss (decoding viewers: pictures
     /// decoded per second).
@@ -173,14 +176,14 @@ async fn main() {
             light.push(tokio::spawn(async move { watch(&endpoint, local_ip, window, reception).await }));
         }
     }
-    let mut errors = Vec::new();
-    let reports = outcomes(light, &mut errors).await;
-    let decoded = outcomes(decoding, &mut errors).await;
+    let mut failures = Failures::default();
+    let reports = outcomes(light, &mut failures).await;
+    let decoded = outcomes(decoding, &mut failures).await;
     let readings = readings.await.unwrap_or_default();
-    let summary = summarise(&args, &reports, &decoded, errors, window, &readings);
+    let summary = summarise(&args, &reports, &decoded, failures, window, &readings);
     println!(
-        "{} viewers: {} connected, {} failed; {} at >= {} fps with < 0.5% loss",
-        summary.viewers, summary.connected, summary.failed, summary.full_rate, args.full_fps
+        "{} viewers: {} connected, {} refused (503), {} failed otherwise; {} at >= {} fps with < 0.5% loss",
+        summary.viewers, summary.connected, summary.refused, summary.failed, summary.full_rate, args.full_fps
     );
     println!("fps: min {:.1}, p50 {:.1}", summary.fps_min, summary.fps_p50);
     println!("loss: p50 {:.3}%, p95 {:.3}%, max {:.3}%", summary.loss_p50, summary.loss_p95, summary.loss_max);
@@ -220,17 +223,26 @@ async fn main() {
     }
 }
 
-/// What each viewer's task ended with; the errors go to `errors`.
-async fn outcomes<T>(
-    tasks: Vec<tokio::task::JoinHandle<Result<T, webgear_testkit::ViewerError>>>,
-    errors: &mut Vec<String>,
-) -> Vec<T> {
+/// The viewers that did not watch.
+#[derive(Default)]
+struct Failures {
+    /// Turned away with `503`: what a server at its limit is meant to do.
+    refused: usize,
+    /// Every failure's message, refusals included, in the order the viewers joined.
+    errors: Vec<String>,
+}
+
+/// What each viewer's task ended with; what went wrong goes to `failures`.
+async fn outcomes<T>(tasks: Vec<tokio::task::JoinHandle<Result<T, ViewerError>>>, failures: &mut Failures) -> Vec<T> {
     let mut reports = Vec::with_capacity(tasks.len());
     for task in tasks {
         match task.await {
             Ok(Ok(report)) => reports.push(report),
-            Ok(Err(error)) => errors.push(error.to_string()),
-            Err(error) => errors.push(error.to_string()),
+            Ok(Err(error)) => {
+                failures.refused += usize::from(matches!(error, ViewerError::Refused { .. }));
+                failures.errors.push(error.to_string());
+            }
+            Err(error) => failures.errors.push(error.to_string()),
         }
     }
     reports
@@ -303,7 +315,7 @@ fn summarise(
     args: &Args,
     reports: &[LoadReport],
     decoded: &[DecodedReport],
-    errors: Vec<String>,
+    failures: Failures,
     window: Window,
     [start, end]: &[Reading; 2],
 ) -> Summary {
@@ -331,7 +343,8 @@ fn summarise(
     Summary {
         viewers: args.viewers,
         connected,
-        failed: errors.len(),
+        refused: failures.refused,
+        failed: failures.errors.len() - failures.refused,
         full_rate: reports.iter().filter(|r| r.fps >= args.full_fps && r.loss < 0.005).count()
             + decoded.iter().filter(|d| d.fps >= args.full_fps).count(),
         fps_min: percentile(&mut fps, 0.0),
@@ -359,7 +372,7 @@ fn summarise(
         decoded_fps_p50: decoded_percentile(&mut decoded_fps, 0.5),
         first_picture_ms_p50: decoded_percentile(&mut first_picture, 0.5),
         first_picture_ms_p95: decoded_percentile(&mut first_picture, 0.95),
-        first_error: errors.into_iter().next(),
+        first_error: failures.errors.into_iter().next(),
     }
 }
 
