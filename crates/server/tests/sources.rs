@@ -171,11 +171,15 @@ impl MjpegCamera {
                     if connection.write_all(head.as_bytes()).await.is_err() {
                         return;
                     }
-                    let mut ticks = tokio::time::interval(Duration::from_secs(1) / 30);
-                    loop {
+                    // Each frame once, in order, at the camera's frame times: a frame picked
+                    // by the clock at each tick was now and then sent twice and its
+                    // neighbour never, when ticks fell near the frames' boundaries.
+                    let first = MjpegCamera::frame_at(started, Instant::now()) + 1;
+                    let first_at = started + Duration::from_secs(1).mul_f64(first as f64 / 30.0);
+                    let mut ticks = tokio::time::interval_at(first_at.into(), Duration::from_secs(1) / 30);
+                    for number in first.. {
                         ticks.tick().await;
-                        let jpeg =
-                            &frames[(MjpegCamera::frame_at(started, Instant::now()) % frames.len() as u64) as usize];
+                        let jpeg = &frames[(number % frames.len() as u64) as usize];
                         let part =
                             format!("--frame\r\nContent-Type: image/jpeg\r\nContent-Length: {}\r\n\r\n", jpeg.len());
                         let sent = [part.as_bytes(), jpeg, b"\r\n"].concat();
