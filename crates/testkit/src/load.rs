@@ -276,8 +276,8 @@ impl Tally {
 }
 
 /// Connects a viewer that decodes every picture (OpenH264, in a thread of its own) to
-/// `endpoint`, receiving on `local_ip`, and counts the pictures it decodes until the window ends. A WHEP viewer then
-/// ends its session with `DELETE`.
+/// `endpoint`, receiving on `local_ip`, and counts the pictures it decodes until the
+/// window ends. A WHEP viewer then ends its session with `DELETE`.
 pub async fn watch_decoding(
     endpoint: &Endpoint,
     local_ip: IpAddr,

@@ -396,9 +396,9 @@ enum PostFailure {
 }
 
 impl PostFailure {
-    /// The failure of a request that got `status` and `text` back instead of an answer.
-    fn answered(status: reqwest::StatusCode, text: &str) -> PostFailure {
-        let said = format!("{status}: {text}");
+    /// The failure of a request that got `status` back instead of an answer, `said` the
+    /// message for it.
+    fn answered(status: reqwest::StatusCode, said: String) -> PostFailure {
         if status == reqwest::StatusCode::SERVICE_UNAVAILABLE {
             PostFailure::Refused(said)
         } else {
@@ -457,11 +457,8 @@ async fn post_whep_offer(
     let status = response.status();
     let headers = response.headers().clone();
     let text = response.text().await.map_err(request_failed)?;
-    if status == reqwest::StatusCode::SERVICE_UNAVAILABLE {
-        return Err(PostFailure::answered(status, &text));
-    }
     if status != reqwest::StatusCode::CREATED {
-        return Err(format!("expected 201 Created, got {status}: {text}").into());
+        return Err(PostFailure::answered(status, format!("expected 201 Created, got {status}: {text}")));
     }
     let header = |name: reqwest::header::HeaderName| headers.get(name).and_then(|v| v.to_str().ok()).map(str::to_owned);
     let location = header(reqwest::header::LOCATION).ok_or("the answer has no Location")?;
@@ -486,7 +483,7 @@ async fn post_offer(url: &str, offer: &SdpOffer) -> Result<SdpAnswer, PostFailur
     let status = response.status();
     let text = response.text().await.map_err(request_failed)?;
     if !status.is_success() {
-        return Err(PostFailure::answered(status, &text));
+        return Err(PostFailure::answered(status, format!("{status}: {text}")));
     }
     let answer: SessionDescription = serde_json::from_str(&text).map_err(|e| format!("bad answer JSON: {e}"))?;
     if answer.kind != "answer" {
