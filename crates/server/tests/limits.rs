@@ -139,7 +139,7 @@ async fn metrics_report_viewers_frames_bytes_and_stage_timings() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn load_viewers_measure_full_rate_no_loss_and_their_first_frame() {
+async fn load_viewers_measure_full_rate_no_loss_and_their_first_frame_in_steps() {
     let _lock = exclusive().await;
     let server = TestServer::start().await;
     let start = Instant::now() + Duration::from_secs(1);
@@ -166,6 +166,9 @@ async fn load_viewers_measure_full_rate_no_loss_and_their_first_frame() {
         // The stream is 30 fps: frames are told by the marker bit, not packets.
         assert!((25.0..=35.0).contains(&report.fps) && report.loss < 0.01, "{report:?}");
         assert!(report.first_frame.is_some_and(|d| d < Duration::from_secs(1)), "{report:?}");
+        // The wait for the first frame in its steps: the answer, then the connection.
+        let steps = [Some(report.answer), report.connected, report.first_frame];
+        assert!(steps.is_sorted() && report.answer > Duration::ZERO, "{report:?}");
         assert!(report.bytes > 100_000, "{report:?}");
     }
     for viewer in decoding {

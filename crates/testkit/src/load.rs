@@ -1,6 +1,6 @@
 //! A light viewer for load tests: a real WebRTC peer (ICE, DTLS, SRTP, RTCP feedback) that
 //! does not decode. It receives RTP packets and measures what a viewer would experience:
-//! time to first frame, frames per second (by RTP timestamp and marker bit), packet loss
+//! time to first frame (and to the answer and the connection on the way), frames per second (by RTP timestamp and marker bit), packet loss
 //! (sequence numbers never received, after retransmission) and bytes. Thousands run in one
 //! process, each a task on the caller's tokio runtime with its own UDP socket.
 //!
@@ -41,6 +41,11 @@ pub enum Reception {
 /// What one viewer saw.
 #[derive(Debug, Clone, PartialEq)]
 pub struct LoadReport {
+    /// From posting the offer to receiving the answer.
+    pub answer: Duration,
+    /// From posting the offer to the connection being ready for media (ICE checked, DTLS
+    /// done, SRTP keyed).
+    pub connected: Option<Duration>,
     /// From posting the offer to the last packet of the first complete frame.
     pub first_frame: Option<Duration>,
     /// Complete frames (RTP marker bit) received during the measuring window.
@@ -98,7 +103,7 @@ pub async fn watch(
     window: Window,
     reception: Reception,
 ) -> Result<LoadReport, ViewerError> {
-    let Negotiated { mut rtc, socket, local, offered_at, session, .. } =
+    let Negotiated { mut rtc, socket, local, offered_at, answered_at, session, .. } =
         negotiate(endpoint, local_ip, true, Protocol::Udp).await?;
     socket.set_nonblocking(true)?;
     // Room for a few frames' packets while a thousand viewers share two cores: a viewer
@@ -106,7 +111,7 @@ pub async fn watch(
     socket2::SockRef::from(&socket).set_recv_buffer_size(RECEIVE_BUFFER)?;
     let offload = UdpSocketState::new((&socket).into())?;
     let socket = UdpSocket::from_std(socket)?;
-    let mut seen = Seen { offered_at, window, tally: Tally::default(), first_frame: None };
+    let mut seen = Seen { offered_at, window, tally: Tally::default(), connected: None, first_frame: None };
     let mut sequence = SequenceExtender::default();
     let mut buffer = vec![0u8; READ_BUFFER];
     while rtc.is_alive() && Instant::now() < window.end {
@@ -153,7 +158,7 @@ pub async fn watch(
         let _ = session.end().await;
     }
     let seconds = (window.end - window.start).as_secs_f64();
-    Ok(seen.tally.report(seen.first_frame, seconds))
+    Ok(seen.tally.report(answered_at - offered_at, seen.connected, seen.first_frame, seconds))
 }
 
 /// What one viewer has seen so far.
@@ -161,6 +166,7 @@ struct Seen {
     offered_at: Instant,
     window: Window,
     tally: Tally,
+    connected: Option<Duration>,
     first_frame: Option<Duration>,
 }
 
@@ -179,6 +185,9 @@ impl Seen {
                     if let Err(error) = socket.send_to(&transmit.contents, transmit.destination).await {
                         tracing::debug!(%error, destination = %transmit.destination, "send failed");
                     }
+                }
+                Output::Event(Event::Connected) => {
+                    self.connected.get_or_insert(self.offered_at.elapsed());
                 }
                 Output::Event(Event::RtpPacket(packet)) => {
                     let bytes = packet.payload.len() + packet.header.header_len;
@@ -257,10 +266,20 @@ impl Tally {
         }
     }
 
-    fn report(&self, first_frame: Option<Duration>, seconds: f64) -> LoadReport {
+    /// The report of a viewer with these times to its answer, connection and first frame,
+    /// measured for `seconds`.
+    fn report(
+        &self,
+        answer: Duration,
+        connected: Option<Duration>,
+        first_frame: Option<Duration>,
+        seconds: f64,
+    ) -> LoadReport {
         let packets = self.sequence_numbers.len();
         let range = self.sequence_numbers.range().map_or(0, |(low, high)| high - low + 1);
         LoadReport {
+            answer,
+            connected,
             first_frame,
             frames: self.frames,
             fps: self.frames as f64 / seconds,
@@ -398,7 +417,7 @@ mod tests {
         for (sequence_number, marker) in [(10, false), (11, true), (11, true), (13, true), (14, false)] {
             tally.count(sequence_number, marker, 100);
         }
-        let report = tally.report(None, 1.0);
+        let report = tally.report(Duration::ZERO, None, None, 1.0);
         assert_eq!((report.packets, report.frames, report.bytes), (4, 2, 400));
         assert!((report.loss - 0.2).abs() < 1e-9, "one of five missing: {}", report.loss);
     }

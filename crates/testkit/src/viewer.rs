@@ -208,7 +208,7 @@ impl Viewer {
     }
 
     fn start(negotiated: Negotiated) -> Result<Viewer, ViewerError> {
-        let Negotiated { rtc, mid, socket, local, offered_at, session: whep_session, protocol } = negotiated;
+        let Negotiated { rtc, mid, socket, local, offered_at, session: whep_session, protocol, .. } = negotiated;
         let wire = match protocol {
             Protocol::Tcp => Wire::Tcp(TcpLinks::default()),
             _ => Wire::Udp(socket),
@@ -302,6 +302,8 @@ pub(crate) struct Negotiated {
     pub(crate) local: SocketAddr,
     /// When the offer was posted.
     pub(crate) offered_at: Instant,
+    /// When the answer came.
+    pub(crate) answered_at: Instant,
     /// The WHEP session, when the viewer joined by WHEP.
     pub(crate) session: Option<WhepSession>,
     /// What the viewer's only candidate speaks: UDP (on `socket`) or active ICE-TCP.
@@ -384,8 +386,9 @@ async fn negotiate_on(
             (answer, Some(session))
         }
     };
+    let answered_at = Instant::now();
     rtc.sdp_api().accept_answer(pending, answer)?;
-    Ok(Negotiated { rtc, mid, socket, local, offered_at, session, protocol })
+    Ok(Negotiated { rtc, mid, socket, local, offered_at, answered_at, session, protocol })
 }
 
 /// Why posting an offer brought no answer.

@@ -103,6 +103,12 @@ struct Summary {
     loss_max: f64,
     first_frame_ms_p50: f64,
     first_frame_ms_p95: f64,
+    /// The first frame's wait up to the answer, and up to the connection (ICE and DTLS
+    /// done): where a long wait went.
+    answer_ms_p50: f64,
+    answer_ms_p95: f64,
+    connected_ms_p50: f64,
+    connected_ms_p95: f64,
     /// Received by all viewers together.
     megabits_per_second: f64,
     /// Frames received by all viewers together, per second.
@@ -187,7 +193,15 @@ async fn main() {
     );
     println!("fps: min {:.1}, p50 {:.1}", summary.fps_min, summary.fps_p50);
     println!("loss: p50 {:.3}%, p95 {:.3}%, max {:.3}%", summary.loss_p50, summary.loss_p95, summary.loss_max);
-    println!("first frame: p50 {:.0} ms, p95 {:.0} ms", summary.first_frame_ms_p50, summary.first_frame_ms_p95);
+    println!(
+        "first frame: p50 {:.0} ms, p95 {:.0} ms (answer p50 {:.0} / p95 {:.0} ms, connected p50 {:.0} / p95 {:.0} ms)",
+        summary.first_frame_ms_p50,
+        summary.first_frame_ms_p95,
+        summary.answer_ms_p50,
+        summary.answer_ms_p95,
+        summary.connected_ms_p50,
+        summary.connected_ms_p95
+    );
     println!("received: {:.1} Mbit/s in all", summary.megabits_per_second);
     if let (Some(share), Some(per_viewer), Some(rss)) =
         (summary.server_cpu_percent, summary.server_cpu_per_viewer_second, summary.server_rss_mib)
@@ -311,6 +325,11 @@ async fn read_machine(url: String, pid: Option<u32>, metrics: bool, window: Wind
     [first, read().await]
 }
 
+/// `times` in milliseconds.
+fn milliseconds(times: impl Iterator<Item = Duration>) -> Vec<f64> {
+    times.map(|time| time.as_secs_f64() * 1000.0).collect()
+}
+
 fn summarise(
     args: &Args,
     reports: &[LoadReport],
@@ -331,14 +350,14 @@ fn summarise(
     };
     let mut fps: Vec<f64> = reports.iter().map(|r| r.fps).collect();
     let mut loss: Vec<f64> = reports.iter().map(|r| r.loss * 100.0).collect();
-    let mut first_frame: Vec<f64> =
-        reports.iter().filter_map(|r| r.first_frame).map(|d| d.as_secs_f64() * 1000.0).collect();
+    let mut first_frame = milliseconds(reports.iter().filter_map(|r| r.first_frame));
+    let mut answer = milliseconds(reports.iter().map(|r| r.answer));
+    let mut connection = milliseconds(reports.iter().filter_map(|r| r.connected));
     let bytes: u64 = reports.iter().map(|r| r.bytes).sum();
     let frames_per_second: f64 = fps.iter().sum();
     let connected = reports.len() + decoded.len();
     let mut decoded_fps: Vec<f64> = decoded.iter().map(|d| d.fps).collect();
-    let mut first_picture: Vec<f64> =
-        decoded.iter().filter_map(|d| d.first_picture).map(|d| d.as_secs_f64() * 1000.0).collect();
+    let mut first_picture = milliseconds(decoded.iter().filter_map(|d| d.first_picture));
     let decoded_percentile = |values: &mut Vec<f64>, at: f64| (!values.is_empty()).then(|| percentile(values, at));
     Summary {
         viewers: args.viewers,
@@ -354,6 +373,10 @@ fn summarise(
         loss_max: percentile(&mut loss, 1.0),
         first_frame_ms_p50: percentile(&mut first_frame, 0.5),
         first_frame_ms_p95: percentile(&mut first_frame, 0.95),
+        answer_ms_p50: percentile(&mut answer, 0.5),
+        answer_ms_p95: percentile(&mut answer, 0.95),
+        connected_ms_p50: percentile(&mut connection, 0.5),
+        connected_ms_p95: percentile(&mut connection, 0.95),
         megabits_per_second: bytes as f64 * 8.0 / 1e6 / seconds,
         frames_per_second,
         server_cpu_ms_per_frame: cpu
