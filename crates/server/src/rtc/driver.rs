@@ -1,7 +1,9 @@
 //! A peer driver: one task that owns its share of the peers (the [router](super::router)
 //! spreads them over one driver per core). It feeds its peers the datagrams addressed to
 //! them, their timeouts and every encoded frame of the stream, and sends what they
-//! produce on the shared UDP sockets (or ICE-TCP connections).
+//! produce on the shared UDP sockets (or ICE-TCP connections). Frames come first, but the
+//! datagrams that arrived during one frame's fan-out are handled before the next, so that
+//! joiners' handshakes go on while the driver is busy (see [`OwedEvents`]).
 //!
 //! A peer that cannot keep up never slows the others: frames are written into each peer's
 //! own send queue, and if the driver itself falls behind the stream, it goes on from the
@@ -55,6 +57,40 @@ enum Wake {
     Frame(Result<StreamFrame, broadcast::error::RecvError>),
     Network(NetEvent),
     Timeout,
+}
+
+/// The network events a driver handles before its next frame: those that were waiting
+/// when it finished the last, for at most as long as that frame took. Frames come first,
+/// and a driver behind the stream finds one ready at every turn; without this, what
+/// arrives meanwhile (a joiner's ICE checks and DTLS handshake, NACKs) would wait until it
+/// caught up: seconds at capacity, past the handshake's retransmission timers. However
+/// much arrives, frames keep at least half of the driver's time.
+#[derive(Debug)]
+struct OwedEvents {
+    count: usize,
+    until: Instant,
+}
+
+impl OwedEvents {
+    fn none() -> Self {
+        OwedEvents { count: 0, until: Instant::now() }
+    }
+
+    /// After a frame that took `took`, with `waiting` events queued.
+    fn after_frame(waiting: usize, took: Duration) -> Self {
+        OwedEvents { count: waiting, until: Instant::now() + took }
+    }
+
+    fn handled_one(&mut self) {
+        self.count = self.count.saturating_sub(1);
+        if Instant::now() >= self.until {
+            self.count = 0;
+        }
+    }
+
+    fn any(&self) -> bool {
+        self.count > 0
+    }
 }
 
 /// The share of its time a driver spends working rather than waiting, over windows of
@@ -220,18 +256,10 @@ impl Driver {
     pub(crate) async fn run(mut self, mut commands: mpsc::Receiver<Command>, mut events: mpsc::Receiver<NetEvent>) {
         let mut stream_open = true;
         let mut busy = BusyMeter::new(Instant::now());
+        let mut owed = OwedEvents::none();
 
         loop {
-            let deadline = self.next_deadline();
-            let wake = tokio::select! {
-                // Commands first: a peer must be registered before its client's first
-                // datagram is routed.
-                biased;
-                command = commands.recv() => Wake::Command(command),
-                frame = self.frames.recv(), if stream_open => Wake::Frame(frame),
-                Some(event) = events.recv() => Wake::Network(event),
-                () = sleep_until(deadline.into()) => Wake::Timeout,
-            };
+            let wake = self.next_wake(&mut commands, &mut events, &owed, stream_open).await;
             let woke = Instant::now();
             match wake {
                 Wake::Command(command) => match command {
@@ -256,16 +284,14 @@ impl Driver {
                     }
                     Some(Command::Shutdown) | None => break,
                 },
-                Wake::Frame(frame) => stream_open = self.take_frame(frame).await,
-                Wake::Network(event) => match event {
-                    NetEvent::Datagram(datagram) => self.route(datagram).await,
-                    NetEvent::TcpOpened { local, remote, packets } => {
-                        self.tcp_links.insert((local, remote), packets);
-                    }
-                    NetEvent::TcpClosed { local, remote } => {
-                        self.tcp_links.remove(&(local, remote));
-                    }
-                },
+                Wake::Frame(frame) => {
+                    stream_open = self.take_frame(frame).await;
+                    owed = OwedEvents::after_frame(events.len(), woke.elapsed());
+                }
+                Wake::Network(event) => {
+                    self.handle_event(event).await;
+                    owed.handled_one();
+                }
                 Wake::Timeout => self.timeouts().await,
             }
             let done = Instant::now();
@@ -276,6 +302,38 @@ impl Driver {
 
         self.close_all().await;
         debug!(driver = self.index, "peer driver stopped");
+    }
+
+    /// Waits for what to do next: a command first (a peer must be registered before its
+    /// client's first datagram is routed); then a frame, unless network events are
+    /// [owed](OwedEvents); then the network; then the peers' next deadline.
+    async fn next_wake(
+        &mut self,
+        commands: &mut mpsc::Receiver<Command>,
+        events: &mut mpsc::Receiver<NetEvent>,
+        owed: &OwedEvents,
+        stream_open: bool,
+    ) -> Wake {
+        let deadline = self.next_deadline();
+        tokio::select! {
+            biased;
+            command = commands.recv() => Wake::Command(command),
+            frame = self.frames.recv(), if stream_open && !owed.any() => Wake::Frame(frame),
+            Some(event) = events.recv() => Wake::Network(event),
+            () = sleep_until(deadline.into()) => Wake::Timeout,
+        }
+    }
+
+    async fn handle_event(&mut self, event: NetEvent) {
+        match event {
+            NetEvent::Datagram(datagram) => self.route(datagram).await,
+            NetEvent::TcpOpened { local, remote, packets } => {
+                self.tcp_links.insert((local, remote), packets);
+            }
+            NetEvent::TcpClosed { local, remote } => {
+                self.tcp_links.remove(&(local, remote));
+            }
+        }
     }
 
     /// Sends a frame from the stream to every peer, or catches up with the stream if this
@@ -769,6 +827,66 @@ mod tests {
         let next = driver.frames.recv().await;
         driver.take_frame(next).await;
         assert_eq!((metrics.frames_sent.get(), metrics.frames_skipped.get()), (5, 0));
+    }
+
+    /// What the driver would do next, as a letter: a Command, a Frame, a Network event.
+    async fn next(driver: &mut Driver, channels: &mut DriverChannels, owed: &OwedEvents) -> char {
+        match driver.next_wake(&mut channels.commands, &mut channels.events, owed, true).await {
+            Wake::Command(_) => 'C',
+            Wake::Frame(_) => 'F',
+            Wake::Network(_) => 'N',
+            Wake::Timeout => 'T',
+        }
+    }
+
+    struct DriverChannels {
+        /// Kept open: no command comes.
+        _commander: mpsc::Sender<Command>,
+        commands: mpsc::Receiver<Command>,
+        events: mpsc::Receiver<NetEvent>,
+    }
+
+    /// A driver behind the stream (frames queued), with network events waiting too.
+    fn driver_behind_with_events_waiting(waiting: usize) -> (broadcast::Sender<StreamFrame>, Driver, DriverChannels) {
+        let (stream, driver) = driver_without_peers(FANOUT_CAPACITY);
+        (0..10).for_each(|number| {
+            stream.send(frame(number)).unwrap();
+        });
+        let (commander, commands) = mpsc::channel(1);
+        let (network, events) = mpsc::channel(DATAGRAM_QUEUE);
+        let addr: SocketAddr = "127.0.0.1:9".parse().unwrap();
+        for _ in 0..waiting {
+            network.try_send(NetEvent::TcpClosed { local: addr, remote: addr }).unwrap();
+        }
+        (stream, driver, DriverChannels { _commander: commander, commands, events })
+    }
+
+    #[tokio::test]
+    async fn a_driver_behind_the_stream_handles_what_waited_during_a_frame_before_the_next() {
+        let (_stream, mut driver, mut channels) = driver_behind_with_events_waiting(2);
+        let mut owed = OwedEvents::none();
+        assert_eq!(next(&mut driver, &mut channels, &owed).await, 'F', "frames come first");
+        owed = OwedEvents::after_frame(channels.events.len(), Duration::from_secs(60));
+        let mut order = String::new();
+        for _ in 0..3 {
+            let wake = next(&mut driver, &mut channels, &owed).await;
+            if wake == 'N' {
+                owed.handled_one();
+            }
+            order.push(wake);
+        }
+        assert_eq!(order, "NNF", "the two events that waited, then the next frame");
+    }
+
+    #[tokio::test]
+    async fn the_events_handled_between_frames_take_no_longer_than_the_frame_took() {
+        let (_stream, mut driver, mut channels) = driver_behind_with_events_waiting(5);
+        // A frame that took no time at all: one event, then the next frame.
+        let mut owed = OwedEvents::after_frame(channels.events.len(), Duration::ZERO);
+        assert_eq!(next(&mut driver, &mut channels, &owed).await, 'N');
+        owed.handled_one();
+        assert_eq!(next(&mut driver, &mut channels, &owed).await, 'F', "the rest wait for the frame after");
+        assert_eq!(channels.events.len(), 4);
     }
 
     #[test]
