@@ -46,6 +46,9 @@ pub(crate) struct Metrics {
     /// The same wait for the last viewer a peer driver served the frame to: once per frame
     /// and driver (with viewers).
     pub(crate) capture_to_last_send_seconds: Histogram,
+    /// How long a datagram from a viewer (ICE, DTLS, RTCP) waited for its peer driver:
+    /// joiners' handshakes queue here when the drivers are busy.
+    pub(crate) datagram_wait_seconds: Histogram,
     registry: Registry,
 }
 
@@ -69,6 +72,7 @@ impl Default for Metrics {
             encode_seconds: latency(),
             capture_to_send_seconds: latency(),
             capture_to_last_send_seconds: latency(),
+            datagram_wait_seconds: latency(),
             registry: Registry::with_prefix("webgear"),
         };
         metrics.register_all();
@@ -142,6 +146,11 @@ impl Metrics {
                 "capture_to_last_send",
                 "Time from a frame's capture until the last viewer of a peer driver (one per core) was sent it",
                 &self.capture_to_last_send_seconds,
+            ),
+            (
+                "datagram_wait",
+                "Time a datagram from a viewer (ICE, DTLS, RTCP) waited for its peer driver (one per core) to handle it",
+                &self.datagram_wait_seconds,
             ),
         ];
         for (name, help, histogram) in histograms {

@@ -114,6 +114,9 @@ async fn metrics_report_viewers_frames_bytes_and_stage_timings() {
     // (A driver may be between the two observations as the page is made.)
     let last_sends = value("webgear_capture_to_last_send_seconds_count");
     assert!(last_sends >= 25.0 && (value("webgear_capture_to_send_seconds_count") - last_sends).abs() <= 1.0, "{text}");
+    // The viewer's ICE checks and DTLS flights, at least, went through a driver's queue.
+    assert!(value("webgear_datagram_wait_seconds_count") >= 3.0, "{text}");
+    assert!(value("webgear_datagram_wait_seconds_sum") > 0.0, "{text}");
     assert_eq!(value("webgear_offers_refused_total"), 0.0);
     // Sending one viewer its frames is work, but far from all of a driver's time.
     let busy = value("webgear_drivers_busy_ratio");

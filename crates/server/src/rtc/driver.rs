@@ -141,6 +141,8 @@ pub(super) struct Datagram {
     pub(super) destination: SocketAddr,
     /// Whether it came over an ICE-TCP connection rather than UDP.
     pub(super) tcp: bool,
+    /// When it was read, for the time it waits for its driver.
+    pub(super) received_at: Instant,
 }
 
 /// What the network tasks tell the drivers.
@@ -520,6 +522,7 @@ impl Driver {
 
     async fn route(&mut self, datagram: Datagram) {
         let now = Instant::now();
+        Metrics::observe(&self.metrics.datagram_wait_seconds, now.saturating_duration_since(datagram.received_at));
         let Ok(contents) = datagram.data.as_slice().try_into() else {
             trace!(source = %datagram.source, "ignoring a datagram that is not STUN, DTLS or RTP");
             return;
@@ -677,7 +680,13 @@ pub(super) async fn read_datagrams(socket: Arc<MediaSocket>, router: Arc<Router>
     loop {
         match socket.recv_from(&mut buffer).await {
             Ok((len, source)) => {
-                let datagram = Datagram { data: buffer[..len].to_vec(), source, destination, tcp: false };
+                let datagram = Datagram {
+                    data: buffer[..len].to_vec(),
+                    source,
+                    destination,
+                    tcp: false,
+                    received_at: Instant::now(),
+                };
                 if router.deliver(datagram).is_err() {
                     return;
                 }
