@@ -1,8 +1,9 @@
 //! A light viewer for load tests: a real WebRTC peer (ICE, DTLS, SRTP, RTCP feedback) that
 //! does not decode. It receives RTP packets and measures what a viewer would experience:
-//! time to first frame (and to the answer and the connection on the way), frames per second (by RTP timestamp and marker bit), packet loss
-//! (sequence numbers never received, after retransmission) and bytes. Thousands run in one
-//! process, each a task on the caller's tokio runtime with its own UDP socket.
+//! time to first frame (and to the answer and the connection on the way), frames per
+//! second (by RTP timestamp and marker bit), packet loss (sequence numbers never received,
+//! after retransmission) and bytes. Thousands run in one process, each a task on the
+//! caller's tokio runtime with its own UDP socket.
 //!
 //! With [`Reception::HeadersOnly`] a viewer counts RTP from its clear header and skips the
 //! WebRTC stack's receive path (SRTP decryption, retransmission requests), so one machine
