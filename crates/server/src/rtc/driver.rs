@@ -64,7 +64,8 @@ enum Wake {
 /// and a driver behind the stream finds one ready at every turn; without this, what
 /// arrives meanwhile (a joiner's ICE checks and DTLS handshake, NACKs) would wait until it
 /// caught up: seconds at capacity, past the handshake's retransmission timers. However
-/// much arrives, frames keep at least half of the driver's time.
+/// much arrives, frames keep about half of the driver's time (the budget is checked after
+/// each event, so an expensive one, a joiner's handshake, may overrun it by its length).
 #[derive(Debug)]
 struct OwedEvents {
     count: usize,
