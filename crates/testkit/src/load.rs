@@ -300,7 +300,6 @@ struct SequenceSet {
     /// The number of the first bit of `words` (a multiple of 64).
     base: u64,
     words: Vec<u64>,
-    len: u64,
 }
 
 impl SequenceSet {
@@ -323,12 +322,11 @@ impl SequenceSet {
             return false;
         }
         self.words[word] |= bit;
-        self.len += 1;
         true
     }
 
     fn len(&self) -> u64 {
-        self.len
+        self.words.iter().map(|word| u64::from(word.count_ones())).sum()
     }
 
     /// The lowest and highest numbers in the set.
