@@ -146,6 +146,13 @@ pub(super) struct Datagram {
     pub(super) received_at: Instant,
 }
 
+impl Datagram {
+    /// A datagram read just now.
+    pub(super) fn read_now(data: Vec<u8>, source: SocketAddr, destination: SocketAddr, tcp: bool) -> Self {
+        Datagram { data, source, destination, tcp, received_at: Instant::now() }
+    }
+}
+
 /// What the network tasks tell the drivers.
 pub(super) enum NetEvent {
     Datagram(Datagram),
@@ -681,13 +688,7 @@ pub(super) async fn read_datagrams(socket: Arc<MediaSocket>, router: Arc<Router>
     loop {
         match socket.recv_from(&mut buffer).await {
             Ok((len, source)) => {
-                let datagram = Datagram {
-                    data: buffer[..len].to_vec(),
-                    source,
-                    destination,
-                    tcp: false,
-                    received_at: Instant::now(),
-                };
+                let datagram = Datagram::read_now(buffer[..len].to_vec(), source, destination, false);
                 if router.deliver(datagram).is_err() {
                     return;
                 }

@@ -150,19 +150,11 @@ fn offer(driver: &mpsc::Sender<NetEvent>, event: NetEvent) -> Result<(), Stopped
 
 #[cfg(test)]
 mod tests {
-    use std::time::Instant;
-
     use super::*;
 
     fn datagram(source: &str) -> Datagram {
         let destination = "127.0.0.1:9000".parse().unwrap();
-        Datagram {
-            data: vec![1, 2, 3],
-            source: source.parse().unwrap(),
-            destination,
-            tcp: false,
-            received_at: Instant::now(),
-        }
+        Datagram::read_now(vec![1, 2, 3], source.parse().unwrap(), destination, false)
     }
 
     fn received(queue: &mut mpsc::Receiver<NetEvent>) -> Vec<SocketAddr> {

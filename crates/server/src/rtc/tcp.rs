@@ -9,7 +9,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt, BufWriter};
 use tokio::net::{TcpListener, TcpStream};
@@ -71,7 +71,7 @@ async fn serve(stream: TcpStream, local: SocketAddr, remote: SocketAddr, router:
         if !matches!(timeout(IDLE_TIMEOUT, reader.read_exact(&mut data)).await, Ok(Ok(_))) {
             break;
         }
-        let datagram = Datagram { data, source: remote, destination: local, tcp: true, received_at: Instant::now() };
+        let datagram = Datagram::read_now(data, remote, local, true);
         if router.deliver(datagram).is_err() {
             break;
         }
