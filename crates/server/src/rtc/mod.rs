@@ -1,6 +1,7 @@
-//! WebRTC for the server: peers (one str0m session per viewer), the driver tasks that run
-//! them on one UDP port (one driver per core, with a router between the sockets and the
-//! drivers), and the host addresses they are reached at.
+//! WebRTC for the server: peers (one str0m session per viewer), the sans-IO fan-out that
+//! sends them the stream, the driver tasks that run it on one UDP port (one driver per
+//! core, with a dispatcher between the sockets and the drivers), and the host addresses
+//! they are reached at.
 //!
 //! [`RtcServer`] is the web layer's handle: it turns an SDP offer into an answer and hands
 //! the new peer to the driver.
@@ -18,20 +19,23 @@ use tokio::sync::{Mutex, Semaphore, mpsc, oneshot};
 use tokio::task::{JoinHandle, JoinSet};
 use tracing::debug;
 
+mod datagram;
+mod dispatch;
 mod driver;
+mod fanout;
 mod net;
 mod peer;
 mod recent;
-mod router;
 mod rtp_frame;
 mod socket;
 mod tcp;
 
-use driver::{Command, DATAGRAM_QUEUE, Driver};
+use dispatch::Dispatcher;
+use driver::{DATAGRAM_QUEUE, Driver, Request};
+use fanout::Command;
 pub(crate) use net::host_ips;
 pub(crate) use peer::OfferError;
 use peer::{Peer, PeerConfig};
-use router::Router;
 use socket::MediaSocket;
 
 use crate::stats::Metrics;
@@ -106,9 +110,9 @@ pub(crate) struct Answered {
 
 /// The web layer's handle on the WebRTC side.
 pub(crate) struct RtcServer {
-    /// Each driver's command queue, in the router's order.
-    drivers: Vec<mpsc::Sender<Command>>,
-    router: Arc<Router>,
+    /// Each driver's request queue, in the dispatcher's order.
+    drivers: Vec<mpsc::Sender<Request>>,
+    dispatcher: Arc<Dispatcher>,
     peer_config: PeerConfig,
     next_peer_id: AtomicU64,
     max_viewers: usize,
@@ -157,14 +161,14 @@ impl RtcServer {
         let driver_count = std::thread::available_parallelism().map_or(1, NonZeroUsize::get);
         let (event_queues, mut event_receivers): (Vec<_>, Vec<_>) =
             (0..driver_count).map(|_| mpsc::channel(DATAGRAM_QUEUE)).unzip();
-        let router = Arc::new(Router::new(event_queues));
+        let dispatcher = Arc::new(Dispatcher::new(event_queues));
         let mut drivers = Vec::with_capacity(driver_count);
         let mut driver_tasks = Vec::with_capacity(driver_count);
         for (index, events) in event_receivers.drain(..).enumerate() {
             let (commands, command_rx) = mpsc::channel(256);
             let driver = Driver::new(
                 index,
-                router.clone(),
+                dispatcher.clone(),
                 sockets.clone(),
                 stream.subscribe(),
                 stream.keyframe_requests(),
@@ -176,17 +180,17 @@ impl RtcServer {
 
         let mut network = JoinSet::new();
         for socket in &sockets {
-            network.spawn(driver::read_datagrams(socket.clone(), router.clone()));
+            network.spawn(socket::read_datagrams(socket.clone(), dispatcher.clone()));
         }
         // Every viewer may hold a connection, and as many more may be connecting.
         let tcp_limit = Arc::new(Semaphore::new(settings.max_viewers.saturating_mul(2)));
         for (addr, listener) in tcp_listeners {
-            network.spawn(tcp::accept(listener, addr, router.clone(), tcp_limit.clone()));
+            network.spawn(tcp::accept(listener, addr, dispatcher.clone(), tcp_limit.clone()));
         }
         debug!(drivers = driver_count, "peer drivers started");
         Ok(RtcServer {
             drivers,
-            router,
+            dispatcher,
             peer_config: PeerConfig { host_addrs, public_addrs, tcp_addrs, dtls_cert },
             next_peer_id: AtomicU64::new(1),
             max_viewers: settings.max_viewers,
@@ -224,7 +228,7 @@ impl RtcServer {
     /// Fails when every peer driver works nearly all of its time: the viewers already
     /// watching keep their frame rate rather than all slowing down for one more.
     fn refuse_if_saturated(&self) -> Result<(), AnswerError> {
-        if self.router.saturated() {
+        if self.dispatcher.saturated() {
             self.metrics.offers_refused.inc();
             return Err(AnswerError::Saturated(self.metrics.viewers_held()));
         }
@@ -250,22 +254,21 @@ impl RtcServer {
         let id = self.next_peer_id.fetch_add(1, Ordering::Relaxed);
         let session = SessionId::random().map_err(AnswerError::Randomness)?;
         let (peer, answer) = Peer::from_offer(id, session.clone(), offer, &self.peer_config, Instant::now())?;
-        let driver = &self.drivers[self.router.least_busy()];
-        driver.send(Command::Add(Box::new(peer))).await.map_err(|_| AnswerError::ShuttingDown)?;
+        let driver = &self.drivers[self.dispatcher.with_fewest_peers()];
+        let request = Request::Command(Command::Add(Box::new(peer)), None);
+        driver.send(request).await.map_err(|_| AnswerError::ShuttingDown)?;
         Ok(Answered { answer, session })
     }
 
     /// Asks every driver the same question (made by `command`), and answers whether any
     /// said yes: a session lives in one driver, and finding it is rare enough not to
     /// need an index.
-    async fn ask_every_driver(
-        &self,
-        mut command: impl FnMut(oneshot::Sender<bool>) -> Command,
-    ) -> Result<bool, AnswerError> {
+    async fn ask_every_driver(&self, mut command: impl FnMut() -> Command) -> Result<bool, AnswerError> {
         let mut found = false;
         for driver in &self.drivers {
             let (done, answer) = oneshot::channel();
-            driver.send(command(done)).await.map_err(|_| AnswerError::ShuttingDown)?;
+            let request = Request::Command(command(), Some(done));
+            driver.send(request).await.map_err(|_| AnswerError::ShuttingDown)?;
             found |= answer.await.map_err(|_| AnswerError::ShuttingDown)?;
         }
         Ok(found)
@@ -274,7 +277,7 @@ impl RtcServer {
     /// Ends one session, telling its viewer. False if there is no such session (it never
     /// existed, or has ended).
     pub(crate) async fn close_session(&self, session: SessionId) -> Result<bool, AnswerError> {
-        self.ask_every_driver(|done| Command::Close(session.clone(), done)).await
+        self.ask_every_driver(|| Command::Close(session.clone())).await
     }
 
     /// Gives a session the viewer's trickled ICE candidates. False if there is no such
@@ -284,7 +287,7 @@ impl RtcServer {
         session: SessionId,
         candidates: Vec<Candidate>,
     ) -> Result<bool, AnswerError> {
-        self.ask_every_driver(|done| Command::AddCandidates(session.clone(), candidates.clone(), done)).await
+        self.ask_every_driver(|| Command::AddCandidates(session.clone(), candidates.clone())).await
     }
 
     /// Every metric in the Prometheus text format.
@@ -296,7 +299,7 @@ impl RtcServer {
     pub(crate) async fn close_all(&self) {
         for driver in &self.drivers {
             let (done, closed) = oneshot::channel();
-            if driver.send(Command::CloseAll(done)).await.is_ok() {
+            if driver.send(Request::Command(Command::CloseAll, Some(done))).await.is_ok() {
                 // An error means the driver stopped, and with it its peers.
                 let _ = closed.await;
             }
@@ -307,7 +310,7 @@ impl RtcServer {
     pub(crate) async fn shutdown(&self) {
         for driver in &self.drivers {
             // A closed channel means the driver is already gone, which is what we want.
-            let _ = driver.send(Command::Shutdown).await;
+            let _ = driver.send(Request::Shutdown).await;
         }
         if let Some(mut tasks) = self.tasks.lock().await.take() {
             for driver in tasks.drivers {

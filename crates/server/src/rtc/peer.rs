@@ -170,17 +170,34 @@ struct VideoTrack {
     pt: Pt,
 }
 
+/// Where a viewer's session is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum PeerState {
+    /// The offer is answered; no datagram of the viewer's has reached the peer yet.
+    Answered,
+    /// The viewer's datagrams arrive; ICE and DTLS are not done.
+    Connecting,
+    /// Connected, and skipping delta frames, useless until the viewer has a keyframe.
+    AwaitingKeyframe,
+    /// Connected and following the stream.
+    Playing,
+    /// The session panicked: it is dead and never touched again.
+    Broken,
+}
+
+impl PeerState {
+    fn is_connected(self) -> bool {
+        matches!(self, PeerState::AwaitingKeyframe | PeerState::Playing)
+    }
+}
+
 pub(crate) struct Peer {
     id: PeerId,
     session: SessionId,
     rtc: Rtc,
     video: VideoTrack,
     created_at: Instant,
-    /// Whether a datagram of the viewer's has reached the peer.
-    heard_from: bool,
-    connected: bool,
-    /// Delta frames are useless until the viewer has a keyframe: skip them.
-    waiting_for_keyframe: bool,
+    state: PeerState,
     /// The last frame sent; `None` until the first, and until then the viewer can start
     /// from frames the stream sent before it connected.
     last_sent: Option<Sent>,
@@ -189,18 +206,17 @@ pub(crate) struct Peer {
     /// When the viewer was last sent the frames since a keyframe again (see
     /// [`Peer::replay`]).
     last_replay: Option<Instant>,
-    /// Whether to ask the encoder for a keyframe on this peer's behalf.
+    /// Whether to ask the encoder for a keyframe on this peer's behalf (the driver takes
+    /// the wish).
     wants_keyframe: bool,
     /// The extended sequence number of the next video packet.
     next_sequence: u64,
-    /// The session panicked: it is dead and never touched again.
-    broken: bool,
     span: Span,
 }
 
 impl std::fmt::Debug for Peer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Peer").field("id", &self.id).field("connected", &self.connected).finish_non_exhaustive()
+        f.debug_struct("Peer").field("id", &self.id).field("state", &self.state).finish_non_exhaustive()
     }
 }
 
@@ -275,15 +291,12 @@ impl Peer {
             rtc,
             video,
             created_at: now,
-            heard_from: false,
-            connected: false,
-            waiting_for_keyframe: true,
+            state: PeerState::Answered,
             last_sent: None,
             timeline: Timeline::default(),
             last_replay: None,
             wants_keyframe: false,
             next_sequence: first_sequence_number(),
-            broken: false,
             span,
         };
         Ok((peer, answer))
@@ -301,13 +314,13 @@ impl Peer {
     /// Runs `work` on this peer unless its session has panicked before; a panic in it
     /// marks the session dead instead of unwinding through the driver.
     fn contained<T>(&mut self, work: impl FnOnce(&mut Self) -> T) -> Option<T> {
-        if self.broken {
+        if self.state == PeerState::Broken {
             return None;
         }
         match catch_unwind(AssertUnwindSafe(|| work(self))) {
             Ok(value) => Some(value),
             Err(_) => {
-                self.broken = true;
+                self.state = PeerState::Broken;
                 self.span.in_scope(|| error!("the WebRTC session panicked; dropping this viewer only"));
                 None
             }
@@ -324,19 +337,24 @@ impl Peer {
     /// Whether a datagram from the network belongs to this peer. One that makes the
     /// session panic belongs to nobody.
     pub(crate) fn accepts(&self, datagram: &Input) -> bool {
-        !self.broken && catch_unwind(AssertUnwindSafe(|| self.rtc.accepts(datagram))).unwrap_or(false)
+        self.state != PeerState::Broken
+            && catch_unwind(AssertUnwindSafe(|| self.rtc.accepts(datagram))).unwrap_or(false)
     }
 
     /// Takes a datagram from the network (one this peer [accepts](Peer::accepts)).
     pub(crate) fn handle_datagram(&mut self, datagram: Input) {
-        self.heard_from = true;
-        self.contained(|peer| peer.handle_input(datagram));
+        self.contained(|peer| {
+            if peer.state == PeerState::Answered {
+                peer.state = PeerState::Connecting;
+            }
+            peer.handle_input(datagram);
+        });
     }
 
     pub(crate) fn handle_timeout(&mut self, now: Instant) {
         self.contained(|peer| {
-            if !peer.connected && now >= peer.connect_by() {
-                let why = if peer.heard_from { "never connected" } else { "the viewer sent nothing" };
+            if !peer.state.is_connected() && now >= peer.connect_by() {
+                let why = if peer.state == PeerState::Answered { "the viewer sent nothing" } else { "never connected" };
                 peer.span
                     .in_scope(|| debug!(after = ?now.saturating_duration_since(peer.created_at), "{why}; dropping"));
                 peer.rtc.disconnect();
@@ -349,7 +367,7 @@ impl Peer {
     /// When the peer is dropped unless connected by then: [`FIRST_CONTACT_TIMEOUT`] after
     /// the offer while the viewer has sent nothing, [`CONNECT_TIMEOUT`] once it has.
     fn connect_by(&self) -> Instant {
-        self.created_at + if self.heard_from { CONNECT_TIMEOUT } else { FIRST_CONTACT_TIMEOUT }
+        self.created_at + if self.state == PeerState::Answered { FIRST_CONTACT_TIMEOUT } else { CONNECT_TIMEOUT }
     }
 
     fn handle_input(&mut self, input: Input) {
@@ -375,16 +393,16 @@ impl Peer {
 
     /// Writes one frame stamped `time` (RTP, 90 kHz).
     fn write_frame(&mut self, rtp: &RtpFrame, time: u32, metrics: &Metrics, now: Instant) -> bool {
-        if !self.connected || !self.rtc.is_alive() {
+        if !self.state.is_connected() || !self.rtc.is_alive() {
             return false;
         }
         let frame = &rtp.frame;
-        if self.waiting_for_keyframe {
+        if self.state == PeerState::AwaitingKeyframe {
             if !frame.encoded.keyframe {
                 metrics.frames_skipped.inc();
                 return false;
             }
-            self.waiting_for_keyframe = false;
+            self.state = PeerState::Playing;
         }
         let mut api = self.rtc.direct_api();
         let Some(stream) = api.stream_tx_by_mid(self.video.mid, None) else {
@@ -431,14 +449,14 @@ impl Peer {
         let (Some(first), Some(newest)) = (recent.first(), recent.last()) else {
             return false;
         };
-        if self.last_sent.is_some() || !self.connected || !first.frame.encoded.keyframe {
+        if self.last_sent.is_some() || !self.state.is_connected() || !first.frame.encoded.keyframe {
             return false;
         }
         let span = CATCH_UP_SPACING.wrapping_mul(recent.len() as u32 - 1);
         let first_time = self.stamp(&newest.frame, now).wrapping_sub(span);
         self.write_burst(recent, first_time, CATCH_UP_SPACING, metrics, now, transmit);
         let started = self.last_sent.is_some();
-        if started && !self.waiting_for_keyframe {
+        if started && self.state == PeerState::Playing {
             self.wants_keyframe = false;
         }
         started
@@ -494,7 +512,9 @@ impl Peer {
 
     /// Skip everything up to the next keyframe, and ask for one: the viewer missed data.
     pub(crate) fn resync(&mut self) {
-        self.waiting_for_keyframe = true;
+        if self.state == PeerState::Playing {
+            self.state = PeerState::AwaitingKeyframe;
+        }
         self.wants_keyframe = true;
     }
 
@@ -516,7 +536,7 @@ impl Peer {
                 Ok(Output::Transmit(datagram)) => transmit(datagram),
                 Ok(Output::Timeout(deadline)) => {
                     // Wake in time to enforce the connect timeout too.
-                    return Some(if self.connected { deadline } else { deadline.min(self.connect_by()) });
+                    return Some(if self.state.is_connected() { deadline } else { deadline.min(self.connect_by()) });
                 }
                 Ok(Output::Event(event)) => self.handle_event(event),
                 Err(error) => {
@@ -532,7 +552,7 @@ impl Peer {
         match event {
             Event::Connected => {
                 self.span.in_scope(|| debug!(after = ?self.created_at.elapsed(), "connected"));
-                self.connected = true;
+                self.state = PeerState::AwaitingKeyframe;
                 self.resync();
             }
             Event::IceConnectionStateChange(IceConnectionState::Disconnected) => {
@@ -602,11 +622,10 @@ pub(super) mod testing {
     use str0m::net::{Protocol, Receive, Transmit};
     use str0m::{Candidate, Input, Output, Rtc};
 
-    use super::{Peer, PeerConfig};
+    use super::{Peer, PeerConfig, PeerId};
     use crate::rtc::SessionId;
 
     const SERVER: SocketAddr = SocketAddr::new(std::net::IpAddr::V4(Ipv4Addr::LOCALHOST), 5000);
-    const VIEWER: SocketAddr = SocketAddr::new(std::net::IpAddr::V4(Ipv4Addr::LOCALHOST), 6000);
 
     pub(crate) fn receive(now: Instant, transmit: &Transmit) -> Input<'_> {
         let contents = transmit.contents[..].try_into().unwrap();
@@ -619,16 +638,23 @@ pub(super) mod testing {
     /// A viewer's str0m session and a peer answering it, connected through memory with a
     /// simulated clock; returns them and the clock.
     pub(crate) fn connected_pair() -> (Rtc, Peer, Instant) {
-        let mut now = Instant::now();
+        connected_viewer(1, 6000, Instant::now())
+    }
+
+    /// A viewer at localhost:`port` and peer `id` answering it, connected through memory
+    /// with a simulated clock started at `start`; returns them and the clock.
+    pub(crate) fn connected_viewer(id: PeerId, port: u16, start: Instant) -> (Rtc, Peer, Instant) {
+        let mut now = start;
         let mut viewer = Rtc::builder().clear_codecs().enable_h264(true).build(now);
-        viewer.add_local_candidate(Candidate::host(VIEWER, Protocol::Udp).unwrap());
+        let address = SocketAddr::new(std::net::IpAddr::V4(Ipv4Addr::LOCALHOST), port);
+        viewer.add_local_candidate(Candidate::host(address, Protocol::Udp).unwrap());
         let mut change = viewer.sdp_api();
         change.add_media(MediaKind::Video, Direction::RecvOnly, None, None, None);
         let (offer, pending) = change.apply().unwrap();
         let dtls_cert = str0m::crypto::from_feature_flags().dtls_provider.generate_certificate().unwrap();
         let config = PeerConfig { host_addrs: vec![SERVER], public_addrs: vec![], tcp_addrs: vec![], dtls_cert };
-        let session = SessionId("test".into());
-        let (mut peer, answer) = Peer::from_offer(1, session, offer, &config, now).unwrap();
+        let session = SessionId(format!("test-{id}"));
+        let (mut peer, answer) = Peer::from_offer(id, session, offer, &config, now).unwrap();
         viewer.sdp_api().accept_answer(pending, answer).unwrap();
 
         for _ in 0..200 {
@@ -640,7 +666,7 @@ pub(super) mod testing {
             }
             to_viewer.iter().for_each(|transmit| viewer.handle_input(receive(now, transmit)).unwrap());
             to_peer.iter().for_each(|transmit| peer.handle_datagram(receive(now, transmit)));
-            if peer.connected && to_viewer.is_empty() && to_peer.is_empty() {
+            if peer.state.is_connected() && to_viewer.is_empty() && to_peer.is_empty() {
                 return (viewer, peer, now);
             }
             now += Duration::from_millis(20);

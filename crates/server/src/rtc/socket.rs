@@ -6,18 +6,29 @@
 //! into datagrams at the last moment (by the network card where it can), instead of paying
 //! for the stack once per packet. Where the system or the card cannot, `quinn-udp` notices
 //! the first failure and sends one packet per call from then on.
+//!
+//! Each socket has a reader task ([`read_datagrams`]) that hands what arrives to the
+//! [`Dispatcher`].
 
 use std::io;
 use std::net::SocketAddr;
 use std::ops::Range;
+use std::sync::Arc;
 
 use quinn_udp::{Transmit as UdpTransmit, UdpSocketState};
 use str0m::net::Transmit;
 use tokio::io::Interest;
 use tokio::net::UdpSocket;
+use tracing::trace;
+
+use super::datagram::Datagram;
+use super::dispatch::Dispatcher;
 
 /// The most bytes one segmented send may carry (the IP datagram limit, less headers).
 const MAX_SEGMENTED_BYTES: usize = 65_000;
+
+/// The largest datagram read; WebRTC keeps packets under the path MTU.
+const MAX_DATAGRAM: usize = 2048;
 
 /// A UDP socket for media, with the segmentation offload state of its system.
 pub(crate) struct MediaSocket {
@@ -56,6 +67,25 @@ impl MediaSocket {
     ) -> io::Result<()> {
         let transmit = UdpTransmit { destination, ecn: None, contents, segment_size, src_ip: None };
         self.socket.async_io(Interest::WRITABLE, || self.state.try_send((&self.socket).into(), &transmit)).await
+    }
+}
+
+/// Reads one media socket until the drivers stop, handing each datagram to the dispatcher.
+pub(super) async fn read_datagrams(socket: Arc<MediaSocket>, dispatcher: Arc<Dispatcher>) {
+    let destination = socket.addr();
+    let mut buffer = vec![0u8; MAX_DATAGRAM];
+    loop {
+        match socket.recv_from(&mut buffer).await {
+            Ok((len, source)) => {
+                let datagram = Datagram::read_now(buffer[..len].to_vec(), source, destination, false);
+                if dispatcher.deliver(datagram).is_err() {
+                    return;
+                }
+            }
+            // ICMP errors (e.g. a viewer's port closed) surface here on some systems; they
+            // concern one peer, not the socket.
+            Err(error) => trace!(%error, "UDP receive error"),
+        }
     }
 }
 

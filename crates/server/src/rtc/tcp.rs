@@ -2,7 +2,7 @@
 //! on the host addresses, each connection carrying STUN, DTLS, RTP and RTCP in RFC 4571
 //! frames (a 16-bit length, then the packet).
 //!
-//! Each connection has a reader task, which hands the drivers (through the router) every
+//! Each connection has a reader task, which hands the drivers (through the dispatcher) every
 //! packet as a datagram from that connection, and a writer task fed by a bounded queue: when a viewer's TCP
 //! cannot keep up, its packets are dropped (as UDP would lose them) rather than delaying
 //! the driver or other viewers. Connections are limited in number and closed when idle.
@@ -17,8 +17,8 @@ use tokio::sync::{Semaphore, mpsc};
 use tokio::time::timeout;
 use tracing::{debug, trace};
 
-use super::driver::Datagram;
-use super::router::Router;
+use super::datagram::Datagram;
+use super::dispatch::Dispatcher;
 
 /// Packets queued for one connection's writer; beyond this they are dropped.
 pub(super) const WRITE_QUEUE_PACKETS: usize = 512;
@@ -30,7 +30,12 @@ const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Accepts connections on `listener` (at `local`) until the drivers stop, at most `limit`
 /// at a time.
-pub(super) async fn accept(listener: TcpListener, local: SocketAddr, router: Arc<Router>, limit: Arc<Semaphore>) {
+pub(super) async fn accept(
+    listener: TcpListener,
+    local: SocketAddr,
+    dispatcher: Arc<Dispatcher>,
+    limit: Arc<Semaphore>,
+) {
     loop {
         let (stream, remote) = match listener.accept().await {
             Ok(accepted) => accepted,
@@ -43,12 +48,12 @@ pub(super) async fn accept(listener: TcpListener, local: SocketAddr, router: Arc
             debug!(%remote, "too many ICE-TCP connections; refusing one");
             continue;
         };
-        if router.is_stopped() {
+        if dispatcher.is_stopped() {
             return;
         }
-        let router = router.clone();
+        let dispatcher = dispatcher.clone();
         tokio::spawn(async move {
-            serve(stream, local, remote, &router).await;
+            serve(stream, local, remote, &dispatcher).await;
             drop(permit);
         });
     }
@@ -56,12 +61,12 @@ pub(super) async fn accept(listener: TcpListener, local: SocketAddr, router: Arc
 
 /// Runs one connection: registers its writer with the drivers, reads frames until the
 /// connection ends, then tells the drivers it is gone.
-async fn serve(stream: TcpStream, local: SocketAddr, remote: SocketAddr, router: &Router) {
+async fn serve(stream: TcpStream, local: SocketAddr, remote: SocketAddr, dispatcher: &Dispatcher) {
     // Media is latency-sensitive: no Nagle.
     let _ = stream.set_nodelay(true);
     let (mut reader, writer) = stream.into_split();
     let (packets, queue) = mpsc::channel(WRITE_QUEUE_PACKETS);
-    if router.tcp_opened(local, remote, &packets).await.is_err() {
+    if dispatcher.tcp_opened(local, remote, &packets).await.is_err() {
         return;
     }
     drop(packets);
@@ -72,13 +77,13 @@ async fn serve(stream: TcpStream, local: SocketAddr, remote: SocketAddr, router:
             break;
         }
         let datagram = Datagram::read_now(data, remote, local, true);
-        if router.deliver(datagram).is_err() {
+        if dispatcher.deliver(datagram).is_err() {
             break;
         }
     }
     trace!(%remote, "ICE-TCP connection ended");
     writing.abort();
-    router.tcp_closed(local, remote).await;
+    dispatcher.tcp_closed(local, remote).await;
 }
 
 async fn write_frames(mut writer: BufWriter<tokio::net::tcp::OwnedWriteHalf>, mut queue: mpsc::Receiver<Vec<u8>>) {

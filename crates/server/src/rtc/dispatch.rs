@@ -2,7 +2,7 @@
 //! shared between the cores instead of queueing behind one task.
 //!
 //! The network tasks (one per UDP socket, one per ICE-TCP connection) hand every packet
-//! to the [`Router`], which knows which driver holds the peer talking from each remote
+//! to the [`Dispatcher`], which knows which driver holds the peer talking from each remote
 //! address. A packet from an address it does not know yet (a viewer's first connectivity
 //! check) goes to every driver; the one whose peer accepts it claims the address, so its
 //! later packets go straight there. A driver that no longer has a peer for an address it
@@ -15,17 +15,17 @@ use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 
 use tokio::sync::mpsc;
 
-use super::driver::{Datagram, NetEvent};
+use super::datagram::{Datagram, NetEvent};
 
-/// The index of a driver among the router's.
+/// The index of a driver among the dispatcher's.
 pub(super) type DriverIndex = usize;
 
 /// Delivers the network's packets to the drivers.
-pub(super) struct Router {
+pub(super) struct Dispatcher {
     drivers: Vec<mpsc::Sender<NetEvent>>,
     /// Remote address → the driver whose peer talks from it.
     routes: RwLock<HashMap<SocketAddr, DriverIndex>>,
-    /// Peers each driver holds, to give a new peer to the least busy one.
+    /// Peers each driver holds, to give a new peer to the one with the fewest.
     peers: Vec<AtomicUsize>,
     /// The share of its time each driver spent working over its last measured window,
     /// in millionths.
@@ -40,11 +40,11 @@ const SATURATED_SHARE: f64 = 0.95;
 #[derive(Debug)]
 pub(super) struct Stopped;
 
-impl Router {
+impl Dispatcher {
     pub(super) fn new(drivers: Vec<mpsc::Sender<NetEvent>>) -> Self {
         let peers = drivers.iter().map(|_| AtomicUsize::new(0)).collect();
         let busy_ppm = drivers.iter().map(|_| AtomicU32::new(0)).collect();
-        Router { drivers, routes: RwLock::new(HashMap::new()), peers, busy_ppm }
+        Dispatcher { drivers, routes: RwLock::new(HashMap::new()), peers, busy_ppm }
     }
 
     /// Hands a packet to the driver that owns its source, or to every driver if none does
@@ -105,7 +105,7 @@ impl Router {
     }
 
     /// The driver holding the fewest peers.
-    pub(super) fn least_busy(&self) -> DriverIndex {
+    pub(super) fn with_fewest_peers(&self) -> DriverIndex {
         (0..self.peers.len()).min_by_key(|&index| self.peers[index].load(Ordering::Relaxed)).unwrap_or(0)
     }
 
@@ -118,7 +118,7 @@ impl Router {
 
     /// The share of its time (0 to 1) the least loaded driver spent working over its last
     /// window: how close the server is to refusing viewers.
-    pub(super) fn least_loaded_share(&self) -> f64 {
+    pub(super) fn least_busy_share(&self) -> f64 {
         let ppm = self.busy_ppm.iter().map(|busy| busy.load(Ordering::Relaxed)).min().unwrap_or(0);
         f64::from(ppm) / 1e6
     }
@@ -126,7 +126,7 @@ impl Router {
     /// Whether every driver is working nearly all of its time: another viewer would then
     /// slow down the ones already watching.
     pub(super) fn saturated(&self) -> bool {
-        self.least_loaded_share() >= SATURATED_SHARE
+        self.least_busy_share() >= SATURATED_SHARE
     }
 
     /// Counts a peer in (`+1`) or out (`-1`) of `driver`.
@@ -169,24 +169,24 @@ mod tests {
     fn unknown_sources_go_to_every_driver_and_claimed_ones_to_their_owner() {
         let (first_tx, mut first) = mpsc::channel(8);
         let (second_tx, mut second) = mpsc::channel(8);
-        let router = Router::new(vec![first_tx, second_tx]);
+        let dispatcher = Dispatcher::new(vec![first_tx, second_tx]);
         let viewer: SocketAddr = "127.0.0.1:5000".parse().unwrap();
 
-        router.deliver(datagram("127.0.0.1:5000")).unwrap();
+        dispatcher.deliver(datagram("127.0.0.1:5000")).unwrap();
         assert_eq!(received(&mut first), [viewer]);
         assert_eq!(received(&mut second), [viewer]);
 
-        router.claim(viewer, 1);
-        router.deliver(datagram("127.0.0.1:5000")).unwrap();
+        dispatcher.claim(viewer, 1);
+        dispatcher.deliver(datagram("127.0.0.1:5000")).unwrap();
         assert!(received(&mut first).is_empty());
         assert_eq!(received(&mut second), [viewer]);
 
         // Only the owner can release an address.
-        router.release(viewer, 0);
-        router.deliver(datagram("127.0.0.1:5000")).unwrap();
+        dispatcher.release(viewer, 0);
+        dispatcher.deliver(datagram("127.0.0.1:5000")).unwrap();
         assert!(received(&mut first).is_empty());
-        router.release(viewer, 1);
-        router.deliver(datagram("127.0.0.1:5000")).unwrap();
+        dispatcher.release(viewer, 1);
+        dispatcher.deliver(datagram("127.0.0.1:5000")).unwrap();
         assert_eq!(received(&mut first), [viewer]);
     }
 
@@ -194,38 +194,38 @@ mod tests {
     fn saturated_only_when_every_driver_works_nearly_all_the_time() {
         let (first_tx, _first) = mpsc::channel(1);
         let (second_tx, _second) = mpsc::channel(1);
-        let router = Router::new(vec![first_tx, second_tx]);
-        assert!(!router.saturated());
-        router.report_busy(0, 1.0);
-        assert!(!router.saturated(), "the second driver still has room");
-        router.report_busy(1, 0.96);
-        assert!(router.saturated());
-        assert!((router.least_loaded_share() - 0.96).abs() < 1e-6);
-        router.report_busy(1, 0.90);
-        assert!(!router.saturated());
+        let dispatcher = Dispatcher::new(vec![first_tx, second_tx]);
+        assert!(!dispatcher.saturated());
+        dispatcher.report_busy(0, 1.0);
+        assert!(!dispatcher.saturated(), "the second driver still has room");
+        dispatcher.report_busy(1, 0.96);
+        assert!(dispatcher.saturated());
+        assert!((dispatcher.least_busy_share() - 0.96).abs() < 1e-6);
+        dispatcher.report_busy(1, 0.90);
+        assert!(!dispatcher.saturated());
     }
 
     #[test]
-    fn new_peers_go_to_the_least_busy_driver() {
+    fn new_peers_go_to_the_with_fewest_peers_driver() {
         let (first_tx, _first) = mpsc::channel(1);
         let (second_tx, _second) = mpsc::channel(1);
-        let router = Router::new(vec![first_tx, second_tx]);
-        router.count_peer(0, true);
-        assert_eq!(router.least_busy(), 1);
-        router.count_peer(1, true);
-        router.count_peer(1, true);
-        assert_eq!(router.least_busy(), 0);
-        router.count_peer(1, false);
-        router.count_peer(1, false);
-        assert_eq!(router.least_busy(), 1);
+        let dispatcher = Dispatcher::new(vec![first_tx, second_tx]);
+        dispatcher.count_peer(0, true);
+        assert_eq!(dispatcher.with_fewest_peers(), 1);
+        dispatcher.count_peer(1, true);
+        dispatcher.count_peer(1, true);
+        assert_eq!(dispatcher.with_fewest_peers(), 0);
+        dispatcher.count_peer(1, false);
+        dispatcher.count_peer(1, false);
+        assert_eq!(dispatcher.with_fewest_peers(), 1);
     }
 
     #[test]
     fn delivery_fails_once_the_drivers_stop() {
         let (driver, queue) = mpsc::channel(1);
-        let router = Router::new(vec![driver]);
+        let dispatcher = Dispatcher::new(vec![driver]);
         drop(queue);
-        assert!(router.deliver(datagram("127.0.0.1:5000")).is_err());
-        assert!(router.is_stopped());
+        assert!(dispatcher.deliver(datagram("127.0.0.1:5000")).is_err());
+        assert!(dispatcher.is_stopped());
     }
 }
