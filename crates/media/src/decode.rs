@@ -145,7 +145,7 @@ mod tests {
 
     use super::*;
     use crate::encode::{H264Encoder, H264EncoderConfig};
-    use crate::source::{FrameCode, TestPattern};
+    use crate::source::test_pattern::{FrameCode, TestPattern};
 
     #[test]
     fn decodes_what_the_encoder_made_with_size_numbers_and_capture_time() {

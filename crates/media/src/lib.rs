@@ -2,8 +2,8 @@
 //! before encoding, and the codecs.
 //!
 //! Everything here is behind blocking, synchronous interfaces with no knowledge of WebRTC
-//! or HTTP: a stream's capture thread calls [`FrameSource::read`] (or
-//! [`EncodedSource::read`] for H.264 that is passed through), runs the [`transform`]s and
+//! or HTTP: a stream's capture thread calls [`source::FrameSource::read`] (or
+//! [`source::EncodedSource::read`] for H.264 that is passed through), runs the [`transform`]s and
 //! hands the result to an [`encode`]r. The server crate owns the stream threads and the
 //! WebRTC networking; a source that reads a network protocol (RTSP) runs its own reader
 //! thread inside.
@@ -14,7 +14,3 @@ pub mod encode;
 pub mod frame;
 pub mod source;
 pub mod transform;
-
-pub use encode::{EncodedFrame, EncoderError, H264Encoder, H264EncoderConfig};
-pub use frame::{Frame, FrameError, I420Frame, PixelFormat};
-pub use source::{EncodedSource, FrameSource, SourceError, SourceSettings, SourceSpec};

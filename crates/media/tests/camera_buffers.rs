@@ -10,9 +10,9 @@ use std::io::Write;
 use std::process::{Command, Stdio};
 use std::time::Instant;
 
+use webgear_media::frame::{Frame, I420Frame, PixelFormat};
+use webgear_media::source::test_pattern::{FrameCode, TestPattern};
 use webgear_media::source::v4l2::CameraFormat;
-use webgear_media::source::{FrameCode, TestPattern};
-use webgear_media::{Frame, I420Frame, PixelFormat};
 
 const WIDTH: u32 = 640;
 const HEIGHT: u32 = 360;

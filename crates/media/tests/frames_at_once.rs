@@ -11,8 +11,8 @@ use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use webgear_media::FrameSource;
-use webgear_media::source::{FfmpegOptions, FfmpegSource};
+use webgear_media::source::FrameSource;
+use webgear_media::source::ffmpeg::{FfmpegOptions, FfmpegSource};
 
 const WIDTH: usize = 64;
 const HEIGHT: usize = 48;

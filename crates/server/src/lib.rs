@@ -35,7 +35,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tracing::{info, warn};
-use webgear_media::source::{LiveConnections, OpenedSource};
+use webgear_media::source::connections::LiveConnections;
+use webgear_media::source::open::OpenedSource;
 use webgear_media::transform::{FrameSizeReducer, TransformError};
 
 mod ice;
@@ -50,14 +51,15 @@ pub use options::{IceServer, IceTransportPolicy, Options};
 pub use stats::Stats;
 pub use stream::StreamError;
 pub use web::{DataError, HEADER_READ_TIMEOUT, STOP_GRACE, raise_open_file_limit, serve};
+pub use webgear_media::frame::{Frame, I420Frame, PixelFormat};
 pub use webgear_media::source::from_fn;
-pub use webgear_media::{Frame, FrameSource, I420Frame, PixelFormat, SourceError, SourceSettings, SourceSpec};
+pub use webgear_media::source::{FrameSource, SourceError, SourceSettings, SourceSpec};
 
 use ice::IceConfig;
 pub use ice::MissingTurnCredentials;
 use rtc::{RtcServer, RtcSettings};
 use stats::Metrics;
-use stream::{StreamClock, StreamInput, StreamSettings, StreamStart, VideoStream};
+use stream::{StreamClock, StreamSettings, StreamStart, VideoStream};
 use web::{DataFiles, Templates};
 
 /// Why the server could not be built.
@@ -232,21 +234,21 @@ impl Builder {
                     && self.options.frame_size_reduction == 0
                     && !self.options.grayscale()
                     && !self.options.stabilize;
-                let open = move || -> Result<StreamInput, SourceError> {
+                let open = move || -> Result<OpenedSource, SourceError> {
                     if !pass_through {
-                        return Ok(StreamInput::Frames(spec.open(&settings)?));
+                        return Ok(OpenedSource::Frames(spec.open(&settings)?));
                     }
-                    match spec.open_preferring_h264(&settings)? {
-                        OpenedSource::H264(h264) => {
-                            info!(source = %spec, "passing the source's H.264 through: no encoder runs");
-                            Ok(StreamInput::H264(h264))
+                    let opened = spec.open_preferring_h264(&settings)?;
+                    match &opened {
+                        OpenedSource::H264(_) => {
+                            info!(source = %spec, "passing the source's H.264 through: no encoder runs")
                         }
-                        OpenedSource::Frames(frames) => Ok(StreamInput::Frames(frames)),
-                        OpenedSource::FramesUntilH264(frames, h264) => {
+                        OpenedSource::FramesUntilH264(..) => {
                             info!(source = %spec, "decoding and encoding the live stream while its H.264 is checked");
-                            Ok(StreamInput::FramesUntilH264(frames, h264))
                         }
+                        OpenedSource::Frames(_) => {}
                     }
+                    Ok(opened)
                 };
                 let open: stream::Reopen = Arc::new(open);
                 // In infinite mode a camera or stream that is not there yet (an encoder
@@ -263,7 +265,7 @@ impl Builder {
                 }
                 start
             }
-            SourceChoice::Custom(stream) => StreamStart::Playing(StreamInput::Frames(stream)),
+            SourceChoice::Custom(stream) => StreamStart::Playing(OpenedSource::Frames(stream)),
         };
         let metrics = Arc::new(Metrics::default());
         let stream_settings = StreamSettings {

@@ -1,11 +1,11 @@
 //! A stream: one capture thread that reads the source, applies the transforms, encodes
 //! once, and publishes each encoded frame to every subscriber (the peer driver).
 //!
-//! A source that already delivers H.264 and needs no transform ([`StreamInput::H264`]: an
+//! A source that already delivers H.264 and needs no transform ([`OpenedSource::H264`]: an
 //! RTSP camera, a suitable file or network stream) is passed through: its access units
 //! are published as they are and no encoder runs, except to draw "The End" or "No Input"
 //! when the source is gone. A live stream plays decoded and encoded while its H.264 is
-//! checked ([`StreamInput::FramesUntilH264`]), then passes through from a keyframe on.
+//! checked ([`OpenedSource::FramesUntilH264`]), then passes through from a keyframe on.
 //!
 //! The stream clock is the capture time: a frame's RTP timestamp is the time since the
 //! stream started, at 90 kHz, so pauses and dropped frames never make the clock drift.
@@ -32,13 +32,14 @@ use std::time::{Duration, Instant};
 use str0m::media::MediaTime;
 use tokio::sync::broadcast;
 use tracing::{debug, info, warn};
-use webgear_media::I420Frame;
-use webgear_media::source::{LiveConnections, PendingH264};
+use webgear_media::encode::{EncodedFrame, EncoderError, H264Encoder, H264EncoderConfig};
+use webgear_media::frame::I420Frame;
+use webgear_media::source::connections::LiveConnections;
+use webgear_media::source::ffmpeg_h264::PendingH264;
+use webgear_media::source::open::OpenedSource;
+use webgear_media::source::{EncodedSource, FrameSource, SourceError};
 use webgear_media::transform::stabilize::Stabilizer;
 use webgear_media::transform::{FrameSizeReducer, NO_INPUT, THE_END, blank_frame, make_grayscale};
-use webgear_media::{
-    EncodedFrame, EncodedSource, EncoderError, FrameSource, H264Encoder, H264EncoderConfig, SourceError,
-};
 
 use crate::stats::Metrics;
 
@@ -117,45 +118,11 @@ pub enum StreamError {
     Thread(#[source] std::io::Error),
 }
 
-/// What a stream reads.
-pub(crate) enum StreamInput {
-    /// Raw frames, transformed and then encoded by the stream's encoder.
-    Frames(Box<dyn FrameSource>),
-    /// H.264 access units, sent on as they are.
-    H264(Box<dyn EncodedSource>),
-    /// Raw frames, encoded until the source's H.264 is ready to be sent on as it is.
-    FramesUntilH264(Box<dyn FrameSource>, PendingH264),
-}
-
-impl StreamInput {
-    fn frame_rate(&self) -> Option<f64> {
-        match self {
-            StreamInput::Frames(source) | StreamInput::FramesUntilH264(source, _) => source.frame_rate(),
-            StreamInput::H264(source) => source.frame_rate(),
-        }
-    }
-
-    fn stop(&mut self) {
-        match self {
-            StreamInput::Frames(source) | StreamInput::FramesUntilH264(source, _) => source.stop(),
-            StreamInput::H264(source) => source.stop(),
-        }
-    }
-
-    /// Whether the source goes on whether read or not ([`FrameSource::is_live`]).
-    fn is_live(&self) -> bool {
-        match self {
-            StreamInput::Frames(source) | StreamInput::FramesUntilH264(source, _) => source.is_live(),
-            StreamInput::H264(source) => source.is_live(),
-        }
-    }
-}
-
 /// Opens the stream's source again after it ended or failed: network streams reconnect.
-pub(crate) type Reopen = Arc<dyn Fn() -> Result<StreamInput, SourceError> + Send + Sync>;
+pub(crate) type Reopen = Arc<dyn Fn() -> Result<OpenedSource, SourceError> + Send + Sync>;
 
 /// An opening of the source under way on a thread of its own: its result, once it has one.
-pub(crate) type PendingOpen = mpsc::Receiver<Result<StreamInput, SourceError>>;
+pub(crate) type PendingOpen = mpsc::Receiver<Result<OpenedSource, SourceError>>;
 
 /// Opens the source on a thread of its own, so that a source slow to open (a live stream
 /// whose sender has not started) holds up nobody.
@@ -171,7 +138,7 @@ pub(crate) fn open_in_background(open: Reopen) -> std::io::Result<PendingOpen> {
 /// What a stream starts with.
 pub(crate) enum StreamStart {
     /// The source, opened.
-    Playing(StreamInput),
+    Playing(OpenedSource),
     /// In infinite mode, a source still opening: "No Input" plays until it has opened, or
     /// failed and is opened again.
     Opening(PendingOpen),
@@ -303,7 +270,7 @@ impl VideoStream {
         // the thread ends however it ends (or fails to start). "No Input" frames start one
         // when they need it.
         let encoder = match start {
-            StreamStart::Playing(StreamInput::Frames(_) | StreamInput::FramesUntilH264(..)) => {
+            StreamStart::Playing(OpenedSource::Frames(_) | OpenedSource::FramesUntilH264(..)) => {
                 Some(RunningEncoder::new(encoder_config, &metrics)?)
             }
             _ => None,
@@ -436,7 +403,7 @@ impl Capture {
         };
         if !self.settings.start_delay.is_zero() {
             let start_at = Instant::now() + self.settings.start_delay;
-            if input.as_ref().is_some_and(StreamInput::is_live) {
+            if input.as_ref().is_some_and(OpenedSource::is_live) {
                 // Left unread, a live source would queue what it sends meanwhile (or
                 // overflow) and start seconds late, racing through the backlog.
                 debug!(delay = ?self.settings.start_delay, "dropping the live source's frames before the start");
@@ -454,11 +421,11 @@ impl Capture {
             if let Some(mut playing) = input.take() {
                 self.live = playing.is_live();
                 let played = match &mut playing {
-                    StreamInput::Frames(source) => self.play_frames(source.as_mut(), None, &mut last_size),
-                    StreamInput::FramesUntilH264(source, h264) => {
+                    OpenedSource::Frames(source) => self.play_frames(source.as_mut(), None, &mut last_size),
+                    OpenedSource::FramesUntilH264(source, h264) => {
                         self.play_frames(source.as_mut(), Some(h264), &mut last_size)
                     }
-                    StreamInput::H264(source) => {
+                    OpenedSource::H264(source) => {
                         self.pass_through(source.as_mut(), &mut last_size);
                         Ok(None)
                     }
@@ -470,7 +437,7 @@ impl Capture {
                         drop(playing);
                         info!("passing the source's H.264 through from its next keyframe: no encoder runs");
                         self.encoder = None;
-                        input = Some(StreamInput::H264(h264));
+                        input = Some(OpenedSource::H264(h264));
                         continue;
                     }
                     Ok(None) => Ok(()),
@@ -497,7 +464,7 @@ impl Capture {
             let (width, height) = last_size.unwrap_or(BLANK_SIZE);
             match self.no_input_until_reopened(width, height, opening.take()) {
                 Ok(Some(reopened)) => {
-                    if matches!(reopened, StreamInput::H264(_)) {
+                    if matches!(reopened, OpenedSource::H264(_)) {
                         // Passed through again: the blank frames' encoder is not needed.
                         self.encoder = None;
                     }
@@ -632,7 +599,7 @@ impl Capture {
         width: u32,
         height: u32,
         opening: Option<PendingOpen>,
-    ) -> Result<Option<StreamInput>, EncoderError> {
+    ) -> Result<Option<OpenedSource>, EncoderError> {
         info!("streaming \"{NO_INPUT}\" frames while the source is gone");
         let mut backoff = FIRST_RETRY;
         let mut next_attempt = Instant::now() + backoff;

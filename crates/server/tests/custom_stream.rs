@@ -8,7 +8,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::{TestServer, assert_increasing, exclusive, fps, scratch_dir};
-use webgear_media::source::TestPattern;
+use webgear_media::source::test_pattern::TestPattern;
 use webgear_rtc::{Frame, FrameSource, Options, PixelFormat, SourceError, WebGearRtc, from_fn};
 
 /// Gray frames of an odd size (639x359), cut from the test pattern's luma, 30 per second.

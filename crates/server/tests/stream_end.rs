@@ -9,7 +9,7 @@ mod common;
 use std::time::Duration;
 
 use common::{TestServer, exclusive, fps, frames_during_together, scratch_dir};
-use webgear_media::source::TestPattern;
+use webgear_media::source::test_pattern::TestPattern;
 use webgear_rtc::{Frame, FrameSource, Options, SourceError, WebGearRtc};
 
 /// The test pattern, cut off after `left` frames: a user's finite frame producer.

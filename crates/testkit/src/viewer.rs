@@ -15,7 +15,7 @@ use str0m::media::{Direction, Frequency, KeyframeRequestKind, MediaKind, Mid};
 use str0m::net::{Protocol, Receive, TcpType};
 use str0m::{Candidate, Event, Input, Output, Rtc};
 use tokio::sync::mpsc;
-use webgear_media::source::FrameCode;
+use webgear_media::source::test_pattern::FrameCode;
 
 use crate::wire::{TcpLinks, Wire};
 

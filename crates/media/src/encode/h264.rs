@@ -180,7 +180,7 @@ mod tests {
     use openh264::formats::YUVSource;
 
     use super::*;
-    use crate::source::{FrameCode, TestPattern};
+    use crate::source::test_pattern::{FrameCode, TestPattern};
 
     #[test]
     fn encodes_frames_a_decoder_reads_back_with_their_numbers() {

@@ -32,9 +32,8 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use super::connections::LiveConnections;
-use super::ffmpeg::{
-    FfmpegInput, FfmpegRun, PacedBy, Probed, STREAM_ENTRIES, ffmpeg_reading, ffprobe, open_error, read_error,
-};
+use super::ffmpeg::{FfmpegRun, PacedBy};
+use super::ffmpeg_process::{FfmpegInput, Probed, STREAM_ENTRIES, ffmpeg_reading, ffprobe, open_error, read_error};
 use super::pace::Pacer;
 use super::{EncodedSource, SourceError};
 use crate::encode::EncodedFrame;
@@ -228,7 +227,7 @@ impl PendingH264 {
                 let source = match FfmpegH264Source::open_input(input, true) {
                     Ok(source) => source,
                     Err(SourceError::Unsupported { spec, reason }) => {
-                        return super::log_not_passed_through(&spec, &reason);
+                        return log_not_passed_through(&spec, &reason);
                     }
                     Err(error) => return tracing::debug!(%error, "the H.264 check of a live stream ended"),
                 };
@@ -509,6 +508,11 @@ fn length_prefixed_units(mut data: &[u8], length_size: usize) -> Vec<&[u8]> {
         data = &data[length_size + length..];
     }
     units
+}
+
+/// Says why a source's H.264 is decoded and encoded rather than passed through.
+pub(super) fn log_not_passed_through(source: &str, reason: &str) {
+    tracing::info!(source, reason, "decoding and encoding the source: its H.264 cannot go to viewers as it is");
 }
 
 #[cfg(test)]

@@ -37,11 +37,8 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use super::connections::{LiveConnection, LiveConnections};
-use super::ffmpeg::{FfmpegChild, FfmpegInput, ffmpeg_reading, open_error};
+use super::ffmpeg_process::{Feed, FfmpegChild, FfmpegInput, ffmpeg_reading, open_error};
 use super::{LIVE_FIRST_DATA_TIMEOUT, LIVE_STALL_TIMEOUT, SourceError};
-
-/// The options a relayed stream is read with: NUT, from standard input.
-pub(super) const RELAYED_INPUT: [&str; 2] = ["-f", "nut"];
 
 /// NUT's syncpoint start code (NUT specification, "startcodes").
 const SYNCPOINT: [u8; 8] = 0x4E4B_E4AD_EECA_4569_u64.to_be_bytes();
@@ -155,21 +152,23 @@ impl LiveRelay {
         connections.add(relay.clone());
         Ok(relay)
     }
+}
 
+impl Feed for LiveRelay {
     /// The stream's URL, as the user wrote it.
-    pub(super) fn url(&self) -> &str {
+    fn url(&self) -> &str {
         &self.url
     }
 
     /// Adds `input` to the readers the stream goes to, from the last syncpoint on, until
     /// its program exits.
-    pub(super) fn feed(&self, input: ChildStdin) {
+    fn feed(&self, input: ChildStdin) {
         // The relay thread outlives every sender of this channel.
         let _ = self.readers.send(input);
     }
 
     /// Stops receiving the stream.
-    pub(super) fn stop(&self) {
+    fn stop(&self) {
         self.stopped.store(true, Ordering::Release);
         self.child.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).stop();
     }
@@ -177,7 +176,7 @@ impl LiveRelay {
     /// Why the relay's ffmpeg stopped, once it has and if it failed (it could not connect,
     /// or the sender broke off). A reader whose input ended reports this rather than its
     /// own complaint about a stream cut short.
-    pub(super) fn failure(&self) -> Option<SourceError> {
+    fn failure(&self) -> Option<SourceError> {
         if !self.ended.load(Ordering::Acquire) {
             return None;
         }

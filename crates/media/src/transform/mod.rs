@@ -115,7 +115,7 @@ mod tests {
     use std::time::Instant;
 
     use super::*;
-    use crate::source::{FrameCode, TestPattern};
+    use crate::source::test_pattern::{FrameCode, TestPattern};
 
     #[test]
     fn reduces_by_percentage_to_even_sizes() {

@@ -550,7 +550,7 @@ mod tests {
 
     use str0m::media::MediaTime;
     use str0m::{Event, Output, Rtc};
-    use webgear_media::EncodedFrame;
+    use webgear_media::encode::EncodedFrame;
 
     use super::*;
     use crate::rtc::peer::testing::{connected_pair, connected_viewer};

@@ -143,7 +143,7 @@ mod tests {
     use std::time::Instant;
 
     use str0m::media::MediaTime;
-    use webgear_media::EncodedFrame;
+    use webgear_media::encode::EncodedFrame;
 
     use super::*;
     use crate::stream::StreamFrame;

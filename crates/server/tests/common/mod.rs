@@ -14,7 +14,7 @@ use str0m::Rtc;
 use str0m::media::{Direction, MediaKind};
 use tokio::sync::{Mutex, MutexGuard};
 
-use webgear_media::source::TestPattern;
+use webgear_media::source::test_pattern::TestPattern;
 use webgear_rtc::{Builder, Options, SourceSpec, WebGearRtc};
 use webgear_testkit::{DecodedFrame, Reaped, Viewer};
 

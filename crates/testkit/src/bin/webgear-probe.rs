@@ -24,7 +24,8 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use clap::{Parser, Subcommand};
-use webgear_media::source::{FrameCode, FrameSource, TestPattern};
+use webgear_media::source::FrameSource;
+use webgear_media::source::test_pattern::{FrameCode, TestPattern};
 use webgear_testkit::load::percentile;
 use webgear_testkit::server_side::ProcessSample;
 use webgear_testkit::{Reaped, Viewer};
