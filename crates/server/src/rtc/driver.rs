@@ -103,7 +103,8 @@ impl Driver {
             let mut answer = None;
             let turn = match wake {
                 Wake::Request(Some(Request::Command(command, reply))) => {
-                    answer = reply.map(|reply| (reply, self.fanout.handle_command(command, started)));
+                    let found = self.fanout.handle_command(command, started);
+                    answer = reply.map(|reply| (reply, found));
                     Turn::Other
                 }
                 Wake::Request(Some(Request::Shutdown) | None) => break,
