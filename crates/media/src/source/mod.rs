@@ -20,6 +20,7 @@ mod ffmpeg_process;
 pub mod open;
 mod pace;
 mod relay;
+#[cfg(feature = "rtsp")]
 pub mod rtsp;
 pub mod test_pattern;
 #[cfg(all(feature = "v4l2", target_os = "linux"))]
@@ -208,7 +209,7 @@ pub enum SourceSpec {
     /// A video file of any container and codec ffmpeg reads.
     File(PathBuf),
     /// A network stream: `rtsp://`, `rtsps://`, `rtmp://`, `http(s)://` (files, HLS), `udp://`,
-    /// `srt://`. `rtsp://` streams carrying H.264 are read natively ([`RtspSource`]), the
+    /// `srt://`. `rtsp://` streams carrying H.264 are read natively ([`rtsp::RtspSource`]), the
     /// rest through ffmpeg; a live `srt://`, `rtmp://` or `udp://` stream over one
     /// connection, received by a `LiveRelay`.
     Url(String),

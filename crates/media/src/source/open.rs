@@ -10,6 +10,7 @@ use super::ffmpeg::{FfmpegOptions, FfmpegSource, PacedBy};
 use super::ffmpeg_h264::{self, FfmpegH264Source, PendingH264, log_not_passed_through};
 use super::ffmpeg_process::{self, Feed, FfmpegInput};
 use super::relay::LiveRelay;
+#[cfg(feature = "rtsp")]
 use super::rtsp::RtspSource;
 use super::test_pattern::TestPattern;
 use super::{EncodedSource, FrameSource, SourceError, SourceSettings, SourceSpec, is_http};
@@ -38,9 +39,10 @@ fn is_relayed(url: &str) -> bool {
     RELAYED_SCHEMES.iter().any(|scheme| lower.starts_with(scheme))
 }
 
-/// Whether `url` is read natively by [`RtspSource`].
+/// Whether `url` is read natively by the RTSP client (the `rtsp` feature); without it,
+/// ffmpeg reads it like any other stream.
 fn is_rtsp(url: &str) -> bool {
-    url.to_ascii_lowercase().starts_with("rtsp://")
+    cfg!(feature = "rtsp") && url.to_ascii_lowercase().starts_with("rtsp://")
 }
 
 /// A source opened by [`SourceSpec::open_preferring_h264`].
@@ -267,6 +269,7 @@ impl SourceSpec {
             return Ok(None);
         }
         let opened = match self {
+            #[cfg(feature = "rtsp")]
             SourceSpec::Url(url) if is_rtsp(url) => {
                 RtspSource::open(url, &settings.connections).map(|source| Box::new(source) as Box<dyn EncodedSource>)
             }
