@@ -41,8 +41,9 @@ impl IceConfig {
     /// The ICE settings of `options`. Every TURN server needs credentials of its own or a
     /// `turn_secret` to mint them.
     pub(crate) fn from_options(options: &Options) -> Result<IceConfig, MissingTurnCredentials> {
-        let secret = options.turn_secret.clone();
-        for server in &options.ice_servers {
+        let secret = options.turn_secret();
+        let servers = options.ice_servers();
+        for server in &servers {
             let turn = server.urls.iter().find(|url| url.starts_with("turn"));
             if let Some(url) = turn
                 && secret.is_none()
@@ -52,10 +53,10 @@ impl IceConfig {
             }
         }
         Ok(IceConfig {
-            servers: options.ice_servers.clone(),
-            policy: options.ice_transport_policy,
+            servers,
+            policy: options.ice_transport_policy(),
             secret,
-            lifetime: options.turn_credential_lifetime,
+            lifetime: options.turn_credential_lifetime(),
         })
     }
 

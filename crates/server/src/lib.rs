@@ -47,7 +47,7 @@ mod stream;
 mod web;
 
 pub use minijinja;
-pub use options::{IceServer, IceTransportPolicy, Options};
+pub use options::{Flag, IceServer, IceTransportPolicy, OPTIONS, OptionError, OptionSpec, Options, Takes};
 pub use stats::Stats;
 pub use stream::StreamError;
 pub use web::{DataError, HEADER_READ_TIMEOUT, STOP_GRACE, raise_open_file_limit, serve};
@@ -87,6 +87,9 @@ pub enum Error {
     /// The data folder (templates, static files) could not be prepared.
     #[error(transparent)]
     Data(#[from] DataError),
+    /// An option given to the builder has an invalid value.
+    #[error(transparent)]
+    Option(#[from] OptionError),
     /// A static folder was given an unusable name or URL path.
     #[error("static folder {name:?} at {url_path:?}: {reason}")]
     StaticFolder {
@@ -108,6 +111,8 @@ enum SourceChoice {
 pub struct Builder {
     source: Option<SourceChoice>,
     options: Options,
+    /// An option the builder was given that is invalid, reported by `build`.
+    invalid_option: Option<OptionError>,
     static_folders: Vec<StaticFolder>,
     listen_ip: IpAddr,
     udp_port: u16,
@@ -154,9 +159,12 @@ impl Builder {
         self
     }
 
-    /// Shrinks frames by `percent` (0..=90, default 20) before encoding.
+    /// Shrinks frames by `percent` (0..=90, default 20) before encoding. Checked as the
+    /// option is everywhere; an invalid value fails [`Builder::build`].
     pub fn frame_size_reduction(mut self, percent: u8) -> Self {
-        self.options.frame_size_reduction = percent;
+        if let Err(error) = self.options.set("frame_size_reduction", &percent.into()) {
+            self.invalid_option.get_or_insert(error);
+        }
         self
     }
 
@@ -194,10 +202,13 @@ impl Builder {
     /// Dropping the returned future before it finishes, e.g. because the server is asked
     /// to stop while it is still starting, closes any live stream it had connected to.
     pub async fn build(self) -> Result<WebGearRtc, Error> {
+        if let Some(error) = self.invalid_option {
+            return Err(error.into());
+        }
         let source = self.source.ok_or(Error::NoSource)?;
-        let reducer = FrameSizeReducer::new(self.options.frame_size_reduction)?;
+        let reducer = FrameSizeReducer::new(self.options.frame_size_reduction())?;
         let data =
-            DataFiles::prepare(self.options.custom_data_location.as_deref(), self.options.overwrite_default_files)?;
+            DataFiles::prepare(self.options.custom_data_location().as_deref(), self.options.overwrite_default_files())?;
         let mut folders =
             vec![StaticFolder { name: "static".into(), url_path: "/static".into(), dir: data.static_dir() }];
         folders.extend(self.static_folders);
@@ -227,13 +238,13 @@ impl Builder {
                 let may_come_back = matches!(spec, SourceSpec::Url(_) | SourceSpec::Camera(_));
                 let mut settings = SourceSettings::default();
                 settings.connections = connections.clone();
-                settings.resolution = self.options.resolution;
-                settings.framerate = self.options.framerate;
+                settings.resolution = self.options.resolution();
+                settings.framerate = self.options.framerate();
                 // H.264 from the source goes to viewers untouched unless frames must change.
-                let pass_through = self.options.h264_passthrough
-                    && self.options.frame_size_reduction == 0
+                let pass_through = self.options.h264_passthrough()
+                    && self.options.frame_size_reduction() == 0
                     && !self.options.grayscale()
-                    && !self.options.stabilize;
+                    && !self.options.stabilize();
                 let open = move || -> Result<OpenedSource, SourceError> {
                     if !pass_through {
                         return Ok(OpenedSource::Frames(spec.open(&settings)?));
@@ -271,9 +282,9 @@ impl Builder {
         let stream_settings = StreamSettings {
             infinite: self.options.infinite_frames(),
             grayscale: self.options.grayscale(),
-            stabilize: self.options.stabilize.then_some(self.options.smoothing_radius),
-            start_delay: self.options.time_delay,
-            bitrate: self.options.bitrate,
+            stabilize: self.options.stabilize().then_some(self.options.smoothing_radius()),
+            start_delay: self.options.time_delay(),
+            bitrate: self.options.bitrate(),
             reopen: reopen.filter(|_| self.options.infinite_frames()),
             connections,
         };
@@ -281,10 +292,10 @@ impl Builder {
         let settings = RtcSettings {
             listen_ip: self.listen_ip,
             udp_port: self.udp_port,
-            max_viewers: self.options.max_viewers,
-            host_addresses: self.options.host_addresses.clone(),
-            public_addresses: self.options.public_addresses.clone(),
-            ice_tcp_port: self.options.ice_tcp_port,
+            max_viewers: self.options.max_viewers(),
+            host_addresses: self.options.host_addresses(),
+            public_addresses: self.options.public_addresses(),
+            ice_tcp_port: self.options.ice_tcp_port(),
         };
         let rtc = RtcServer::start(settings, &stream, metrics.clone()).await.map_err(Error::Media)?;
         info!(addrs = ?rtc.media_addrs(), public = ?rtc.public_addrs(), "WebRTC media listening (UDP)");
@@ -423,6 +434,7 @@ impl WebGearRtc {
         Builder {
             source: None,
             options: Options::default(),
+            invalid_option: None,
             static_folders: Vec::new(),
             listen_ip: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
             udp_port: 0,
@@ -439,11 +451,11 @@ impl WebGearRtc {
             templates: inner.templates.clone(),
             clock: inner.clock.clone(),
             static_dirs: inner.static_dirs.clone(),
-            live_broadcast: inner.options.enable_live_broadcast,
-            logging: inner.options.logging,
-            metrics: inner.options.enable_metrics,
+            live_broadcast: inner.options.enable_live_broadcast(),
+            logging: inner.options.logging(),
+            metrics: inner.options.enable_metrics(),
             ice: inner.ice.clone(),
-            whep_token: inner.options.whep_token.as_deref().map(Arc::from),
+            whep_token: inner.options.whep_token().as_deref().map(Arc::from),
         })
     }
 

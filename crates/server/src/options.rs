@@ -1,7 +1,10 @@
-//! WebGear_RTC's options, by their vidgear names, read from a map (the CLI's `--options`,
-//! a config file, or a library user's JSON). As in vidgear, an invalid value of a known
-//! option is skipped with a warning that names the option and the value; so is an unknown
-//! option.
+//! WebGear_RTC's options and webgear-rtc's own, each defined once in [`OPTIONS`]: its name,
+//! its default, how a value is read and checked, its documentation and its command-line
+//! flag. The map parser (the CLI's `--options`, a config file, a library user's JSON), the
+//! command line and `--help` all come from that one definition, and [`Options`] can only be
+//! changed through it, so no path skips the checks. As in vidgear, an invalid value of a
+//! known option is skipped with a warning that names the option and the value; so is an
+//! unknown option.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -13,89 +16,449 @@ use webgear_media::encode::H264EncoderConfig;
 use webgear_media::transform::MAX_FRAME_SIZE_REDUCTION;
 use webgear_media::transform::stabilize::DEFAULT_SMOOTHING_RADIUS;
 
-/// The options a server is built with, under WebGear_RTC's names and defaults.
-#[derive(Debug, Clone, PartialEq)]
+/// Why an option was not applied.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
-pub struct Options {
-    /// Shrink frames by this percentage (0..=90) before encoding. Default 20.
-    pub frame_size_reduction: u8,
-    /// Debug logging for this library; error pages show a readable error report instead of
-    /// `500.html`. Default false.
-    pub logging: bool,
+pub enum OptionError {
+    /// No option has this name.
+    #[error("skipped unknown option `{name}`")]
+    Unknown {
+        /// The name as written.
+        name: String,
+    },
+    /// The value is not one the option takes.
+    #[error("skipped invalid value {value} of option `{name}`: expected {expected}")]
+    Invalid {
+        /// The name as written.
+        name: String,
+        /// The value as given.
+        value: Value,
+        /// What the option takes.
+        expected: String,
+    },
+    /// The option is given in code, not as a value.
+    #[error("skipped option `{name}`: a custom stream is given in code (Builder::custom_stream)")]
+    InCode {
+        /// The name as written.
+        name: String,
+    },
+}
+
+/// How an option is written on the command line. The library knows no command-line
+/// parser; the `webgear-rtc` command makes its flags from these.
+#[derive(Debug, Clone, Copy)]
+#[non_exhaustive]
+pub struct Flag {
+    /// The long flag, without `--`.
+    pub long: &'static str,
+    /// A one-letter flag, as vidgear's.
+    pub short: Option<char>,
+    /// Other long spellings (vidgear's).
+    pub aliases: &'static [&'static str],
+    /// What the flag takes.
+    pub takes: Takes,
+    /// The section of `--help` it is listed in (`None`: the top).
+    pub heading: Option<&'static str>,
+    /// An environment variable that may give it instead (for secrets).
+    pub env: Option<&'static str>,
+    /// The default as `--help` shows it, when there is one to show.
+    pub default: Option<&'static str>,
+}
+
+/// What a flag takes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Takes {
+    /// Nothing: the flag sets the option to true.
+    Switch,
+    /// Nothing: this flag (e.g. `no-metrics`), rather than the option's own, sets it to
+    /// false.
+    SwitchOff,
+    /// A number, named so in `--help`.
+    Number(&'static str),
+    /// Text, named so in `--help`.
+    Text(&'static str),
+    /// Text, given once per item, each an item of a list.
+    Repeated(&'static str),
+}
+
+impl Takes {
+    /// The value a flag's `text` stands for, as the option reads it from a map: a number
+    /// for numbers (text the option may read itself if it is none), the text itself
+    /// otherwise. Switches take no text.
+    pub fn value_of(self, text: &str) -> Value {
+        match self {
+            Takes::Number(_) => serde_json::from_str::<serde_json::Number>(text.trim())
+                .map_or_else(|_| Value::from(text), Value::Number),
+            Takes::Switch => Value::Bool(true),
+            Takes::SwitchOff => Value::Bool(false),
+            Takes::Text(_) | Takes::Repeated(_) => Value::from(text),
+        }
+    }
+}
+
+/// One option: its name, documentation, flag, and how it is set from a value.
+#[non_exhaustive]
+pub struct OptionSpec {
+    /// The name in maps (vidgear's, for vidgear's options).
+    pub name: &'static str,
+    /// What it does, as `--help` and the docs say it.
+    pub doc: &'static str,
+    /// Its command-line flag.
+    pub flag: Flag,
+    apply: fn(&mut Options, &Value) -> Result<(), String>,
+}
+
+impl std::fmt::Debug for OptionSpec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OptionSpec").field("name", &self.name).field("flag", &self.flag).finish_non_exhaustive()
+    }
+}
+
+impl OptionSpec {
+    /// The option named `name` (case-insensitive, as vidgear's `SMOOTHING_RADIUS`).
+    pub fn named(name: &str) -> Option<&'static OptionSpec> {
+        let name = name.trim();
+        OPTIONS.iter().find(|option| option.name.eq_ignore_ascii_case(name))
+    }
+
+    /// Checks `value` as this option reads it, without applying it: what it expects if
+    /// the value is not one it takes.
+    pub fn check(&self, value: &Value) -> Result<(), String> {
+        (self.apply)(&mut Options::default(), value)
+    }
+}
+
+/// Defines [`Options`] (private fields with a getter each, and their defaults) and
+/// [`OPTIONS`] from one list: for each option its doc, type, default, reader (a `&Value`
+/// to the typed value, or what it expects) and flag.
+macro_rules! define_options {
+    ($(
+        $(#[doc = $doc:literal])+
+        $field:ident: $ty:ty = $default:expr, read $read:expr, flag $flag:expr;
+    )+) => {
+        /// The options a server is built with, under WebGear_RTC's names and defaults. Set
+        /// them by name with [`Options::set`] (or [`Options::apply_map`]), which checks each
+        /// value as every other way of giving options does.
+        #[derive(Debug, Clone, PartialEq)]
+        pub struct Options {
+            $( $field: $ty, )+
+        }
+
+        impl Default for Options {
+            fn default() -> Self {
+                Options { $( $field: $default, )+ }
+            }
+        }
+
+        // One getter shape for every option, whatever its type.
+        #[allow(clippy::clone_on_copy)]
+        impl Options {
+            $(
+                $(#[doc = $doc])+
+                pub fn $field(&self) -> $ty {
+                    self.$field.clone()
+                }
+            )+
+        }
+
+        /// Every option, in the order `--help` lists them.
+        pub static OPTIONS: &[OptionSpec] = &[
+            $(
+                OptionSpec {
+                    name: stringify!($field),
+                    doc: concat!($($doc, "\n"),+),
+                    flag: $flag,
+                    apply: |options, value| {
+                        options.$field = ($read)(value)?;
+                        Ok(())
+                    },
+                },
+            )+
+        ];
+    };
+}
+
+/// A flag with nothing but its long name and what it takes.
+const fn flag(long: &'static str, takes: Takes) -> Flag {
+    Flag { long, short: None, aliases: &[], takes, heading: None, env: None, default: None }
+}
+
+impl Flag {
+    const fn short(self, short: char) -> Flag {
+        Flag { short: Some(short), ..self }
+    }
+
+    const fn aliases(self, aliases: &'static [&'static str]) -> Flag {
+        Flag { aliases, ..self }
+    }
+
+    const fn heading(self, heading: &'static str) -> Flag {
+        Flag { heading: Some(heading), ..self }
+    }
+
+    const fn env(self, env: &'static str) -> Flag {
+        Flag { env: Some(env), ..self }
+    }
+
+    const fn shows_default(self, default: &'static str) -> Flag {
+        Flag { default: Some(default), ..self }
+    }
+}
+
+const STREAM: &str = "Stream";
+const WEB_APP: &str = "Web app";
+const NETWORKS: &str = "Viewers and networks";
+
+define_options! {
+    /// Debug logging for this library; error pages show a readable error report instead
+    /// of `500.html`. Default false.
+    logging: bool = false, read flag_value, flag flag("logging", Takes::Switch).short('l');
+
+    /// Shrink frames by this percentage (0 to 90) before encoding.
+    frame_size_reduction: u8 = 20,
+        read |value: &Value| whole(value, 0..=u64::from(MAX_FRAME_SIZE_REDUCTION), "percent").map(|p| p as u8),
+        flag flag("frame-size-reduction", Takes::Number("PERCENT")).heading(STREAM).shows_default("20");
+
+    /// Ask the source for frames of this size, `[640, 480]` or `"640x480"`.
+    resolution: Option<(u32, u32)> = None, read |value: &Value| resolution(value).map(Some),
+        flag flag("resolution", Takes::Text("WIDTHxHEIGHT")).short('r').heading(STREAM);
+
+    /// Ask the source for this many frames per second.
+    framerate: Option<f64> = None, read |value: &Value| real(value, 1.0..=240.0, "frames per second").map(Some),
+        flag flag("framerate", Takes::Number("FPS")).short('f').heading(STREAM);
+
+    /// The H.264 encoder's target, in bits per second (`1500000`, `"1500k"` or `"1.5M"`).
+    /// H.264 passed through from a source keeps its own rate. Not a vidgear option.
+    bitrate: u32 = H264EncoderConfig::default().bitrate_bps, read |value: &Value| accepted_bitrate(value).ok_or_else(bitrates_accepted),
+        flag flag("bitrate", Takes::Text("RATE")).heading(STREAM).shows_default("2M");
+
+    /// Send H.264 from a source that has it (an RTSP camera, a file browsers can play as
+    /// it is) to viewers untouched when no transform is asked for. Default true. False
+    /// always decodes and encodes: a joining viewer then gets a keyframe at once instead
+    /// of waiting for the source's next one. Not a vidgear option.
+    h264_passthrough: bool = true, read flag_value, flag flag("no-h264-passthrough", Takes::SwitchOff).heading(STREAM);
+
+    /// An OpenCV-style colour conversion; conversions to gray (`COLOR_BGR2GRAY`) are
+    /// supported (vidgear's `-cs`).
+    colorspace: Option<String> = None, read |value: &Value| match value.as_str() {
+            Some(conversion) if is_gray_conversion(conversion) => Ok(Some(conversion.to_owned())),
+            _ => Err("a conversion to gray such as \"COLOR_BGR2GRAY\" (the only kind supported)".to_owned()),
+        },
+        flag flag("colorspace", Takes::Text("CONVERSION")).heading(STREAM);
+
+    /// Wait this long before streaming the source, in seconds (vidgear's `time_delay`). A
+    /// live source (a network stream, a camera, the screen) is read meanwhile and what it
+    /// sends dropped, so that the stream starts live.
+    time_delay: Duration = Duration::ZERO,
+        read |value: &Value| real(value, 0.0..=3600.0, "seconds").map(Duration::from_secs_f64),
+        flag flag("time-delay", Takes::Number("SECONDS")).aliases(&["time_delay"]).heading(STREAM).shows_default("0");
+
+    /// Take the shake out of the video (vidgear's `stabilize`). Default false.
+    stabilize: bool = false, read flag_value, flag flag("stabilize", Takes::Switch).short('S').heading(STREAM);
+
+    /// How many frames stabilisation averages the camera's path over (vidgear's
+    /// `SMOOTHING_RADIUS`): more is steadier, but follows pans more slowly.
+    smoothing_radius: u32 = DEFAULT_SMOOTHING_RADIUS,
+        read |value: &Value| whole(value, 1..=1000, "frames").map(|frames| frames as u32),
+        flag flag("smoothing-radius", Takes::Number("FRAMES")).heading(STREAM).shows_default("25");
+
     /// When the source ends or fails, keep streaming a blank "No Input" frame instead of
     /// ending; a network stream or camera is opened again in the background, and one that
     /// cannot be opened at start is waited for the same way. Default false; always on with
     /// `enable_live_broadcast`.
-    pub enable_infinite_frames: bool,
+    enable_infinite_frames: bool = false, read flag_value,
+        flag flag("enable-infinite-frames", Takes::Switch).heading(STREAM);
+
     /// A live broadcast: viewers come and go, the stream never ends, and
-    /// `/close_connection` answers `DISABLED`. Every viewer always receives the full
-    /// stream, broadcast or not. Default false.
-    pub enable_live_broadcast: bool,
+    /// `/close_connection` answers `DISABLED`. Default false.
+    enable_live_broadcast: bool = false, read flag_value,
+        flag flag("enable-live-broadcast", Takes::Switch).heading(STREAM);
+
     /// The folder whose `.vidgear/webgear_rtc` holds the templates and static files
     /// (default: the home directory). It must exist and be writable.
-    pub custom_data_location: Option<PathBuf>,
+    custom_data_location: Option<PathBuf> = None, read |value: &Value| match value.as_str() {
+            Some(path) if !path.trim().is_empty() => Ok(Some(PathBuf::from(path))),
+            _ => Err("the path of an existing, writable directory".to_owned()),
+        },
+        flag flag("custom-data-location", Takes::Text("DIR")).heading(WEB_APP);
+
     /// Rewrite the default data files even if they exist. Default false.
-    pub overwrite_default_files: bool,
-    /// Ask the source for frames of this size (`[640, 480]` or `"640x480"`).
-    pub resolution: Option<(u32, u32)>,
-    /// Ask the source for this many frames per second.
-    pub framerate: Option<f64>,
-    /// An OpenCV-style colour conversion; conversions to gray (`COLOR_BGR2GRAY`) are
-    /// supported.
-    pub colorspace: Option<String>,
-    /// Wait this long before streaming the source, as vidgear's `time_delay` (seconds). A
-    /// live source (a network stream, a camera, the screen) is read meanwhile and what it
-    /// sends dropped, so that the stream starts live rather than seconds behind.
-    pub time_delay: Duration,
-    /// Take the shake out of the video (vidgear's `stabilize`). Default false.
-    pub stabilize: bool,
-    /// How many frames stabilisation averages the camera's path over (vidgear's
-    /// `SMOOTHING_RADIUS`, default 25): more is steadier, but follows pans more slowly.
-    pub smoothing_radius: u32,
-    /// The H.264 encoder's target, in bits per second (written `1500000`, `"1500k"` or
-    /// `"1.5M"`). Default 2 Mbit/s. H.264 passed through from a source keeps its own rate.
-    /// Not a vidgear option.
-    pub bitrate: u32,
-    /// Send H.264 from a source that has it (an RTSP camera, a file browsers can play as
-    /// it is) to viewers untouched when no transform is asked for. Default true. False
-    /// always decodes and encodes: a joining viewer then gets a keyframe at once instead
-    /// of waiting for the source's next one, for the CPU of a decoder and an encoder. Not
-    /// a vidgear option.
-    pub h264_passthrough: bool,
-    /// The most viewers held at once (connected or connecting); further offers get
-    /// `503 Service Unavailable`. Default 1000. Not a vidgear option.
-    pub max_viewers: usize,
+    overwrite_default_files: bool = false, read flag_value,
+        flag flag("overwrite-default-files", Takes::Switch).heading(WEB_APP);
+
     /// Serve Prometheus metrics at `/metrics`. Default true. Not a vidgear option.
-    pub enable_metrics: bool,
-    /// STUN and TURN servers for viewers: given to the default page and, in `Link`
-    /// headers, to WHEP players. Default none, which suits a LAN: the server is reached
-    /// directly at its own addresses. Not a vidgear option.
-    pub ice_servers: Vec<IceServer>,
-    /// Which routes the default page lets the browser use: all (direct or relayed) or
-    /// only through a TURN server. Default all. Not a vidgear option.
-    pub ice_transport_policy: IceTransportPolicy,
+    enable_metrics: bool = true, read flag_value, flag flag("no-metrics", Takes::SwitchOff).heading(WEB_APP);
+
+    /// The most viewers held at once (connected or connecting); further offers get
+    /// `503 Service Unavailable`. Not a vidgear option.
+    max_viewers: usize = 1000,
+        read |value: &Value| whole(value, 1..=u64::MAX, "viewers").map(|n| usize::try_from(n).unwrap_or(usize::MAX)),
+        flag flag("max-viewers", Takes::Number("VIEWERS")).heading(NETWORKS).shows_default("1000");
+
+    /// STUN and TURN servers for viewers: `stun:HOST[:PORT]`,
+    /// `turn:USER:PASSWORD@HOST[:PORT][?transport=udp|tcp]`, or `RTCIceServer` maps. Given
+    /// to the default page and, in `Link` headers, to WHEP players. Default none, which
+    /// suits a LAN. Not a vidgear option.
+    ice_servers: Vec<IceServer> = Vec::new(), read |value: &Value| match value {
+            Value::Array(servers) => servers.iter().map(IceServer::from_value).collect(),
+            single => IceServer::from_value(single).map(|server| vec![server]),
+        }
+        .map_err(|reason| format!("a list of stun:/turn: URLs or RTCIceServer maps ({reason})")),
+        flag flag("ice-server", Takes::Repeated("URL")).heading(NETWORKS);
+
     /// A secret shared with the TURN server (coturn's `static-auth-secret`): TURN servers
     /// in `ice_servers` without credentials then get fresh, expiring ones for every viewer.
     /// Default none. Not a vidgear option.
-    pub turn_secret: Option<String>,
-    /// How long minted TURN credentials stay valid. Default 24 hours. Not a vidgear option.
-    pub turn_credential_lifetime: Duration,
+    turn_secret: Option<String> = None, read |value: &Value| match value.as_str() {
+            Some(secret) if !secret.is_empty() => Ok(Some(secret.to_owned())),
+            _ => Err("the non-empty secret the TURN server shares (coturn's static-auth-secret)".to_owned()),
+        },
+        flag flag("turn-secret", Takes::Text("SECRET")).heading(NETWORKS).env("WEBGEAR_TURN_SECRET");
+
+    /// How long minted TURN credentials stay valid, in seconds. Not a vidgear option.
+    turn_credential_lifetime: Duration = Duration::from_secs(24 * 3600),
+        read |value: &Value| real(value, 60.0..=30.0 * 86400.0, "seconds").map(Duration::from_secs_f64),
+        flag flag("turn-credential-lifetime", Takes::Number("SECONDS")).heading(NETWORKS).shows_default("86400");
+
+    /// Which routes the default page lets the browser use: `all` (direct or relayed) or
+    /// `relay` (only through a TURN server). Not a vidgear option.
+    ice_transport_policy: IceTransportPolicy = IceTransportPolicy::All,
+        read |value: &Value| match value.as_str().map(str::to_ascii_lowercase).as_deref() {
+            Some("all") => Ok(IceTransportPolicy::All),
+            Some("relay") => Ok(IceTransportPolicy::Relay),
+            _ => Err("\"all\" or \"relay\"".to_owned()),
+        },
+        flag flag("ice-transport-policy", Takes::Text("all|relay")).heading(NETWORKS).shows_default("all");
+
     /// When set, WHEP requests must carry `Authorization: Bearer <token>`. Default none.
     /// Not a vidgear option.
-    pub whep_token: Option<String>,
+    whep_token: Option<String> = None, read |value: &Value| match value {
+            Value::String(token) if !token.trim().is_empty() => Ok(Some(token.trim().to_owned())),
+            Value::Null => Ok(None),
+            _ => Err("a non-empty string".to_owned()),
+        },
+        flag flag("whep-token", Takes::Text("TOKEN")).heading(NETWORKS).env("WEBGEAR_WHEP_TOKEN");
+
     /// The addresses media is offered on: IP addresses or network interface names (all of
     /// an interface's addresses). Default: the listen address, or for `0.0.0.0` every IPv4
     /// address and for `::` every IPv4 and IPv6 address of the machine. Not a vidgear
     /// option.
-    pub host_addresses: Vec<String>,
+    host_addresses: Vec<String> = Vec::new(), read addresses,
+        flag flag("host-address", Takes::Repeated("IP|INTERFACE")).heading(NETWORKS);
+
     /// This machine's addresses as viewers beyond a 1:1 NAT see them (a cloud VM's public
     /// IP, or a host name looked up at start), offered besides the host addresses on the
     /// same port. Default none. Not a vidgear option.
-    pub public_addresses: Vec<String>,
+    public_addresses: Vec<String> = Vec::new(), read addresses,
+        flag flag("public-address", Takes::Repeated("IP|NAME")).heading(NETWORKS);
+
     /// Also offer media over TCP on this port (ICE-TCP, for networks that block UDP), on
     /// the same addresses as UDP; 0 picks a free port. Default none: UDP only. It cannot
     /// share the HTTP port. Not a vidgear option.
-    pub ice_tcp_port: Option<u16>,
+    ice_tcp_port: Option<u16> = None, read |value: &Value| match value {
+            Value::Null => Ok(None),
+            _ => value
+                .as_u64()
+                .and_then(|port| u16::try_from(port).ok())
+                .map(Some)
+                .ok_or_else(|| "a TCP port number (0 for any free port), or null for none".to_owned()),
+        },
+        flag flag("ice-tcp-port", Takes::Number("PORT")).heading(NETWORKS);
+}
+
+/// The range `bitrate` accepts, in bits per second.
+const BITRATES: std::ops::RangeInclusive<u32> = 50_000..=50_000_000;
+
+/// The largest side `resolution` accepts (8K).
+const MAX_SIDE: u64 = 7680;
+
+impl Options {
+    /// Sets the option `name` (case-insensitive) to `value`, if the option takes it.
+    pub fn set(&mut self, name: &str, value: &Value) -> Result<(), OptionError> {
+        let Some(option) = OptionSpec::named(name) else {
+            if name.trim().eq_ignore_ascii_case("custom_stream") {
+                return Err(OptionError::InCode { name: name.to_owned() });
+            }
+            return Err(OptionError::Unknown { name: name.to_owned() });
+        };
+        (option.apply)(self, value).map_err(|expected| OptionError::Invalid {
+            name: name.to_owned(),
+            value: value.clone(),
+            expected,
+        })
+    }
+
+    /// Sets every valid entry of `map` and returns why each other entry was skipped. Each
+    /// is also logged as a warning.
+    pub fn apply_map(&mut self, map: &Map<String, Value>) -> Vec<OptionError> {
+        let mut skipped = Vec::new();
+        for (name, value) in map {
+            if let Err(error) = self.set(name, value) {
+                warn!("{error}");
+                skipped.push(error);
+            }
+        }
+        skipped
+    }
+
+    /// Whether the stream continues with blank frames after the source ends: asked for
+    /// directly, or implied by a live broadcast.
+    pub fn infinite_frames(&self) -> bool {
+        self.enable_infinite_frames || self.enable_live_broadcast
+    }
+
+    /// Whether `colorspace` asks for grayscale frames.
+    pub fn grayscale(&self) -> bool {
+        self.colorspace.as_deref().is_some_and(is_gray_conversion)
+    }
+}
+
+fn flag_value(value: &Value) -> Result<bool, String> {
+    value.as_bool().ok_or_else(|| "true or false".to_owned())
+}
+
+/// A whole number in `range`, of `unit`.
+fn whole(value: &Value, range: std::ops::RangeInclusive<u64>, unit: &str) -> Result<u64, String> {
+    match value.as_u64() {
+        Some(number) if range.contains(&number) => Ok(number),
+        _ if *range.end() == u64::MAX => Err(format!("a whole number of {unit}, at least {}", range.start())),
+        _ => Err(format!("a whole number of {unit} from {} to {}", range.start(), range.end())),
+    }
+}
+
+/// A number in `range`, of `unit`.
+fn real(value: &Value, range: std::ops::RangeInclusive<f64>, unit: &str) -> Result<f64, String> {
+    match value.as_f64() {
+        Some(number) if range.contains(&number) => Ok(number),
+        _ => Err(format!("{unit} from {} to {}", range.start(), range.end())),
+    }
+}
+
+/// `[width, height]` or `"WIDTHxHEIGHT"`, each side from 16 to [`MAX_SIDE`].
+fn resolution(value: &Value) -> Result<(u32, u32), String> {
+    let sides = match value {
+        Value::Array(pair) if pair.len() == 2 => pair[0].as_u64().zip(pair[1].as_u64()),
+        Value::String(text) => text
+            .split_once(['x', 'X', ','])
+            .and_then(|(w, h)| w.trim().parse::<u64>().ok().zip(h.trim().parse::<u64>().ok())),
+        _ => None,
+    };
+    match sides {
+        Some((w, h)) if (16..=MAX_SIDE).contains(&w) && (16..=MAX_SIDE).contains(&h) => Ok((w as u32, h as u32)),
+        _ => Err(format!("[width, height] or \"WIDTHxHEIGHT\", each from 16 to {MAX_SIDE}")),
+    }
+}
+
+/// One address or name, or a list of them.
+fn addresses(value: &Value) -> Result<Vec<String>, String> {
+    let list = match value {
+        Value::String(one) => Some(vec![one.trim().to_owned()]),
+        Value::Array(many) => many.iter().map(|item| item.as_str().map(|a| a.trim().to_owned())).collect(),
+        _ => None,
+    };
+    list.filter(|list| list.iter().all(|address| !address.is_empty() && !address.contains(char::is_whitespace)))
+        .ok_or_else(|| "a list of IP addresses or names".to_owned())
 }
 
 /// A STUN or TURN server, as a browser's `RTCIceServer` describes one.
@@ -197,248 +560,6 @@ pub enum IceTransportPolicy {
     Relay,
 }
 
-impl Default for Options {
-    fn default() -> Self {
-        Options {
-            frame_size_reduction: 20,
-            logging: false,
-            enable_infinite_frames: false,
-            enable_live_broadcast: false,
-            custom_data_location: None,
-            overwrite_default_files: false,
-            resolution: None,
-            framerate: None,
-            colorspace: None,
-            time_delay: Duration::ZERO,
-            stabilize: false,
-            smoothing_radius: DEFAULT_SMOOTHING_RADIUS,
-            bitrate: H264EncoderConfig::default().bitrate_bps,
-            h264_passthrough: true,
-            max_viewers: 1000,
-            enable_metrics: true,
-            ice_servers: Vec::new(),
-            ice_transport_policy: IceTransportPolicy::All,
-            whep_token: None,
-            turn_secret: None,
-            turn_credential_lifetime: Duration::from_secs(24 * 3600),
-            host_addresses: Vec::new(),
-            public_addresses: Vec::new(),
-            ice_tcp_port: None,
-        }
-    }
-}
-
-/// The range `bitrate` accepts, in bits per second.
-const BITRATES: std::ops::RangeInclusive<u32> = 50_000..=50_000_000;
-
-/// The largest side `resolution` accepts (8K).
-const MAX_SIDE: u64 = 7680;
-
-impl Options {
-    /// Whether the stream continues with blank frames after the source ends: asked for
-    /// directly, or implied by a live broadcast.
-    pub fn infinite_frames(&self) -> bool {
-        self.enable_infinite_frames || self.enable_live_broadcast
-    }
-
-    /// Whether `colorspace` asks for grayscale frames.
-    pub fn grayscale(&self) -> bool {
-        self.colorspace.as_deref().is_some_and(is_gray_conversion)
-    }
-
-    /// Reads a `bitrate` written as text (`"1500k"`, `"1.5M"`, `"800000"`), as a command
-    /// line gives it: bits per second, or what is accepted instead.
-    pub fn bitrate_from_str(text: &str) -> Result<u32, String> {
-        accepted_bitrate(&Value::from(text)).ok_or_else(bitrates_accepted)
-    }
-
-    /// Applies every valid entry of `map` and returns a warning for each entry skipped.
-    /// Each warning is also logged.
-    pub fn apply_map(&mut self, map: &Map<String, Value>) -> Vec<String> {
-        let mut warnings = Vec::new();
-        for (name, value) in map {
-            if let Err(warning) = self.apply(name, value) {
-                warn!("{warning}");
-                warnings.push(warning);
-            }
-        }
-        warnings
-    }
-
-    fn apply(&mut self, name: &str, value: &Value) -> Result<(), String> {
-        let invalid = |expected: &str| format!("skipped invalid value {value} of option `{name}`: expected {expected}");
-        let flag = |target: &mut bool| value.as_bool().map(|v| *target = v).ok_or_else(|| invalid("true or false"));
-        match name.trim().to_ascii_lowercase().as_str() {
-            "frame_size_reduction" => match value.as_u64() {
-                Some(percent) if percent <= u64::from(MAX_FRAME_SIZE_REDUCTION) => {
-                    self.frame_size_reduction = percent as u8;
-                    Ok(())
-                }
-                _ => Err(invalid(&format!("a whole number of percent from 0 to {MAX_FRAME_SIZE_REDUCTION}"))),
-            },
-            "logging" => flag(&mut self.logging),
-            "enable_infinite_frames" => flag(&mut self.enable_infinite_frames),
-            "enable_live_broadcast" => flag(&mut self.enable_live_broadcast),
-            "overwrite_default_files" => flag(&mut self.overwrite_default_files),
-            "stabilize" => flag(&mut self.stabilize),
-            "enable_metrics" => flag(&mut self.enable_metrics),
-            "h264_passthrough" => flag(&mut self.h264_passthrough),
-            "max_viewers" => match value.as_u64() {
-                Some(viewers) if viewers >= 1 => {
-                    self.max_viewers = usize::try_from(viewers).unwrap_or(usize::MAX);
-                    Ok(())
-                }
-                _ => Err(invalid("a whole number of viewers, at least 1")),
-            },
-            "bitrate" => match accepted_bitrate(value) {
-                Some(bits_per_second) => {
-                    self.bitrate = bits_per_second;
-                    Ok(())
-                }
-                _ => Err(invalid(&bitrates_accepted())),
-            },
-            "smoothing_radius" => match value.as_u64() {
-                Some(frames) if (1..=1000).contains(&frames) => {
-                    self.smoothing_radius = frames as u32;
-                    Ok(())
-                }
-                _ => Err(invalid("a whole number of frames from 1 to 1000")),
-            },
-            "custom_data_location" => match value.as_str() {
-                Some(path) if !path.trim().is_empty() => {
-                    self.custom_data_location = Some(PathBuf::from(path));
-                    Ok(())
-                }
-                _ => Err(invalid("the path of an existing, writable directory")),
-            },
-            "resolution" => {
-                let sides = match value {
-                    Value::Array(pair) if pair.len() == 2 => pair[0].as_u64().zip(pair[1].as_u64()),
-                    Value::String(text) => text
-                        .split_once(['x', 'X'])
-                        .and_then(|(w, h)| w.trim().parse::<u64>().ok().zip(h.trim().parse::<u64>().ok())),
-                    _ => None,
-                };
-                match sides {
-                    Some((w, h)) if (16..=MAX_SIDE).contains(&w) && (16..=MAX_SIDE).contains(&h) => {
-                        self.resolution = Some((w as u32, h as u32));
-                        Ok(())
-                    }
-                    _ => Err(invalid(&format!("[width, height] or \"WIDTHxHEIGHT\", each from 16 to {MAX_SIDE}"))),
-                }
-            }
-            "framerate" => match value.as_f64() {
-                Some(rate) if (1.0..=240.0).contains(&rate) => {
-                    self.framerate = Some(rate);
-                    Ok(())
-                }
-                _ => Err(invalid("frames per second from 1 to 240")),
-            },
-            "time_delay" => match value.as_f64() {
-                Some(seconds) if (0.0..=3600.0).contains(&seconds) => {
-                    self.time_delay = Duration::from_secs_f64(seconds);
-                    Ok(())
-                }
-                _ => Err(invalid("seconds from 0 to 3600")),
-            },
-            "colorspace" => match value.as_str() {
-                Some(conversion) if is_gray_conversion(conversion) => {
-                    self.colorspace = Some(conversion.to_owned());
-                    Ok(())
-                }
-                _ => Err(invalid("a conversion to gray such as \"COLOR_BGR2GRAY\" (the only kind supported)")),
-            },
-            "ice_servers" => {
-                let servers = match value {
-                    Value::Array(servers) => servers.iter().map(IceServer::from_value).collect(),
-                    single => IceServer::from_value(single).map(|server| vec![server]),
-                };
-                match servers {
-                    Ok(servers) => {
-                        self.ice_servers = servers;
-                        Ok(())
-                    }
-                    Err(reason) => Err(invalid(&format!("a list of stun:/turn: URLs or RTCIceServer maps ({reason})"))),
-                }
-            }
-            "ice_transport_policy" => match value.as_str().map(str::to_ascii_lowercase).as_deref() {
-                Some("all") => {
-                    self.ice_transport_policy = IceTransportPolicy::All;
-                    Ok(())
-                }
-                Some("relay") => {
-                    self.ice_transport_policy = IceTransportPolicy::Relay;
-                    Ok(())
-                }
-                _ => Err(invalid("\"all\" or \"relay\"")),
-            },
-            "turn_secret" => match value.as_str() {
-                Some(secret) if !secret.is_empty() => {
-                    self.turn_secret = Some(secret.to_owned());
-                    Ok(())
-                }
-                _ => Err(invalid("the non-empty secret the TURN server shares (coturn's static-auth-secret)")),
-            },
-            "turn_credential_lifetime" => match value.as_f64() {
-                Some(seconds) if (60.0..=30.0 * 86400.0).contains(&seconds) => {
-                    self.turn_credential_lifetime = Duration::from_secs_f64(seconds);
-                    Ok(())
-                }
-                _ => Err(invalid("seconds from 60 to 30 days")),
-            },
-            "whep_token" => match value {
-                Value::String(token) if !token.trim().is_empty() => {
-                    self.whep_token = Some(token.trim().to_owned());
-                    Ok(())
-                }
-                Value::Null => {
-                    self.whep_token = None;
-                    Ok(())
-                }
-                _ => Err(invalid("a non-empty string")),
-            },
-            "host_addresses" | "public_addresses" => {
-                let list = match value {
-                    Value::String(one) => Some(vec![one.clone()]),
-                    Value::Array(many) => many.iter().map(|item| item.as_str().map(str::to_owned)).collect(),
-                    _ => None,
-                };
-                let list: Option<Vec<String>> = list.map(|list| list.iter().map(|a| a.trim().to_owned()).collect());
-                match list {
-                    Some(list)
-                        if list.iter().all(|address| !address.is_empty() && !address.contains(char::is_whitespace)) =>
-                    {
-                        if name.contains("host") {
-                            self.host_addresses = list;
-                        } else {
-                            self.public_addresses = list;
-                        }
-                        Ok(())
-                    }
-                    _ => Err(invalid("a list of IP addresses or names")),
-                }
-            }
-            "ice_tcp_port" => match value {
-                Value::Null => {
-                    self.ice_tcp_port = None;
-                    Ok(())
-                }
-                _ => match value.as_u64().and_then(|port| u16::try_from(port).ok()) {
-                    Some(port) => {
-                        self.ice_tcp_port = Some(port);
-                        Ok(())
-                    }
-                    None => Err(invalid("a TCP port number (0 for any free port), or null for none")),
-                },
-            },
-            "custom_stream" => {
-                Err(format!("skipped option `{name}`: a custom stream is given in code (Builder::custom_stream)"))
-            }
-            _ => Err(format!("skipped unknown option `{name}`")),
-        }
-    }
-}
-
 fn bitrates_accepted() -> String {
     format!("bits per second from {} to {} (e.g. 1500000, \"1500k\" or \"1.5M\")", BITRATES.start(), BITRATES.end())
 }
@@ -478,7 +599,7 @@ mod tests {
 
     fn apply(value: Value) -> (Options, Vec<String>) {
         let mut options = Options::default();
-        let warnings = options.apply_map(value.as_object().unwrap());
+        let warnings = options.apply_map(value.as_object().unwrap()).iter().map(ToString::to_string).collect();
         (options, warnings)
     }
 
@@ -587,6 +708,42 @@ mod tests {
             assert_eq!(options.bitrate, Options::default().bitrate, "{value}");
             assert!(warnings[0].contains("`bitrate`") && warnings[0].contains("bits per second"), "{warnings:?}");
         }
+    }
+
+    #[test]
+    fn errors_say_which_option_was_skipped_and_why() {
+        let mut options = Options::default();
+        assert_eq!(options.set("bogus", &json!(1)), Err(OptionError::Unknown { name: "bogus".into() }));
+        assert_eq!(options.set("custom_stream", &json!(1)), Err(OptionError::InCode { name: "custom_stream".into() }));
+        let Err(OptionError::Invalid { name, value, expected }) = options.set("MAX_VIEWERS", &json!(0)) else {
+            panic!("0 viewers is invalid");
+        };
+        assert_eq!(
+            (name.as_str(), value, expected.as_str()),
+            ("MAX_VIEWERS", json!(0), "a whole number of viewers, at least 1")
+        );
+        assert_eq!(options, Options::default(), "nothing skipped was applied");
+        options.set("Max_Viewers", &json!(7)).unwrap();
+        assert_eq!(options.max_viewers(), 7, "names are case-insensitive, as vidgear's");
+    }
+
+    #[test]
+    fn every_option_has_one_definition_with_a_flag_of_its_own() {
+        let mut flags: Vec<&str> = OPTIONS.iter().map(|option| option.flag.long).collect();
+        flags.sort_unstable();
+        flags.dedup();
+        assert_eq!(flags.len(), OPTIONS.len(), "two options share a flag");
+        for option in OPTIONS {
+            assert!(!option.doc.trim().is_empty(), "{} is undocumented", option.name);
+            if matches!(option.flag.takes, Takes::Switch | Takes::SwitchOff) {
+                assert!(option.check(&json!("yes")).is_err(), "{} takes only true or false", option.name);
+            }
+            // A flag's text reads as the option reads the map's value.
+            if let Takes::Number(_) = option.flag.takes {
+                assert_eq!(option.flag.takes.value_of("12"), json!(12));
+            }
+        }
+        assert!(OptionSpec::named("smoothing_radius").is_some() && OptionSpec::named("nope").is_none());
     }
 
     #[test]

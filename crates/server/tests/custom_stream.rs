@@ -30,7 +30,7 @@ fn odd_gray_frames() -> impl FnMut() -> Result<Option<Frame>, webgear_rtc::Sourc
 async fn a_closure_producing_odd_sized_gray_frames_streams_at_full_rate() {
     let _lock = exclusive().await;
     let mut options = Options::default();
-    options.custom_data_location = Some(scratch_dir());
+    options.set("custom_data_location", &serde_json::json!(scratch_dir())).unwrap();
     let builder = WebGearRtc::builder().custom_stream(from_fn(Some(30.0), odd_gray_frames())).options(options);
     let server = TestServer::start_with(builder).await;
     let (mut viewer, first) = server.playing_viewer().await;
@@ -66,7 +66,7 @@ async fn a_custom_stream_is_read_before_anyone_watches_only_if_it_is_live() {
     let _lock = exclusive().await;
     for live in [false, true] {
         let mut options = Options::default();
-        options.custom_data_location = Some(scratch_dir());
+        options.set("custom_data_location", &serde_json::json!(scratch_dir())).unwrap();
         let builder = if live {
             WebGearRtc::builder().custom_stream(OwnCamera(odd_gray_frames()))
         } else {

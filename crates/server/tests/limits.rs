@@ -20,7 +20,7 @@ use webgear_testkit::{Endpoint, Viewer, ViewerError};
 /// The test pattern, holding at most `max_viewers`.
 async fn server_holding(max_viewers: usize) -> TestServer {
     let mut options = Options::default();
-    options.max_viewers = max_viewers;
+    options.set("max_viewers", &serde_json::json!(max_viewers)).unwrap();
     TestServer::start_with(builder(options)).await
 }
 
@@ -135,7 +135,7 @@ async fn metrics_report_viewers_frames_bytes_and_stage_timings() {
     server.stop().await;
 
     let mut options = Options::default();
-    options.enable_metrics = false;
+    options.set("enable_metrics", &serde_json::json!(false)).unwrap();
     let server = TestServer::start_with(builder(options)).await;
     assert_eq!(reqwest::get(server.url("/metrics")).await.unwrap().status(), 404);
     server.stop().await;

@@ -22,8 +22,8 @@ const LOSS: f64 = 0.15;
 async fn unreduced_server_on_free_port(source: SourceSpec) -> (TestServer, u16) {
     let port = free_udp_port();
     let mut options = Options::default();
-    options.frame_size_reduction = 0;
-    options.custom_data_location = Some(scratch_dir());
+    options.set("frame_size_reduction", &serde_json::json!(0)).unwrap();
+    options.set("custom_data_location", &serde_json::json!(scratch_dir())).unwrap();
     let builder = WebGearRtc::builder().source(source).options(options).udp_port(port);
     (TestServer::start_with(builder).await, port)
 }

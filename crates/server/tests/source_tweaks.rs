@@ -92,7 +92,7 @@ async fn bitrate_sets_what_each_viewer_receives() {
 async fn the_bitrate_holds_at_the_rate_frames_come() {
     let _lock = exclusive().await;
     let mut options = options(json!({"frame_size_reduction": 0, "bitrate": "3M"}));
-    options.custom_data_location = Some(scratch_dir());
+    options.set("custom_data_location", &serde_json::json!(scratch_dir())).unwrap();
     let slow_camera = from_fn(None, shaking_camera(Duration::from_millis(100)));
     let server = TestServer::start_with(WebGearRtc::builder().custom_stream(slow_camera).options(options)).await;
     let (mut viewer, _) = server.playing_viewer().await;
@@ -146,7 +146,7 @@ async fn stabilize_steadies_a_shaking_camera_for_the_viewer() {
     let mut motion = Vec::new();
     for stabilize in [false, true] {
         let mut options = options(json!({"frame_size_reduction": 0, "stabilize": stabilize}));
-        options.custom_data_location = Some(scratch_dir());
+        options.set("custom_data_location", &serde_json::json!(scratch_dir())).unwrap();
         let builder = WebGearRtc::builder()
             .custom_stream(from_fn(Some(30.0), shaking_camera(Duration::from_millis(33))))
             .options(options);

@@ -206,14 +206,14 @@ impl MjpegCamera {
 }
 
 async fn server_for(source: SourceSpec) -> TestServer {
-    server_with(source, |options| options.frame_size_reduction = 50).await
+    server_with(source, |options| options.set("frame_size_reduction", &serde_json::json!(50)).unwrap()).await
 }
 
 /// A server for `source` with the default options, changed by `change`, its data files in
 /// a fresh folder.
 async fn server_with(source: SourceSpec, change: impl FnOnce(&mut Options)) -> TestServer {
     let mut options = Options::default();
-    options.custom_data_location = Some(scratch_dir());
+    options.set("custom_data_location", &serde_json::json!(scratch_dir())).unwrap();
     change(&mut options);
     TestServer::start_with(WebGearRtc::builder().source(source).options(options)).await
 }
@@ -356,8 +356,8 @@ async fn a_file_is_scaled_to_the_resolution_option() {
     let _lock = exclusive().await;
     let path = clip("clip.mkv", &["-c:v", "ffv1"]);
     let server = server_with(SourceSpec::File(path), |options| {
-        options.frame_size_reduction = 0;
-        options.resolution = Some((480, 270));
+        options.set("frame_size_reduction", &serde_json::json!(0)).unwrap();
+        options.set("resolution", &serde_json::json!([480, 270])).unwrap();
     })
     .await;
     let (_viewer, first) = server.playing_viewer().await;
@@ -532,7 +532,10 @@ async fn in_infinite_mode_a_network_stream_that_drops_shows_no_input_then_resume
     let _lock = exclusive().await;
     let (url, http) = serve_over_http(&clip("clip.mp4", H264)).await;
 
-    let server = server_with(url.parse().unwrap(), |options| options.enable_infinite_frames = true).await;
+    let server = server_with(url.parse().unwrap(), |options| {
+        options.set("enable_infinite_frames", &serde_json::json!(true)).unwrap()
+    })
+    .await;
     let (mut viewer, _) = server.playing_viewer().await;
 
     // The 2 s stream ends; "No Input" fills in until the reconnect (after a second) plays
@@ -583,7 +586,7 @@ async fn a_source_that_cannot_be_opened_fails_at_start_naming_it_and_why() {
     let broken = scratch_dir().join("broken.mp4");
     std::fs::write(&broken, b"this is not a video").unwrap();
     let mut options = Options::default();
-    options.custom_data_location = Some(scratch_dir());
+    options.set("custom_data_location", &serde_json::json!(scratch_dir())).unwrap();
     for (source, says) in [
         (SourceSpec::File(broken.clone()), "Invalid data"),
         (SourceSpec::File(scratch_dir().join("missing.mp4")), "no such file"),
@@ -616,7 +619,7 @@ async fn the_ffmpeg_child_is_reaped_when_the_server_stops_mid_stream() {
 
 /// A server for `source` with frames left at their size: H.264 may pass through.
 async fn unreduced_server_for(source: SourceSpec) -> TestServer {
-    server_with(source, |options| options.frame_size_reduction = 0).await
+    server_with(source, |options| options.set("frame_size_reduction", &serde_json::json!(0)).unwrap()).await
 }
 
 /// A server for the H.264 file at `path`, which passes through unreduced when
@@ -916,8 +919,8 @@ async fn a_live_stream_delayed_by_time_delay_starts_live() {
     let url = format!("udp://127.0.0.1:{port}");
     let started = Instant::now();
     let server = server_with(url.parse().unwrap(), |options| {
-        options.frame_size_reduction = 0;
-        options.time_delay = delay;
+        options.set("frame_size_reduction", &serde_json::json!(0)).unwrap();
+        options.set("time_delay", &serde_json::json!(delay.as_secs_f64())).unwrap();
     })
     .await;
     let mut viewer = Viewer::connect(&server.url("/offer")).await.unwrap();
@@ -990,7 +993,10 @@ async fn in_infinite_mode_a_live_rtmp_sender_that_stops_and_comes_back_plays_aga
     let url = format!("rtmp://127.0.0.1:{port}/live/cam");
     let sender = live_sender(&camera, "flv", &["-listen", "1"], &url);
     wait_for_tcp_listener(port);
-    let server = server_with(url.parse().unwrap(), |options| options.enable_infinite_frames = true).await;
+    let server = server_with(url.parse().unwrap(), |options| {
+        options.set("enable_infinite_frames", &serde_json::json!(true)).unwrap()
+    })
+    .await;
     let (mut viewer, _) = server.playing_viewer().await;
     next_frame_numbered(&mut viewer, true).await;
 
@@ -1037,8 +1043,8 @@ async fn in_infinite_mode_a_udp_stream_not_sent_yet_does_not_hold_up_the_start()
 /// passthrough check.)
 async fn plays_once_sent_in_infinite_mode(url: &str, send: impl FnOnce() -> Reaped) {
     let server = server_with(url.parse().unwrap(), |options| {
-        options.enable_infinite_frames = true;
-        options.h264_passthrough = false;
+        options.set("enable_infinite_frames", &serde_json::json!(true)).unwrap();
+        options.set("h264_passthrough", &serde_json::json!(false)).unwrap();
     })
     .await;
     let (mut viewer, _) = server.playing_viewer().await;
@@ -1055,8 +1061,8 @@ async fn with_h264_passthrough_off_a_file_is_encoded_and_a_joiner_starts_at_once
     // A keyframe only at the start: passed through, a joiner would wait for the end.
     let path = clip("long-gop.mp4", &["-c:v", "libx264", "-preset", "ultrafast", "-bf", "0", "-g", "600"]);
     let server = server_with(SourceSpec::File(path), |options| {
-        options.frame_size_reduction = 0;
-        options.h264_passthrough = false;
+        options.set("frame_size_reduction", &serde_json::json!(0)).unwrap();
+        options.set("h264_passthrough", &serde_json::json!(false)).unwrap();
     })
     .await;
     tokio::time::sleep(Duration::from_millis(500)).await;
@@ -1102,8 +1108,8 @@ async fn in_infinite_mode_an_rtsp_camera_that_drops_shows_no_input_then_passes_t
     let _lock = exclusive().await;
     let camera = RtspServer::start(&clip("camera.mp4", CAMERA_H264), 0);
     let server = server_with(camera.url.parse().unwrap(), |options| {
-        options.frame_size_reduction = 0;
-        options.enable_infinite_frames = true;
+        options.set("frame_size_reduction", &serde_json::json!(0)).unwrap();
+        options.set("enable_infinite_frames", &serde_json::json!(true)).unwrap();
     })
     .await;
     let (mut viewer, _) = server.playing_viewer().await;
@@ -1141,7 +1147,10 @@ async fn stopping_while_an_rtsp_camera_hangs_does_not_wait_for_the_hang_to_be_no
     let camera = RtspServer::start(&clip("camera.mp4", CAMERA_H264), 0);
     // Passed through, and decoded to be shrunk: both read the camera natively.
     for reduction in [0, 50] {
-        let server = server_with(camera.url.parse().unwrap(), |options| options.frame_size_reduction = reduction).await;
+        let server = server_with(camera.url.parse().unwrap(), |options| {
+            options.set("frame_size_reduction", &serde_json::json!(reduction)).unwrap()
+        })
+        .await;
         server.playing_viewer().await;
         camera.signal("STOP");
         let stopping = Instant::now();

@@ -34,8 +34,8 @@ impl FrameSource for Finite {
 
 async fn server_with_finite_source(frames: usize, live_broadcast: bool) -> TestServer {
     let mut options = Options::default();
-    options.enable_live_broadcast = live_broadcast;
-    options.custom_data_location = Some(scratch_dir());
+    options.set("enable_live_broadcast", &serde_json::json!(live_broadcast)).unwrap();
+    options.set("custom_data_location", &serde_json::json!(scratch_dir())).unwrap();
     let source = Finite { pattern: TestPattern::default(), left: frames };
     TestServer::start_with(WebGearRtc::builder().custom_stream(source).options(options)).await
 }

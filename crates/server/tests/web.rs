@@ -40,7 +40,7 @@ fn loads_from_outside(text: &str) -> bool {
 
 fn options_in(folder: &std::path::Path) -> Options {
     let mut options = Options::default();
-    options.custom_data_location = Some(folder.to_path_buf());
+    options.set("custom_data_location", &serde_json::json!(folder.to_path_buf())).unwrap();
     options
 }
 
@@ -111,7 +111,7 @@ async fn a_broken_template_renders_500_or_with_logging_a_readable_report() {
     for logging in [false, true] {
         let folder = scratch_dir();
         let mut options = options_in(&folder);
-        options.logging = logging;
+        options.set("logging", &serde_json::json!(logging)).unwrap();
         let app = builder(options).build().await.unwrap();
         let templates = app.data_location().join("templates");
         fs::write(templates.join("index.html"), r#"{% extends "no-such-base.html" %}"#).unwrap();
@@ -184,12 +184,22 @@ async fn an_unusable_data_location_stops_the_build_with_a_clear_error() {
     assert!(matches!(error, Error::NoSource), "{error:?}");
 }
 
+#[tokio::test]
+async fn an_option_set_in_code_is_checked_as_everywhere_else() {
+    let error = builder(Options::default()).frame_size_reduction(95).build().await.unwrap_err();
+    assert!(matches!(error, Error::Option(_)), "{error:?}");
+    assert!(
+        error.to_string().contains("`frame_size_reduction`: expected a whole number of percent from 0 to 90"),
+        "{error}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn close_connection_closes_every_viewer_unless_broadcasting() {
     let _lock = exclusive().await;
     for broadcast in [false, true] {
         let mut options = Options::default();
-        options.enable_live_broadcast = broadcast;
+        options.set("enable_live_broadcast", &serde_json::json!(broadcast)).unwrap();
         let server = TestServer::start_with(builder(options)).await;
         let (mut first, _) = server.playing_viewer().await;
         let (_second, _) = server.playing_viewer().await;

@@ -24,7 +24,7 @@ impl Server {
         let name = format!("webgear-load-test-{}-{}", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed));
         let data = std::env::temp_dir().join(name);
         std::fs::create_dir_all(&data).unwrap();
-        options.custom_data_location = Some(data.clone());
+        options.set("custom_data_location", &serde_json::json!(data.clone())).unwrap();
         let app = WebGearRtc::builder().source(SourceSpec::TestPattern).options(options).build().await.unwrap();
         let listener = tokio::net::TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).await.unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
@@ -67,7 +67,7 @@ async fn the_load_generator_raises_its_limit_on_open_files_to_hold_its_viewers()
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_load_generator_counts_the_viewers_a_full_server_refuses_apart() {
     let mut options = Options::default();
-    options.max_viewers = 3;
+    options.set("max_viewers", &serde_json::json!(3)).unwrap();
     let server = Server::start(options).await;
     let mut load = Command::new(env!("CARGO_BIN_EXE_webgear-load"));
     load.args(["--url", &server.url, "--viewers", "5", "--ramp", "50", "--settle", "1", "--seconds", "1"]);

@@ -171,8 +171,8 @@ pub fn options(map: serde_json::Value) -> Options {
 /// A test-pattern server with `options`; unless they name one, its data folder is a fresh
 /// scratch folder, never the user's home.
 pub fn builder(mut options: Options) -> Builder {
-    if options.custom_data_location.is_none() {
-        options.custom_data_location = Some(scratch_dir());
+    if options.custom_data_location().is_none() {
+        options.set("custom_data_location", &serde_json::json!(scratch_dir())).unwrap();
     }
     WebGearRtc::builder().source(SourceSpec::TestPattern).options(options)
 }
