@@ -488,7 +488,7 @@ impl Capture {
         if self.live || self.metrics.viewers.get() > 0 {
             return;
         }
-        info!("nobody watches: the source waits for a viewer");
+        debug!("nobody watches: the source waits for a viewer");
         let paused_at = Instant::now();
         while !self.stopping() && self.metrics.viewers.get() == 0 {
             thread::sleep(VIEWER_CHECK_INTERVAL);

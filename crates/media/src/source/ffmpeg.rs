@@ -196,16 +196,16 @@ impl PacedBy {
 
 /// Decoder options for frames that go out as soon as they are decoded. ffmpeg's default,
 /// frame threading, decodes several frames at once and holds each back until the frames
-/// after it have arrived: on two cores 70–120 ms more glass-to-glass latency for a live
-/// stream, and more CPU, measured (`BENCHMARKS.md`). Slice threading adds no delay; it
+/// after it have arrived, which adds latency to a live stream, and CPU (BENCHMARKS.md,
+/// "Glass-to-glass latency"). Slice threading adds no delay; it
 /// still spreads a picture made of several slices over the cores. (The raw frames it
 /// writes need [`RAW_FRAMES_AT_ONCE`] too.)
 const LOW_DELAY_DECODING: [&str; 2] = ["-thread_type", "slice"];
 
 /// Output options for raw frames written as soon as they are decoded. ffmpeg "encodes"
 /// raw video with frame threads by default, which holds each frame back until the next
-/// ones are decoded: a live stream decoded and encoded again reached the viewer 67 ms
-/// later on two cores, measured (`BENCHMARKS.md`). Copying a frame out needs no second
+/// ones are decoded, which delays a live stream decoded and encoded again (BENCHMARKS.md,
+/// "Glass-to-glass latency"). Copying a frame out needs no second
 /// thread, and costs no more CPU on one.
 const RAW_FRAMES_AT_ONCE: [&str; 2] = ["-threads", "1"];
 
@@ -252,8 +252,8 @@ impl FfmpegRun {
 
     /// Starts ffmpeg now if it waits for the first read and reads a file on this machine (or
     /// numbered images). It decodes ahead only as far as its pipe lets it, and then waits
-    /// for the first read, which is then spared ffmpeg's start (some 100 ms, most of it
-    /// loading its libraries). One reading over HTTP(S) still waits for the first read, so
+    /// for the first read, which is then spared ffmpeg's start (mostly loading its
+    /// libraries). One reading over HTTP(S) still waits for the first read, so
     /// that no connection is held open for nobody.
     pub(super) fn prepare(&mut self) -> Result<(), SourceError> {
         if is_http(self.spec()) {

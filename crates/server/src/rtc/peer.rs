@@ -49,10 +49,9 @@ const RESEND_WINDOW: Duration = Duration::from_secs(3);
 
 /// The largest share of the bytes sent to a viewer in a second that may be resends; beyond
 /// it, str0m drops the resends asked for and the viewer waits for a keyframe. str0m's
-/// default, 15%, is soon passed on a lossy link (a lost keyframe alone can pass it): behind
-/// a link losing a quarter of the packets a viewer saw 28% to 84% of the frames with it,
-/// and all of them in nearly every run with this, which lets as much be resent as sent
-/// (as libwebrtc's retransmission limit does).
+/// default, 15%, is soon passed on a lossy link (a lost keyframe alone can pass it); this
+/// lets as much be resent as sent, as libwebrtc's retransmission limit does (measured in
+/// BENCHMARKS.md, "Lossy links").
 const MAX_RESEND_SHARE: f32 = 0.5;
 
 /// How far apart (at 90 kHz: 1 ms) the frames a joiner starts from are stamped; see
