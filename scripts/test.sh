@@ -3,8 +3,8 @@
 # browser and its driver, nasm for OpenH264's fast assembly, ffmpeg for the sources, procps
 # for pgrep, Xvfb for screen capture, GStreamer's RTSP server for a camera on loopback,
 # coturn for a real TURN relay, iproute2 and iptables for a real 1:1 NAT),
-# then checks formatting and lints, runs every test and builds the docs. Exits non-zero on
-# any failure.
+# then checks formatting, lints and that no modules use each other in a cycle, runs every
+# test and builds the docs. Exits non-zero on any failure.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -34,5 +34,6 @@ fi
 
 cargo fmt --all --check
 cargo clippy --workspace --all-targets -- -D warnings
+python3 scripts/check-module-cycles.py
 cargo test --workspace
 RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps
