@@ -3,7 +3,7 @@
 //! relay) and image sequences. ffmpeg runs as a child process that writes raw I420
 //! frames to a pipe; `ffprobe` tells the picture size and rate first.
 //! ([`super::ffmpeg_h264`] runs the same kind of child to copy H.264 undecoded; both
-//! start it through [`super::ffmpeg_process`].)
+//! start it through `ffmpeg_process`.)
 
 use std::process::Command;
 use std::time::Instant;

@@ -207,7 +207,7 @@ impl EncodedSource for FfmpegH264Source {
 }
 
 /// The H.264 of a live stream, checked on a thread of its own while the stream plays
-/// decoded ([`super::OpenedSource::FramesUntilH264`]). The thread ends when the check
+/// decoded ([`super::open::OpenedSource::FramesUntilH264`]). The thread ends when the check
 /// fails or the stream ends, and once the source is ready; a source nobody takes is
 /// dropped, its ffmpeg with it.
 #[derive(Debug)]
