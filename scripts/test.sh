@@ -2,9 +2,10 @@
 # Runs the whole test suite on a Debian machine: installs what the tests need (a headless
 # browser and its driver, nasm for OpenH264's fast assembly, ffmpeg for the sources, procps
 # for pgrep, Xvfb for screen capture, GStreamer's RTSP server for a camera on loopback,
-# coturn for a real TURN relay, iproute2 and iptables for a real 1:1 NAT),
-# then checks formatting, lints and that no modules use each other in a cycle, runs every
-# test and builds the docs. Exits non-zero on any failure.
+# coturn for a real TURN relay, iproute2 and iptables for a real 1:1 NAT, cargo-deny),
+# then checks formatting, lints, that no modules use each other in a cycle and the
+# dependencies' licences and versions, runs every test and builds the docs. Exits
+# non-zero on any failure.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -32,8 +33,12 @@ if ((${#missing[@]})); then
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
 
+# cargo-deny checks the dependencies' licences, duplicate versions and sources (deny.toml).
+cargo deny --version >/dev/null 2>&1 || cargo install --locked --quiet cargo-deny
+
 cargo fmt --all --check
 cargo clippy --workspace --all-targets -- -D warnings
 python3 scripts/check-module-cycles.py
+cargo deny --offline --log-level error check licenses bans sources
 cargo test --workspace
 RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps
