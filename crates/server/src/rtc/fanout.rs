@@ -549,11 +549,11 @@ mod tests {
     #![allow(clippy::unwrap_used)] // a failed unwrap is a failed test
 
     use str0m::media::MediaTime;
-    use str0m::{Event, Output, Rtc};
+    use str0m::{Output, Rtc};
     use webgear_media::encode::EncodedFrame;
 
     use super::*;
-    use crate::rtc::peer::testing::{connected_pair, connected_viewer};
+    use crate::rtc::peer::testing::{connected_pair, connected_viewer, deliver, outputs};
 
     /// Frame `number` of a stream, published `published_at`.
     fn frame_published(number: u32, keyframe: bool, published_at: Instant) -> StreamFrame {
@@ -594,40 +594,27 @@ mod tests {
         std::iter::from_fn(|| fanout.poll_event()).collect()
     }
 
-    /// The frames a viewer decoded from `sent`, as stream numbers.
+    /// The frames a viewer reassembled from `sent`, as stream numbers.
     fn received(viewer: &mut Rtc, sent: &[Transmit], now: Instant) -> Vec<u64> {
-        for transmit in sent {
-            viewer.handle_input(crate::rtc::peer::testing::receive(now, transmit)).unwrap();
-        }
-        std::iter::from_fn(|| match viewer.poll_output().unwrap() {
-            Output::Timeout(_) => None,
-            other => Some(other),
-        })
-        .filter_map(|output| match output {
-            Output::Event(Event::MediaData(data)) => Some(data.time.numer() / 3000),
-            _ => None,
-        })
-        .collect()
+        deliver(viewer, sent, now).iter().map(|data| data.time.numer() / 3000).collect()
     }
 
     /// What `viewer` sends by `now`, as the driver would hand it to the fan-out.
     fn datagrams_from(viewer: &mut Rtc, now: Instant) -> Vec<Datagram> {
         viewer.handle_input(Input::Timeout(now)).unwrap();
-        std::iter::from_fn(|| match viewer.poll_output().unwrap() {
-            Output::Timeout(_) => None,
-            other => Some(other),
-        })
-        .filter_map(|output| match output {
-            Output::Transmit(transmit) => Some(Datagram {
-                data: transmit.contents.to_vec(),
-                source: transmit.source,
-                destination: transmit.destination,
-                tcp: false,
-                received_at: now,
-            }),
-            _ => None,
-        })
-        .collect()
+        outputs(viewer)
+            .into_iter()
+            .filter_map(|output| match output {
+                Output::Transmit(transmit) => Some(Datagram {
+                    data: transmit.contents.to_vec(),
+                    source: transmit.source,
+                    destination: transmit.destination,
+                    tcp: false,
+                    received_at: now,
+                }),
+                _ => None,
+            })
+            .collect()
     }
 
     #[test]

@@ -617,9 +617,9 @@ pub(super) mod testing {
     use std::net::{Ipv4Addr, SocketAddr};
     use std::time::{Duration, Instant};
 
-    use str0m::media::{Direction, MediaKind};
+    use str0m::media::{Direction, MediaData, MediaKind};
     use str0m::net::{Protocol, Receive, Transmit};
-    use str0m::{Candidate, Input, Output, Rtc};
+    use str0m::{Candidate, Event, Input, Output, Rtc};
 
     use super::{Peer, PeerConfig, PeerId};
     use crate::rtc::SessionId;
@@ -632,6 +632,27 @@ pub(super) mod testing {
             now,
             Receive { proto: Protocol::Udp, source: transmit.source, destination: transmit.destination, contents },
         )
+    }
+
+    /// Everything `viewer` has to output now, up to its next timeout.
+    pub(crate) fn outputs(viewer: &mut Rtc) -> Vec<Output> {
+        std::iter::from_fn(|| match viewer.poll_output().unwrap() {
+            Output::Timeout(_) => None,
+            other => Some(other),
+        })
+        .collect()
+    }
+
+    /// Delivers `sent` to the viewer and returns the frames it reassembled.
+    pub(crate) fn deliver(viewer: &mut Rtc, sent: &[Transmit], now: Instant) -> Vec<MediaData> {
+        sent.iter().for_each(|transmit| viewer.handle_input(receive(now, transmit)).unwrap());
+        outputs(viewer)
+            .into_iter()
+            .filter_map(|output| match output {
+                Output::Event(Event::MediaData(data)) => Some(data),
+                _ => None,
+            })
+            .collect()
     }
 
     /// A viewer's str0m session and a peer answering it, connected through memory with a
@@ -686,7 +707,7 @@ mod tests {
     use str0m::media::{MediaData, MediaTime};
     use webgear_media::encode::EncodedFrame;
 
-    use super::testing::{connected_pair, receive};
+    use super::testing::{connected_pair, deliver};
     use super::*;
     use crate::rtc::rtp_frame::FramePacketizer;
 
@@ -702,20 +723,6 @@ mod tests {
             pauses_unwatched: false,
             published_at: now,
         }
-    }
-
-    /// Delivers `sent` to the viewer and returns the frames it reassembled.
-    fn deliver(viewer: &mut Rtc, sent: &[Transmit], now: Instant) -> Vec<MediaData> {
-        sent.iter().for_each(|transmit| viewer.handle_input(receive(now, transmit)).unwrap());
-        std::iter::from_fn(|| match viewer.poll_output().unwrap() {
-            Output::Timeout(_) => None,
-            other => Some(other),
-        })
-        .filter_map(|output| match output {
-            Output::Event(Event::MediaData(data)) => Some(data),
-            _ => None,
-        })
-        .collect()
     }
 
     #[test]
