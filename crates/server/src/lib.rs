@@ -42,12 +42,14 @@ use webgear_media::source::open::OpenedSource;
 use webgear_media::transform::{FrameSizeReducer, TransformError};
 
 mod ice;
+mod ladder;
 mod options;
 mod rtc;
 mod stats;
 mod stream;
 mod web;
 
+pub use ladder::{Ladder, MAX_RUNGS, Rung};
 pub use minijinja;
 pub use options::{Flag, IceServer, IceTransportPolicy, OPTIONS, OptionError, OptionSpec, Options, Takes};
 pub use stats::Stats;
@@ -286,7 +288,7 @@ impl Builder {
             grayscale: self.options.grayscale(),
             stabilize: self.options.stabilize().then_some(self.options.smoothing_radius()),
             start_delay: self.options.time_delay(),
-            bitrate: self.options.bitrate(),
+            ladder: self.options.rendition_ladder(),
             reopen: reopen.filter(|_| self.options.infinite_frames()),
             connections,
         };

@@ -12,6 +12,7 @@ use std::time::Duration;
 use serde::Serialize;
 use serde_json::{Map, Value};
 use tracing::warn;
+use crate::ladder::Ladder;
 use webgear_media::encode::H264EncoderConfig;
 use webgear_media::transform::MAX_FRAME_SIZE_REDUCTION;
 use webgear_media::transform::stabilize::DEFAULT_SMOOTHING_RADIUS;
@@ -233,6 +234,19 @@ define_options! {
     bitrate: u32 = H264EncoderConfig::default().bitrate_bps, read |value: &Value| accepted_bitrate(value).ok_or_else(bitrates_accepted),
         flag flag("bitrate", Takes::Text("RATE")).heading(STREAM).shows_default("2M");
 
+    /// Adapt to each viewer's link: encode the stream once per rung of `ladder` that
+    /// someone watches, estimate each viewer's bandwidth, pace its packets, and move it
+    /// between rungs as its link allows. Default true; false sends every viewer one stream at
+    /// `bitrate`. Not a vidgear option.
+    adaptive: bool = true, read flag_value, flag flag("no-adaptive", Takes::SwitchOff).heading(STREAM);
+
+    /// The rungs of the adaptive stream, full size first, each `[scale, bitrate]`:
+    /// `[[1.0, "2.5M"], [0.5, "800k"], [0.25, "250k"]]` or `"1.0:2.5M,0.5:800k,0.25:250k"`.
+    /// Default: full size at `bitrate`, half size at 30% of it, a quarter at 10%. Not a
+    /// vidgear option.
+    ladder: Option<Ladder> = None, read |value: &Value| Ladder::read(value, accepted_bitrate).map(Some),
+        flag flag("ladder", Takes::Text("SCALE:RATE,...")).heading(STREAM);
+
     /// Send H.264 from a source that has it (an RTSP camera, a file browsers can play as
     /// it is) to viewers untouched when no transform is asked for. Default true. False
     /// always decodes and encodes: a joining viewer then gets a keyframe at once instead
@@ -406,6 +420,16 @@ impl Options {
     /// directly, or implied by a live broadcast.
     pub fn infinite_frames(&self) -> bool {
         self.enable_infinite_frames || self.enable_live_broadcast
+    }
+
+    /// The rungs the stream is encoded at: one at `bitrate` unless `adaptive`, else
+    /// `ladder` or the default ladder for `bitrate`.
+    pub fn rendition_ladder(&self) -> Ladder {
+        match (&self.ladder, self.adaptive) {
+            (_, false) => Ladder::single(self.bitrate),
+            (Some(ladder), true) => ladder.clone(),
+            (None, true) => Ladder::default_for(self.bitrate),
+        }
     }
 
     /// Whether `colorspace` asks for grayscale frames.

@@ -36,6 +36,8 @@ pub(crate) struct Metrics {
     pub(crate) frames_sent: Counter,
     pub(crate) frames_skipped: Counter,
     pub(crate) frames_dropped: Counter,
+    /// Viewers moved from one rung of the ladder to another.
+    pub(crate) rung_switches: Counter,
     pub(crate) bytes_sent: Counter,
     pub(crate) offers_refused: Counter,
     /// Transforming and encoding one frame, in the capture thread.
@@ -67,6 +69,7 @@ impl Default for Metrics {
             frames_sent: Counter::default(),
             frames_skipped: Counter::default(),
             frames_dropped: Counter::default(),
+            rung_switches: Counter::default(),
             bytes_sent: Counter::default(),
             offers_refused: Counter::default(),
             encode_seconds: latency(),
@@ -124,6 +127,11 @@ impl Metrics {
                 "frames_dropped",
                 "Frames a peer driver (one per core) dropped, having fallen behind the stream; its viewers start again from a keyframe",
                 &self.frames_dropped,
+            ),
+            (
+                "rung_switches",
+                "Viewers moved from one rung of the adaptive stream's ladder to another, as their links allowed",
+                &self.rung_switches,
             ),
             (
                 "offers_refused",
@@ -201,6 +209,7 @@ impl Metrics {
             frames_sent: self.frames_sent.get(),
             frames_skipped: self.frames_skipped.get(),
             frames_dropped: self.frames_dropped.get(),
+            rung_switches: self.rung_switches.get(),
             bytes_sent: self.bytes_sent.get(),
             offers_refused: self.offers_refused.get(),
         }
@@ -239,6 +248,8 @@ pub struct Stats {
     /// the stream (a saturated server), counted once per driver. Its viewers then start
     /// again from a keyframe.
     pub frames_dropped: u64,
+    /// Viewers moved from one rung of the ladder to another.
+    pub rung_switches: u64,
     /// Media bytes sent to viewers (RTP, RTCP, DTLS and STUN, as UDP payload).
     pub bytes_sent: u64,
     /// Offers refused because the server held its maximum number of viewers, or because

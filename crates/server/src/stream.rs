@@ -12,8 +12,14 @@
 //! When the source ends, the stream sends one "The End" frame, marked as its last (the
 //! peer drivers keep it for viewers who come later), and ends; in infinite mode it streams
 //! "No Input" frames instead, until it is stopped.
-//! Keyframes are produced on request ([`KeyframeRequests`]), coalesced so that a burst of
+//! Keyframes are produced on request ([`EncoderRequests`]), coalesced so that a burst of
 //! joins or PLIs costs one keyframe.
+//!
+//! The stream is encoded at each rung of its [`Ladder`] that a viewer is on (or moving to):
+//! the full-size picture, then the same picture scaled down for each lower rung, each by an
+//! encoder of its own and published as a frame of that rung with the same capture time.
+//! H.264 passed through is the top rung as it is; it is decoded once for the lower rungs,
+//! and only while someone is on one.
 //!
 //! A source that waits for its reader (a file, numbered images, the test pattern, a custom
 //! stream) is read only while someone watches, as in WebGear_RTC, which reads its source
@@ -24,7 +30,7 @@
 //! an idle server costs what its source costs. The first frame encoded once a viewer is
 //! admitted again is a keyframe.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, mpsc};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
@@ -32,6 +38,7 @@ use std::time::{Duration, Instant};
 use str0m::media::MediaTime;
 use tokio::sync::broadcast;
 use tracing::{debug, info, warn};
+use webgear_media::decode::H264Decoder;
 use webgear_media::encode::{EncodedFrame, EncoderError, H264Encoder, H264EncoderConfig};
 use webgear_media::frame::I420Frame;
 use webgear_media::source::connections::LiveConnections;
@@ -39,8 +46,11 @@ use webgear_media::source::ffmpeg_h264::PendingH264;
 use webgear_media::source::open::OpenedSource;
 use webgear_media::source::{EncodedSource, FrameSource, SourceError};
 use webgear_media::transform::stabilize::Stabilizer;
-use webgear_media::transform::{FrameSizeReducer, NO_INPUT, THE_END, blank_frame, make_grayscale};
+use webgear_media::transform::{
+    FrameScaler, FrameSizeReducer, NO_INPUT, THE_END, blank_frame, make_grayscale, scaled_size,
+};
 
+use crate::ladder::{Ladder, Rung};
 use crate::stats::Metrics;
 
 /// Encoded frames a subscriber may be behind the stream by before it misses some: room for
@@ -82,27 +92,81 @@ pub(crate) struct StreamFrame {
     /// The stream pauses while nobody watches (its source waits for its reader): what it
     /// showed last is still where it is when the next viewer comes.
     pub(crate) pauses_unwatched: bool,
+    /// The rung of the stream's ladder it belongs to (0: the full-size one).
+    pub(crate) rung: usize,
     /// When the stream handed it to its subscribers. One taking it much later has fallen
     /// behind the stream, and goes on from the present instead of sending it late.
     pub(crate) published_at: Instant,
 }
 
-/// Asks the stream's encoder for a keyframe. Cheap to clone; requests are coalesced.
+/// What one rung's viewers ask of its encoder.
+#[derive(Debug, Default)]
+struct RungRequests {
+    /// Viewers on the rung or moving to it, over every peer driver.
+    watchers: AtomicUsize,
+    /// A keyframe is wanted; requests are coalesced.
+    keyframe: AtomicBool,
+}
+
+/// What the viewers ask of the stream's encoders: which rungs of the ladder to encode
+/// (those someone is on or moving to) and keyframes. Cheap to clone.
 #[derive(Debug, Clone)]
-pub(crate) struct KeyframeRequests {
-    pending: Arc<AtomicBool>,
+pub(crate) struct EncoderRequests {
+    ladder: Arc<Ladder>,
+    rungs: Arc<[RungRequests]>,
     metrics: Arc<Metrics>,
 }
 
-impl KeyframeRequests {
-    /// Requests for a new stream's encoder, none pending.
-    pub(crate) fn new(metrics: Arc<Metrics>) -> Self {
-        KeyframeRequests { pending: Arc::default(), metrics }
+impl EncoderRequests {
+    /// Requests for a new stream's encoders, none pending and no rung watched.
+    pub(crate) fn new(ladder: Ladder, metrics: Arc<Metrics>) -> Self {
+        let rungs = ladder.rungs().iter().map(|_| RungRequests::default()).collect();
+        EncoderRequests { ladder: Arc::new(ladder), rungs, metrics }
     }
 
-    pub(crate) fn request(&self) {
-        self.metrics.keyframe_requests.inc();
-        self.pending.store(true, Ordering::Relaxed);
+    /// The ladder the stream is encoded at.
+    pub(crate) fn ladder(&self) -> &Ladder {
+        &self.ladder
+    }
+
+    /// Asks for a keyframe on `rung`.
+    pub(crate) fn request_keyframe(&self, rung: usize) {
+        if let Some(requests) = self.rungs.get(rung) {
+            self.metrics.keyframe_requests.inc();
+            requests.keyframe.store(true, Ordering::Relaxed);
+        }
+    }
+
+    /// One viewer more (`joined`) or fewer on `rung`.
+    pub(crate) fn watch(&self, rung: usize, joined: bool) {
+        let Some(requests) = self.rungs.get(rung) else {
+            return;
+        };
+        if joined {
+            requests.watchers.fetch_add(1, Ordering::Relaxed);
+        } else {
+            // Never below zero, whatever the order of events.
+            let _ = requests.watchers.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1));
+        }
+    }
+
+    /// Whether `rung` is to be encoded: someone is on it; the top rung also while viewers
+    /// are admitted but none is on a rung yet.
+    fn wanted(&self, rung: usize) -> bool {
+        let watchers = |rung: usize| self.rungs.get(rung).map_or(0, |r| r.watchers.load(Ordering::Relaxed));
+        watchers(rung) > 0 || (rung == 0 && (0..self.rungs.len()).all(|rung| watchers(rung) == 0))
+    }
+
+    /// Takes (clears) a pending keyframe request for `rung`.
+    fn take_keyframe_request(&self, rung: usize) -> bool {
+        self.rungs.get(rung).is_some_and(|requests| requests.keyframe.swap(false, Ordering::Relaxed))
+    }
+
+    /// Forgets the requests made until now: a keyframe was just made.
+    fn clear_keyframe_request(&self, rung: usize) {
+        if let Some(requests) = self.rungs.get(rung) {
+            requests.keyframe.store(false, Ordering::Relaxed);
+        }
     }
 }
 
@@ -159,8 +223,8 @@ pub(crate) struct StreamSettings {
     /// Wait this long before streaming the source (vidgear's `time_delay`). A live source is
     /// read meanwhile and what it sends dropped, so that the stream starts live.
     pub(crate) start_delay: Duration,
-    /// The encoder's target, in bits per second.
-    pub(crate) bitrate: u32,
+    /// The rungs to encode at.
+    pub(crate) ladder: Ladder,
     /// In infinite mode, how to get the source back once it is gone.
     pub(crate) reopen: Option<Reopen>,
     /// The live streams the source connects to (through its settings), closed when the
@@ -175,7 +239,7 @@ impl std::fmt::Debug for StreamSettings {
             .field("grayscale", &self.grayscale)
             .field("stabilize", &self.stabilize)
             .field("start_delay", &self.start_delay)
-            .field("bitrate", &self.bitrate)
+            .field("ladder", &self.ladder)
             .field("reopens", &self.reopen.is_some())
             .field("connections", &self.connections)
             .finish()
@@ -206,8 +270,8 @@ struct RtpClock {
     start: Instant,
     /// How many times the clock has been restarted.
     epoch: u32,
-    /// The last time stamped since the last restart, in 90 kHz ticks.
-    last: Option<u64>,
+    /// The last capture stamped since the last restart, and its time in 90 kHz ticks.
+    last: Option<(Instant, u64)>,
 }
 
 impl RtpClock {
@@ -226,11 +290,14 @@ impl RtpClock {
     }
 
     /// The RTP time of a frame captured `captured_at`: a tick after the last one stamped
-    /// if it was captured no later.
+    /// if it was captured no later, unless it is the same capture (at another rung).
     fn stamp(&mut self, captured_at: Instant) -> MediaTime {
-        let ticks = rtp_ticks(captured_at.saturating_duration_since(self.start));
-        let ticks = self.last.map_or(ticks, |last| ticks.max(last + 1));
-        self.last = Some(ticks);
+        let ticks = match self.last {
+            Some((last_capture, last)) if last_capture == captured_at => last,
+            Some((_, last)) => rtp_ticks(captured_at.saturating_duration_since(self.start)).max(last + 1),
+            None => rtp_ticks(captured_at.saturating_duration_since(self.start)),
+        };
+        self.last = Some((captured_at, ticks));
         MediaTime::from_90khz(ticks)
     }
 }
@@ -244,7 +311,7 @@ pub(crate) fn rtp_ticks(duration: Duration) -> u64 {
 #[derive(Debug)]
 pub(crate) struct VideoStream {
     frames: broadcast::Sender<StreamFrame>,
-    keyframes: KeyframeRequests,
+    requests: EncoderRequests,
     clock: StreamClock,
     stop: Arc<AtomicBool>,
     connections: LiveConnections,
@@ -265,18 +332,16 @@ impl VideoStream {
             StreamStart::Opening(_) | StreamStart::Gone => None,
         };
         let frame_rate = input_rate.filter(|rate| *rate >= 1.0).unwrap_or(30.0);
-        let encoder_config = H264EncoderConfig { bitrate_bps: settings.bitrate, frame_rate: frame_rate as f32 };
+        let mut encoders: Vec<RungEncoder> =
+            settings.ladder.rungs().iter().map(|&rung| RungEncoder::new(rung, frame_rate as f32)).collect();
         // Counted from here, so the encoder is visible as soon as `start` returns, and until
-        // the thread ends however it ends (or fails to start). "No Input" frames start one
-        // when they need it.
-        let encoder = match start {
-            StreamStart::Playing(OpenedSource::Frames(_) | OpenedSource::FramesUntilH264(..)) => {
-                Some(RunningEncoder::new(encoder_config, &metrics)?)
-            }
-            _ => None,
-        };
+        // the thread ends however it ends (or fails to start). "No Input" frames and lower
+        // rungs start theirs when they need one.
+        if let StreamStart::Playing(OpenedSource::Frames(_) | OpenedSource::FramesUntilH264(..)) = start {
+            encoders[0].running(&metrics)?;
+        }
         let (frames, _) = broadcast::channel(FANOUT_CAPACITY);
-        let keyframes = KeyframeRequests::new(metrics.clone());
+        let requests = EncoderRequests::new(settings.ladder.clone(), metrics.clone());
         let stop = Arc::new(AtomicBool::new(false));
         let connections = settings.connections.clone();
         let clock = StreamClock::default();
@@ -289,15 +354,14 @@ impl VideoStream {
             frame_interval: Duration::from_secs_f64(1.0 / frame_rate),
             rtp_clock: RtpClock::new(Instant::now()),
             frames: frames.clone(),
-            keyframes: keyframes.clone(),
+            requests: requests.clone(),
             clock: clock.clone(),
             stop: stop.clone(),
             metrics,
-            encoder_config,
-            encoder,
-            last_keyframe: None,
+            encoders,
+            scaler: FrameScaler::default(),
+            decoder: None,
             idle: false,
-            resuming: false,
             dropping_until: None,
             ended: false,
         };
@@ -305,7 +369,7 @@ impl VideoStream {
             .name("webgear-capture".into())
             .spawn(move || capture.run(start))
             .map_err(StreamError::Thread)?;
-        Ok(VideoStream { frames, keyframes, clock, stop, connections, thread: Some(thread) })
+        Ok(VideoStream { frames, requests, clock, stop, connections, thread: Some(thread) })
     }
 
     /// A new receiver of every frame encoded from now on.
@@ -313,8 +377,8 @@ impl VideoStream {
         self.frames.subscribe()
     }
 
-    pub(crate) fn keyframe_requests(&self) -> KeyframeRequests {
-        self.keyframes.clone()
+    pub(crate) fn encoder_requests(&self) -> EncoderRequests {
+        self.requests.clone()
     }
 
     pub(crate) fn clock(&self) -> StreamClock {
@@ -361,6 +425,35 @@ impl Drop for RunningEncoder {
     }
 }
 
+/// One rung's encoder, as the capture thread keeps it.
+struct RungEncoder {
+    rung: Rung,
+    config: H264EncoderConfig,
+    /// The full-size rung's is created at start for raw frames, and dropped for H.264
+    /// passed through but while blank frames stand in for a source that is gone. A lower
+    /// rung's runs only while someone is on the rung.
+    encoder: Option<RunningEncoder>,
+    last_keyframe: Option<Instant>,
+    /// The last picture was not encoded at this rung: the next one must be a keyframe.
+    resting: bool,
+}
+
+impl RungEncoder {
+    fn new(rung: Rung, frame_rate: f32) -> Self {
+        let config = H264EncoderConfig { bitrate_bps: rung.bitrate, frame_rate };
+        RungEncoder { rung, config, encoder: None, last_keyframe: None, resting: true }
+    }
+
+    /// The encoder, started if none runs.
+    fn running(&mut self, metrics: &Arc<Metrics>) -> Result<&mut H264Encoder, EncoderError> {
+        let encoder = match self.encoder.take() {
+            Some(encoder) => encoder,
+            None => RunningEncoder::new(self.config, metrics)?,
+        };
+        Ok(&mut self.encoder.insert(encoder).encoder)
+    }
+}
+
 /// The capture thread's state.
 struct Capture {
     reducer: FrameSizeReducer,
@@ -372,20 +465,19 @@ struct Capture {
     frame_interval: Duration,
     rtp_clock: RtpClock,
     frames: broadcast::Sender<StreamFrame>,
-    keyframes: KeyframeRequests,
+    requests: EncoderRequests,
     clock: StreamClock,
     stop: Arc<AtomicBool>,
     metrics: Arc<Metrics>,
-    encoder_config: H264EncoderConfig,
-    /// Created at start for raw frames; for passed-through H.264 only while blank frames
-    /// stand in for a source that is gone.
-    encoder: Option<RunningEncoder>,
-    last_keyframe: Option<Instant>,
+    /// One per rung of the ladder, the full-size one first.
+    encoders: Vec<RungEncoder>,
+    /// Scales the full-size picture down for the lower rungs.
+    scaler: FrameScaler,
+    /// Decodes H.264 passed through, while someone is on a lower rung.
+    decoder: Option<H264Decoder>,
     /// Whether the last frame read was left unencoded because nobody watched, or the
     /// source was left unread until a viewer came.
     idle: bool,
-    /// A viewer came after an idle spell: the next frame encoded must be a keyframe.
-    resuming: bool,
     /// The end of a live source's start delay, until which what it sends is dropped.
     dropping_until: Option<Instant>,
     /// Set once the source has ended for good: the frame published next is the last.
@@ -436,7 +528,7 @@ impl Capture {
                         // stream the H.264 comes from.
                         drop(playing);
                         info!("passing the source's H.264 through from its next keyframe: no encoder runs");
-                        self.encoder = None;
+                        self.encoders[0].encoder = None;
                         input = Some(OpenedSource::H264(h264));
                         continue;
                     }
@@ -466,7 +558,7 @@ impl Capture {
                 Ok(Some(reopened)) => {
                     if matches!(reopened, OpenedSource::H264(_)) {
                         // Passed through again: the blank frames' encoder is not needed.
-                        self.encoder = None;
+                        self.encoders[0].encoder = None;
                     }
                     input = Some(reopened);
                 }
@@ -554,8 +646,7 @@ impl Capture {
                 make_grayscale(&mut picture);
             }
             *last_size = Some((picture.width(), picture.height()));
-            let force_keyframe = self.keyframe_due();
-            self.publish_picture(&picture, force_keyframe)?;
+            self.publish_picture(&picture, false)?;
             Metrics::observe(&self.metrics.encode_seconds, started.elapsed());
         }
         Ok(None)
@@ -585,7 +676,34 @@ impl Capture {
                 *last_size = Some((access_unit.width, access_unit.height));
             }
             self.metrics.frames_passed_through.inc();
-            self.publish(access_unit, false);
+            self.publish(access_unit.clone(), false, 0);
+            self.publish_decoded(&access_unit);
+        }
+    }
+
+    /// Decodes an access unit passed through and publishes it at the lower rungs someone
+    /// is on. The decoder runs only while someone is; started anew, it waits for the
+    /// source's next keyframe. A picture that fails is left out, logged.
+    fn publish_decoded(&mut self, access_unit: &EncodedFrame) {
+        if !(1..self.encoders.len()).any(|rung| self.requests.wanted(rung)) {
+            self.decoder = None;
+            (1..self.encoders.len()).for_each(|rung| self.rest(rung));
+            return;
+        }
+        let decoder = match &mut self.decoder {
+            Some(decoder) => decoder,
+            None => match H264Decoder::new() {
+                Ok(decoder) => self.decoder.insert(decoder),
+                Err(error) => return warn!(%error, "cannot decode the source for the lower rungs"),
+            },
+        };
+        let picture = match decoder.decode(access_unit) {
+            Ok(Some(frame)) => frame.into_i420(),
+            Ok(None) => return,
+            Err(error) => return debug!(%error, "a picture for the lower rungs could not be decoded"),
+        };
+        if let Err(error) = self.publish_rungs(&picture, 1, false) {
+            warn!(%error, "a picture for the lower rungs could not be encoded");
         }
     }
 
@@ -631,8 +749,7 @@ impl Capture {
             }
             if self.watched() {
                 let picture = blank_frame(width, height, NO_INPUT, Instant::now());
-                let force_keyframe = self.keyframe_due();
-                self.publish_picture(&picture, force_keyframe)?;
+                self.publish_picture(&picture, false)?;
             }
             next_frame += self.frame_interval;
             thread::sleep(next_frame.saturating_duration_since(Instant::now()));
@@ -640,36 +757,65 @@ impl Capture {
         Ok(None)
     }
 
-    /// Encodes one picture (starting the encoder if none runs) and publishes it.
+    /// Encodes one full-size picture at every rung someone is on and publishes it. The
+    /// stream's last frame ("The End") goes out at the top rung whoever is on it, so that
+    /// viewers coming later are shown it.
     fn publish_picture(&mut self, picture: &I420Frame, force_keyframe: bool) -> Result<(), EncoderError> {
-        let encoder = match &mut self.encoder {
-            Some(encoder) => encoder,
-            None => self.encoder.insert(RunningEncoder::new(self.encoder_config, &self.metrics)?),
-        };
-        let Some(encoded) = encoder.encoder.encode(picture, force_keyframe)? else {
-            return Ok(());
-        };
-        self.metrics.frames_encoded.inc();
-        if encoded.keyframe {
-            self.metrics.keyframes_encoded.inc();
-            debug!(forced = force_keyframe, bytes = encoded.data.len(), "keyframe");
+        self.publish_rungs(picture, 0, force_keyframe)
+    }
+
+    /// Encodes `picture` (full size) at the rungs from `first_rung` down that someone is
+    /// on, and publishes each.
+    fn publish_rungs(&mut self, picture: &I420Frame, first_rung: usize, force_keyframe: bool) -> Result<(), EncoderError> {
+        for rung in first_rung..self.encoders.len() {
+            if !self.requests.wanted(rung) && !(rung == 0 && self.ended) {
+                self.rest(rung);
+                continue;
+            }
+            let force_keyframe = self.keyframe_due(rung) || force_keyframe;
+            let scaled;
+            let picture = if rung == 0 {
+                picture
+            } else {
+                let (width, height) = scaled_size(picture.width(), picture.height(), self.encoders[rung].rung.scale);
+                scaled = self.scaler.scale(picture, width, height);
+                &scaled
+            };
+            let Some(encoded) = self.encoders[rung].running(&self.metrics)?.encode(picture, force_keyframe)? else {
+                continue;
+            };
+            self.metrics.frames_encoded.inc();
+            if encoded.keyframe {
+                self.metrics.keyframes_encoded.inc();
+                debug!(rung, forced = force_keyframe, bytes = encoded.data.len(), "keyframe");
+            }
+            self.publish(encoded, true, rung);
         }
-        self.publish(encoded, true);
         Ok(())
     }
 
-    /// Hands one encoded frame to every subscriber, timestamped on the stream clock;
-    /// `keyframes_on_request` when the stream's encoder made it.
-    fn publish(&mut self, encoded: EncodedFrame, keyframes_on_request: bool) {
+    /// Leaves `rung` unencoded for now: a lower rung's encoder stops, and whichever picture
+    /// it encodes next is a keyframe.
+    fn rest(&mut self, rung: usize) {
+        let encoder = &mut self.encoders[rung];
+        encoder.resting = true;
+        if rung > 0 {
+            encoder.encoder = None;
+        }
+    }
+
+    /// Hands one encoded frame of `rung` to every subscriber, timestamped on the stream
+    /// clock; `keyframes_on_request` when the stream's encoder made it.
+    fn publish(&mut self, encoded: EncodedFrame, keyframes_on_request: bool, rung: usize) {
         if self.clock.reset_requested.swap(false, Ordering::Relaxed) {
             debug!("stream clock reset");
             self.rtp_clock.restart(Instant::now());
         }
         if encoded.keyframe {
-            self.last_keyframe = Some(Instant::now());
+            self.encoders[rung].last_keyframe = Some(Instant::now());
             // Every request made until now is served by this keyframe: it is published
             // below, after the requesting peers started waiting for one.
-            self.keyframes.pending.store(false, Ordering::Relaxed);
+            self.requests.clear_keyframe_request(rung);
         }
         let rtp_time = self.rtp_clock.stamp(encoded.captured_at);
         // Sending fails only when nobody is subscribed, which is not an error.
@@ -681,6 +827,7 @@ impl Capture {
             keyframes_on_request,
             last: self.ended,
             pauses_unwatched,
+            rung,
             published_at: Instant::now(),
         };
         let _ = self.frames.send(frame);
@@ -695,7 +842,7 @@ impl Capture {
             self.idle = !watched;
             if watched {
                 debug!("a viewer came: encoding again");
-                self.resuming = true;
+                self.encoders.iter_mut().for_each(|encoder| encoder.resting = true);
                 self.stabilizer = self.settings.stabilize.map(Stabilizer::new);
             } else {
                 debug!("nobody watches: frames are read but not encoded");
@@ -707,15 +854,16 @@ impl Capture {
         watched
     }
 
-    /// Whether to force a keyframe now: the first frame after an idle spell, or a request
-    /// is pending and the last keyframe is old enough. A request that is not yet due stays
-    /// pending.
-    fn keyframe_due(&mut self) -> bool {
-        if std::mem::take(&mut self.resuming) {
+    /// Whether to force a keyframe at `rung` now: the first frame after it rested (or after
+    /// an idle spell), or a request is pending and the rung's last keyframe is old enough.
+    /// A request that is not yet due stays pending.
+    fn keyframe_due(&mut self, rung: usize) -> bool {
+        let encoder = &mut self.encoders[rung];
+        if std::mem::take(&mut encoder.resting) {
             return true;
         }
-        let recent = self.last_keyframe.is_some_and(|at| at.elapsed() < MIN_KEYFRAME_INTERVAL);
-        !recent && self.keyframes.pending.swap(false, Ordering::Relaxed)
+        let recent = encoder.last_keyframe.is_some_and(|at| at.elapsed() < MIN_KEYFRAME_INTERVAL);
+        !recent && self.requests.take_keyframe_request(rung)
     }
 }
 
@@ -736,6 +884,8 @@ mod tests {
         // A camera's frame timed ahead of our clock, then "The End" drawn by ours.
         assert_eq!(ticks(clock.stamp(at(200))), 18_000);
         assert_eq!(ticks(clock.stamp(at(150))), 18_001);
+        assert_eq!(ticks(clock.stamp(at(300))), 27_000);
+        // The same capture at another rung.
         assert_eq!(ticks(clock.stamp(at(300))), 27_000);
 
         // A pause is left out; a restart counts from zero on a new epoch.

@@ -49,12 +49,60 @@ pub enum TransformError {
     ReductionOutOfRange(u8),
 }
 
+/// Resizes I420 frames (bilinear, plane by plane).
+pub struct FrameScaler {
+    resizer: Resizer,
+    options: ResizeOptions,
+}
+
+impl std::fmt::Debug for FrameScaler {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FrameScaler").finish_non_exhaustive()
+    }
+}
+
+impl Default for FrameScaler {
+    fn default() -> Self {
+        let options = ResizeOptions::new().resize_alg(ResizeAlg::Convolution(FilterType::Bilinear));
+        FrameScaler { resizer: Resizer::new(), options }
+    }
+}
+
+impl FrameScaler {
+    /// `frame` resized to `width x height` (both even, as 4:2:0 needs), captured when it was.
+    pub fn scale(&mut self, frame: &I420Frame, width: u32, height: u32) -> I420Frame {
+        let mut out = I420Frame::new_grey(width, height, frame.captured_at());
+        let (src_planes, dst_planes) = (frame.planes(), out.planes_mut());
+        let (cw, ch) = (frame.chroma_width(), frame.chroma_height());
+        let (out_cw, out_ch) = (width / 2, height / 2);
+        for (src, dst, (sw, sh), (dw, dh)) in [
+            (src_planes.0, dst_planes.0, (frame.width(), frame.height()), (width, height)),
+            (src_planes.1, dst_planes.1, (cw, ch), (out_cw, out_ch)),
+            (src_planes.2, dst_planes.2, (cw, ch), (out_cw, out_ch)),
+        ] {
+            // Plane sizes follow from the frames' own dimensions, and u8 pixels need no
+            // alignment, so neither view can be rejected.
+            let src =
+                images::ImageRef::new(sw, sh, src, PixelType::U8).expect("source plane matches its frame's dimensions");
+            let mut dst = images::Image::from_slice_u8(dw, dh, dst, PixelType::U8)
+                .expect("destination plane matches its frame's dimensions");
+            self.resizer.resize(&src, &mut dst, &self.options).expect("planes of one pixel type resize");
+        }
+        out
+    }
+}
+
+/// The even size (at least 2x2) of a `width x height` picture scaled by `scale`.
+pub fn scaled_size(width: u32, height: u32, scale: f64) -> (u32, u32) {
+    let side = |side: u32| (((f64::from(side) * scale).round() as u32) & !1).max(2);
+    (side(width), side(height))
+}
+
 /// Shrinks frames by a fixed percentage of their width and height. Output sizes are always
 /// even, as 4:2:0 encoders require; 0 percent passes even-sized frames through untouched.
 pub struct FrameSizeReducer {
     percent: u8,
-    resizer: Resizer,
-    options: ResizeOptions,
+    scaler: FrameScaler,
 }
 
 impl std::fmt::Debug for FrameSizeReducer {
@@ -69,8 +117,7 @@ impl FrameSizeReducer {
         if percent > MAX_FRAME_SIZE_REDUCTION {
             return Err(TransformError::ReductionOutOfRange(percent));
         }
-        let options = ResizeOptions::new().resize_alg(ResizeAlg::Convolution(FilterType::Bilinear));
-        Ok(FrameSizeReducer { percent, resizer: Resizer::new(), options })
+        Ok(FrameSizeReducer { percent, scaler: FrameScaler::default() })
     }
 
     /// The size a `width x height` frame has after reduction.
@@ -89,24 +136,7 @@ impl FrameSizeReducer {
         if (out_w, out_h) == (width, height) {
             return frame;
         }
-        let mut out = I420Frame::new_grey(out_w, out_h, frame.captured_at());
-        let (src_planes, dst_planes) = (frame.planes(), out.planes_mut());
-        let (cw, ch) = (frame.chroma_width(), frame.chroma_height());
-        let (out_cw, out_ch) = (out_w / 2, out_h / 2);
-        for (src, dst, (sw, sh), (dw, dh)) in [
-            (src_planes.0, dst_planes.0, (width, height), (out_w, out_h)),
-            (src_planes.1, dst_planes.1, (cw, ch), (out_cw, out_ch)),
-            (src_planes.2, dst_planes.2, (cw, ch), (out_cw, out_ch)),
-        ] {
-            // Plane sizes follow from the frames' own dimensions, and u8 pixels need no
-            // alignment, so neither view can be rejected.
-            let src =
-                images::ImageRef::new(sw, sh, src, PixelType::U8).expect("source plane matches its frame's dimensions");
-            let mut dst = images::Image::from_slice_u8(dw, dh, dst, PixelType::U8)
-                .expect("destination plane matches its frame's dimensions");
-            self.resizer.resize(&src, &mut dst, &self.options).expect("planes of one pixel type resize");
-        }
-        out
+        self.scaler.scale(&frame, out_w, out_h)
     }
 }
 

@@ -21,7 +21,7 @@ use super::dispatch::{Dispatcher, DriverIndex};
 use super::fanout::{Command, Fanout, FanoutEvent, FrameInput, Turn};
 use super::socket::{MediaSocket, segment_runs};
 use crate::stats::Metrics;
-use crate::stream::{KeyframeRequests, StreamFrame};
+use crate::stream::{EncoderRequests, StreamFrame};
 
 /// Incoming datagrams waiting for a driver; past this, new ones are dropped as a full
 /// network queue would.
@@ -53,7 +53,7 @@ pub(crate) struct Driver {
     /// Open ICE-TCP connections by (local, remote) address: where their packets go.
     tcp_links: HashMap<(SocketAddr, SocketAddr), mpsc::Sender<Vec<u8>>>,
     frames: broadcast::Receiver<StreamFrame>,
-    keyframes: KeyframeRequests,
+    encoders: EncoderRequests,
     metrics: Arc<Metrics>,
     /// The datagrams taken from the fan-out and not sent yet.
     outgoing: Vec<Transmit>,
@@ -67,17 +67,17 @@ impl Driver {
         dispatcher: Arc<Dispatcher>,
         sockets: Vec<Arc<MediaSocket>>,
         frames: broadcast::Receiver<StreamFrame>,
-        keyframes: KeyframeRequests,
+        encoders: EncoderRequests,
         metrics: Arc<Metrics>,
     ) -> Self {
         Driver {
             index,
-            fanout: Fanout::new(metrics.clone(), Instant::now()),
+            fanout: Fanout::new(encoders.ladder(), metrics.clone(), Instant::now()),
             dispatcher,
             sockets,
             tcp_links: HashMap::new(),
             frames,
-            keyframes,
+            encoders,
             metrics,
             outgoing: Vec::new(),
             segments: Vec::new(),
@@ -177,7 +177,8 @@ impl Driver {
                 FanoutEvent::Released(source) => self.dispatcher.release(source, self.index),
                 FanoutEvent::PeerAdded => self.dispatcher.count_peer(self.index, true),
                 FanoutEvent::PeerRemoved => self.dispatcher.count_peer(self.index, false),
-                FanoutEvent::KeyframeWanted => self.keyframes.request(),
+                FanoutEvent::KeyframeWanted(rung) => self.encoders.request_keyframe(rung),
+                FanoutEvent::Watching { rung, joined } => self.encoders.watch(rung, joined),
                 FanoutEvent::Busy(share) => self.report_busy(share),
             }
         }

@@ -10,6 +10,11 @@
 //! viewer's packets can leave as soon as they are made: a viewer waits only for the viewers
 //! served before it. Every input's transmits are drained before the next input.
 //!
+//! An adaptive stream comes at several rungs (sizes and bitrates), each frame at each rung
+//! someone watches: every peer is sent the frames of its own rung, which it chooses from
+//! what it knows of its viewer's link ([`RungChoice`]); the fan-out tells the encoders which
+//! rungs are watched, and measures what each rung needs.
+//!
 //! A peer that cannot keep up never slows the others: frames are written into each peer's
 //! own send queue. A driver that falls behind the stream (a burst of joins, a saturated
 //! server) goes on from the present: each of its peers from the newest keyframe queued, or
@@ -26,9 +31,11 @@ use tracing::{debug, trace};
 
 use super::SessionId;
 use super::datagram::Datagram;
-use super::peer::{Peer, PeerId};
+use super::peer::{JOIN_ESTIMATE, Peer, PeerId};
 use super::recent::{RecentFrames, SinceKeyframe};
 use super::rtp_frame::{FramePacketizer, RtpFrame};
+use super::rung::RungChoice;
+use crate::ladder::Ladder;
 use crate::stats::Metrics;
 use crate::stream::StreamFrame;
 
@@ -44,6 +51,20 @@ const MAX_FANOUT_WAIT: Duration = Duration::from_secs(1);
 /// How long a driver measures its load before reporting it: long enough that a burst of
 /// joins or a large keyframe does not count as a full driver.
 const BUSY_WINDOW: Duration = Duration::from_secs(2);
+
+/// How often each peer's rung is chosen again.
+const RUNG_CHOICE_INTERVAL: Duration = Duration::from_millis(200);
+
+/// Over how long a rung's rate is measured: long enough to take in a keyframe or two.
+const RATE_WINDOW: Duration = Duration::from_secs(2);
+
+/// What each RTP packet adds to its payload on the wire: RTP header and extensions, SRTP
+/// tag, UDP and IP headers.
+const PACKET_OVERHEAD: usize = 64;
+
+/// How far above the top rung's rate the estimator is asked to look for room: enough to
+/// know that the top rung fits with the margin moving up needs.
+const AIM_ABOVE_TOP: f64 = 1.5;
 
 /// What the rest of the server asks of the fan-out.
 #[derive(Debug)]
@@ -77,8 +98,10 @@ pub(crate) enum FanoutEvent {
     PeerAdded,
     /// A peer ended and was removed.
     PeerRemoved,
-    /// A viewer needs a keyframe that only the encoder can make.
-    KeyframeWanted,
+    /// A viewer needs a keyframe at this rung that only the encoder can make.
+    KeyframeWanted(usize),
+    /// One viewer more (`joined`) or fewer is on this rung or moving to it.
+    Watching { rung: usize, joined: bool },
     /// The share of its time (0 to 1) the driver worked over the window just ended.
     Busy(f64),
 }
@@ -159,6 +182,60 @@ impl BusyMeter {
 struct Slot {
     peer: Peer,
     deadline: Instant,
+    choice: RungChoice,
+    next_choice: Instant,
+    /// The rungs the peer was last counted on: the one it is sent and the one it moves to.
+    watching: [usize; 2],
+}
+
+/// The bits a rung sent over the last [`RATE_WINDOW`].
+#[derive(Debug, Default)]
+struct RateMeter {
+    sent: VecDeque<(Instant, usize)>,
+    bytes: usize,
+}
+
+impl RateMeter {
+    fn record(&mut self, bytes: usize, at: Instant) {
+        self.sent.push_back((at, bytes));
+        self.bytes += bytes;
+        while let Some(&(first, bytes)) = self.sent.front()
+            && at.saturating_duration_since(first) > RATE_WINDOW
+        {
+            self.sent.pop_front();
+            self.bytes -= bytes;
+        }
+    }
+
+    /// Bits per second over the window, once it spans at least half of one.
+    fn rate(&self) -> Option<u64> {
+        let (first, last) = (self.sent.front()?.0, self.sent.back()?.0);
+        let span = last.saturating_duration_since(first);
+        (span >= RATE_WINDOW / 2).then(|| (self.bytes as f64 * 8.0 / span.as_secs_f64()) as u64)
+    }
+}
+
+/// One rung's frames, as this driver has them.
+struct RungFrames {
+    /// Cuts each frame into RTP payloads once, for all of this driver's peers on the rung
+    /// (it remembers the rung's parameter sets).
+    packetizer: FramePacketizer,
+    /// What a viewer starting on the rung starts from.
+    recent: RecentFrames,
+    /// The encoder's target, until the rate is measured.
+    configured: u64,
+    sent: RateMeter,
+    /// Peers here on the rung or moving to it.
+    watchers: usize,
+}
+
+impl RungFrames {
+    /// What a viewer on the rung needs, in bits per second: what the rung has sent lately
+    /// (an encoder may overshoot its target; H.264 passed through has none), packets and
+    /// all.
+    fn rate(&self) -> u64 {
+        self.sent.rate().unwrap_or(self.configured + self.configured / 16)
+    }
 }
 
 /// Work that goes to the driver's peers one at a time, as their packets are taken.
@@ -188,18 +265,18 @@ pub(crate) struct Fanout {
     /// Remote address → the peer that accepted traffic from it, so routing a datagram is a
     /// lookup rather than asking every peer.
     routes: HashMap<SocketAddr, PeerId>,
-    /// What a viewer connecting now starts from.
-    recent: RecentFrames,
-    /// Whether `recent` stays what the next viewer should be shown once the last one has
+    /// Each rung's frames, the full-size one first.
+    rungs: Vec<RungFrames>,
+    /// Whether viewers are moved between rungs as their links allow.
+    adaptive: bool,
+    /// Whether the top rung's frames kept what the next viewer should be shown once the last one has
     /// left: a stream that pauses while nobody watches is where it was, and a source's
     /// H.264 passed through goes on being sent (and kept) whether anyone watches or not.
     /// Only a live stream the server encodes stops then (it is not encoded for nobody),
     /// leaving the frames kept stale.
     kept_frames_stay_current: bool,
-    /// Whether the stream's last frame has been sent: `recent` then holds it for good.
+    /// Whether the stream's last frame has been sent: the frames kept then hold it for good.
     stream_ended: bool,
-    /// Cuts each frame into RTP payloads once, for all of this driver's peers.
-    packetizer: FramePacketizer,
     pending: Option<Pending>,
     transmits: VecDeque<Transmit>,
     events: VecDeque<FanoutEvent>,
@@ -209,16 +286,27 @@ pub(crate) struct Fanout {
 }
 
 impl Fanout {
-    /// A fan-out with no peers yet, started `now`.
-    pub(crate) fn new(metrics: Arc<Metrics>, now: Instant) -> Self {
+    /// A fan-out of a stream encoded at `ladder`, with no peers yet, started `now`.
+    pub(crate) fn new(ladder: &Ladder, metrics: Arc<Metrics>, now: Instant) -> Self {
+        let rungs = ladder
+            .rungs()
+            .iter()
+            .map(|rung| RungFrames {
+                packetizer: FramePacketizer::new(),
+                recent: RecentFrames::default(),
+                configured: u64::from(rung.bitrate),
+                sent: RateMeter::default(),
+                watchers: 0,
+            })
+            .collect();
         Fanout {
             peers: HashMap::new(),
             deadlines: BTreeSet::new(),
             routes: HashMap::new(),
-            recent: RecentFrames::default(),
+            rungs,
+            adaptive: ladder.rungs().len() > 1,
             kept_frames_stay_current: false,
             stream_ended: false,
-            packetizer: FramePacketizer::new(),
             pending: None,
             transmits: VecDeque::new(),
             events: VecDeque::new(),
@@ -233,10 +321,15 @@ impl Fanout {
     pub(crate) fn handle_command(&mut self, command: Command, now: Instant) -> bool {
         self.finish_pending(now);
         match command {
-            Command::Add(peer) => {
+            Command::Add(mut peer) => {
                 let id = peer.id();
+                let choice = self.start_rung();
+                peer.start_on(choice.target());
+                self.watch(choice.target(), true);
+                self.watch(choice.target(), true);
+                let watching = [choice.target(); 2];
                 // Counted as a viewer since its offer was admitted.
-                self.peers.insert(id, Slot { peer: *peer, deadline: now });
+                self.peers.insert(id, Slot { peer: *peer, deadline: now, choice, next_choice: now, watching });
                 self.deadlines.insert((now, id));
                 self.events.push_back(FanoutEvent::PeerAdded);
                 self.flush(id, now);
@@ -408,6 +501,11 @@ impl Fanout {
         };
         if let Some(slot) = self.peers.get_mut(&id) {
             match &pending.job {
+                // Frames of rungs the peer is neither on nor moving to are none of its business.
+                Job::Frame(rtp) if !slot.watching.contains(&rtp.frame.rung) => {
+                    self.pending = Some(pending);
+                    return;
+                }
                 Job::Frame(rtp) => {
                     if slot.peer.send_frame(rtp, &self.metrics, now) {
                         let wait = now.saturating_duration_since(rtp.frame.encoded.captured_at);
@@ -431,41 +529,118 @@ impl Fanout {
     /// the next keyframe. So the stream's last frame ("The End", a keyframe) is kept for
     /// everyone coming later whenever it is among them.
     fn catch_up(&mut self, first: FrameInput, queued: impl Iterator<Item = FrameInput>) {
-        let mut taken = SinceKeyframe::default();
+        let mut taken: Vec<SinceKeyframe<StreamFrame>> = self.rungs.iter().map(|_| SinceKeyframe::default()).collect();
         for input in std::iter::once(first).chain(queued) {
             match input {
-                FrameInput::Frame(frame) => taken.push(frame, usize::MAX, usize::MAX),
-                FrameInput::Missed(missed) => taken.break_off(missed),
+                FrameInput::Frame(frame) => {
+                    if let Some(rung) = taken.get_mut(frame.rung) {
+                        rung.push(frame, usize::MAX, usize::MAX);
+                    }
+                }
+                FrameInput::Missed(missed) => taken.iter_mut().for_each(|rung| rung.break_off(missed)),
             }
         }
-        self.metrics.frames_dropped.inc_by(taken.dropped());
-        self.recent.clear();
-        for frame in taken.into_frames() {
-            if self.packetize_and_keep(&frame).is_none() {
-                break;
+        for rung in taken {
+            self.metrics.frames_dropped.inc_by(rung.dropped());
+            let frames = rung.into_frames();
+            if let Some(rung) = frames.first().and_then(|frame| self.rungs.get_mut(frame.rung)) {
+                rung.recent.clear();
+            }
+            for frame in frames {
+                if self.packetize_and_keep(&frame).is_none() {
+                    break;
+                }
             }
         }
-        let from = if self.recent.frames().is_empty() { "the next keyframe" } else { "a keyframe queued" };
-        debug!(peers = self.peers.len(), "its peers start again from {from}");
+        debug!(peers = self.peers.len(), "its peers start again from a keyframe queued, or the next");
         self.start_job(Job::Resync);
     }
 
     /// Cuts a frame into RTP payloads and keeps it for viewers joining. If it cannot be
     /// cut, every viewer misses it and must start again from a keyframe: returns `None`.
     fn packetize_and_keep(&mut self, frame: &StreamFrame) -> Option<RtpFrame> {
-        let rtp = match self.packetizer.packetize(frame) {
+        let rung = self.rungs.get_mut(frame.rung)?;
+        let rtp = match rung.packetizer.packetize(frame) {
             Ok(rtp) => rtp,
             Err(error) => {
-                debug!(%error, "could not packetize a frame; every peer resyncs");
-                self.peers.values_mut().for_each(|slot| slot.peer.resync());
-                self.recent.clear();
+                debug!(%error, rung = frame.rung, "could not packetize a frame; every peer on the rung resyncs");
+                rung.recent.clear();
+                self.peers
+                    .values_mut()
+                    .filter(|slot| slot.peer.rungs().0 == frame.rung)
+                    .for_each(|slot| slot.peer.resync());
                 return None;
             }
         };
-        self.recent.record(&rtp);
-        self.kept_frames_stay_current = frame.pauses_unwatched || !frame.keyframes_on_request;
+        rung.recent.record(&rtp);
+        rung.sent.record(rtp.payload_bytes() + rtp.payloads.len() * PACKET_OVERHEAD, frame.published_at);
+        if frame.rung == 0 {
+            self.kept_frames_stay_current = frame.pauses_unwatched || !frame.keyframes_on_request;
+        }
         self.stream_ended |= frame.last;
         Some(rtp)
+    }
+
+    /// Where a joiner starts: on the best rung for a link of which nothing is known yet
+    /// (see [`JOIN_ESTIMATE`]); once the stream has ended, where its last frame is kept.
+    fn start_rung(&self) -> RungChoice {
+        if self.stream_ended || !self.adaptive {
+            let kept = self.rungs.iter().position(|rung| !rung.recent.frames().is_empty());
+            return RungChoice::fixed(kept.unwrap_or(0));
+        }
+        RungChoice::starting(JOIN_ESTIMATE, &self.rates())
+    }
+
+    /// What a viewer on each rung needs, in bits per second.
+    fn rates(&self) -> Vec<u64> {
+        self.rungs.iter().map(RungFrames::rate).collect()
+    }
+
+    /// Counts one of a peer's places more (`joined`) or fewer on `rung`, and tells the
+    /// encoders. A rung this driver's peers all left has its frames kept dropped unless
+    /// they stay what the next viewer should be shown (see `kept_frames_stay_current`).
+    fn watch(&mut self, rung: usize, joined: bool) {
+        let Some(frames) = self.rungs.get_mut(rung) else {
+            return;
+        };
+        if joined {
+            frames.watchers += 1;
+        } else {
+            frames.watchers = frames.watchers.saturating_sub(1);
+            let stays_current = rung == 0 && (self.kept_frames_stay_current || self.stream_ended);
+            if frames.watchers == 0 && !stays_current {
+                // Not encoded while nobody is on it: what was kept would be stale.
+                frames.recent.clear();
+            }
+        }
+        self.events.push_back(FanoutEvent::Watching { rung, joined });
+    }
+
+    /// Chooses the peer's rung again from what it knows of its viewer's link, at most every
+    /// [`RUNG_CHOICE_INTERVAL`], and counts it where it is.
+    fn choose_rung(&mut self, id: PeerId, now: Instant) {
+        if !self.adaptive {
+            return;
+        }
+        let rates = self.rates();
+        let Some(slot) = self.peers.get_mut(&id) else {
+            return;
+        };
+        if now >= slot.next_choice {
+            slot.next_choice = now + RUNG_CHOICE_INTERVAL;
+            if let Some(report) = slot.peer.link() {
+                let congested = slot.peer.congested();
+                let target = slot.choice.update(report, congested, &rates, now);
+                slot.peer.move_to(target);
+            }
+            slot.peer.aim_for((rates[0] as f64 * AIM_ABOVE_TOP) as u64);
+        }
+        let (sent, moving_to) = slot.peer.rungs();
+        let was = std::mem::replace(&mut slot.watching, [sent, moving_to]);
+        if was != [sent, moving_to] {
+            was.into_iter().for_each(|rung| self.watch(rung, false));
+            [sent, moving_to].into_iter().for_each(|rung| self.watch(rung, true));
+        }
     }
 
     fn find_session(&self, session: &SessionId) -> Option<PeerId> {
@@ -492,24 +667,29 @@ impl Fanout {
         };
         let transmits = &mut self.transmits;
         let mut deadline = slot.peer.poll(|transmit| transmits.push_back(transmit));
+        let (rung, _) = slot.peer.rungs();
+        let recent = self.rungs.get(rung).map_or(&[][..], |rung| rung.recent.frames());
         // A connection completes while polling: start the viewer at once if it can be.
         if deadline.is_some()
-            && slot.peer.start_from(self.recent.frames(), &self.metrics, now, |transmit| transmits.push_back(transmit))
+            && slot.peer.start_from(recent, &self.metrics, now, |transmit| transmits.push_back(transmit))
         {
             deadline = slot.peer.poll(|transmit| transmits.push_back(transmit));
         }
-        if slot.peer.take_keyframe_wish() {
-            // A keyframe made for one viewer goes to all of them: while the last one and
-            // the frames since are kept, the viewer gets those (again) instead. Otherwise
-            // the encoder makes one (it coalesces requests); a source passed through
-            // cannot, and the viewer waits for the source's next.
+        if let Some(wanted) = slot.peer.take_keyframe_wish() {
+            // A keyframe made for one viewer goes to all of them on its rung: while the
+            // last one and the frames since are kept, the viewer gets those (again)
+            // instead. Otherwise the encoder makes one (it coalesces requests); a source
+            // passed through cannot, and the viewer waits for the source's next. A viewer
+            // moving to another rung waits for a keyframe made there: the frames kept would
+            // be a burst on a link that just proved too small, or not yet large enough.
             if deadline.is_some()
-                && slot.peer.replay(self.recent.frames(), &self.metrics, now, |transmit| transmits.push_back(transmit))
+                && wanted == rung
+                && slot.peer.replay(recent, &self.metrics, now, |transmit| transmits.push_back(transmit))
             {
                 self.metrics.keyframe_requests.inc();
                 deadline = slot.peer.poll(|transmit| transmits.push_back(transmit));
             } else {
-                self.events.push_back(FanoutEvent::KeyframeWanted);
+                self.events.push_back(FanoutEvent::KeyframeWanted(wanted));
             }
         }
         self.deadlines.remove(&(slot.deadline, id));
@@ -517,19 +697,20 @@ impl Fanout {
             Some(deadline) => {
                 slot.deadline = deadline;
                 self.deadlines.insert((deadline, id));
+                self.choose_rung(id, now);
             }
             None => self.remove(id),
         }
     }
 
     fn remove(&mut self, id: PeerId) {
-        self.peers.remove(&id);
-        if self.peers.is_empty() && !self.kept_frames_stay_current && !self.stream_ended {
-            // A live stream goes on unencoded while nobody watches; frames kept from
-            // before would show the next viewer a stale picture first. Once a stream has
-            // ended, its last picture ("The End") is what everyone coming later is shown.
-            self.recent.clear();
-        }
+        let Some(slot) = self.peers.remove(&id) else {
+            return;
+        };
+        // A live stream goes on unencoded while nobody watches; frames kept from before
+        // would show the next viewer a stale picture first. Once a stream has ended, its
+        // last picture ("The End") is what everyone coming later is shown.
+        slot.watching.into_iter().for_each(|rung| self.watch(rung, false));
         let events = &mut self.events;
         self.routes.retain(|&source, owner| {
             let keep = *owner != id;
@@ -553,7 +734,10 @@ mod tests {
     use webgear_media::encode::EncodedFrame;
 
     use super::*;
-    use crate::rtc::peer::testing::{connected_pair, connected_viewer, deliver, outputs};
+    use crate::rtc::peer::testing::{
+        connected_adaptive_viewer, connected_pair, connected_viewer, deliver, outputs, report_link,
+    };
+    use crate::rtc::rung::LinkReport;
 
     /// Frame `number` of a stream, published `published_at`.
     fn frame_published(number: u32, keyframe: bool, published_at: Instant) -> StreamFrame {
@@ -572,6 +756,7 @@ mod tests {
             keyframes_on_request: true,
             last: false,
             pauses_unwatched: false,
+            rung: 0,
             published_at,
         }
     }
@@ -583,7 +768,7 @@ mod tests {
 
     /// The stream numbers of the frames kept for joiners.
     fn kept(fanout: &Fanout) -> Vec<u64> {
-        fanout.recent.frames().iter().map(|rtp| rtp.frame.rtp_time.numer() / 3000).collect()
+        fanout.rungs[0].recent.frames().iter().map(|rtp| rtp.frame.rtp_time.numer() / 3000).collect()
     }
 
     fn transmits(fanout: &mut Fanout, now: Instant) -> Vec<Transmit> {
@@ -617,10 +802,72 @@ mod tests {
             .collect()
     }
 
+    /// Frame `number` at `rung`, published `now`: its payload ends with the rung and the
+    /// number, so that the viewer can tell which it got.
+    fn frame_at_rung(number: u8, rung: u8, keyframe: bool, now: Instant) -> FrameInput {
+        let nal_header = if keyframe { 0x65 } else { 0x41 };
+        let mut frame = frame_published(u32::from(number), keyframe, now);
+        frame.encoded.data = Arc::from([0, 0, 0, 1, nal_header, rung + 1, number + 1].as_slice());
+        frame.rung = usize::from(rung);
+        FrameInput::Frame(frame)
+    }
+
+    /// Serves every deadline up to `until` and returns what was sent meanwhile.
+    fn transmits_until(fanout: &mut Fanout, now: Instant, until: Instant) -> Vec<Transmit> {
+        let mut sent = transmits(fanout, now);
+        let mut at = now;
+        while fanout.poll_timeout(at) <= until {
+            at = fanout.poll_timeout(at).max(at + Duration::from_micros(100));
+            fanout.handle_timeout(at);
+            sent.extend(transmits(fanout, at));
+        }
+        sent
+    }
+
+    #[test]
+    fn a_viewer_follows_its_estimate_to_another_rung_at_that_rung_s_keyframe_on_one_continuous_stream() {
+        let (mut viewer, peer, start) = connected_adaptive_viewer(1, 6000, Instant::now());
+        let id = peer.id();
+        let metrics = Arc::new(Metrics::default());
+        let mut fanout = Fanout::new(&Ladder::default_for(2_000_000), metrics.clone(), start);
+        fanout.handle_command(Command::Add(Box::new(peer)), start);
+        transmits(&mut fanout, start);
+        let added = events(&mut fanout);
+        assert!(added.contains(&FanoutEvent::Watching { rung: 0, joined: true }), "a joiner starts on top: {added:?}");
+
+        // Each capture comes at every rung; rung 1 has a keyframe at frames 0 and 6 only.
+        let mut got = Vec::new();
+        let mut wanted = Vec::new();
+        for number in 0..10u8 {
+            let now = start + Duration::from_millis(100) * u32::from(number);
+            if number == 2 {
+                // The viewer's link turns out to carry 800 kbit/s: rung 1 (600 kbit/s).
+                report_link(&mut fanout.peers.get_mut(&id).unwrap().peer, LinkReport::Estimate(800_000));
+            }
+            for rung in 0..3 {
+                let keyframe = number == 0 || (rung == 1 && number == 6);
+                fanout.handle_frame(frame_at_rung(number, rung, keyframe, now), std::iter::empty(), now);
+                let sent = transmits_until(&mut fanout, now, now + Duration::from_millis(30));
+                for data in deliver(&mut viewer, &sent, now) {
+                    assert!(data.contiguous, "no gap in sequence numbers");
+                    got.push((data.data[data.data.len() - 2] - 1, data.data[data.data.len() - 1] - 1));
+                }
+                wanted.extend(events(&mut fanout).into_iter().filter(|e| matches!(e, FanoutEvent::KeyframeWanted(_))));
+            }
+        }
+        // Frame 6 went out at rung 0 before its keyframe at rung 1 came: the viewer gets
+        // both (the second a tick later), then rung 1 only.
+        let expected: Vec<(u8, u8)> = (0..7).map(|number| (0, number)).chain((6..10).map(|number| (1, number))).collect();
+        assert_eq!(got, expected, "(rung, frame) the viewer got: every frame, moving at rung 1's keyframe");
+        assert_eq!(wanted, [FanoutEvent::KeyframeWanted(1)], "a keyframe is asked of rung 1");
+        assert_eq!(metrics.rung_switches.get(), 1);
+        assert_eq!(fanout.rungs.iter().map(|rung| rung.watchers).collect::<Vec<_>>(), [0, 2, 0]);
+    }
+
     #[test]
     fn a_driver_that_fell_behind_the_stream_goes_on_from_the_present() {
         let now = Instant::now();
-        let mut fanout = Fanout::new(Arc::new(Metrics::default()), now);
+        let mut fanout = Fanout::new(&Ladder::single(2_000_000), Arc::new(Metrics::default()), now);
         // Ten frames while the driver was busy: the stream dropped six of them for it.
         let mut queued = (6..10).map(|number| frame(number, now));
         fanout.handle_frame(FrameInput::Missed(6), &mut queued, now);
@@ -634,14 +881,14 @@ mod tests {
     #[test]
     fn a_driver_that_fell_behind_as_the_stream_ended_keeps_its_last_frame_for_later_viewers() {
         let now = Instant::now();
-        let mut fanout = Fanout::new(Arc::new(Metrics::default()), now);
+        let mut fanout = Fanout::new(&Ladder::single(2_000_000), Arc::new(Metrics::default()), now);
         // "The End", a keyframe, is among the frames still queued when the driver looks.
         let mut the_end = frame_published(9, true, now);
         the_end.last = true;
         let queued = (6..9).map(|number| frame(number, now)).chain([FrameInput::Frame(the_end)]);
         fanout.handle_frame(FrameInput::Missed(6), queued, now);
         assert!(fanout.stream_ended);
-        let kept: Vec<bool> = fanout.recent.frames().iter().map(|rtp| rtp.frame.last).collect();
+        let kept: Vec<bool> = fanout.rungs[0].recent.frames().iter().map(|rtp| rtp.frame.last).collect();
         assert_eq!(kept, [true], "viewers coming later start from \"The End\"");
     }
 
@@ -650,7 +897,7 @@ mod tests {
     #[test]
     fn a_group_of_pictures_sent_at_once_is_taken_whole_and_kept_for_joiners() {
         let now = Instant::now();
-        let mut fanout = Fanout::new(Arc::new(Metrics::default()), now);
+        let mut fanout = Fanout::new(&Ladder::single(2_000_000), Arc::new(Metrics::default()), now);
         for number in 0..150 {
             let passed_through =
                 StreamFrame { keyframes_on_request: false, ..frame_published(number, number == 0, now) };
@@ -663,7 +910,7 @@ mod tests {
     #[test]
     fn a_driver_taking_frames_too_late_starts_its_viewers_again_from_the_newest_keyframe_queued() {
         let (mut viewer, peer, now) = connected_pair();
-        let mut fanout = Fanout::new(Arc::new(Metrics::default()), now);
+        let mut fanout = Fanout::new(&Ladder::single(2_000_000), Arc::new(Metrics::default()), now);
         fanout.handle_command(Command::Add(Box::new(peer)), now);
         transmits(&mut fanout, now);
         fanout.handle_frame(frame(0, now), std::iter::empty(), now);
@@ -692,7 +939,7 @@ mod tests {
         let (mut first, first_peer, at) = connected_viewer(1, 6001, start);
         let (mut second, second_peer, then) = connected_viewer(2, 6002, start);
         let now = at.max(then);
-        let mut fanout = Fanout::new(Arc::new(Metrics::default()), now);
+        let mut fanout = Fanout::new(&Ladder::single(2_000_000), Arc::new(Metrics::default()), now);
         fanout.handle_command(Command::Add(Box::new(first_peer)), now);
         fanout.handle_command(Command::Add(Box::new(second_peer)), now);
         transmits(&mut fanout, now);
@@ -720,16 +967,17 @@ mod tests {
     #[test]
     fn a_joiner_with_no_keyframe_kept_asks_the_encoder_for_one_once_connected() {
         let (_viewer, peer, now) = connected_pair();
-        let mut fanout = Fanout::new(Arc::new(Metrics::default()), now);
+        let mut fanout = Fanout::new(&Ladder::single(2_000_000), Arc::new(Metrics::default()), now);
         fanout.handle_command(Command::Add(Box::new(peer)), now);
         transmits(&mut fanout, now);
-        assert_eq!(events(&mut fanout), [FanoutEvent::PeerAdded, FanoutEvent::KeyframeWanted]);
+        let watching = FanoutEvent::Watching { rung: 0, joined: true };
+        assert_eq!(events(&mut fanout), [watching, watching, FanoutEvent::PeerAdded, FanoutEvent::KeyframeWanted(0)]);
     }
 
     #[test]
     fn a_viewer_s_address_is_claimed_on_its_first_datagram_and_released_when_it_goes_silent() {
         let (mut viewer, peer, mut now) = connected_pair();
-        let mut fanout = Fanout::new(Arc::new(Metrics::default()), now);
+        let mut fanout = Fanout::new(&Ladder::single(2_000_000), Arc::new(Metrics::default()), now);
         fanout.handle_command(Command::Add(Box::new(peer)), now);
         transmits(&mut fanout, now);
         events(&mut fanout);
@@ -764,7 +1012,7 @@ mod tests {
     #[test]
     fn a_driver_behind_the_stream_handles_what_waited_during_a_frame_before_the_next() {
         let now = Instant::now();
-        let mut fanout = Fanout::new(Arc::new(Metrics::default()), now);
+        let mut fanout = Fanout::new(&Ladder::single(2_000_000), Arc::new(Metrics::default()), now);
         assert!(fanout.frame_before_events(), "frames come first");
         // A frame that took a minute, with two network events waiting at its end.
         let done = now + Duration::from_secs(60);
@@ -784,7 +1032,7 @@ mod tests {
     #[test]
     fn the_events_handled_between_frames_take_no_longer_than_the_frame_took() {
         let now = Instant::now();
-        let mut fanout = Fanout::new(Arc::new(Metrics::default()), now);
+        let mut fanout = Fanout::new(&Ladder::single(2_000_000), Arc::new(Metrics::default()), now);
         // A frame that took 10 ms, with five events waiting: the first takes all of that.
         let ms = Duration::from_millis;
         fanout.turn_done(Turn::Frame, now, 5, now + ms(10));
@@ -811,7 +1059,7 @@ mod tests {
     #[test]
     fn the_fan_out_reports_how_busy_its_driver_was_once_a_window_is_over() {
         let start = Instant::now();
-        let mut fanout = Fanout::new(Arc::new(Metrics::default()), start);
+        let mut fanout = Fanout::new(&Ladder::single(2_000_000), Arc::new(Metrics::default()), start);
         let ms = Duration::from_millis;
         fanout.turn_done(Turn::Other, start + ms(1000), 0, start + ms(1500));
         assert!(events(&mut fanout).is_empty());

@@ -27,6 +27,7 @@ mod net;
 mod peer;
 mod recent;
 mod rtp_frame;
+mod rung;
 mod socket;
 mod tcp;
 
@@ -158,6 +159,7 @@ impl RtcServer {
             .map(|(addr, socket)| MediaSocket::new(addr, socket).map(Arc::new))
             .collect::<io::Result<Vec<_>>>()?;
 
+        let adaptive = stream.encoder_requests().ladder().rungs().len() > 1;
         let driver_count = std::thread::available_parallelism().map_or(1, NonZeroUsize::get);
         let (event_queues, mut event_receivers): (Vec<_>, Vec<_>) =
             (0..driver_count).map(|_| mpsc::channel(DATAGRAM_QUEUE)).unzip();
@@ -171,7 +173,7 @@ impl RtcServer {
                 dispatcher.clone(),
                 sockets.clone(),
                 stream.subscribe(),
-                stream.keyframe_requests(),
+                stream.encoder_requests(),
                 metrics.clone(),
             );
             drivers.push(commands);
@@ -191,7 +193,7 @@ impl RtcServer {
         Ok(RtcServer {
             drivers,
             dispatcher,
-            peer_config: PeerConfig { host_addrs, public_addrs, tcp_addrs, dtls_cert },
+            peer_config: PeerConfig { host_addrs, public_addrs, tcp_addrs, dtls_cert, adaptive },
             next_peer_id: AtomicU64::new(1),
             max_viewers: settings.max_viewers,
             metrics,

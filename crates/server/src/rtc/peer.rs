@@ -4,7 +4,11 @@
 //!
 //! str0m runs in RTP mode: the peer numbers and writes the shared payloads of each frame;
 //! str0m adds the headers, encrypts, answers NACKs from its send buffer and reports
-//! keyframe requests.
+//! keyframe requests. With an adaptive stream it also estimates the viewer's bandwidth
+//! from transport-wide feedback (TWCC) and paces the viewer's packets (media, resends and
+//! probes alike) at that estimate; the peer reports what it knows of the link, and sends
+//! the frames of its rung, moving to another rung at that rung's keyframe, on one
+//! continuous RTP stream (its own sequence numbers and timeline).
 //!
 //! A driver runs hundreds of peers on one task, so a panic in one session (a bug in the
 //! WebRTC stack that a viewer's packets found) would end them all. Every call into the
@@ -15,6 +19,7 @@ use std::net::SocketAddr;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::time::{Duration, Instant};
 
+use str0m::bwe::{Bitrate, BweKind};
 use str0m::change::{SdpAnswer, SdpOffer};
 use str0m::config::DtlsCert;
 use str0m::format::Codec;
@@ -26,6 +31,7 @@ use tracing::{Span, debug, debug_span, error};
 
 use super::SessionId;
 use super::rtp_frame::RtpFrame;
+use super::rung::LinkReport;
 use crate::stats::Metrics;
 use crate::stream::{StreamFrame, rtp_ticks};
 
@@ -100,11 +106,31 @@ impl Timeline {
     }
 }
 
-/// str0m's usual RTP header extensions (Chrome's) without transport-wide sequence numbers.
-/// Those exist for transport-wide congestion control feedback, which a viewer would then
-/// send every 50 ms; every viewer gets the same encoding at one bitrate, so nothing here
-/// would adapt to it, and at a thousand viewers it is tens of thousands of packets a second
-/// for the server to decrypt and read for nothing.
+/// The bandwidth a viewer's link is taken to carry until its feedback says otherwise:
+/// where the estimator starts (and so the pace a joiner's first frames go out at), and
+/// what a joiner's rung is chosen by. Enough for the default ladder's top rung: a joiner
+/// starts there, as sharp as the stream gets, and its first keyframe, paced, takes a
+/// fraction of a second on any link that could carry that rung. A link that cannot is
+/// found by the estimator's first probes, within a second or two, and the viewer moves
+/// down.
+pub(crate) const JOIN_ESTIMATE: u64 = 3_000_000;
+
+/// How often str0m reports each stream's statistics: with them come the losses a viewer
+/// reports, all that is known of a link whose viewer sends no bandwidth feedback.
+const STATS_INTERVAL: Duration = Duration::from_secs(1);
+
+/// A viewer whose oldest packet not yet sent has waited this long is congested: its
+/// link carries less than its rung, whatever the estimate says.
+const CONGESTED_QUEUE_DELAY: Duration = Duration::from_millis(600);
+
+/// A viewer whose packets wait this long is sent no more frames until they have left,
+/// then starts again from a keyframe: a queue that only grows would delay it for good.
+const MAX_QUEUE_DELAY: Duration = Duration::from_secs(1);
+
+/// str0m's usual RTP header extensions (Chrome's) without transport-wide sequence numbers,
+/// for a stream that does not adapt: a viewer would send transport-wide feedback every
+/// 50 ms, nothing would adapt to it, and at a thousand viewers it is tens of thousands of
+/// packets a second for the server to decrypt and read for nothing.
 fn extensions_without_congestion_feedback() -> ExtensionMap {
     let mut extensions = ExtensionMap::empty();
     for (id, extension) in ExtensionMap::standard().iter() {
@@ -153,6 +179,8 @@ pub(crate) struct PeerConfig {
     /// ICE-TCP listeners' addresses, offered as passive TCP candidates (empty: UDP only).
     pub(crate) tcp_addrs: Vec<SocketAddr>,
     pub(crate) dtls_cert: DtlsCert,
+    /// Estimate each viewer's bandwidth and pace its packets (the stream adapts).
+    pub(crate) adaptive: bool,
 }
 
 /// A frame sent to the viewer: its RTP time and when.
@@ -210,6 +238,16 @@ pub(crate) struct Peer {
     wants_keyframe: bool,
     /// The extended sequence number of the next video packet.
     next_sequence: u64,
+    /// The rung whose frames the viewer is sent.
+    rung: usize,
+    /// The rung the viewer is moving to at its next keyframe (`rung` when it stays).
+    target_rung: usize,
+    /// What is known of the viewer's link, best first: the TWCC estimate, else the
+    /// viewer's REMB, else its reported losses.
+    link: Option<LinkReport>,
+    twcc_estimates: bool,
+    /// The bitrate the estimator was last asked to find room for.
+    desired_bitrate: u64,
     span: Span,
 }
 
@@ -229,7 +267,7 @@ impl Peer {
         config: &PeerConfig,
         now: Instant,
     ) -> Result<(Peer, SdpAnswer), OfferError> {
-        let mut rtc = Rtc::builder()
+        let builder = Rtc::builder()
             .set_ice_lite(true)
             .set_rtp_mode(true)
             .set_dtls_cert(config.dtls_cert.clone())
@@ -238,9 +276,16 @@ impl Peer {
             // Never sent, but accepting an offer's audio section keeps it usable as the
             // BUNDLE transport: players that offer audio first (most WHEP players) would
             // otherwise get the ICE candidates on a rejected section and never connect.
-            .enable_opus(true, false)
-            .set_extension_map(extensions_without_congestion_feedback())
-            .build(now);
+            .enable_opus(true, false);
+        // Adapting, str0m's usual extensions: transport-wide sequence numbers for TWCC,
+        // and the absolute send time that clients estimating on their own side (REMB)
+        // need.
+        let builder = if config.adaptive {
+            builder.enable_bwe(Some(Bitrate::bps(JOIN_ESTIMATE))).set_stats_interval(Some(STATS_INTERVAL))
+        } else {
+            builder.set_extension_map(extensions_without_congestion_feedback())
+        };
+        let mut rtc = builder.build(now);
         for &addr in config.public_addrs.iter().chain(&config.host_addrs) {
             let candidate =
                 Candidate::host(addr, Protocol::Udp).map_err(|source| OfferError::Candidate { addr, source })?;
@@ -296,6 +341,11 @@ impl Peer {
             last_replay: None,
             wants_keyframe: false,
             next_sequence: first_sequence_number(),
+            rung: 0,
+            target_rung: 0,
+            link: None,
+            twcc_estimates: false,
+            desired_bitrate: 0,
             span,
         };
         Ok((peer, answer))
@@ -384,10 +434,15 @@ impl Peer {
         self.contained(|peer| peer.write_frame(rtp, time, metrics, now)).unwrap_or(false)
     }
 
-    /// The RTP time `frame` goes out with, `now`, on the viewer's timeline.
+    /// The RTP time `frame` goes out with, `now`, on the viewer's timeline: after the last
+    /// frame sent even when it is the same capture (at the rung the viewer just moved to).
     fn stamp(&mut self, frame: &StreamFrame, now: Instant) -> u32 {
         let since_last = self.last_sent.map(|sent| (sent.time, now.saturating_duration_since(sent.at)));
-        self.timeline.stamp(frame, since_last)
+        let time = self.timeline.stamp(frame, since_last);
+        match self.last_sent {
+            Some(last) if (time.wrapping_sub(last.time) as i32) <= 0 => last.time.wrapping_add(1),
+            _ => time,
+        }
     }
 
     /// Writes one frame stamped `time` (RTP, 90 kHz).
@@ -396,6 +451,19 @@ impl Peer {
             return false;
         }
         let frame = &rtp.frame;
+        if frame.rung != self.rung {
+            if frame.rung != self.target_rung || !frame.encoded.keyframe {
+                return false;
+            }
+            self.span.in_scope(|| debug!(from = self.rung, to = frame.rung, "moving to another rung"));
+            metrics.rung_switches.inc();
+            self.rung = frame.rung;
+        }
+        if self.queue_delay() > MAX_QUEUE_DELAY {
+            metrics.frames_skipped.inc();
+            self.resync();
+            return false;
+        }
         if self.state == PeerState::AwaitingKeyframe {
             if !frame.encoded.keyframe {
                 metrics.frames_skipped.inc();
@@ -509,6 +577,60 @@ impl Peer {
         }
     }
 
+    /// How long the oldest packet not yet sent to the viewer had waited when str0m last
+    /// looked at its send queue (paced, packets wait while the link is thought full).
+    fn queue_delay(&mut self) -> Duration {
+        let mut api = self.rtc.direct_api();
+        let Some(queue) = api.stream_tx_by_mid(self.video.mid, None).and_then(|stream| stream.queue_info()) else {
+            return Duration::ZERO;
+        };
+        queue.first_unsent().map_or(Duration::ZERO, |at| queue.created_at().saturating_duration_since(at))
+    }
+
+    /// Whether the viewer's packets queue up faster than its link takes them.
+    pub(crate) fn congested(&mut self) -> bool {
+        self.contained(|peer| peer.queue_delay() > CONGESTED_QUEUE_DELAY).unwrap_or(false)
+    }
+
+    /// What is known of the viewer's link so far.
+    pub(crate) fn link(&self) -> Option<LinkReport> {
+        self.link
+    }
+
+    /// The rung the viewer is sent, and the one it is moving to.
+    pub(crate) fn rungs(&self) -> (usize, usize) {
+        (self.rung, self.target_rung)
+    }
+
+    /// Puts a viewer that has been sent nothing yet on `rung`.
+    pub(crate) fn start_on(&mut self, rung: usize) {
+        if self.last_sent.is_none() {
+            self.rung = rung;
+            self.target_rung = rung;
+        }
+    }
+
+    /// Moves the viewer to `rung` at that rung's next keyframe (asked for now).
+    pub(crate) fn move_to(&mut self, rung: usize) {
+        if rung == self.target_rung {
+            return;
+        }
+        self.target_rung = rung;
+        if rung != self.rung {
+            self.wants_keyframe = true;
+        }
+    }
+
+    /// Asks the bandwidth estimator to find room for `bitrate` (the top rung's), probing
+    /// if it must; repeated asks cost nothing.
+    pub(crate) fn aim_for(&mut self, bitrate: u64) {
+        if bitrate == self.desired_bitrate {
+            return;
+        }
+        self.desired_bitrate = bitrate;
+        self.contained(|peer| peer.rtc.bwe().set_bitrate(Bitrate::ZERO, Bitrate::bps(bitrate)));
+    }
+
     /// Skip everything up to the next keyframe, and ask for one: the viewer missed data.
     pub(crate) fn resync(&mut self) {
         if self.state == PeerState::Playing {
@@ -517,9 +639,10 @@ impl Peer {
         self.wants_keyframe = true;
     }
 
-    /// Returns (and clears) whether this peer wants the encoder to make a keyframe.
-    pub(crate) fn take_keyframe_wish(&mut self) -> bool {
-        std::mem::take(&mut self.wants_keyframe)
+    /// Returns (and clears) the rung on which this peer wants the encoder to make a
+    /// keyframe, if it wants one.
+    pub(crate) fn take_keyframe_wish(&mut self) -> Option<usize> {
+        std::mem::take(&mut self.wants_keyframe).then_some(self.target_rung)
     }
 
     /// Drives the session until it has nothing more to do: each datagram to send goes to
@@ -561,6 +684,18 @@ impl Peer {
             Event::KeyframeRequest(request) => {
                 self.span.in_scope(|| debug!(kind = ?request.kind, "keyframe requested"));
                 self.wants_keyframe = true;
+            }
+            Event::EgressBitrateEstimate(BweKind::Twcc { estimate, .. }) => {
+                self.twcc_estimates = true;
+                self.link = Some(LinkReport::Estimate(estimate.as_u64()));
+            }
+            Event::EgressBitrateEstimate(BweKind::Remb { estimate, .. }) if !self.twcc_estimates => {
+                self.link = Some(LinkReport::Estimate(estimate.as_u64()));
+            }
+            Event::MediaEgressStats(stats) if !matches!(self.link, Some(LinkReport::Estimate(_))) => {
+                if let Some(lost) = stats.loss {
+                    self.link = Some(LinkReport::Loss(lost));
+                }
             }
             _ => {}
         }
@@ -621,7 +756,7 @@ pub(super) mod testing {
     use str0m::net::{Protocol, Receive, Transmit};
     use str0m::{Candidate, Event, Input, Output, Rtc};
 
-    use super::{Peer, PeerConfig, PeerId};
+    use super::{LinkReport, Peer, PeerConfig, PeerId};
     use crate::rtc::SessionId;
 
     const SERVER: SocketAddr = SocketAddr::new(std::net::IpAddr::V4(Ipv4Addr::LOCALHOST), 5000);
@@ -655,6 +790,11 @@ pub(super) mod testing {
             .collect()
     }
 
+    /// Tells the peer its viewer's link carries this, as its estimator or viewer would.
+    pub(crate) fn report_link(peer: &mut Peer, report: LinkReport) {
+        peer.link = Some(report);
+    }
+
     /// A viewer's str0m session and a peer answering it, connected through memory with a
     /// simulated clock; returns them and the clock.
     pub(crate) fn connected_pair() -> (Rtc, Peer, Instant) {
@@ -664,6 +804,16 @@ pub(super) mod testing {
     /// A viewer at localhost:`port` and peer `id` answering it, connected through memory
     /// with a simulated clock started at `start`; returns them and the clock.
     pub(crate) fn connected_viewer(id: PeerId, port: u16, start: Instant) -> (Rtc, Peer, Instant) {
+        connect(id, port, start, false)
+    }
+
+    /// As [`connected_viewer`], of an adaptive stream: the peer estimates the viewer's
+    /// bandwidth and paces what it sends.
+    pub(crate) fn connected_adaptive_viewer(id: PeerId, port: u16, start: Instant) -> (Rtc, Peer, Instant) {
+        connect(id, port, start, true)
+    }
+
+    fn connect(id: PeerId, port: u16, start: Instant, adaptive: bool) -> (Rtc, Peer, Instant) {
         let mut now = start;
         let mut viewer = Rtc::builder().clear_codecs().enable_h264(true).build(now);
         let address = SocketAddr::new(std::net::IpAddr::V4(Ipv4Addr::LOCALHOST), port);
@@ -672,7 +822,8 @@ pub(super) mod testing {
         change.add_media(MediaKind::Video, Direction::RecvOnly, None, None, None);
         let (offer, pending) = change.apply().unwrap();
         let dtls_cert = str0m::crypto::from_feature_flags().dtls_provider.generate_certificate().unwrap();
-        let config = PeerConfig { host_addrs: vec![SERVER], public_addrs: vec![], tcp_addrs: vec![], dtls_cert };
+        let config =
+            PeerConfig { host_addrs: vec![SERVER], public_addrs: vec![], tcp_addrs: vec![], dtls_cert, adaptive };
         let session = SessionId(format!("test-{id}"));
         let (mut peer, answer) = Peer::from_offer(id, session, offer, &config, now).unwrap();
         viewer.sdp_api().accept_answer(pending, answer).unwrap();
@@ -721,6 +872,7 @@ mod tests {
             keyframes_on_request: true,
             last: false,
             pauses_unwatched: false,
+            rung: 0,
             published_at: now,
         }
     }
@@ -750,6 +902,40 @@ mod tests {
         assert_eq!(received.data.len(), frame.encoded.data.len());
         assert_eq!(received.data[..], frame.encoded.data[..]);
         assert_eq!(received.time.rebase(Frequency::NINETY_KHZ).numer(), 3000);
+    }
+
+    /// When each of the datagrams carrying a large keyframe leaves, after `peer` is given
+    /// it `now`, on the simulated clock.
+    fn departures_of_a_large_keyframe(peer: &mut Peer, now: Instant) -> Vec<Instant> {
+        let mut data = vec![0, 0, 0, 1, 0x65];
+        data.extend((0..100_000u32).map(|i| (i % 251) as u8 | 1));
+        let rtp = FramePacketizer::new().packetize(&stream_frame(data, true, 3000, now)).unwrap();
+        peer.poll(|_| {});
+        assert!(peer.send_frame(&rtp, &Metrics::default(), now));
+        let mut departures = Vec::new();
+        let mut at = now;
+        while departures.len() < rtp.payloads.len() && at < now + Duration::from_secs(5) {
+            let deadline = peer.poll(|_| departures.push(at)).unwrap();
+            at = deadline.max(at + Duration::from_micros(100));
+            peer.handle_timeout(at);
+        }
+        assert!(departures.len() >= rtp.payloads.len(), "every packet leaves within 5 s");
+        departures
+    }
+
+    #[test]
+    fn an_adaptive_peer_paces_a_keyframe_at_its_estimate_and_a_fixed_one_sends_it_at_once() {
+        let (_viewer, mut peer, now) = testing::connected_adaptive_viewer(1, 6000, Instant::now());
+        let departures = departures_of_a_large_keyframe(&mut peer, now);
+        let spread = departures[departures.len() - 1].saturating_duration_since(departures[0]);
+        // 100 kB at the starting estimate would take about a quarter of a second; str0m
+        // paces a joiner at up to twice that until the estimator has feedback.
+        let at_estimate = Duration::from_secs_f64(100_000.0 * 8.0 / JOIN_ESTIMATE as f64);
+        assert!(spread > at_estimate / 4 && spread < at_estimate * 2, "spread over {spread:?}");
+
+        let (_viewer, mut peer, now) = connected_pair();
+        let departures = departures_of_a_large_keyframe(&mut peer, now);
+        assert!(departures.iter().all(|&at| at == now), "all at once");
     }
 
     #[test]

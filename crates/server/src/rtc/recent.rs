@@ -160,6 +160,7 @@ mod tests {
             keyframes_on_request,
             last: false,
             pauses_unwatched: false,
+            rung: 0,
             published_at: now,
         };
         RtpFrame { frame, payloads: Arc::from([Arc::from(vec![0u8; payload_bytes])]) }
