@@ -1,7 +1,7 @@
-"""vidgear's WebGear_RTC serving a video file, for scripts/bench-load.sh to measure beside
+"""vidgear's WebGear_RTC serving a video file, for the benchmark scripts to measure beside
 webgear-rtc with the same clip and the same load generator.
 
-usage: python webgear_rtc_reference.py CLIP PORT
+usage: python webgear_rtc_reference.py CLIP PORT [HOST]
 """
 
 import sys
@@ -12,6 +12,7 @@ from vidgear.gears.asyncio import WebGear_RTC
 
 def main() -> None:
     clip, port = sys.argv[1], int(sys.argv[2])
+    host = sys.argv[3] if len(sys.argv) > 3 else "127.0.0.1"
     # The setting WebGear_RTC documents for many viewers of one source; frames unreduced,
     # as webgear-rtc is run.
     server = WebGear_RTC(
@@ -21,7 +22,7 @@ def main() -> None:
         frame_size_reduction=0,
     )
     try:
-        uvicorn.run(server(), host="127.0.0.1", port=port, log_level="warning")
+        uvicorn.run(server(), host=host, port=port, log_level="warning")
     finally:
         server.shutdown()
 

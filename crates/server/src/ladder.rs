@@ -89,7 +89,8 @@ impl Ladder {
             })
             .collect::<Option<Vec<Rung>>>()
             .ok_or_else(ladder_expected)?;
-        let descending = rungs.windows(2).all(|pair| pair[1].scale < pair[0].scale && pair[1].bitrate < pair[0].bitrate);
+        let descending =
+            rungs.windows(2).all(|pair| pair[1].scale < pair[0].scale && pair[1].bitrate < pair[0].bitrate);
         if rungs.is_empty() || rungs.len() > MAX_RUNGS || rungs[0].scale != 1.0 || !descending {
             return Err(ladder_expected());
         }
@@ -120,9 +121,8 @@ mod tests {
 
     #[test]
     fn a_ladder_reads_from_pairs_or_text() {
-        let expected = Ladder {
-            rungs: vec![Rung { scale: 1.0, bitrate: 2_000_000 }, Rung { scale: 0.5, bitrate: 500_000 }],
-        };
+        let expected =
+            Ladder { rungs: vec![Rung { scale: 1.0, bitrate: 2_000_000 }, Rung { scale: 0.5, bitrate: 500_000 }] };
         assert_eq!(read(json!([[1.0, 2_000_000], [0.5, "500k"]])), Ok(expected.clone()));
         assert_eq!(read(json!("1.0:2000k, 0.5:500k")), Ok(expected));
     }

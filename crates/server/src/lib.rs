@@ -7,8 +7,10 @@
 //!
 //! Frames flow one way: source → transform → encode → fan-out → peers. Each stream has one
 //! capture thread that reads the source, shrinks frames by `frame_size_reduction` (and
-//! steadies or greys them if asked), and encodes H.264; peer drivers (one per core, each
-//! around a synchronous fan-out core) send the result to every peer over a single UDP port.
+//! steadies or greys them if asked), and encodes H.264 once per rung of a [`Ladder`] that
+//! someone watches; peer drivers (one per core, each around a synchronous fan-out core)
+//! send the result to every peer over a single UDP port, each viewer paced at its own
+//! bandwidth estimate and sent the rung its link carries.
 //! A source's H.264 that needs no transform skips the encoder altogether: it is passed
 //! through to the peers as it arrives. Options are set by name ([`Options::set`]), each
 //! checked as its one definition in [`OPTIONS`] says.

@@ -9,10 +9,10 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use crate::ladder::Ladder;
 use serde::Serialize;
 use serde_json::{Map, Value};
 use tracing::warn;
-use crate::ladder::Ladder;
 use webgear_media::encode::H264EncoderConfig;
 use webgear_media::transform::MAX_FRAME_SIZE_REDUCTION;
 use webgear_media::transform::stabilize::DEFAULT_SMOOTHING_RADIUS;

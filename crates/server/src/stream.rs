@@ -94,6 +94,10 @@ pub(crate) struct StreamFrame {
     pub(crate) pauses_unwatched: bool,
     /// The rung of the stream's ladder it belongs to (0: the full-size one).
     pub(crate) rung: usize,
+    /// The last of its capture's renditions (one per rung watched, published together):
+    /// the fan-out sends each viewer the one of its rung, and moves a viewer to another
+    /// rung where that rung's rendition is a keyframe, never showing one capture twice.
+    pub(crate) ends_capture: bool,
     /// When the stream handed it to its subscribers. One taking it much later has fallen
     /// behind the stream, and goes on from the present instead of sending it late.
     pub(crate) published_at: Instant,
@@ -676,35 +680,43 @@ impl Capture {
                 *last_size = Some((access_unit.width, access_unit.height));
             }
             self.metrics.frames_passed_through.inc();
-            self.publish(access_unit.clone(), false, 0);
-            self.publish_decoded(&access_unit);
+            let mut capture = vec![(access_unit.clone(), false, 0)];
+            capture.extend(self.encode_decoded(&access_unit).into_iter().map(|(encoded, rung)| (encoded, true, rung)));
+            self.publish_capture(capture);
         }
     }
 
-    /// Decodes an access unit passed through and publishes it at the lower rungs someone
-    /// is on. The decoder runs only while someone is; started anew, it waits for the
-    /// source's next keyframe. A picture that fails is left out, logged.
-    fn publish_decoded(&mut self, access_unit: &EncodedFrame) {
+    /// Decodes an access unit passed through and encodes it at the lower rungs someone is
+    /// on. The decoder runs only while someone is; started anew, it waits for the source's
+    /// next keyframe. A picture that fails is left out, logged.
+    fn encode_decoded(&mut self, access_unit: &EncodedFrame) -> Vec<(EncodedFrame, usize)> {
         if !(1..self.encoders.len()).any(|rung| self.requests.wanted(rung)) {
             self.decoder = None;
             (1..self.encoders.len()).for_each(|rung| self.rest(rung));
-            return;
+            return Vec::new();
         }
         let decoder = match &mut self.decoder {
             Some(decoder) => decoder,
             None => match H264Decoder::new() {
                 Ok(decoder) => self.decoder.insert(decoder),
-                Err(error) => return warn!(%error, "cannot decode the source for the lower rungs"),
+                Err(error) => {
+                    warn!(%error, "cannot decode the source for the lower rungs");
+                    return Vec::new();
+                }
             },
         };
         let picture = match decoder.decode(access_unit) {
             Ok(Some(frame)) => frame.into_i420(),
-            Ok(None) => return,
-            Err(error) => return debug!(%error, "a picture for the lower rungs could not be decoded"),
+            Ok(None) => return Vec::new(),
+            Err(error) => {
+                debug!(%error, "a picture for the lower rungs could not be decoded");
+                return Vec::new();
+            }
         };
-        if let Err(error) = self.publish_rungs(&picture, 1, false) {
+        self.encode_rungs(&picture, 1, false).unwrap_or_else(|error| {
             warn!(%error, "a picture for the lower rungs could not be encoded");
-        }
+            Vec::new()
+        })
     }
 
     /// Streams "No Input" frames at the source's pace while the source is gone. A source
@@ -761,12 +773,20 @@ impl Capture {
     /// stream's last frame ("The End") goes out at the top rung whoever is on it, so that
     /// viewers coming later are shown it.
     fn publish_picture(&mut self, picture: &I420Frame, force_keyframe: bool) -> Result<(), EncoderError> {
-        self.publish_rungs(picture, 0, force_keyframe)
+        let encoded = self.encode_rungs(picture, 0, force_keyframe)?;
+        self.publish_capture(encoded.into_iter().map(|(encoded, rung)| (encoded, true, rung)).collect());
+        Ok(())
     }
 
     /// Encodes `picture` (full size) at the rungs from `first_rung` down that someone is
-    /// on, and publishes each.
-    fn publish_rungs(&mut self, picture: &I420Frame, first_rung: usize, force_keyframe: bool) -> Result<(), EncoderError> {
+    /// on.
+    fn encode_rungs(
+        &mut self,
+        picture: &I420Frame,
+        first_rung: usize,
+        force_keyframe: bool,
+    ) -> Result<Vec<(EncodedFrame, usize)>, EncoderError> {
+        let mut encoded_rungs = Vec::new();
         for rung in first_rung..self.encoders.len() {
             if !self.requests.wanted(rung) && !(rung == 0 && self.ended) {
                 self.rest(rung);
@@ -789,9 +809,18 @@ impl Capture {
                 self.metrics.keyframes_encoded.inc();
                 debug!(rung, forced = force_keyframe, bytes = encoded.data.len(), "keyframe");
             }
-            self.publish(encoded, true, rung);
+            encoded_rungs.push((encoded, rung));
         }
-        Ok(())
+        Ok(encoded_rungs)
+    }
+
+    /// Publishes one capture's renditions, each `(frame, made by the stream's encoder,
+    /// rung)`, together.
+    fn publish_capture(&mut self, capture: Vec<(EncodedFrame, bool, usize)>) {
+        let last = capture.len().saturating_sub(1);
+        for (index, (encoded, keyframes_on_request, rung)) in capture.into_iter().enumerate() {
+            self.publish(encoded, keyframes_on_request, rung, index == last);
+        }
     }
 
     /// Leaves `rung` unencoded for now: a lower rung's encoder stops, and whichever picture
@@ -806,7 +835,7 @@ impl Capture {
 
     /// Hands one encoded frame of `rung` to every subscriber, timestamped on the stream
     /// clock; `keyframes_on_request` when the stream's encoder made it.
-    fn publish(&mut self, encoded: EncodedFrame, keyframes_on_request: bool, rung: usize) {
+    fn publish(&mut self, encoded: EncodedFrame, keyframes_on_request: bool, rung: usize, ends_capture: bool) {
         if self.clock.reset_requested.swap(false, Ordering::Relaxed) {
             debug!("stream clock reset");
             self.rtp_clock.restart(Instant::now());
@@ -828,6 +857,7 @@ impl Capture {
             last: self.ended,
             pauses_unwatched,
             rung,
+            ends_capture,
             published_at: Instant::now(),
         };
         let _ = self.frames.send(frame);

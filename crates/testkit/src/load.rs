@@ -114,6 +114,7 @@ pub async fn watch(
     let socket = UdpSocket::from_std(socket)?;
     let mut seen = Seen { offered_at, window, tally: Tally::default(), connected: None, first_frame: None };
     let mut sequence = SequenceExtender::default();
+    let mut video_ssrc = None;
     let mut buffer = vec![0u8; READ_BUFFER];
     while rtc.is_alive() && Instant::now() < window.end {
         let deadline = seen.drain(&mut rtc, &socket).await?;
@@ -133,7 +134,15 @@ pub async fn watch(
                     if reception == Reception::HeadersOnly
                         && let Some(header) = RtpHeader::parse(datagram)
                     {
-                        seen.packet(now, sequence.extend(header.sequence), header.marker, datagram.len());
+                        // The video's own packets: the first to end a frame names its
+                        // stream; padding and probes (another stream, no marker) are not
+                        // video, and have sequence numbers of their own.
+                        if header.marker {
+                            video_ssrc.get_or_insert(header.ssrc);
+                        }
+                        if video_ssrc == Some(header.ssrc) {
+                            seen.packet(now, sequence.extend(header.sequence), header.marker, datagram.len());
+                        }
                         continue;
                     }
                     let Ok(contents) = datagram.try_into() else { continue };
@@ -216,17 +225,22 @@ impl Seen {
 struct RtpHeader {
     sequence: u16,
     marker: bool,
+    ssrc: u32,
 }
 
 impl RtpHeader {
     /// The header of an RTP packet; `None` for anything else (STUN, DTLS, RTCP, whose
     /// packet types 192–223 sit where RTP's marker and payload type are, RFC 5761).
     fn parse(datagram: &[u8]) -> Option<RtpHeader> {
-        let &[first, second, high, low, ..] = datagram else {
+        let &[first, second, high, low, _, _, _, _, s0, s1, s2, s3, ..] = datagram else {
             return None;
         };
-        let rtp = datagram.len() >= 12 && first >> 6 == 2 && !(64..=95).contains(&(second & 0x7f));
-        rtp.then(|| RtpHeader { sequence: u16::from_be_bytes([high, low]), marker: second & 0x80 != 0 })
+        let rtp = first >> 6 == 2 && !(64..=95).contains(&(second & 0x7f));
+        rtp.then(|| RtpHeader {
+            sequence: u16::from_be_bytes([high, low]),
+            marker: second & 0x80 != 0,
+            ssrc: u32::from_be_bytes([s0, s1, s2, s3]),
+        })
     }
 }
 
@@ -439,9 +453,10 @@ mod tests {
     fn rtp_headers_are_told_from_rtcp_stun_and_dtls() {
         let mut rtp = [0u8; 20];
         rtp[..4].copy_from_slice(&[0x80, 0x80 | 102, 0x12, 0x34]);
-        assert_eq!(RtpHeader::parse(&rtp), Some(RtpHeader { sequence: 0x1234, marker: true }));
+        rtp[8..12].copy_from_slice(&[0, 0, 0, 7]);
+        assert_eq!(RtpHeader::parse(&rtp), Some(RtpHeader { sequence: 0x1234, marker: true, ssrc: 7 }));
         rtp[1] = 102;
-        assert_eq!(RtpHeader::parse(&rtp), Some(RtpHeader { sequence: 0x1234, marker: false }));
+        assert_eq!(RtpHeader::parse(&rtp), Some(RtpHeader { sequence: 0x1234, marker: false, ssrc: 7 }));
         let mut sender_report = rtp;
         sender_report[1] = 200;
         assert_eq!(RtpHeader::parse(&sender_report), None);

@@ -4,7 +4,11 @@
 //! one. From the viewer's network only the public address is reachable, as from the
 //! internet to a cloud VM.
 //!
-//! Needs root, `ip` (iproute2) and `iptables`. Everything is removed on drop.
+//! The link can be shaped as a slow network's is ([`NatLab::limit_rate`]: a token bucket
+//! on what reaches the viewer).
+//!
+//! Needs root, `ip` (iproute2), `iptables` and, to shape, `tc`. Everything is removed on
+//! drop.
 
 use std::fs::File;
 use std::io;
@@ -82,6 +86,15 @@ impl NatLab {
         })
         .join()
         .map_err(|_| io::Error::other("the namespace thread panicked"))?
+    }
+
+    /// Lets what reaches the viewer through at `rate` (tc's units: `500kbit`) with a router
+    /// buffer of `buffer` (`32kb`); what does not fit is dropped, as by a slow link's router.
+    /// Given again, the new rate replaces the old.
+    pub fn limit_rate(&self, rate: &str, buffer: &str) -> io::Result<()> {
+        let args =
+            ["qdisc", "replace", "dev", &self.host_link, "root", "tbf", "rate", rate, "burst", "16kb", "limit", buffer];
+        run("tc", &words(&args))
     }
 
     fn rule_args(&self, action: &str) -> Vec<String> {

@@ -31,7 +31,7 @@ use tracing::{debug, trace};
 
 use super::SessionId;
 use super::datagram::Datagram;
-use super::peer::{JOIN_ESTIMATE, Peer, PeerId};
+use super::peer::{Peer, PeerId};
 use super::recent::{RecentFrames, SinceKeyframe};
 use super::rtp_frame::{FramePacketizer, RtpFrame};
 use super::rung::RungChoice;
@@ -240,8 +240,8 @@ impl RungFrames {
 
 /// Work that goes to the driver's peers one at a time, as their packets are taken.
 enum Job {
-    /// Send this frame.
-    Frame(RtpFrame),
+    /// Send each peer its rung's rendition of one capture.
+    Capture(Vec<RtpFrame>),
     /// Start again from the frames kept (the driver caught up with the stream).
     Resync,
     /// Serve a deadline that has passed.
@@ -277,6 +277,8 @@ pub(crate) struct Fanout {
     kept_frames_stay_current: bool,
     /// Whether the stream's last frame has been sent: the frames kept then hold it for good.
     stream_ended: bool,
+    /// The renditions taken so far of the capture whose last is still to come.
+    capture: Vec<RtpFrame>,
     pending: Option<Pending>,
     transmits: VecDeque<Transmit>,
     events: VecDeque<FanoutEvent>,
@@ -307,6 +309,7 @@ impl Fanout {
             adaptive: ladder.rungs().len() > 1,
             kept_frames_stay_current: false,
             stream_ended: false,
+            capture: Vec::new(),
             pending: None,
             transmits: VecDeque::new(),
             events: VecDeque::new(),
@@ -372,8 +375,15 @@ impl Fanout {
                 self.catch_up(FrameInput::Frame(frame), queued);
             }
             FrameInput::Frame(frame) => {
-                if let Some(rtp) = self.packetize_and_keep(&frame) {
-                    self.start_job(Job::Frame(rtp));
+                if let Some(rtp) = self.packetize(&frame) {
+                    self.capture.push(rtp);
+                }
+                // Kept for joiners only as it is sent: a viewer starting from it meanwhile
+                // would be sent it again.
+                if frame.ends_capture && !self.capture.is_empty() {
+                    let capture = std::mem::take(&mut self.capture);
+                    capture.iter().for_each(|rtp| self.keep(rtp));
+                    self.start_job(Job::Capture(capture));
                 }
             }
             FrameInput::Missed(missed) => {
@@ -494,20 +504,21 @@ impl Fanout {
             return;
         };
         let Some(id) = pending.peers.pop() else {
-            if let (Job::Frame(_), Some(wait)) = (&pending.job, pending.last_wait) {
+            if let (Job::Capture(_), Some(wait)) = (&pending.job, pending.last_wait) {
                 Metrics::observe(&self.metrics.capture_to_last_send_seconds, wait);
             }
             return;
         };
         if let Some(slot) = self.peers.get_mut(&id) {
             match &pending.job {
-                // Frames of rungs the peer is neither on nor moving to are none of its business.
-                Job::Frame(rtp) if !slot.watching.contains(&rtp.frame.rung) => {
+                // Captures at rungs the peer is neither on nor moving to are none of its
+                // business.
+                Job::Capture(renditions) if !renditions.iter().any(|rtp| slot.watching.contains(&rtp.frame.rung)) => {
                     self.pending = Some(pending);
                     return;
                 }
-                Job::Frame(rtp) => {
-                    if slot.peer.send_frame(rtp, &self.metrics, now) {
+                Job::Capture(renditions) => {
+                    if let Some(rtp) = slot.peer.send_capture(renditions, &self.metrics, now) {
                         let wait = now.saturating_duration_since(rtp.frame.encoded.captured_at);
                         Metrics::observe(&self.metrics.capture_to_send_seconds, wait);
                         pending.last_wait = Some(wait);
@@ -529,8 +540,12 @@ impl Fanout {
     /// the next keyframe. So the stream's last frame ("The End", a keyframe) is kept for
     /// everyone coming later whenever it is among them.
     fn catch_up(&mut self, first: FrameInput, queued: impl Iterator<Item = FrameInput>) {
+        // The renditions taken of an unfinished capture go with those queued: the peers
+        // start again from what is kept.
+        let unfinished: Vec<FrameInput> = self.capture.drain(..).map(|rtp| FrameInput::Frame(rtp.frame)).collect();
+        let first = unfinished.into_iter().chain(std::iter::once(first));
         let mut taken: Vec<SinceKeyframe<StreamFrame>> = self.rungs.iter().map(|_| SinceKeyframe::default()).collect();
-        for input in std::iter::once(first).chain(queued) {
+        for input in first.chain(queued) {
             match input {
                 FrameInput::Frame(frame) => {
                     if let Some(rung) = taken.get_mut(frame.rung) {
@@ -559,6 +574,13 @@ impl Fanout {
     /// Cuts a frame into RTP payloads and keeps it for viewers joining. If it cannot be
     /// cut, every viewer misses it and must start again from a keyframe: returns `None`.
     fn packetize_and_keep(&mut self, frame: &StreamFrame) -> Option<RtpFrame> {
+        let rtp = self.packetize(frame)?;
+        self.keep(&rtp);
+        Some(rtp)
+    }
+
+    /// Cuts a frame into RTP payloads (see [`Fanout::packetize_and_keep`]).
+    fn packetize(&mut self, frame: &StreamFrame) -> Option<RtpFrame> {
         let rung = self.rungs.get_mut(frame.rung)?;
         let rtp = match rung.packetizer.packetize(frame) {
             Ok(rtp) => rtp,
@@ -572,23 +594,31 @@ impl Fanout {
                 return None;
             }
         };
-        rung.recent.record(&rtp);
+        Some(rtp)
+    }
+
+    /// Keeps a frame cut into payloads for viewers joining, once it is sent.
+    fn keep(&mut self, rtp: &RtpFrame) {
+        let frame = &rtp.frame;
+        let Some(rung) = self.rungs.get_mut(frame.rung) else {
+            return;
+        };
+        rung.recent.record(rtp);
         rung.sent.record(rtp.payload_bytes() + rtp.payloads.len() * PACKET_OVERHEAD, frame.published_at);
         if frame.rung == 0 {
             self.kept_frames_stay_current = frame.pauses_unwatched || !frame.keyframes_on_request;
         }
         self.stream_ended |= frame.last;
-        Some(rtp)
     }
 
-    /// Where a joiner starts: on the best rung for a link of which nothing is known yet
-    /// (see [`JOIN_ESTIMATE`]); once the stream has ended, where its last frame is kept.
+    /// Where a joiner starts: on the top rung (see `JOIN_ESTIMATE_OVER_TOP`); once the
+    /// stream has ended, where its last frame is kept.
     fn start_rung(&self) -> RungChoice {
-        if self.stream_ended || !self.adaptive {
+        if self.stream_ended {
             let kept = self.rungs.iter().position(|rung| !rung.recent.frames().is_empty());
             return RungChoice::fixed(kept.unwrap_or(0));
         }
-        RungChoice::starting(JOIN_ESTIMATE, &self.rates())
+        RungChoice::fixed(0)
     }
 
     /// What a viewer on each rung needs, in bits per second.
@@ -622,18 +652,28 @@ impl Fanout {
         if !self.adaptive {
             return;
         }
-        let rates = self.rates();
+        let due = self.peers.get(&id).is_some_and(|slot| now >= slot.next_choice);
+        let rates = if due { self.rates() } else { Vec::new() };
         let Some(slot) = self.peers.get_mut(&id) else {
             return;
         };
-        if now >= slot.next_choice {
+        if due {
             slot.next_choice = now + RUNG_CHOICE_INTERVAL;
-            if let Some(report) = slot.peer.link() {
-                let congested = slot.peer.congested();
-                let target = slot.choice.update(report, congested, &rates, now);
+            // Not before the rung's rate is known: a small picture may need a fraction of
+            // its encoder's target.
+            let (rung, _) = slot.peer.rungs();
+            let measured = self.rungs.get(rung).is_some_and(|rung| rung.sent.rate().is_some());
+            if let Some(report) = slot.peer.link().filter(|_| measured) {
+                let was = slot.choice.target();
+                let target = slot.choice.update(report, &rates, now);
+                if target != was {
+                    debug!(id, ?report, ?rates, from = was, to = target, "the viewer's link calls for another rung");
+                }
                 slot.peer.move_to(target);
             }
-            slot.peer.aim_for((rates[0] as f64 * AIM_ABOVE_TOP) as u64);
+            slot.peer.pace_for(rates.last().copied().unwrap_or(0));
+            let top = rates[0].max(self.rungs[0].configured);
+            slot.peer.aim_for((top as f64 * AIM_ABOVE_TOP) as u64);
         }
         let (sent, moving_to) = slot.peer.rungs();
         let was = std::mem::replace(&mut slot.watching, [sent, moving_to]);
@@ -757,6 +797,7 @@ mod tests {
             last: false,
             pauses_unwatched: false,
             rung: 0,
+            ends_capture: true,
             published_at,
         }
     }
@@ -802,13 +843,17 @@ mod tests {
             .collect()
     }
 
-    /// Frame `number` at `rung`, published `now`: its payload ends with the rung and the
-    /// number, so that the viewer can tell which it got.
+    /// Frame `number` at `rung` (of three), published `now`: a kilobyte per rung above it,
+    /// ending with the rung and the number, so that the viewer can tell which it got.
     fn frame_at_rung(number: u8, rung: u8, keyframe: bool, now: Instant) -> FrameInput {
         let nal_header = if keyframe { 0x65 } else { 0x41 };
         let mut frame = frame_published(u32::from(number), keyframe, now);
-        frame.encoded.data = Arc::from([0, 0, 0, 1, nal_header, rung + 1, number + 1].as_slice());
+        let mut data = vec![0, 0, 0, 1, nal_header];
+        data.extend(std::iter::repeat_n(rung + 1, 1000 * usize::from(3 - rung)));
+        data.extend([rung + 1, number + 1]);
+        frame.encoded.data = Arc::from(data);
         frame.rung = usize::from(rung);
+        frame.ends_capture = rung == 2;
         FrameInput::Frame(frame)
     }
 
@@ -835,19 +880,22 @@ mod tests {
         let added = events(&mut fanout);
         assert!(added.contains(&FanoutEvent::Watching { rung: 0, joined: true }), "a joiner starts on top: {added:?}");
 
-        // Each capture comes at every rung; rung 1 has a keyframe at frames 0 and 6 only.
+        // Each capture comes at every rung, four a second; rung 1 has a keyframe at frames
+        // 0 and 10 only. The rungs need about 123, 83 and 43 kbit/s.
         let mut got = Vec::new();
         let mut wanted = Vec::new();
-        for number in 0..10u8 {
-            let now = start + Duration::from_millis(100) * u32::from(number);
+        for number in 0..12u8 {
+            let now = start + Duration::from_millis(250) * u32::from(number);
             if number == 2 {
-                // The viewer's link turns out to carry 800 kbit/s: rung 1 (600 kbit/s).
-                report_link(&mut fanout.peers.get_mut(&id).unwrap().peer, LinkReport::Estimate(800_000));
+                // The viewer's link turns out to carry 100 kbit/s: rung 1. Nothing moves
+                // until the rungs' rates are measured (frame 4), and the link has carried
+                // less than rung 0 for a second (frame 8).
+                report_link(&mut fanout.peers.get_mut(&id).unwrap().peer, LinkReport::Estimate(100_000));
             }
             for rung in 0..3 {
-                let keyframe = number == 0 || (rung == 1 && number == 6);
+                let keyframe = number == 0 || (rung == 1 && number == 10);
                 fanout.handle_frame(frame_at_rung(number, rung, keyframe, now), std::iter::empty(), now);
-                let sent = transmits_until(&mut fanout, now, now + Duration::from_millis(30));
+                let sent = transmits_until(&mut fanout, now, now + Duration::from_millis(200));
                 for data in deliver(&mut viewer, &sent, now) {
                     assert!(data.contiguous, "no gap in sequence numbers");
                     got.push((data.data[data.data.len() - 2] - 1, data.data[data.data.len() - 1] - 1));
@@ -855,9 +903,7 @@ mod tests {
                 wanted.extend(events(&mut fanout).into_iter().filter(|e| matches!(e, FanoutEvent::KeyframeWanted(_))));
             }
         }
-        // Frame 6 went out at rung 0 before its keyframe at rung 1 came: the viewer gets
-        // both (the second a tick later), then rung 1 only.
-        let expected: Vec<(u8, u8)> = (0..7).map(|number| (0, number)).chain((6..10).map(|number| (1, number))).collect();
+        let expected: Vec<(u8, u8)> = (0..12).map(|number| (u8::from(number >= 10), number)).collect();
         assert_eq!(got, expected, "(rung, frame) the viewer got: every frame, moving at rung 1's keyframe");
         assert_eq!(wanted, [FanoutEvent::KeyframeWanted(1)], "a keyframe is asked of rung 1");
         assert_eq!(metrics.rung_switches.get(), 1);

@@ -106,22 +106,22 @@ impl Timeline {
     }
 }
 
-/// The bandwidth a viewer's link is taken to carry until its feedback says otherwise:
-/// where the estimator starts (and so the pace a joiner's first frames go out at), and
-/// what a joiner's rung is chosen by. Enough for the default ladder's top rung: a joiner
-/// starts there, as sharp as the stream gets, and its first keyframe, paced, takes a
-/// fraction of a second on any link that could carry that rung. A link that cannot is
-/// found by the estimator's first probes, within a second or two, and the viewer moves
-/// down.
-pub(crate) const JOIN_ESTIMATE: u64 = 3_000_000;
+/// What a joiner's link is taken to carry until its feedback says otherwise, against the
+/// top rung's bitrate: where the estimator starts, and so the pace of a joiner's first
+/// frames. A joiner starts on the top rung, as sharp as the stream gets, and its first
+/// keyframe, paced, takes a fraction of a second on any link that could carry that rung;
+/// a link that cannot is found by the estimator within a second or two, and the viewer
+/// moves down.
+pub(crate) const JOIN_ESTIMATE_OVER_TOP: f64 = 1.5;
 
 /// How often str0m reports each stream's statistics: with them come the losses a viewer
 /// reports, all that is known of a link whose viewer sends no bandwidth feedback.
 const STATS_INTERVAL: Duration = Duration::from_secs(1);
 
-/// A viewer whose oldest packet not yet sent has waited this long is congested: its
-/// link carries less than its rung, whatever the estimate says.
-const CONGESTED_QUEUE_DELAY: Duration = Duration::from_millis(600);
+/// A viewer whose oldest packet not yet sent has waited this long is sent unpaced until its
+/// queue has drained: an estimate lags a rate that jumps (a keyframe burst, a source
+/// passed through), and pacing at it would only add delay while the estimator probes.
+const MAX_PACED_QUEUE_DELAY: Duration = Duration::from_millis(300);
 
 /// A viewer whose packets wait this long is sent no more frames until they have left,
 /// then starts again from a keyframe: a queue that only grows would delay it for good.
@@ -179,8 +179,9 @@ pub(crate) struct PeerConfig {
     /// ICE-TCP listeners' addresses, offered as passive TCP candidates (empty: UDP only).
     pub(crate) tcp_addrs: Vec<SocketAddr>,
     pub(crate) dtls_cert: DtlsCert,
-    /// Estimate each viewer's bandwidth and pace its packets (the stream adapts).
-    pub(crate) adaptive: bool,
+    /// The top rung's bitrate when the stream adapts: each viewer's bandwidth is then
+    /// estimated (from [`JOIN_ESTIMATE_OVER_TOP`] times this) and its packets paced.
+    pub(crate) adaptive_top_bitrate: Option<u64>,
 }
 
 /// A frame sent to the viewer: its RTP time and when.
@@ -248,6 +249,8 @@ pub(crate) struct Peer {
     twcc_estimates: bool,
     /// The bitrate the estimator was last asked to find room for.
     desired_bitrate: u64,
+    /// Whether the viewer's packets go out at its estimate (see [`Peer::pace_for`]).
+    paced: bool,
     span: Span,
 }
 
@@ -280,10 +283,11 @@ impl Peer {
         // Adapting, str0m's usual extensions: transport-wide sequence numbers for TWCC,
         // and the absolute send time that clients estimating on their own side (REMB)
         // need.
-        let builder = if config.adaptive {
-            builder.enable_bwe(Some(Bitrate::bps(JOIN_ESTIMATE))).set_stats_interval(Some(STATS_INTERVAL))
-        } else {
-            builder.set_extension_map(extensions_without_congestion_feedback())
+        let builder = match config.adaptive_top_bitrate {
+            Some(top) => builder
+                .enable_bwe(Some(Bitrate::bps((top as f64 * JOIN_ESTIMATE_OVER_TOP) as u64)))
+                .set_stats_interval(Some(STATS_INTERVAL)),
+            None => builder.set_extension_map(extensions_without_congestion_feedback()),
         };
         let mut rtc = builder.build(now);
         for &addr in config.public_addrs.iter().chain(&config.host_addrs) {
@@ -346,6 +350,7 @@ impl Peer {
             link: None,
             twcc_estimates: false,
             desired_bitrate: 0,
+            paced: true,
             span,
         };
         Ok((peer, answer))
@@ -432,6 +437,21 @@ impl Peer {
     pub(crate) fn send_frame(&mut self, rtp: &RtpFrame, metrics: &Metrics, now: Instant) -> bool {
         let time = self.stamp(&rtp.frame, now);
         self.contained(|peer| peer.write_frame(rtp, time, metrics, now)).unwrap_or(false)
+    }
+
+    /// Sends the viewer its rendition of one capture (one per rung watched): the rung it
+    /// moves to where that one is a keyframe, else its own rung's. Returns the one sent.
+    pub(crate) fn send_capture<'a>(
+        &mut self,
+        renditions: &'a [RtpFrame],
+        metrics: &Metrics,
+        now: Instant,
+    ) -> Option<&'a RtpFrame> {
+        let at_rung = |rung: usize| renditions.iter().find(move |rtp| rtp.frame.rung == rung);
+        let moving =
+            at_rung(self.target_rung).filter(|rtp| self.target_rung != self.rung && rtp.frame.encoded.keyframe);
+        let rendition = moving.or_else(|| at_rung(self.rung))?;
+        self.send_frame(rendition, metrics, now).then_some(rendition)
     }
 
     /// The RTP time `frame` goes out with, `now`, on the viewer's timeline: after the last
@@ -587,11 +607,6 @@ impl Peer {
         queue.first_unsent().map_or(Duration::ZERO, |at| queue.created_at().saturating_duration_since(at))
     }
 
-    /// Whether the viewer's packets queue up faster than its link takes them.
-    pub(crate) fn congested(&mut self) -> bool {
-        self.contained(|peer| peer.queue_delay() > CONGESTED_QUEUE_DELAY).unwrap_or(false)
-    }
-
     /// What is known of the viewer's link so far.
     pub(crate) fn link(&self) -> Option<LinkReport> {
         self.link
@@ -629,6 +644,29 @@ impl Peer {
         }
         self.desired_bitrate = bitrate;
         self.contained(|peer| peer.rtc.bwe().set_bitrate(Bitrate::ZERO, Bitrate::bps(bitrate)));
+    }
+
+    /// Paces the viewer's packets at its estimate only while that comes from its
+    /// transport-wide feedback, leaves room for the lowest rung (`lowest_rate`), and the
+    /// queue stays short ([`MAX_PACED_QUEUE_DELAY`]): a viewer giving no such feedback
+    /// would be paced at a guess, and an estimate that has collapsed (a viewer whose
+    /// feedback stopped for a while) would leave even the lowest rung waiting in the queue,
+    /// frozen, while the estimator climbs back.
+    pub(crate) fn pace_for(&mut self, lowest_rate: u64) {
+        let queue_short = self.contained(|peer| peer.queue_delay() <= MAX_PACED_QUEUE_DELAY).unwrap_or(true);
+        let paced = self.twcc_estimates
+            && queue_short
+            && matches!(self.link, Some(LinkReport::Estimate(estimate)) if estimate >= 2 * lowest_rate);
+        if paced == self.paced {
+            return;
+        }
+        self.paced = paced;
+        self.span.in_scope(|| debug!(paced, link = ?self.link, "pacing"));
+        self.contained(|peer| {
+            if let Some(stream) = peer.rtc.direct_api().stream_tx_by_mid(peer.video.mid, None) {
+                stream.set_unpaced(!paced);
+            }
+        });
     }
 
     /// Skip everything up to the next keyframe, and ask for one: the viewer missed data.
@@ -677,7 +715,11 @@ impl Peer {
                 self.state = PeerState::AwaitingKeyframe;
                 self.resync();
             }
-            Event::IceConnectionStateChange(IceConnectionState::Disconnected) => {
+            // Before the viewer's first datagram, "disconnected" only says that no check
+            // has come yet (the session's timers run sooner when it estimates bandwidth):
+            // a viewer still reaching us through a slow TURN relay has until
+            // FIRST_CONTACT_TIMEOUT.
+            Event::IceConnectionStateChange(IceConnectionState::Disconnected) if self.state != PeerState::Answered => {
                 self.span.in_scope(|| debug!("ICE disconnected"));
                 self.rtc.disconnect();
             }
@@ -814,6 +856,7 @@ pub(super) mod testing {
     }
 
     fn connect(id: PeerId, port: u16, start: Instant, adaptive: bool) -> (Rtc, Peer, Instant) {
+        let adaptive_top_bitrate = adaptive.then_some(2_000_000);
         let mut now = start;
         let mut viewer = Rtc::builder().clear_codecs().enable_h264(true).build(now);
         let address = SocketAddr::new(std::net::IpAddr::V4(Ipv4Addr::LOCALHOST), port);
@@ -822,8 +865,13 @@ pub(super) mod testing {
         change.add_media(MediaKind::Video, Direction::RecvOnly, None, None, None);
         let (offer, pending) = change.apply().unwrap();
         let dtls_cert = str0m::crypto::from_feature_flags().dtls_provider.generate_certificate().unwrap();
-        let config =
-            PeerConfig { host_addrs: vec![SERVER], public_addrs: vec![], tcp_addrs: vec![], dtls_cert, adaptive };
+        let config = PeerConfig {
+            host_addrs: vec![SERVER],
+            public_addrs: vec![],
+            tcp_addrs: vec![],
+            dtls_cert,
+            adaptive_top_bitrate,
+        };
         let session = SessionId(format!("test-{id}"));
         let (mut peer, answer) = Peer::from_offer(id, session, offer, &config, now).unwrap();
         viewer.sdp_api().accept_answer(pending, answer).unwrap();
@@ -873,6 +921,7 @@ mod tests {
             last: false,
             pauses_unwatched: false,
             rung: 0,
+            ends_capture: true,
             published_at: now,
         }
     }
@@ -930,7 +979,7 @@ mod tests {
         let spread = departures[departures.len() - 1].saturating_duration_since(departures[0]);
         // 100 kB at the starting estimate would take about a quarter of a second; str0m
         // paces a joiner at up to twice that until the estimator has feedback.
-        let at_estimate = Duration::from_secs_f64(100_000.0 * 8.0 / JOIN_ESTIMATE as f64);
+        let at_estimate = Duration::from_secs_f64(100_000.0 * 8.0 / (2_000_000.0 * JOIN_ESTIMATE_OVER_TOP));
         assert!(spread > at_estimate / 4 && spread < at_estimate * 2, "spread over {spread:?}");
 
         let (_viewer, mut peer, now) = connected_pair();

@@ -161,6 +161,7 @@ mod tests {
             last: false,
             pauses_unwatched: false,
             rung: 0,
+            ends_capture: true,
             published_at: now,
         };
         RtpFrame { frame, payloads: Arc::from([Arc::from(vec![0u8; payload_bytes])]) }

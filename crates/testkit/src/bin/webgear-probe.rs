@@ -13,6 +13,14 @@
 //!   send it to `--send-to`, where the server reads its source; a decoding viewer then
 //!   reports, for every picture, the time from its drawing to its decoding, both clocks
 //!   being this process's.
+//! - `webgear-probe browser --url ... --seconds 20 [--settle 5]`: headless Chromium opens
+//!   the server's page and its `getStats()` is read every second: frame rate, picture
+//!   height, freezes, jitter buffer, bytes. Prints each second and one JSON summary line
+//!   (time to first frame, and over the seconds after `--settle`: frame rate, height,
+//!   frozen share). Works on webgear-rtc's page and on WebGear_RTC's.
+//! - `webgear-probe ladder-cost [--frames 300]`: the CPU time of encoding the 1280x720 test
+//!   pattern at full size alone, and with the default ladder's two lower rungs (scaled down
+//!   and encoded) too, as the capture thread does; no server involved.
 
 #![allow(clippy::unwrap_used)] // a measuring tool: failing loudly is the right answer
 
@@ -28,7 +36,7 @@ use webgear_media::source::FrameSource;
 use webgear_media::source::test_pattern::{FrameCode, TestPattern};
 use webgear_testkit::load::percentile;
 use webgear_testkit::server_side::ProcessSample;
-use webgear_testkit::{Reaped, Viewer};
+use webgear_testkit::{Browser, Reaped, Viewer};
 
 #[derive(Parser)]
 #[command(about)]
@@ -60,6 +68,23 @@ enum Mode {
         #[arg(long)]
         server_pid: Option<u32>,
     },
+    /// Headless Chromium playing the server's page, its WebRTC statistics each second.
+    Browser {
+        #[arg(long, default_value_t = 20)]
+        seconds: u64,
+        /// Seconds after the first frame left out of the summary (the start).
+        #[arg(long, default_value_t = 5)]
+        settle: u64,
+        /// `SECONDS=COMMAND`: runs the shell command that many seconds after the first
+        /// frame (to change the link during the viewing); may be given again.
+        #[arg(long)]
+        at: Vec<String>,
+    },
+    /// The CPU cost of encoding the default ladder's three rungs against the top one alone.
+    LadderCost {
+        #[arg(long, default_value_t = 300)]
+        frames: u32,
+    },
     /// Glass-to-glass latency of a live stream this probe draws, encodes and sends.
     Latency {
         /// Where ffmpeg sends the stream, for the server to read it from there.
@@ -86,6 +111,8 @@ async fn main() {
     match args.command {
         Mode::Joins { count, watch } => joins(&offer_url, count, Duration::from_secs(watch)).await,
         Mode::Hold { viewers, seconds, server_pid } => hold(&offer_url, viewers, seconds, server_pid).await,
+        Mode::Browser { seconds, settle, at } => browser(&args.url, seconds, settle, &at).await,
+        Mode::LadderCost { frames } => ladder_cost(frames),
         Mode::Latency { send_to, format, seconds, settle, wait } => {
             latency(&offer_url, &LiveSender::start(&send_to, &format), seconds, settle, wait).await;
         }
@@ -155,6 +182,149 @@ async fn hold(offer_url: &str, count: usize, seconds: u64, server_pid: Option<u3
         let share = (after - before) / window.as_secs_f64() * 100.0;
         println!("server CPU with {count} viewers: {share:.1}% of one core");
     }
+}
+
+/// The page's video receiver statistics, or null before it has any. webgear-rtc's page
+/// keeps its connection as `webgearRtc.peer`, WebGear_RTC's as the global `pc`.
+const VIDEO_STATS: &str = r#"
+    const pc = (window.webgearRtc && window.webgearRtc.peer) || window.pc;
+    if (!pc) return null;
+    let video = null;
+    (await pc.getStats()).forEach((report) => {
+        if (report.type === "inbound-rtp" && report.kind === "video") video = report;
+    });
+    return video && {
+        fps: video.framesPerSecond || 0,
+        height: video.frameHeight || 0,
+        decoded: video.framesDecoded || 0,
+        freezes: video.freezeCount || 0,
+        frozen: video.totalFreezesDuration || 0,
+        jitter_buffer: video.jitterBufferDelay || 0,
+        emitted: video.jitterBufferEmittedCount || 0,
+        bytes: video.bytesReceived || 0,
+    };
+"#;
+
+/// One reading of [`VIDEO_STATS`].
+#[derive(Debug, Clone, Copy, Default, serde::Deserialize)]
+struct VideoStats {
+    fps: f64,
+    height: u32,
+    decoded: u64,
+    freezes: u64,
+    frozen: f64,
+    jitter_buffer: f64,
+    emitted: u64,
+    bytes: u64,
+}
+
+async fn video_stats(browser: &Browser) -> Option<VideoStats> {
+    serde_json::from_value(browser.eval(VIDEO_STATS).await.ok()?).ok()
+}
+
+async fn browser(url: &str, seconds: u64, settle: u64, at: &[String]) {
+    let mut changes: Vec<(u64, &str)> = at
+        .iter()
+        .map(|change| {
+            let (second, command) = change.split_once('=').expect("--at SECONDS=COMMAND");
+            (second.trim().parse().expect("--at SECONDS=COMMAND"), command)
+        })
+        .collect();
+    changes.sort_by_key(|&(second, _)| second);
+    let browser = Browser::launch().await.expect("headless Chromium (chromium and chromium-driver)");
+    let opened = Instant::now();
+    browser.goto(url).await.expect("the page opens");
+    let first_frame = loop {
+        if video_stats(&browser).await.is_some_and(|stats| stats.decoded > 0) {
+            break opened.elapsed();
+        }
+        assert!(opened.elapsed() < Duration::from_secs(30), "no frame decoded within 30 s");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    println!("first frame decoded {:.0} ms after opening the page", first_frame.as_secs_f64() * 1000.0);
+    let start = Instant::now();
+    let mut readings = Vec::new();
+    for second in 1..=seconds {
+        tokio::time::sleep_until((start + Duration::from_secs(second)).into()).await;
+        for (_, command) in changes.iter().filter(|&&(at, _)| at == second) {
+            println!("{second:>3} s: {command}");
+            let status = Command::new("sh").arg("-c").arg(command).status().expect("sh runs");
+            assert!(status.success(), "{command} failed");
+        }
+        let stats = video_stats(&browser).await.unwrap_or_default();
+        println!(
+            "{second:>3} s: {:>5.1} fps, {:>4} lines, {} freezes ({:.2} s), {:.0} kbit/s so far",
+            stats.fps,
+            stats.height,
+            stats.freezes,
+            stats.frozen,
+            stats.bytes as f64 * 8.0 / 1000.0 / start.elapsed().as_secs_f64()
+        );
+        readings.push(stats);
+    }
+    let _ = browser.close().await;
+    let (base, after) = match usize::try_from(settle).ok().filter(|&settle| settle > 0 && settle < readings.len()) {
+        Some(settle) => (readings[settle - 1], &readings[settle..]),
+        None => (VideoStats::default(), &readings[..]),
+    };
+    let (Some(last), false) = (after.last(), after.is_empty()) else {
+        return;
+    };
+    let watched = after.len() as f64;
+    let mut heights: Vec<f64> = after.iter().map(|stats| f64::from(stats.height)).collect();
+    let summary = serde_json::json!({
+        "first_frame_ms": (first_frame.as_secs_f64() * 1000.0).round(),
+        "fps": (last.decoded - base.decoded) as f64 / watched,
+        "height_p50": percentile(&mut heights, 0.5),
+        "height_min": percentile(&mut heights, 0.0),
+        "heights": readings.iter().map(|stats| stats.height).collect::<Vec<_>>(),
+        "freezes": last.freezes - base.freezes,
+        "frozen_share": (last.frozen - base.frozen) / watched,
+        "jitter_buffer_ms": 1000.0 * (last.jitter_buffer - base.jitter_buffer) / (last.emitted - base.emitted).max(1) as f64,
+        "kbps": (last.bytes - base.bytes) as f64 * 8.0 / 1000.0 / watched,
+    });
+    println!("{summary}");
+}
+
+/// Encodes `frames` test-pattern pictures (1280x720, 30 fps) at each rung of the default
+/// ladder for 2 Mbit/s, scaling each down as the capture thread does, and prints the
+/// CPU time per picture of the top rung alone and of all three.
+fn ladder_cost(frames: u32) {
+    use webgear_media::encode::{H264Encoder, H264EncoderConfig};
+    use webgear_media::transform::{FrameScaler, scaled_size};
+    let ladder = webgear_rtc::Ladder::default_for(2_000_000);
+    let pattern = TestPattern::new(1280, 720, 30);
+    let start = Instant::now();
+    let pictures: Vec<_> =
+        (0..frames).map(|n| pattern.render(u64::from(n), start + Duration::from_millis(33) * n)).collect();
+    // This process does nothing else meanwhile.
+    let thread_cpu = || ProcessSample::of(std::process::id()).unwrap().cpu_seconds;
+    let mut cost = Vec::new();
+    for rungs in [1, ladder.rungs().len()] {
+        let mut encoders: Vec<H264Encoder> = ladder.rungs()[..rungs]
+            .iter()
+            .map(|rung| H264Encoder::new(H264EncoderConfig { bitrate_bps: rung.bitrate, frame_rate: 30.0 }).unwrap())
+            .collect();
+        let mut scaler = FrameScaler::default();
+        let before = thread_cpu();
+        for picture in &pictures {
+            for (rung, encoder) in ladder.rungs().iter().zip(&mut encoders) {
+                if rung.scale == 1.0 {
+                    encoder.encode(picture, false).unwrap();
+                } else {
+                    let (width, height) = scaled_size(picture.width(), picture.height(), rung.scale);
+                    encoder.encode(&scaler.scale(picture, width, height), false).unwrap();
+                }
+            }
+        }
+        let per_picture = (thread_cpu() - before) / f64::from(frames) * 1000.0;
+        println!(
+            "{rungs} rung(s): {per_picture:.2} ms of CPU per picture ({:.1}% of a core at 30 fps)",
+            per_picture * 3.0
+        );
+        cost.push(per_picture);
+    }
+    println!("the three-rung ladder costs {:.2}x the top rung alone", cost[1] / cost[0]);
 }
 
 /// The picture size and rate [`LiveSender`] draws.
