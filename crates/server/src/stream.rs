@@ -47,7 +47,7 @@ use webgear_media::source::open::OpenedSource;
 use webgear_media::source::{EncodedSource, FrameSource, SourceError};
 use webgear_media::transform::stabilize::Stabilizer;
 use webgear_media::transform::{
-    FrameScaler, FrameSizeReducer, NO_INPUT, THE_END, blank_frame, make_grayscale, scaled_size,
+    FrameScaler, FrameSizeReducer, NO_INPUT, THE_END, blank_frame, halve, halved_size, make_grayscale, scaled_size,
 };
 
 use crate::ladder::{Ladder, Rung};
@@ -475,7 +475,7 @@ struct Capture {
     metrics: Arc<Metrics>,
     /// One per rung of the ladder, the full-size one first.
     encoders: Vec<RungEncoder>,
-    /// Scales the full-size picture down for the lower rungs.
+    /// Scales the full-size picture down for lower rungs that are not half the one above.
     scaler: FrameScaler,
     /// Decodes H.264 passed through, while someone is on a lower rung.
     decoder: Option<H264Decoder>,
@@ -787,21 +787,28 @@ impl Capture {
         force_keyframe: bool,
     ) -> Result<Vec<(EncodedFrame, usize)>, EncoderError> {
         let mut encoded_rungs = Vec::new();
+        // The picture of the last rung scaled, which the next may be halved from.
+        let mut above: Option<I420Frame> = None;
         for rung in first_rung..self.encoders.len() {
-            if !self.requests.wanted(rung) && !(rung == 0 && self.ended) {
+            let last_frame_at_top = rung == 0 && self.ended;
+            if !(self.requests.wanted(rung) || last_frame_at_top) {
                 self.rest(rung);
                 continue;
             }
             let force_keyframe = self.keyframe_due(rung) || force_keyframe;
-            let scaled;
-            let picture = if rung == 0 {
-                picture
-            } else {
-                let (width, height) = scaled_size(picture.width(), picture.height(), self.encoders[rung].rung.scale);
-                scaled = self.scaler.scale(picture, width, height);
-                &scaled
-            };
-            let Some(encoded) = self.encoders[rung].running(&self.metrics)?.encode(picture, force_keyframe)? else {
+            if rung > 0 {
+                let size = scaled_size(picture.width(), picture.height(), self.encoders[rung].rung.scale);
+                let larger = above.as_ref().unwrap_or(picture);
+                let scaled = if halved_size(larger.width(), larger.height()) == size {
+                    halve(larger)
+                } else {
+                    self.scaler.scale(picture, size.0, size.1)
+                };
+                above = Some(scaled);
+            }
+            let rung_picture = above.as_ref().unwrap_or(picture);
+            let Some(encoded) = self.encoders[rung].running(&self.metrics)?.encode(rung_picture, force_keyframe)?
+            else {
                 continue;
             };
             self.metrics.frames_encoded.inc();

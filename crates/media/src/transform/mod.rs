@@ -92,6 +92,40 @@ impl FrameScaler {
     }
 }
 
+/// `frame` at half its width and height (rounded down to even sizes, at least 2x2), each
+/// pixel the average of the two by two it covers: a rendition ladder's usual step, exact,
+/// and several times cheaper than the general [`FrameScaler`] (see BENCHMARKS.md).
+pub fn halve(frame: &I420Frame) -> I420Frame {
+    let (width, height) = halved_size(frame.width(), frame.height());
+    let mut out = I420Frame::new_grey(width, height, frame.captured_at());
+    let (source, halved) = (frame.planes(), out.planes_mut());
+    let (chroma_width, out_chroma) = (frame.chroma_width() as usize, (width / 2) as usize);
+    halve_plane(source.0, frame.width() as usize, halved.0, width as usize);
+    halve_plane(source.1, chroma_width, halved.1, out_chroma);
+    halve_plane(source.2, chroma_width, halved.2, out_chroma);
+    out
+}
+
+/// The size [`halve`] gives a `width x height` frame.
+pub fn halved_size(width: u32, height: u32) -> (u32, u32) {
+    (((width / 2) & !1).max(2), ((height / 2) & !1).max(2))
+}
+
+/// Fills `halved` (rows of `halved_width`) with the averages of `source`'s two-by-two
+/// blocks (rows of `source_width`); a source too small for a block repeats its edge.
+fn halve_plane(source: &[u8], source_width: usize, halved: &mut [u8], halved_width: usize) {
+    let source_rows = source.len() / source_width.max(1);
+    for (y, row) in halved.chunks_exact_mut(halved_width.max(1)).enumerate() {
+        let top = &source[(2 * y).min(source_rows - 1) * source_width..][..source_width];
+        let bottom = &source[(2 * y + 1).min(source_rows - 1) * source_width..][..source_width];
+        for (x, pixel) in row.iter_mut().enumerate() {
+            let (left, right) = ((2 * x).min(source_width - 1), (2 * x + 1).min(source_width - 1));
+            let sum = u16::from(top[left]) + u16::from(top[right]) + u16::from(bottom[left]) + u16::from(bottom[right]);
+            *pixel = ((sum + 2) / 4) as u8;
+        }
+    }
+}
+
 /// The even size (at least 2x2) of a `width x height` picture scaled by `scale`.
 pub fn scaled_size(width: u32, height: u32, scale: f64) -> (u32, u32) {
     let side = |side: u32| (((f64::from(side) * scale).round() as u32) & !1).max(2);
@@ -146,6 +180,21 @@ mod tests {
 
     use super::*;
     use crate::source::test_pattern::{FrameCode, TestPattern};
+
+    #[test]
+    fn halving_averages_each_two_by_two_block() {
+        let mut frame = I420Frame::new_grey(4, 4, Instant::now());
+        let (y, u, _) = frame.planes_mut();
+        y.copy_from_slice(&[0, 4, 8, 8, 4, 0, 8, 8, 100, 100, 1, 2, 100, 100, 3, 4]);
+        u.copy_from_slice(&[10, 20, 30, 40]);
+        let halved = halve(&frame);
+        assert_eq!((halved.width(), halved.height()), (2, 2));
+        let (y, u, v) = halved.planes();
+        assert_eq!(y, [2, 8, 100, 3]);
+        assert_eq!((u, v), (&[25][..], &[128][..]));
+        assert_eq!(halved_size(1280, 720), (640, 360));
+        assert_eq!(halved_size(320, 180), (160, 90));
+    }
 
     #[test]
     fn reduces_by_percentage_to_even_sizes() {

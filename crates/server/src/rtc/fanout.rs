@@ -62,10 +62,6 @@ const RATE_WINDOW: Duration = Duration::from_secs(2);
 /// tag, UDP and IP headers.
 const PACKET_OVERHEAD: usize = 64;
 
-/// How far above the top rung's rate the estimator is asked to look for room: enough to
-/// know that the top rung fits with the margin moving up needs.
-const AIM_ABOVE_TOP: f64 = 1.5;
-
 /// What the rest of the server asks of the fan-out.
 #[derive(Debug)]
 pub(crate) enum Command {
@@ -611,8 +607,8 @@ impl Fanout {
         self.stream_ended |= frame.last;
     }
 
-    /// Where a joiner starts: on the top rung (see `JOIN_ESTIMATE_OVER_TOP`); once the
-    /// stream has ended, where its last frame is kept.
+    /// Where a joiner starts: on the top rung, as sharp as the stream gets, until its link
+    /// says otherwise; once the stream has ended, where its last frame is kept.
     fn start_rung(&self) -> RungChoice {
         if self.stream_ended {
             let kept = self.rungs.iter().position(|rung| !rung.recent.frames().is_empty());
@@ -671,9 +667,6 @@ impl Fanout {
                 }
                 slot.peer.move_to(target);
             }
-            slot.peer.pace_for(rates.last().copied().unwrap_or(0));
-            let top = rates[0].max(self.rungs[0].configured);
-            slot.peer.aim_for((top as f64 * AIM_ABOVE_TOP) as u64);
         }
         let (sent, moving_to) = slot.peer.rungs();
         let was = std::mem::replace(&mut slot.watching, [sent, moving_to]);
@@ -699,9 +692,11 @@ impl Fanout {
         self.flush(id, now);
     }
 
-    /// Takes everything a peer has to send, passes on its wish for a keyframe, records its
-    /// next deadline, and removes it once it is dead.
+    /// Chooses the peer's rung, takes everything it has to send, passes on its wish for a
+    /// keyframe, records its next deadline, and removes it once it is dead.
     fn flush(&mut self, id: PeerId, now: Instant) {
+        // First, so that a move's wish for a keyframe is passed on below.
+        self.choose_rung(id, now);
         let Some(slot) = self.peers.get_mut(&id) else {
             return;
         };
@@ -737,7 +732,6 @@ impl Fanout {
             Some(deadline) => {
                 slot.deadline = deadline;
                 self.deadlines.insert((deadline, id));
-                self.choose_rung(id, now);
             }
             None => self.remove(id),
         }

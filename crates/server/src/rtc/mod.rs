@@ -159,8 +159,7 @@ impl RtcServer {
             .map(|(addr, socket)| MediaSocket::new(addr, socket).map(Arc::new))
             .collect::<io::Result<Vec<_>>>()?;
 
-        let rungs = stream.encoder_requests().ladder().rungs().to_vec();
-        let adaptive_top_bitrate = (rungs.len() > 1).then(|| u64::from(rungs[0].bitrate));
+        let adaptive = stream.encoder_requests().ladder().rungs().len() > 1;
         let driver_count = std::thread::available_parallelism().map_or(1, NonZeroUsize::get);
         let (event_queues, mut event_receivers): (Vec<_>, Vec<_>) =
             (0..driver_count).map(|_| mpsc::channel(DATAGRAM_QUEUE)).unzip();
@@ -194,7 +193,7 @@ impl RtcServer {
         Ok(RtcServer {
             drivers,
             dispatcher,
-            peer_config: PeerConfig { host_addrs, public_addrs, tcp_addrs, dtls_cert, adaptive_top_bitrate },
+            peer_config: PeerConfig { host_addrs, public_addrs, tcp_addrs, dtls_cert, adaptive },
             next_peer_id: AtomicU64::new(1),
             max_viewers: settings.max_viewers,
             metrics,

@@ -4,11 +4,11 @@
 //!
 //! str0m runs in RTP mode: the peer numbers and writes the shared payloads of each frame;
 //! str0m adds the headers, encrypts, answers NACKs from its send buffer and reports
-//! keyframe requests. With an adaptive stream it also estimates the viewer's bandwidth
-//! from transport-wide feedback (TWCC) and paces the viewer's packets (media, resends and
-//! probes alike) at that estimate; the peer reports what it knows of the link, and sends
-//! the frames of its rung, moving to another rung at that rung's keyframe, on one
-//! continuous RTP stream (its own sequence numbers and timeline).
+//! keyframe requests. With an adaptive stream the peer also reports what is known of the
+//! viewer's link (the bandwidth the viewer estimates and sends as REMB, from the
+//! `abs-send-time` stamps str0m writes; else the losses it reports), and sends the frames
+//! of its rung, moving to another rung at that rung's keyframe, on one continuous RTP
+//! stream (its own sequence numbers and timeline).
 //!
 //! A driver runs hundreds of peers on one task, so a panic in one session (a bug in the
 //! WebRTC stack that a viewer's packets found) would end them all. Every call into the
@@ -19,7 +19,7 @@ use std::net::SocketAddr;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::time::{Duration, Instant};
 
-use str0m::bwe::{Bitrate, BweKind};
+use str0m::bwe::BweKind;
 use str0m::change::{SdpAnswer, SdpOffer};
 use str0m::config::DtlsCert;
 use str0m::format::Codec;
@@ -106,31 +106,16 @@ impl Timeline {
     }
 }
 
-/// What a joiner's link is taken to carry until its feedback says otherwise, against the
-/// top rung's bitrate: where the estimator starts, and so the pace of a joiner's first
-/// frames. A joiner starts on the top rung, as sharp as the stream gets, and its first
-/// keyframe, paced, takes a fraction of a second on any link that could carry that rung;
-/// a link that cannot is found by the estimator within a second or two, and the viewer
-/// moves down.
-pub(crate) const JOIN_ESTIMATE_OVER_TOP: f64 = 1.5;
-
 /// How often str0m reports each stream's statistics: with them come the losses a viewer
-/// reports, all that is known of a link whose viewer sends no bandwidth feedback.
+/// reports, all that is known of a link whose viewer sends no bandwidth estimate.
 const STATS_INTERVAL: Duration = Duration::from_secs(1);
 
-/// A viewer whose oldest packet not yet sent has waited this long is sent unpaced until its
-/// queue has drained: an estimate lags a rate that jumps (a keyframe burst, a source
-/// passed through), and pacing at it would only add delay while the estimator probes.
-const MAX_PACED_QUEUE_DELAY: Duration = Duration::from_millis(300);
-
-/// A viewer whose packets wait this long is sent no more frames until they have left,
-/// then starts again from a keyframe: a queue that only grows would delay it for good.
-const MAX_QUEUE_DELAY: Duration = Duration::from_secs(1);
-
-/// str0m's usual RTP header extensions (Chrome's) without transport-wide sequence numbers,
-/// for a stream that does not adapt: a viewer would send transport-wide feedback every
-/// 50 ms, nothing would adapt to it, and at a thousand viewers it is tens of thousands of
-/// packets a second for the server to decrypt and read for nothing.
+/// str0m's usual RTP header extensions (Chrome's) without transport-wide sequence numbers.
+/// With those a viewer sends transport-wide feedback every 50 ms for the server to
+/// estimate its bandwidth itself, and str0m's estimator comes with its pacer, which lets a
+/// frame's packets out one wake-up at a time instead of in one segmented send: a thousand
+/// viewers fell from 30 to 6 frames a second (BENCHMARKS.md, "Slow links"). Without them a
+/// viewer estimates on its side from the `abs-send-time` stamps and sends REMB.
 fn extensions_without_congestion_feedback() -> ExtensionMap {
     let mut extensions = ExtensionMap::empty();
     for (id, extension) in ExtensionMap::standard().iter() {
@@ -179,9 +164,8 @@ pub(crate) struct PeerConfig {
     /// ICE-TCP listeners' addresses, offered as passive TCP candidates (empty: UDP only).
     pub(crate) tcp_addrs: Vec<SocketAddr>,
     pub(crate) dtls_cert: DtlsCert,
-    /// The top rung's bitrate when the stream adapts: each viewer's bandwidth is then
-    /// estimated (from [`JOIN_ESTIMATE_OVER_TOP`] times this) and its packets paced.
-    pub(crate) adaptive_top_bitrate: Option<u64>,
+    /// Whether the stream adapts: what is known of each viewer's link is gathered.
+    pub(crate) adaptive: bool,
 }
 
 /// A frame sent to the viewer: its RTP time and when.
@@ -243,14 +227,9 @@ pub(crate) struct Peer {
     rung: usize,
     /// The rung the viewer is moving to at its next keyframe (`rung` when it stays).
     target_rung: usize,
-    /// What is known of the viewer's link, best first: the TWCC estimate, else the
-    /// viewer's REMB, else its reported losses.
+    /// What is known of the viewer's link: the bandwidth it estimates (REMB), else the
+    /// losses it reports.
     link: Option<LinkReport>,
-    twcc_estimates: bool,
-    /// The bitrate the estimator was last asked to find room for.
-    desired_bitrate: u64,
-    /// Whether the viewer's packets go out at its estimate (see [`Peer::pace_for`]).
-    paced: bool,
     span: Span,
 }
 
@@ -280,15 +259,8 @@ impl Peer {
             // BUNDLE transport: players that offer audio first (most WHEP players) would
             // otherwise get the ICE candidates on a rejected section and never connect.
             .enable_opus(true, false);
-        // Adapting, str0m's usual extensions: transport-wide sequence numbers for TWCC,
-        // and the absolute send time that clients estimating on their own side (REMB)
-        // need.
-        let builder = match config.adaptive_top_bitrate {
-            Some(top) => builder
-                .enable_bwe(Some(Bitrate::bps((top as f64 * JOIN_ESTIMATE_OVER_TOP) as u64)))
-                .set_stats_interval(Some(STATS_INTERVAL)),
-            None => builder.set_extension_map(extensions_without_congestion_feedback()),
-        };
+        let builder = builder.set_extension_map(extensions_without_congestion_feedback());
+        let builder = if config.adaptive { builder.set_stats_interval(Some(STATS_INTERVAL)) } else { builder };
         let mut rtc = builder.build(now);
         for &addr in config.public_addrs.iter().chain(&config.host_addrs) {
             let candidate =
@@ -348,9 +320,6 @@ impl Peer {
             rung: 0,
             target_rung: 0,
             link: None,
-            twcc_estimates: false,
-            desired_bitrate: 0,
-            paced: true,
             span,
         };
         Ok((peer, answer))
@@ -479,11 +448,6 @@ impl Peer {
             metrics.rung_switches.inc();
             self.rung = frame.rung;
         }
-        if self.queue_delay() > MAX_QUEUE_DELAY {
-            metrics.frames_skipped.inc();
-            self.resync();
-            return false;
-        }
         if self.state == PeerState::AwaitingKeyframe {
             if !frame.encoded.keyframe {
                 metrics.frames_skipped.inc();
@@ -597,16 +561,6 @@ impl Peer {
         }
     }
 
-    /// How long the oldest packet not yet sent to the viewer had waited when str0m last
-    /// looked at its send queue (paced, packets wait while the link is thought full).
-    fn queue_delay(&mut self) -> Duration {
-        let mut api = self.rtc.direct_api();
-        let Some(queue) = api.stream_tx_by_mid(self.video.mid, None).and_then(|stream| stream.queue_info()) else {
-            return Duration::ZERO;
-        };
-        queue.first_unsent().map_or(Duration::ZERO, |at| queue.created_at().saturating_duration_since(at))
-    }
-
     /// What is known of the viewer's link so far.
     pub(crate) fn link(&self) -> Option<LinkReport> {
         self.link
@@ -634,39 +588,6 @@ impl Peer {
         if rung != self.rung {
             self.wants_keyframe = true;
         }
-    }
-
-    /// Asks the bandwidth estimator to find room for `bitrate` (the top rung's), probing
-    /// if it must; repeated asks cost nothing.
-    pub(crate) fn aim_for(&mut self, bitrate: u64) {
-        if bitrate == self.desired_bitrate {
-            return;
-        }
-        self.desired_bitrate = bitrate;
-        self.contained(|peer| peer.rtc.bwe().set_bitrate(Bitrate::ZERO, Bitrate::bps(bitrate)));
-    }
-
-    /// Paces the viewer's packets at its estimate only while that comes from its
-    /// transport-wide feedback, leaves room for the lowest rung (`lowest_rate`), and the
-    /// queue stays short ([`MAX_PACED_QUEUE_DELAY`]): a viewer giving no such feedback
-    /// would be paced at a guess, and an estimate that has collapsed (a viewer whose
-    /// feedback stopped for a while) would leave even the lowest rung waiting in the queue,
-    /// frozen, while the estimator climbs back.
-    pub(crate) fn pace_for(&mut self, lowest_rate: u64) {
-        let queue_short = self.contained(|peer| peer.queue_delay() <= MAX_PACED_QUEUE_DELAY).unwrap_or(true);
-        let paced = self.twcc_estimates
-            && queue_short
-            && matches!(self.link, Some(LinkReport::Estimate(estimate)) if estimate >= 2 * lowest_rate);
-        if paced == self.paced {
-            return;
-        }
-        self.paced = paced;
-        self.span.in_scope(|| debug!(paced, link = ?self.link, "pacing"));
-        self.contained(|peer| {
-            if let Some(stream) = peer.rtc.direct_api().stream_tx_by_mid(peer.video.mid, None) {
-                stream.set_unpaced(!paced);
-            }
-        });
     }
 
     /// Skip everything up to the next keyframe, and ask for one: the viewer missed data.
@@ -727,11 +648,7 @@ impl Peer {
                 self.span.in_scope(|| debug!(kind = ?request.kind, "keyframe requested"));
                 self.wants_keyframe = true;
             }
-            Event::EgressBitrateEstimate(BweKind::Twcc { estimate, .. }) => {
-                self.twcc_estimates = true;
-                self.link = Some(LinkReport::Estimate(estimate.as_u64()));
-            }
-            Event::EgressBitrateEstimate(BweKind::Remb { estimate, .. }) if !self.twcc_estimates => {
+            Event::EgressBitrateEstimate(BweKind::Remb { estimate, .. }) => {
                 self.link = Some(LinkReport::Estimate(estimate.as_u64()));
             }
             Event::MediaEgressStats(stats) if !matches!(self.link, Some(LinkReport::Estimate(_))) => {
@@ -849,14 +766,13 @@ pub(super) mod testing {
         connect(id, port, start, false)
     }
 
-    /// As [`connected_viewer`], of an adaptive stream: the peer estimates the viewer's
-    /// bandwidth and paces what it sends.
+    /// As [`connected_viewer`], of an adaptive stream: the peer gathers what is known of
+    /// the viewer's link.
     pub(crate) fn connected_adaptive_viewer(id: PeerId, port: u16, start: Instant) -> (Rtc, Peer, Instant) {
         connect(id, port, start, true)
     }
 
     fn connect(id: PeerId, port: u16, start: Instant, adaptive: bool) -> (Rtc, Peer, Instant) {
-        let adaptive_top_bitrate = adaptive.then_some(2_000_000);
         let mut now = start;
         let mut viewer = Rtc::builder().clear_codecs().enable_h264(true).build(now);
         let address = SocketAddr::new(std::net::IpAddr::V4(Ipv4Addr::LOCALHOST), port);
@@ -865,13 +781,8 @@ pub(super) mod testing {
         change.add_media(MediaKind::Video, Direction::RecvOnly, None, None, None);
         let (offer, pending) = change.apply().unwrap();
         let dtls_cert = str0m::crypto::from_feature_flags().dtls_provider.generate_certificate().unwrap();
-        let config = PeerConfig {
-            host_addrs: vec![SERVER],
-            public_addrs: vec![],
-            tcp_addrs: vec![],
-            dtls_cert,
-            adaptive_top_bitrate,
-        };
+        let config =
+            PeerConfig { host_addrs: vec![SERVER], public_addrs: vec![], tcp_addrs: vec![], dtls_cert, adaptive };
         let session = SessionId(format!("test-{id}"));
         let (mut peer, answer) = Peer::from_offer(id, session, offer, &config, now).unwrap();
         viewer.sdp_api().accept_answer(pending, answer).unwrap();
@@ -951,40 +862,6 @@ mod tests {
         assert_eq!(received.data.len(), frame.encoded.data.len());
         assert_eq!(received.data[..], frame.encoded.data[..]);
         assert_eq!(received.time.rebase(Frequency::NINETY_KHZ).numer(), 3000);
-    }
-
-    /// When each of the datagrams carrying a large keyframe leaves, after `peer` is given
-    /// it `now`, on the simulated clock.
-    fn departures_of_a_large_keyframe(peer: &mut Peer, now: Instant) -> Vec<Instant> {
-        let mut data = vec![0, 0, 0, 1, 0x65];
-        data.extend((0..100_000u32).map(|i| (i % 251) as u8 | 1));
-        let rtp = FramePacketizer::new().packetize(&stream_frame(data, true, 3000, now)).unwrap();
-        peer.poll(|_| {});
-        assert!(peer.send_frame(&rtp, &Metrics::default(), now));
-        let mut departures = Vec::new();
-        let mut at = now;
-        while departures.len() < rtp.payloads.len() && at < now + Duration::from_secs(5) {
-            let deadline = peer.poll(|_| departures.push(at)).unwrap();
-            at = deadline.max(at + Duration::from_micros(100));
-            peer.handle_timeout(at);
-        }
-        assert!(departures.len() >= rtp.payloads.len(), "every packet leaves within 5 s");
-        departures
-    }
-
-    #[test]
-    fn an_adaptive_peer_paces_a_keyframe_at_its_estimate_and_a_fixed_one_sends_it_at_once() {
-        let (_viewer, mut peer, now) = testing::connected_adaptive_viewer(1, 6000, Instant::now());
-        let departures = departures_of_a_large_keyframe(&mut peer, now);
-        let spread = departures[departures.len() - 1].saturating_duration_since(departures[0]);
-        // 100 kB at the starting estimate would take about a quarter of a second; str0m
-        // paces a joiner at up to twice that until the estimator has feedback.
-        let at_estimate = Duration::from_secs_f64(100_000.0 * 8.0 / (2_000_000.0 * JOIN_ESTIMATE_OVER_TOP));
-        assert!(spread > at_estimate / 4 && spread < at_estimate * 2, "spread over {spread:?}");
-
-        let (_viewer, mut peer, now) = connected_pair();
-        let departures = departures_of_a_large_keyframe(&mut peer, now);
-        assert!(departures.iter().all(|&at| at == now), "all at once");
     }
 
     #[test]

@@ -287,12 +287,14 @@ async fn browser(url: &str, seconds: u64, settle: u64, at: &[String]) {
 }
 
 /// Encodes `frames` test-pattern pictures (1280x720, 30 fps) at each rung of the default
-/// ladder for 2 Mbit/s, scaling each down as the capture thread does, and prints the
+/// ladder for 2 Mbit/s, halving each from the one above as the capture thread does, and prints the
 /// CPU time per picture of the top rung alone and of all three.
 fn ladder_cost(frames: u32) {
     use webgear_media::encode::{H264Encoder, H264EncoderConfig};
-    use webgear_media::transform::{FrameScaler, scaled_size};
-    let ladder = webgear_rtc::Ladder::default_for(2_000_000);
+    use webgear_media::transform::halve;
+    // The bitrates of the server's default ladder for 2 Mbit/s
+    // (`webgear_rtc::Ladder::default_for`), each rung half the size of the one above.
+    let ladder = [2_000_000, 600_000, 200_000];
     let pattern = TestPattern::new(1280, 720, 30);
     let start = Instant::now();
     let pictures: Vec<_> =
@@ -300,21 +302,20 @@ fn ladder_cost(frames: u32) {
     // This process does nothing else meanwhile.
     let thread_cpu = || ProcessSample::of(std::process::id()).unwrap().cpu_seconds;
     let mut cost = Vec::new();
-    for rungs in [1, ladder.rungs().len()] {
-        let mut encoders: Vec<H264Encoder> = ladder.rungs()[..rungs]
+    for rungs in [1, ladder.len()] {
+        let mut encoders: Vec<H264Encoder> = ladder[..rungs]
             .iter()
-            .map(|rung| H264Encoder::new(H264EncoderConfig { bitrate_bps: rung.bitrate, frame_rate: 30.0 }).unwrap())
+            .map(|&bitrate| H264Encoder::new(H264EncoderConfig { bitrate_bps: bitrate, frame_rate: 30.0 }).unwrap())
             .collect();
-        let mut scaler = FrameScaler::default();
         let before = thread_cpu();
         for picture in &pictures {
-            for (rung, encoder) in ladder.rungs().iter().zip(&mut encoders) {
-                if rung.scale == 1.0 {
-                    encoder.encode(picture, false).unwrap();
-                } else {
-                    let (width, height) = scaled_size(picture.width(), picture.height(), rung.scale);
-                    encoder.encode(&scaler.scale(picture, width, height), false).unwrap();
-                }
+            encoders[0].encode(picture, false).unwrap();
+            // Each lower rung halved from the one above, as the capture thread does.
+            let mut above = None;
+            for encoder in &mut encoders[1..] {
+                let halved = halve(above.as_ref().unwrap_or(picture));
+                encoder.encode(&halved, false).unwrap();
+                above = Some(halved);
             }
         }
         let per_picture = (thread_cpu() - before) / f64::from(frames) * 1000.0;
