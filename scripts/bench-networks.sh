@@ -56,7 +56,7 @@ shape() { # RATE, or unshaped
 start_server() {
   case "$1" in
   webgear-rtc)
-    "$bin/webgear-rtc" --source "$clip" --host 0.0.0.0 --port "$port" --options '{"frame_size_reduction": 0}' \
+    RUST_LOG="${RUST_LOG:-webgear_rtc=debug}" "$bin/webgear-rtc" --source "$clip" --host 0.0.0.0 --port "$port" --options '{"frame_size_reduction": 0}' \
       >"$work/$1.log" 2>&1 &
     ;;
   WebGear_RTC)
@@ -84,8 +84,9 @@ for name in "${servers[@]}"; do
     if [ "$cell" = step ]; then
       rate=4mbit
       seconds=30
-      at=(--at "8=tc qdisc change dev $link root tbf rate 800kbit burst 16kb limit 32kb"
-        --at "18=tc qdisc change dev $link root tbf rate 4mbit burst 16kb limit 32kb")
+      # The probe runs in the viewer's namespace; the link is shaped in the server's.
+      at=(--at "8=nsenter -t 1 -n tc qdisc change dev $link root tbf rate 800kbit burst 16kb limit 32kb"
+        --at "18=nsenter -t 1 -n tc qdisc change dev $link root tbf rate 4mbit burst 16kb limit 32kb")
     fi
     echo "== $name, $cell"
     start_server "$name" || { echo "$name did not start; see $work/$name.log"; stop_server; continue; }

@@ -881,10 +881,10 @@ mod tests {
         for number in 0..12u8 {
             let now = start + Duration::from_millis(250) * u32::from(number);
             if number == 2 {
-                // The viewer's link turns out to carry 100 kbit/s: rung 1. Nothing moves
+                // The viewer's link turns out to carry 80 kbit/s: rung 1. Nothing moves
                 // until the rungs' rates are measured (frame 4), and the link has carried
                 // less than rung 0 for a second (frame 8).
-                report_link(&mut fanout.peers.get_mut(&id).unwrap().peer, LinkReport::Estimate(100_000));
+                report_link(&mut fanout.peers.get_mut(&id).unwrap().peer, LinkReport::Estimate(80_000));
             }
             for rung in 0..3 {
                 let keyframe = number == 0 || (rung == 1 && number == 10);

@@ -1,21 +1,25 @@
 //! Which rung of the ladder a viewer should be on, from what is known of its link: down
 //! once the link has not carried its rung for a moment (at once when it carries less than
-//! half), up one rung at a time once the link has carried the rung above, with a margin,
-//! for a while. Sans-IO: the time comes with each report.
+//! half), and up one rung at a time, as a trial, once the link has carried its rung for a
+//! while. A viewer's own estimate (REMB) follows what it receives, so only trying the rung
+//! above tells whether the link carries it; a trial that fails is tried again after twice
+//! as long. Sans-IO: the time comes with each report.
 
 use std::time::{Duration, Instant};
 
-/// Going up needs this much more room than the rung needs: headroom for retransmissions
-/// and the estimate's own error, and without a margin a link right at a rung's rate would
-/// flap between two rungs. Staying needs none: a bandwidth estimator held back by what is
-/// sent (an application-limited stream) reports little more than that.
-const UP_MARGIN: f64 = 1.25;
+/// A link whose estimate is at least this share of the rung's rate carries it: an estimate
+/// made from what the viewer receives sits at about that rate, a little under or over.
+const CARRIED_SHARE: f64 = 0.85;
 
-/// How long the link must carry the rung above before the viewer is moved up.
+/// How long the link must carry the viewer's rung before the rung above is tried.
 const UP_HOLD: Duration = Duration::from_secs(3);
 
-/// How long after a move down no move up is tried: the link just failed the rung above.
+/// How long after a move down the rung above is tried again, at first; each trial that
+/// fails (a move down within [`UP_TRIAL`] of the move up) doubles it, up to
+/// [`MAX_UP_BACKOFF`]; one that holds resets it.
 const UP_AFTER_DOWN: Duration = Duration::from_secs(6);
+const UP_TRIAL: Duration = Duration::from_secs(10);
+const MAX_UP_BACKOFF: Duration = Duration::from_secs(60);
 
 /// How long the link may carry less than the viewer's rung before the viewer is moved
 /// down: an estimate lags a rung whose rate jumps (a source passed through, a burst of
@@ -53,14 +57,24 @@ pub(crate) struct RungChoice {
     room_above_since: Option<Instant>,
     /// Since when the link has carried less than the target.
     short_since: Option<Instant>,
-    /// When the target last went down.
+    /// When the target last went down, and up.
     last_down: Option<Instant>,
+    last_up: Option<Instant>,
+    /// How long after a move down the rung above is tried again.
+    up_backoff: Duration,
 }
 
 impl RungChoice {
     /// A viewer on `rung`, until its link says otherwise.
     pub(crate) fn fixed(rung: usize) -> Self {
-        RungChoice { target: rung, room_above_since: None, short_since: None, last_down: None }
+        RungChoice {
+            target: rung,
+            room_above_since: None,
+            short_since: None,
+            last_down: None,
+            last_up: None,
+            up_backoff: UP_AFTER_DOWN,
+        }
     }
 
     pub(crate) fn target(&self) -> usize {
@@ -76,7 +90,7 @@ impl RungChoice {
         let (down_to, room_above, up_hold) = match report {
             LinkReport::Estimate(estimate) => {
                 let estimate = estimate as f64;
-                let best = rates.iter().position(|&rate| rate as f64 <= estimate).unwrap_or(lowest);
+                let best = rates.iter().position(|&rate| rate as f64 * CARRIED_SHARE <= estimate).unwrap_or(lowest);
                 let far_short = (rates[self.target] as f64) * FAR_SHORT > estimate;
                 let short_for =
                     if best > self.target { since(Some(*self.short_since.get_or_insert(now))) } else { Duration::ZERO };
@@ -84,7 +98,7 @@ impl RungChoice {
                     self.short_since = None;
                 }
                 let down_to = if far_short || short_for >= DOWN_HOLD { best } else { self.target };
-                let room_above = self.target > 0 && rates[self.target - 1] as f64 * UP_MARGIN <= estimate;
+                let room_above = self.target > 0 && best <= self.target;
                 (down_to, room_above, UP_HOLD)
             }
             LinkReport::Loss(lost) => {
@@ -94,6 +108,8 @@ impl RungChoice {
             }
         };
         if down_to > self.target {
+            let failed_trial = self.last_up.is_some_and(|at| now.saturating_duration_since(at) < UP_TRIAL);
+            self.up_backoff = if failed_trial { (self.up_backoff * 2).min(MAX_UP_BACKOFF) } else { UP_AFTER_DOWN };
             self.target = down_to;
             self.last_down = Some(now);
             self.room_above_since = None;
@@ -105,9 +121,10 @@ impl RungChoice {
             return self.target;
         }
         let held = since(Some(*self.room_above_since.get_or_insert(now)));
-        let settled = self.last_down.is_none_or(|at| now.saturating_duration_since(at) >= UP_AFTER_DOWN);
+        let settled = self.last_down.is_none_or(|at| now.saturating_duration_since(at) >= self.up_backoff);
         if settled && held >= up_hold {
             self.target -= 1;
+            self.last_up = Some(now);
             self.room_above_since = None;
         }
         self.target
@@ -126,29 +143,32 @@ mod tests {
     }
 
     #[test]
-    fn the_rung_follows_the_estimate_down_and_up_one_rung_after_holding() {
+    fn the_rung_follows_the_estimate_down_and_tries_the_rung_above_backing_off_when_it_fails() {
         let mut follow = follower(Instant::now());
         let mut estimate = |bps: u64, secs: f64| follow(LinkReport::Estimate(bps), secs);
         // The link falls to 300 kbit/s, under half the rung: straight to the lowest rung.
         assert_eq!(estimate(300_000, 0.0), 2);
-        // It recovers: nothing for a while after the fall, then one rung at a time, each
-        // after the link has carried the next, with a margin, for long enough.
-        assert_eq!(estimate(5_000_000, 1.0), 2);
-        assert_eq!(estimate(5_000_000, 5.0), 2, "too soon after going down");
-        assert_eq!(estimate(5_000_000, 6.5), 1);
-        assert_eq!(estimate(5_000_000, 7.0), 1);
-        assert_eq!(estimate(5_000_000, 10.0), 0);
-        // A little short of the rung: down only once that has lasted.
-        assert_eq!(estimate(1_900_000, 20.0), 0);
-        assert_eq!(estimate(1_900_000, 20.5), 0);
-        assert_eq!(estimate(2_000_000, 20.8), 0, "it fits again: the wait starts over");
-        assert_eq!(estimate(1_900_000, 21.0), 0);
-        assert_eq!(estimate(1_900_000, 22.0), 1);
-        // Right at the rung above, it stays: moving up needs a margin.
-        assert_eq!(estimate(2_400_000, 40.0), 1);
-        assert_eq!(estimate(2_400_000, 50.0), 1);
-        assert_eq!(estimate(2_500_000, 51.0), 1);
-        assert_eq!(estimate(2_500_000, 54.0), 0);
+        // It carries that rung: the one above is tried once it has for a while, and some
+        // time after the fall.
+        assert_eq!(estimate(210_000, 1.0), 2);
+        assert_eq!(estimate(210_000, 5.0), 2, "too soon after going down");
+        assert_eq!(estimate(210_000, 6.5), 1);
+        // The trial fails (the estimate follows what arrives, short of the rung): back down
+        // after a second, and the next trial waits twice as long.
+        assert_eq!(estimate(400_000, 7.0), 1);
+        assert_eq!(estimate(400_000, 8.0), 2);
+        assert_eq!(estimate(210_000, 16.0), 2);
+        assert_eq!(estimate(210_000, 19.5), 2, "the trial after a failed one waits 12 s");
+        assert_eq!(estimate(210_000, 20.0), 1);
+        // This one holds: the link carries the rung (a little under its rate is fine).
+        assert_eq!(estimate(560_000, 21.0), 1);
+        assert_eq!(estimate(560_000, 24.0), 0);
+        assert_eq!(estimate(1_900_000, 30.0), 0);
+        assert_eq!(estimate(1_600_000, 35.0), 0);
+        assert_eq!(estimate(1_600_000, 36.0), 1, "short of the rung for a second");
+        // A move down long after the last move up starts the back-off afresh.
+        assert_eq!(estimate(600_000, 39.0), 1);
+        assert_eq!(estimate(600_000, 42.0), 0);
     }
 
     #[test]
