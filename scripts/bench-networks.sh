@@ -6,7 +6,8 @@
 # it. This kernel has no netem, so there is no added delay: the round trip stays under a
 # millisecond. Both servers stream the same 720p30 clip unreduced; each cell starts a
 # fresh server, and Chromium's getStats() is read each second for 20 s (the summary leaves
-# out the first 5). The step cell is one 30 s viewing at 4 Mbit/s that falls to 800
+# out the first 5). The step's chart is drawn to target/bench-networks/step.svg
+# (BENCHMARKS.md shows a copy, docs/slow-links-step.svg). The step cell is one 30 s viewing at 4 Mbit/s that falls to 800
 # kbit/s at 8 s and recovers at 18 s. Needs root (ip netns, tc, iptables).
 #
 #   sudo ./scripts/bench-networks.sh                  # every cell, both servers
@@ -80,21 +81,22 @@ for name in "${servers[@]}"; do
     loss=0
     [ "$cell" = "${cell#*/}" ] || loss=${cell#*/}
     seconds=20
-    at=()
-    if [ "$cell" = step ]; then
-      rate=4mbit
-      seconds=30
-      # The probe runs in the viewer's namespace; the link is shaped in the server's.
-      at=(--at "8=nsenter -t 1 -n tc qdisc change dev $link root tbf rate 800kbit burst 16kb limit 32kb"
-        --at "18=nsenter -t 1 -n tc qdisc change dev $link root tbf rate 4mbit burst 16kb limit 32kb")
-    fi
+    [ "$cell" != step ] || { rate=4mbit; seconds=30; }
     echo "== $name, $cell"
     start_server "$name" || { echo "$name did not start; see $work/$name.log"; stop_server; continue; }
     shape "$rate"
     probability=$(python3 -c "print($loss / 100)")
     [ "$loss" = 0 ] || iptables -I "${loss_rule[@]}" "$probability"
-    out=$(ip netns exec "$namespace" "$bin/webgear-probe" --url "http://$server_ip:$port" \
-      browser --seconds "$seconds" --settle 5 "${at[@]}") || out=""
+    : >"$work/probe.out"
+    if [ "$cell" = step ]; then
+      # 8 s and 18 s after the first frame, as the probe counts its seconds.
+      (until grep -q "first frame" "$work/probe.out"; do sleep 0.05; done
+        sleep 8 && tc qdisc change dev "$link" root tbf rate 800kbit burst 16kb limit 32kb
+        sleep 10 && tc qdisc change dev "$link" root tbf rate 4mbit burst 16kb limit 32kb) &
+    fi
+    ip netns exec "$namespace" "$bin/webgear-probe" --url "http://$server_ip:$port" \
+      browser --seconds "$seconds" --settle 5 >"$work/probe.out" || true
+    out=$(cat "$work/probe.out")
     [ "$loss" = 0 ] || remove_loss "$probability"
     grep -v '^{' <<<"$out" | tail -n 3
     echo "$name $cell $(grep '^{' <<<"$out" || echo '{}')" >>"$results"

@@ -75,10 +75,6 @@ enum Mode {
         /// Seconds after the first frame left out of the summary (the start).
         #[arg(long, default_value_t = 5)]
         settle: u64,
-        /// `SECONDS=COMMAND`: runs the shell command that many seconds after the first
-        /// frame (to change the link during the viewing); may be given again.
-        #[arg(long)]
-        at: Vec<String>,
     },
     /// The CPU cost of encoding the default ladder's three rungs against the top one alone.
     LadderCost {
@@ -111,7 +107,7 @@ async fn main() {
     match args.command {
         Mode::Joins { count, watch } => joins(&offer_url, count, Duration::from_secs(watch)).await,
         Mode::Hold { viewers, seconds, server_pid } => hold(&offer_url, viewers, seconds, server_pid).await,
-        Mode::Browser { seconds, settle, at } => browser(&args.url, seconds, settle, &at).await,
+        Mode::Browser { seconds, settle } => browser(&args.url, seconds, settle).await,
         Mode::LadderCost { frames } => ladder_cost(frames),
         Mode::Latency { send_to, format, seconds, settle, wait } => {
             latency(&offer_url, &LiveSender::start(&send_to, &format), seconds, settle, wait).await;
@@ -222,15 +218,7 @@ async fn video_stats(browser: &Browser) -> Option<VideoStats> {
     serde_json::from_value(browser.eval(VIDEO_STATS).await.ok()?).ok()
 }
 
-async fn browser(url: &str, seconds: u64, settle: u64, at: &[String]) {
-    let mut changes: Vec<(u64, &str)> = at
-        .iter()
-        .map(|change| {
-            let (second, command) = change.split_once('=').expect("--at SECONDS=COMMAND");
-            (second.trim().parse().expect("--at SECONDS=COMMAND"), command)
-        })
-        .collect();
-    changes.sort_by_key(|&(second, _)| second);
+async fn browser(url: &str, seconds: u64, settle: u64) {
     let browser = Browser::launch().await.expect("headless Chromium (chromium and chromium-driver)");
     let opened = Instant::now();
     browser.goto(url).await.expect("the page opens");
@@ -246,11 +234,6 @@ async fn browser(url: &str, seconds: u64, settle: u64, at: &[String]) {
     let mut readings = Vec::new();
     for second in 1..=seconds {
         tokio::time::sleep_until((start + Duration::from_secs(second)).into()).await;
-        for (_, command) in changes.iter().filter(|&&(at, _)| at == second) {
-            println!("{second:>3} s: {command}");
-            let status = Command::new("sh").arg("-c").arg(command).status().expect("sh runs");
-            assert!(status.success(), "{command} failed");
-        }
         let stats = video_stats(&browser).await.unwrap_or_default();
         println!(
             "{second:>3} s: {:>5.1} fps, {:>4} lines, {} freezes ({:.2} s), {:.0} kbit/s so far",
