@@ -28,20 +28,28 @@ fn assert_no_gap(frames: &[DecodedFrame], who: &str) {
     assert!(missing <= 2, "{who}: {missing} gaps in {numbers:?}");
 }
 
+/// A network namespace for a viewer, and a test-pattern server (frames left whole,
+/// `adaptive` as given) that it reaches through the namespace's NAT.
+async fn server_behind_a_namespace(adaptive: bool) -> (NatLab, TestServer) {
+    let lab = NatLab::create().expect("a network namespace (needs root, iproute2, iptables and tc)");
+    let (private, public) = (lab.private_ip.to_string(), lab.public_ip.to_string());
+    let server = TestServer::start_with(builder(options(json!({
+        "frame_size_reduction": 0,
+        "adaptive": adaptive,
+        "host_addresses": [private],
+        "public_addresses": [public],
+    }))))
+    .await;
+    (lab, server)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_viewer_behind_a_slow_link_moves_down_the_ladder_while_one_on_loopback_stays_on_top() {
     if !may_change_the_network("shaping a link with tc") {
         return;
     }
     let _lock = exclusive().await;
-    let lab = NatLab::create().expect("a network namespace (needs root, iproute2, iptables and tc)");
-    let (private, public) = (lab.private_ip.to_string(), lab.public_ip.to_string());
-    let server = TestServer::start_with(builder(options(json!({
-        "frame_size_reduction": 0,
-        "host_addresses": [private],
-        "public_addresses": [public],
-    }))))
-    .await;
+    let (lab, server) = server_behind_a_namespace(true).await;
 
     // 500 kbit/s, a small router buffer: below the top rung (2 Mbit/s) and the middle one.
     lab.limit_rate("500kbit", "32kb").unwrap();
@@ -72,15 +80,7 @@ async fn without_adaptive_a_viewer_behind_a_slow_link_is_sent_the_full_size_stre
         return;
     }
     let _lock = exclusive().await;
-    let lab = NatLab::create().expect("a network namespace (needs root, iproute2, iptables and tc)");
-    let (private, public) = (lab.private_ip.to_string(), lab.public_ip.to_string());
-    let server = TestServer::start_with(builder(options(json!({
-        "frame_size_reduction": 0,
-        "adaptive": false,
-        "host_addresses": [private],
-        "public_addresses": [public],
-    }))))
-    .await;
+    let (lab, server) = server_behind_a_namespace(false).await;
     lab.limit_rate("1mbit", "64kb").unwrap();
     let socket = lab.viewer_socket().unwrap();
     let mut slow = Viewer::connect_with_socket(&Endpoint::Offer(server.url("/offer")), socket).await.unwrap();

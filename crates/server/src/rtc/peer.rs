@@ -258,8 +258,8 @@ impl Peer {
             // Never sent, but accepting an offer's audio section keeps it usable as the
             // BUNDLE transport: players that offer audio first (most WHEP players) would
             // otherwise get the ICE candidates on a rejected section and never connect.
-            .enable_opus(true, false);
-        let builder = builder.set_extension_map(extensions_without_congestion_feedback());
+            .enable_opus(true, false)
+            .set_extension_map(extensions_without_congestion_feedback());
         let builder = if config.adaptive { builder.set_stats_interval(Some(STATS_INTERVAL)) } else { builder };
         let mut rtc = builder.build(now);
         for &addr in config.public_addrs.iter().chain(&config.host_addrs) {
@@ -423,15 +423,10 @@ impl Peer {
         self.send_frame(rendition, metrics, now).then_some(rendition)
     }
 
-    /// The RTP time `frame` goes out with, `now`, on the viewer's timeline: after the last
-    /// frame sent even when it is the same capture (at the rung the viewer just moved to).
+    /// The RTP time `frame` goes out with, `now`, on the viewer's timeline.
     fn stamp(&mut self, frame: &StreamFrame, now: Instant) -> u32 {
         let since_last = self.last_sent.map(|sent| (sent.time, now.saturating_duration_since(sent.at)));
-        let time = self.timeline.stamp(frame, since_last);
-        match self.last_sent {
-            Some(last) if (time.wrapping_sub(last.time) as i32) <= 0 => last.time.wrapping_add(1),
-            _ => time,
-        }
+        self.timeline.stamp(frame, since_last)
     }
 
     /// Writes one frame stamped `time` (RTP, 90 kHz).
@@ -637,7 +632,7 @@ impl Peer {
                 self.resync();
             }
             // Before the viewer's first datagram, "disconnected" only says that no check
-            // has come yet (the session's timers run sooner when it estimates bandwidth):
+            // has come yet (the session's timers run sooner with an adaptive stream's statistics):
             // a viewer still reaching us through a slow TURN relay has until
             // FIRST_CONTACT_TIMEOUT.
             Event::IceConnectionStateChange(IceConnectionState::Disconnected) if self.state != PeerState::Answered => {
